@@ -1,0 +1,1 @@
+//! Driving a Factorio headless server: command line, version, log parsing, RCON, saves.

@@ -1,0 +1,3 @@
+//! Host (slave) side: runs Factorio instances for the controller.
+
+pub mod factorio;

@@ -1,0 +1,4 @@
+//! clustorio: a clustered Factorio server manager. The binary (`src/main.rs`) maps each CLI role onto
+//! one function here; everything else is a library so integration tests can reach the pieces.
+
+pub mod host;

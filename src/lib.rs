@@ -1,4 +1,10 @@
 //! clustorio: a clustered Factorio server manager. The binary (`src/main.rs`) maps each CLI role onto
 //! one function here; everything else is a library so integration tests can reach the pieces.
 
+pub mod config;
+pub mod controller;
 pub mod host;
+pub mod link;
+pub mod permissions;
+pub mod shutdown;
+pub mod store;

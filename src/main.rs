@@ -1,1 +1,108 @@
-fn main() {}
+//! The `clustorio` binary: one function per role (DESIGN §2).
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use clustorio::config::{ControllerConfig, init_logging};
+use clustorio::store::{self, Store};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "clustorio",
+    version,
+    about = "A clustered Factorio server manager",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// The controller: HTTP API, link socket, web UI and metrics on port 8081.
+    #[command(alias = "master")]
+    Controller {
+        #[command(subcommand)]
+        command: ControllerCommand,
+    },
+}
+
+#[derive(Args)]
+struct DataDir {
+    /// Data directory (config-master.json, clustorio.db). Default: the working directory.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ControllerCommand {
+    /// Run the controller until SIGINT, SIGTERM or `stop` on stdin.
+    Run {
+        #[command(flatten)]
+        data: DataDir,
+        /// Port to listen on (overrides SERVER_PORT and the config file).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Print a token, for scripts; works without a running controller.
+    Token {
+        #[command(flatten)]
+        data: DataDir,
+        /// Issue a new login token for this user.
+        #[arg(long, conflicts_with = "join", required_unless_present = "join")]
+        user: Option<String>,
+        /// Print the join token hosts register with (the slaves' MASTER_TOKEN).
+        #[arg(long)]
+        join: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Panels cap processes (threads count); keep the blocking pool small.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.role {
+        Role::Controller { command } => match command {
+            ControllerCommand::Run { data, port } => {
+                let mut cfg = ControllerConfig::load(&data.dir)?;
+                if let Some(port) = port {
+                    cfg.port = port;
+                }
+                init_logging(cfg.log_level);
+                runtime()?.block_on(clustorio::controller::run(&data.dir, cfg))
+            }
+            ControllerCommand::Token { data, user, join } => {
+                let store = Store::open(&data.dir)?;
+                let token = if join {
+                    store.write_blocking(store::tokens::ensure_join_token)?
+                } else {
+                    let user = user.unwrap_or_default();
+                    store
+                        .write_blocking(move |c| store::tokens::issue(c, "cli", &user))
+                        .map(|(_, token)| token)?
+                };
+                println!("{token}");
+                Ok(())
+            }
+        },
+    }
+}

@@ -1,0 +1,226 @@
+//! REST API under `/api/v1/` (DESIGN §5a). Each route becomes a [`ControlRequest`]; the request
+//! checks its own permission and does the work, so this file only maps HTTP onto requests.
+
+use super::Controller;
+use super::auth;
+use super::error::ApiError;
+use super::requests::ControlRequest;
+use bytes::Buf;
+use futures_util::{Stream, StreamExt};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use warp::http::{Method, StatusCode};
+
+/// A matched route: its pattern (the metrics label), the request it makes and the values the
+/// path supplies.
+struct Route {
+    pattern: &'static str,
+    request: &'static str,
+    params: Vec<(&'static str, Value)>,
+    /// Whether the request body is used.
+    body: bool,
+    /// Answered without a token.
+    public: bool,
+}
+
+fn route(method: &Method, segments: &[&str]) -> Option<Route> {
+    let r = |pattern, request, params: Vec<(&'static str, Value)>, body| Route {
+        pattern,
+        request,
+        params,
+        body,
+        public: false,
+    };
+    let s = |v: &str| Value::String(v.to_string());
+    let id_or_name = |v: &str| match v.parse::<i64>() {
+        Ok(n) => Value::from(n),
+        Err(_) => Value::String(v.to_string()),
+    };
+    let m = method.as_str();
+    Some(match (m, segments) {
+        ("GET", ["status"]) => Route {
+            public: true,
+            ..r("/status", "status", vec![], false)
+        },
+        ("GET", ["permissions"]) => r("/permissions", "permission_list", vec![], false),
+        ("GET", ["users"]) => r("/users", "user_list", vec![], false),
+        ("POST", ["users"]) => r("/users", "user_create", vec![], true),
+        ("GET", ["users", u]) => r("/users/{name}", "user_get", vec![("user", s(u))], false),
+        ("PATCH", ["users", u]) => r("/users/{name}", "user_update", vec![("user", s(u))], true),
+        ("DELETE", ["users", u]) => r("/users/{name}", "user_delete", vec![("user", s(u))], false),
+        ("POST", ["users", u, "revoke-tokens"]) => r(
+            "/users/{name}/revoke-tokens",
+            "user_revoke_tokens",
+            vec![("user", s(u))],
+            false,
+        ),
+        ("GET", ["tokens"]) => r("/tokens", "token_list", vec![], false),
+        ("POST", ["tokens"]) => r("/tokens", "token_create", vec![], true),
+        ("DELETE", ["tokens", id]) => r(
+            "/tokens/{id}",
+            "token_revoke",
+            vec![("id", id_or_name(id))],
+            false,
+        ),
+        ("GET", ["roles"]) => r("/roles", "role_list", vec![], false),
+        ("POST", ["roles"]) => r("/roles", "role_create", vec![], true),
+        ("PATCH", ["roles", id]) => r(
+            "/roles/{id}",
+            "role_update",
+            vec![("id", id_or_name(id))],
+            true,
+        ),
+        ("DELETE", ["roles", id]) => r(
+            "/roles/{id}",
+            "role_delete",
+            vec![("id", id_or_name(id))],
+            false,
+        ),
+        ("GET", ["hosts"]) => r("/hosts", "host_list", vec![], false),
+        ("POST", ["hosts", h, "revoke"]) => r(
+            "/hosts/{id}/revoke",
+            "host_revoke",
+            vec![("host", id_or_name(h))],
+            false,
+        ),
+        ("GET", ["join-token"]) => r("/join-token", "join_token_get", vec![], false),
+        ("POST", ["join-token", "rotate"]) => {
+            r("/join-token/rotate", "join_token_rotate", vec![], false)
+        }
+        ("GET", ["instances"]) => r("/instances", "instance_list", vec![], false),
+        ("POST", ["instances"]) => r("/instances", "instance_create", vec![], true),
+        ("GET", ["instances", i]) => r(
+            "/instances/{id}",
+            "instance_get",
+            vec![("instance", id_or_name(i))],
+            false,
+        ),
+        ("PATCH", ["instances", i]) => r(
+            "/instances/{id}",
+            "instance_update_config",
+            vec![("instance", id_or_name(i))],
+            true,
+        ),
+        ("DELETE", ["instances", i]) => r(
+            "/instances/{id}",
+            "instance_delete",
+            vec![("instance", id_or_name(i))],
+            false,
+        ),
+        ("POST", ["instances", i, "assign"]) => r(
+            "/instances/{id}/assign",
+            "instance_assign",
+            vec![("instance", id_or_name(i))],
+            true,
+        ),
+        ("GET", ["audit"]) => r("/audit", "audit_list", vec![], false),
+        _ => return None,
+    })
+}
+
+/// Query string → JSON fields (numbers where they parse). Values are plain names and numbers.
+fn query_fields(query: &str) -> Vec<(String, Value)> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| {
+            let v = v.replace('+', " ");
+            let value = v
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or(Value::String(v));
+            (k.to_string(), value)
+        })
+        .collect()
+}
+
+/// Reads a body of at most `limit` bytes.
+pub async fn read_body<S, B>(mut body: S, limit: usize) -> Result<Vec<u8>, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        if out.len() + chunk.remaining() > limit {
+            return Err(ApiError::new(
+                413,
+                "too_large",
+                format!("request body exceeds the limit of {limit} bytes"),
+            ));
+        }
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            out.extend_from_slice(piece);
+            let n = piece.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_body(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// Handles one API request end to end; returns the route label (for metrics) and the response.
+pub async fn handle(
+    ctl: Arc<Controller>,
+    method: Method,
+    tail: &str,
+    query: &str,
+    authorization: Option<String>,
+    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+) -> (&'static str, StatusCode, Value) {
+    let segments: Vec<&str> = tail.split('/').filter(|s| !s.is_empty()).collect();
+    let Some(route) = route(&method, &segments) else {
+        let e = ApiError::not_found(format!("no route {method} /api/v1/{tail}"));
+        return ("unknown", status(&e), e.to_json());
+    };
+    if route.public {
+        return (route.pattern, StatusCode::OK, json!(ctl.status()));
+    }
+    let result = async {
+        let token = auth::bearer(authorization.as_deref())?;
+        let actor = auth::authenticate(&ctl.store, token).await?;
+        let mut data = if route.body {
+            parse_body(&read_body(body, ctl.cfg.max_body_bytes).await?)?
+        } else {
+            serde_json::Map::new()
+        };
+        for (k, v) in query_fields(query) {
+            data.entry(k).or_insert(v);
+        }
+        for (k, v) in route.params {
+            data.insert(k.to_string(), v);
+        }
+        let request = ControlRequest::from_link(route.request, Value::Object(data))?;
+        request.execute(&ctl, &actor).await
+    }
+    .await;
+    match result {
+        Ok(reply) => (
+            route.pattern,
+            StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
+            reply.body,
+        ),
+        Err(e) => (route.pattern, status(&e), e.to_json()),
+    }
+}
+
+fn status(e: &ApiError) -> StatusCode {
+    StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}

@@ -1,0 +1,275 @@
+//! Live link sessions: which hosts are connected, and the event stream every subscriber gets.
+//!
+//! Events go through a broadcast channel; each session has a pump task that copies the events
+//! its peer may see into the session's outbox (so they wait there across a resume).
+
+use super::session::{Peer, Session};
+use crate::link::ErrorBody;
+use crate::store::{InstanceRecord, Role, User};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// Capacity of the event broadcast; a session that falls this far behind is ended and must
+/// start over (it then gets the full state again).
+const EVENT_BACKLOG: usize = 65_536;
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub name: &'static str,
+    pub data: Value,
+    /// Control clients need this permission to receive it.
+    pub permission: &'static str,
+    /// Hosts receive it too (user list changes they enforce).
+    pub to_hosts: bool,
+}
+
+impl Event {
+    pub fn instance_updated(view: &Value) -> Self {
+        Event {
+            name: "instance_updated",
+            data: view.clone(),
+            permission: "core.instance.subscribe",
+            to_hosts: false,
+        }
+    }
+
+    pub fn instance_deleted(rec: &InstanceRecord) -> Self {
+        Event {
+            name: "instance_deleted",
+            data: json!({ "id": rec.id, "name": rec.name }),
+            permission: "core.instance.subscribe",
+            to_hosts: false,
+        }
+    }
+
+    pub fn host_updated(view: &Value) -> Self {
+        Event {
+            name: "host_updated",
+            data: view.clone(),
+            permission: "core.host.subscribe",
+            to_hosts: false,
+        }
+    }
+
+    pub fn user_updated(user: &User) -> Self {
+        Event {
+            name: "user_updated",
+            data: serde_json::to_value(user).unwrap_or(Value::Null),
+            permission: "core.user.subscribe",
+            to_hosts: true,
+        }
+    }
+
+    pub fn user_deleted(user: &User) -> Self {
+        Event {
+            name: "user_deleted",
+            data: json!({ "id": user.id, "name": user.name }),
+            permission: "core.user.subscribe",
+            to_hosts: true,
+        }
+    }
+
+    pub fn role_updated(role: &Role) -> Self {
+        Event {
+            name: "role_updated",
+            data: serde_json::to_value(role).unwrap_or(Value::Null),
+            permission: "core.role.subscribe",
+            to_hosts: false,
+        }
+    }
+
+    pub fn role_deleted(id: i64) -> Self {
+        Event {
+            name: "role_deleted",
+            data: json!({ "id": id }),
+            permission: "core.role.subscribe",
+            to_hosts: false,
+        }
+    }
+}
+
+pub struct Hub {
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Host id → its session, while a socket is attached.
+    hosts: Mutex<HashMap<i64, Arc<Session>>>,
+    events: broadcast::Sender<Arc<Event>>,
+    pub outbox_limit: usize,
+}
+
+impl Hub {
+    pub fn new(outbox_limit: usize) -> Self {
+        Hub {
+            sessions: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(HashMap::new()),
+            events: broadcast::channel(EVENT_BACKLOG).0,
+            outbox_limit,
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hosts(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Session>>> {
+        self.hosts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn publish(&self, event: Event) {
+        // No receivers is fine: nobody is subscribed.
+        let _ = self.events.send(Arc::new(event));
+    }
+
+    /// Registers a new session and starts copying events to it.
+    pub fn add_session(&self, session: Arc<Session>) {
+        self.sessions().insert(session.id.clone(), session.clone());
+        let mut events = self.events.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    ev = events.recv() => match ev {
+                        Ok(ev) => {
+                            let wanted = match &session.peer {
+                                Peer::Host { .. } => ev.to_hosts,
+                                Peer::Control { actor, .. } => actor.has(ev.permission),
+                            };
+                            if wanted {
+                                session.send_event(ev.name, ev.data.clone());
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            session.kill(ErrorBody::new("lagged", format!("{n} events were missed; reconnect for a fresh state")));
+                            break;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                    _ = session.ended.notified() => break,
+                }
+            }
+        });
+    }
+
+    pub fn find_session(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions().get(id).cloned()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions().len()
+    }
+
+    /// Marks `session` as its host's live connection; any other session of that host ends.
+    pub fn host_attached(&self, session: &Arc<Session>) {
+        let Some(id) = session.host_id() else { return };
+        let old = self.hosts().insert(id, session.clone());
+        if let Some(old) = old
+            && old.id != session.id
+        {
+            self.remove(
+                &old,
+                ErrorBody::new("replaced", "the host connected again with a new session"),
+            );
+        }
+    }
+
+    /// The host's socket went away. True if it was the live one (the host is now disconnected).
+    pub fn host_detached(&self, session: &Arc<Session>) -> bool {
+        let Some(id) = session.host_id() else {
+            return false;
+        };
+        let mut hosts = self.hosts();
+        if hosts.get(&id).is_some_and(|s| s.id == session.id) {
+            hosts.remove(&id);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn host_connected(&self, host_id: i64) -> bool {
+        self.hosts().contains_key(&host_id)
+    }
+
+    pub fn connected_hosts(&self) -> Vec<i64> {
+        self.hosts().keys().copied().collect()
+    }
+
+    pub fn host_session(&self, host_id: i64) -> Option<Arc<Session>> {
+        self.hosts().get(&host_id).cloned()
+    }
+
+    /// Sends an event to one host, if connected (otherwise it learns on reconnect).
+    pub fn send_to_host(&self, host_id: i64, name: &str, data: Value) {
+        if let Some(s) = self.host_session(host_id) {
+            s.send_event(name, data);
+        }
+    }
+
+    pub async fn request_host(
+        &self,
+        host_id: i64,
+        name: &str,
+        data: Value,
+        timeout: Duration,
+    ) -> Result<Value, ErrorBody> {
+        match self.host_session(host_id) {
+            Some(s) => s.request(name, data, timeout).await,
+            None => Err(ErrorBody::new(
+                "host_disconnected",
+                "the host is not connected",
+            )),
+        }
+    }
+
+    fn remove(&self, session: &Arc<Session>, reason: ErrorBody) {
+        session.kill(reason);
+        self.sessions().remove(&session.id);
+        self.host_detached(session);
+    }
+
+    pub fn close_host(&self, host_id: i64, reason: &str) {
+        let victims: Vec<_> = self
+            .sessions()
+            .values()
+            .filter(|s| s.host_id() == Some(host_id))
+            .cloned()
+            .collect();
+        for s in victims {
+            self.remove(&s, ErrorBody::new("revoked", reason));
+        }
+    }
+
+    pub fn close_user_sessions(&self, user_id: i64, reason: &str) {
+        let victims: Vec<_> = self
+            .sessions()
+            .values()
+            .filter(|s| matches!(&s.peer, Peer::Control { actor, .. } if actor.user_id == user_id))
+            .cloned()
+            .collect();
+        for s in victims {
+            self.remove(&s, ErrorBody::new("revoked", reason));
+        }
+    }
+
+    /// Ends sessions detached for longer than the resume window.
+    pub fn reap(&self, window: Duration) {
+        let expired: Vec<_> = self
+            .sessions()
+            .values()
+            .filter(|s| s.expired(window))
+            .cloned()
+            .collect();
+        for s in expired {
+            self.remove(&s, ErrorBody::new("expired", "the resume window passed"));
+        }
+    }
+
+    /// Ends every session (controller shutdown).
+    pub fn close_all(&self, reason: &str) {
+        let all: Vec<_> = self.sessions().values().cloned().collect();
+        for s in all {
+            self.remove(&s, ErrorBody::new("shutdown", reason));
+        }
+    }
+}

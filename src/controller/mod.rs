@@ -1,0 +1,541 @@
+//! The controller (master): HTTP API, link socket, metrics and the cluster's state.
+
+mod api;
+pub mod auth;
+mod console;
+pub mod error;
+mod hub;
+mod metrics;
+pub mod requests;
+mod session;
+mod socket;
+
+use crate::config::ControllerConfig;
+use crate::link::SOCKET_PATH;
+use crate::shutdown::Shutdown;
+use crate::store::{self, HostRecord, InstanceRecord, Store};
+use anyhow::Context;
+use error::ApiError;
+use hub::{Event, Hub};
+use metrics::Metrics;
+use requests::Ref;
+use serde_json::{Value, json};
+use session::Session;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warp::Filter;
+
+/// How long the controller waits for a host to answer a request.
+const HOST_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct Controller {
+    pub cfg: ControllerConfig,
+    pub store: Store,
+    hub: Hub,
+    metrics: Metrics,
+    started: Instant,
+    pub shutdown: Shutdown,
+}
+
+/// Runs the controller in `dir` until shutdown.
+pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
+    let store = Store::open(dir)?;
+    if let Some((user, token)) = bootstrap(&store, &cfg).await? {
+        println!("First start: created admin user '{user}'. Login token (shown once): {token}");
+    }
+    let ctl = Arc::new(Controller {
+        hub: Hub::new(100_000),
+        metrics: Metrics::new()?,
+        started: Instant::now(),
+        shutdown: Shutdown::new(),
+        store,
+        cfg,
+    });
+    ctl.shutdown.listen_for_signals()?;
+    console::spawn(ctl.clone());
+
+    let addr: SocketAddr = format!("{}:{}", ctl.cfg.bind_address, ctl.cfg.port)
+        .parse()
+        .with_context(|| format!("invalid bind address '{}'", ctl.cfg.bind_address))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr}; is another program using port {}?",
+            ctl.cfg.port
+        )
+    })?;
+    let local = listener.local_addr()?;
+    let server = warp::serve(routes(ctl.clone()))
+        .incoming(listener)
+        .graceful({
+            let s = ctl.shutdown.clone();
+            async move { s.wait().await }
+        })
+        .run();
+    let server = tokio::spawn(server);
+
+    let reaper = {
+        let ctl = ctl.clone();
+        tokio::spawn(async move {
+            let window = Duration::from_millis(ctl.cfg.resume_window_ms);
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                ctl.hub.reap(window);
+            }
+        })
+    };
+
+    tracing::info!(address = %local, cluster = %ctl.cfg.cluster_name, "controller listening");
+    println!(
+        "Started clustorio controller on http://{local} (cluster '{}')",
+        ctl.cfg.cluster_name
+    );
+
+    ctl.shutdown.wait().await;
+    ctl.hub.close_all("the controller is stopping");
+    reaper.abort();
+    // Open keep-alive connections must not hold up the exit.
+    let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
+    println!("Stopped");
+    Ok(())
+}
+
+/// First boot: default roles, join token, and the admin users from `ADMIN_STRING`. Returns the
+/// first admin's login token when it was just created.
+async fn bootstrap(
+    store: &Store,
+    cfg: &ControllerConfig,
+) -> anyhow::Result<Option<(String, String)>> {
+    let admins = cfg.admin_names();
+    let first = store
+        .write(move |c| {
+            store::roles::ensure_defaults(c)?;
+            store::tokens::ensure_join_token(c)?;
+            if !store::users::list(c)?.is_empty() {
+                return Ok(None);
+            }
+            let change = store::users::UserChange {
+                roles: Some(vec![crate::permissions::ROLE_ADMIN_ID]),
+                is_admin: Some(true),
+                ..Default::default()
+            };
+            let mut first = None;
+            for name in &admins {
+                store::users::create(c, "system", name, &change)?;
+                if first.is_none() {
+                    let (_, token) = store::tokens::issue(c, "system", name)?;
+                    first = Some((name.clone(), token));
+                }
+            }
+            Ok(first)
+        })
+        .await?;
+    Ok(first)
+}
+
+fn routes(
+    ctl: Arc<Controller>,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
+    let with_ctl = {
+        let ctl = ctl.clone();
+        warp::any().map(move || ctl.clone())
+    };
+    let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+
+    let socket = warp::path("api")
+        .and(warp::path("socket"))
+        .and(warp::path::end())
+        .and(warp::ws())
+        .and(warp::addr::remote())
+        .and(with_ctl.clone())
+        .map(
+            |ws: warp::ws::Ws, addr: Option<SocketAddr>, ctl: Arc<Controller>| {
+                // Frames above our limit get a clear error; far above it the socket is closed.
+                let max = ctl.cfg.max_message_bytes * 4;
+                ws.max_message_size(max)
+                    .max_frame_size(max)
+                    .on_upgrade(move |socket| socket::serve(socket, ctl, addr))
+            },
+        );
+    debug_assert_eq!(SOCKET_PATH, "/api/socket");
+
+    let api = warp::path("api")
+        .and(warp::path("v1"))
+        .and(warp::path::tail())
+        .and(warp::method())
+        .and(raw_query)
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::body::stream())
+        .and(with_ctl.clone())
+        .then(
+            |tail: warp::path::Tail,
+             method: warp::http::Method,
+             query: String,
+             authorization: Option<String>,
+             body,
+             ctl: Arc<Controller>| async move {
+                let m = method.to_string();
+                let (route, status, value) = api::handle(
+                    ctl.clone(),
+                    method,
+                    tail.as_str(),
+                    &query,
+                    authorization,
+                    Box::pin(body),
+                )
+                .await;
+                ctl.metrics.http_request(route, &m, status.as_u16());
+                warp::reply::with_status(warp::reply::json(&value), status)
+            },
+        );
+
+    let metrics = warp::path("metrics")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(with_ctl)
+        .then(
+            |authorization: Option<String>, ctl: Arc<Controller>| async move {
+                let result = if ctl.cfg.metrics_public {
+                    Ok(())
+                } else {
+                    match auth::bearer(authorization.as_deref()) {
+                        Ok(token) => auth::authenticate(&ctl.store, token).await.map(|_| ()),
+                        Err(e) => Err(e),
+                    }
+                };
+                let reply: Box<dyn warp::Reply> = match result {
+                    Ok(()) => {
+                        ctl.update_gauges().await;
+                        ctl.metrics.http_request("/metrics", "GET", 200);
+                        Box::new(warp::reply::with_header(
+                            ctl.metrics.render(),
+                            "content-type",
+                            "text/plain; version=0.0.4",
+                        ))
+                    }
+                    Err(e) => {
+                        ctl.metrics.http_request("/metrics", "GET", e.status);
+                        Box::new(warp::reply::with_status(
+                            warp::reply::json(&e.to_json()),
+                            warp::http::StatusCode::from_u16(e.status)
+                                .unwrap_or(warp::http::StatusCode::UNAUTHORIZED),
+                        ))
+                    }
+                };
+                reply
+            },
+        );
+
+    socket.or(api).or(metrics)
+}
+
+impl Controller {
+    pub fn status(&self) -> Value {
+        json!({
+            "name": "clustorio",
+            "version": env!("CARGO_PKG_VERSION"),
+            "cluster_name": self.cfg.cluster_name,
+            "uptime_s": self.started.elapsed().as_secs(),
+        })
+    }
+
+    /// What the API shows for an instance: the stored record plus the status the controller
+    /// derives (`unassigned` without a host, `unknown` while its host is away).
+    fn view_of(&self, rec: InstanceRecord, hosts: &HashMap<i64, String>) -> Value {
+        let status = match rec.host_id {
+            None => "unassigned".to_string(),
+            Some(h) if !self.hub.host_connected(h) => "unknown".to_string(),
+            Some(_) => rec.status.clone(),
+        };
+        json!({
+            "id": rec.id,
+            "name": rec.name,
+            "host_id": rec.host_id,
+            "host": rec.host_id.and_then(|h| hosts.get(&h).cloned()),
+            "status": status,
+            "game_port": rec.game_port,
+            "config": rec.config,
+            "created_at": rec.created_at,
+            "updated_at": rec.updated_at,
+        })
+    }
+
+    async fn host_names(&self) -> Result<HashMap<i64, String>, ApiError> {
+        let hosts = self.store.read(store::hosts::list).await?;
+        Ok(hosts.into_iter().map(|h| (h.id, h.name)).collect())
+    }
+
+    pub async fn instance_view(&self, rec: InstanceRecord) -> Result<Value, ApiError> {
+        Ok(self.view_of(rec, &self.host_names().await?))
+    }
+
+    pub async fn instance_views(&self) -> Result<Vec<Value>, ApiError> {
+        let (instances, hosts) = self
+            .store
+            .read(|c| Ok((store::instances::list(c)?, store::hosts::list(c)?)))
+            .await?;
+        let names = hosts.into_iter().map(|h| (h.id, h.name)).collect();
+        Ok(instances
+            .into_iter()
+            .map(|i| self.view_of(i, &names))
+            .collect())
+    }
+
+    pub async fn host_view(&self, host: HostRecord) -> Result<Value, ApiError> {
+        let id = host.id;
+        let instances = self
+            .store
+            .read(move |c| {
+                Ok(store::instances::list(c)?
+                    .into_iter()
+                    .filter(|i| i.host_id == Some(id))
+                    .map(|i| json!({ "id": i.id, "name": i.name }))
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        let mut v = serde_json::to_value(&host)
+            .map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+        v["connected"] = json!(self.hub.host_connected(host.id));
+        v["instances"] = json!(instances);
+        Ok(v)
+    }
+
+    pub async fn host_views(&self) -> Result<Vec<Value>, ApiError> {
+        let hosts = self.store.read(store::hosts::list).await?;
+        let mut out = Vec::with_capacity(hosts.len());
+        for h in hosts {
+            out.push(self.host_view(h).await?);
+        }
+        Ok(out)
+    }
+
+    /// Assigns an instance to a host (named, or the least-loaded connected one), commits, then
+    /// tells the hosts concerned over the link.
+    pub async fn assign(
+        &self,
+        who: &str,
+        instance: Ref,
+        host: Option<Ref>,
+    ) -> Result<Value, ApiError> {
+        let instance = instance.to_string();
+        let current = self
+            .store
+            .read({
+                let i = instance.clone();
+                move |c| store::instances::get(c, &i)
+            })
+            .await?;
+        requests::refuse_if_active(self, &current)?;
+        let target = match host {
+            Some(h) => {
+                let h = h.to_string();
+                let rec = self.store.read(move |c| store::hosts::get(c, &h)).await?;
+                if rec.revoked {
+                    return Err(ApiError::conflict(format!(
+                        "host '{}' is revoked",
+                        rec.name
+                    )));
+                }
+                rec.id
+            }
+            None => self.pick_host().await?,
+        };
+        let who = who.to_string();
+        let rec = self
+            .store
+            .write(move |c| store::instances::assign(c, &who, &instance, Some(target)))
+            .await?;
+        if let Some(old) = current.host_id.filter(|old| *old != target) {
+            self.hub.send_to_host(
+                old,
+                "instance_unassigned",
+                json!({ "id": rec.id, "name": rec.name }),
+            );
+        }
+        let delivered = self.notify_host_of(&rec).await;
+        let mut view = self.instance_view(rec).await?;
+        self.hub.publish(Event::instance_updated(&view));
+        view["delivered"] = json!(delivered);
+        Ok(view)
+    }
+
+    /// Automatic placement: the connected host with the fewest instances.
+    async fn pick_host(&self) -> Result<i64, ApiError> {
+        let connected = self.hub.connected_hosts();
+        if connected.is_empty() {
+            return Err(ApiError::conflict(
+                "no host is connected; start a slave, or name a host to assign to",
+            ));
+        }
+        let instances = self.store.read(store::instances::list).await?;
+        let load = |h: i64| instances.iter().filter(|i| i.host_id == Some(h)).count();
+        connected
+            .into_iter()
+            .min_by_key(|h| (load(*h), *h))
+            .ok_or_else(|| ApiError::conflict("no host is connected"))
+    }
+
+    /// Sends an instance's record to its host, if connected. True if the host accepted it.
+    pub async fn notify_host_of(&self, rec: &InstanceRecord) -> bool {
+        let Some(host) = rec.host_id else {
+            return false;
+        };
+        if !self.hub.host_connected(host) {
+            return false;
+        }
+        match self
+            .hub
+            .request_host(host, "instance_assigned", json!(rec), HOST_REQUEST_TIMEOUT)
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(instance = %rec.name, host, code = %e.code, message = %e.message, "host did not take the assignment");
+                false
+            }
+        }
+    }
+
+    /// A host's socket is attached: send it its desired state and tell subscribers.
+    async fn host_connected(&self, session: &Arc<Session>) {
+        let Some(host_id) = session.host_id() else {
+            return;
+        };
+        tracing::info!(host_id, "host connected");
+        match self.store.read(store::instances::list).await {
+            Ok(all) => {
+                let mine: Vec<_> = all
+                    .into_iter()
+                    .filter(|i| i.host_id == Some(host_id))
+                    .collect();
+                session.send_event("instances_sync", json!({ "instances": mine }));
+            }
+            Err(e) => tracing::error!(error = %e, "reading instances for a host"),
+        }
+        self.publish_host(host_id).await;
+    }
+
+    async fn host_disconnected(&self, session: &Arc<Session>) {
+        let Some(host_id) = session.host_id() else {
+            return;
+        };
+        tracing::info!(host_id, "host disconnected");
+        self.publish_host(host_id).await;
+    }
+
+    /// Publishes a host's view and those of its instances (their derived status changes).
+    async fn publish_host(&self, host_id: i64) {
+        let Ok(host) = self
+            .store
+            .read(move |c| store::hosts::get(c, &host_id.to_string()))
+            .await
+        else {
+            return;
+        };
+        if let Ok(view) = self.host_view(host).await {
+            self.hub.publish(Event::host_updated(&view));
+        }
+        if let Ok(views) = self.instance_views().await {
+            for v in views.iter().filter(|v| v["host_id"] == json!(host_id)) {
+                self.hub.publish(Event::instance_updated(v));
+            }
+        }
+    }
+
+    /// Requests a host sends to the controller.
+    async fn host_request(
+        &self,
+        _host_id: i64,
+        name: &str,
+        _data: Value,
+    ) -> Result<Value, ApiError> {
+        Err(ApiError::new(
+            400,
+            "unknown_request",
+            format!("unknown host request \"{name}\""),
+        ))
+    }
+
+    /// Events a host sends to the controller.
+    async fn host_event(&self, host_id: i64, name: &str, data: Value) {
+        match name {
+            "instance_status" => {
+                let (Some(id), Some(status)) = (data["id"].as_i64(), data["status"].as_str())
+                else {
+                    tracing::warn!(host_id, "malformed instance_status event");
+                    return;
+                };
+                let status = status.to_string();
+                let port = data["game_port"].as_i64();
+                let result = self
+                    .store
+                    .write(move |c| {
+                        let rec = store::instances::get(c, &id.to_string())?;
+                        if rec.host_id != Some(host_id) {
+                            return Err(store::StoreError::Invalid(format!(
+                                "instance {id} is not assigned to host {host_id}"
+                            )));
+                        }
+                        store::instances::set_status(c, id, &status, port)
+                    })
+                    .await;
+                match result {
+                    Ok(rec) => {
+                        if let Ok(view) = self.instance_view(rec).await {
+                            self.hub.publish(Event::instance_updated(&view));
+                        }
+                    }
+                    Err(e) => tracing::warn!(host_id, error = %e, "ignored instance_status"),
+                }
+            }
+            other => tracing::debug!(host_id, event = other, "unhandled host event"),
+        }
+    }
+
+    async fn update_gauges(&self) {
+        let counts = self
+            .store
+            .read(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT host_id, status, COUNT(*) FROM instances GROUP BY host_id, status",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((
+                        r.get::<_, Option<i64>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?;
+                let rows: Vec<_> = rows.collect::<Result<_, _>>()?;
+                let hosts: i64 =
+                    c.query_row("SELECT COUNT(*) FROM hosts WHERE revoked = 0", [], |r| {
+                        r.get(0)
+                    })?;
+                Ok((rows, hosts))
+            })
+            .await;
+        let Ok((rows, hosts)) = counts else { return };
+        let mut by_status: HashMap<String, i64> = HashMap::new();
+        for (host, status, n) in rows {
+            let status = match host {
+                None => "unassigned".to_string(),
+                Some(h) if !self.hub.host_connected(h) => "unknown".to_string(),
+                Some(_) => status,
+            };
+            *by_status.entry(status).or_default() += n;
+        }
+        self.metrics.instances.reset();
+        for (status, n) in by_status {
+            self.metrics.instances.with_label_values(&[&status]).set(n);
+        }
+        self.metrics.hosts.with_label_values(&["total"]).set(hosts);
+        self.metrics
+            .hosts
+            .with_label_values(&["connected"])
+            .set(self.hub.connected_hosts().len() as i64);
+        self.metrics.sessions.set(self.hub.session_count() as i64);
+    }
+}

@@ -1,0 +1,464 @@
+//! Every operation a user can ask of the controller, declared once. The REST routes (`api.rs`)
+//! and the link socket (`socket.rs`) both turn their input into a [`ControlRequest`]; its
+//! permission is checked here, in one place, and then it runs: store commit first, then the
+//! reply, events and messages to hosts.
+
+use super::Controller;
+use super::auth::Actor;
+use super::error::ApiError;
+use super::hub::Event;
+use crate::store::{self, users::UserChange};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// An instance, host or user named by id or by name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Ref {
+    Id(i64),
+    Name(String),
+}
+
+impl std::fmt::Display for Ref {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ref::Id(id) => write!(f, "{id}"),
+            Ref::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    pub roles: Option<Vec<i64>>,
+    pub is_admin: Option<bool>,
+    pub is_whitelisted: Option<bool>,
+    pub is_banned: Option<bool>,
+    pub ban_reason: Option<String>,
+}
+
+impl UserPatch {
+    fn change(&self) -> UserChange {
+        UserChange {
+            roles: self.roles.clone(),
+            is_admin: self.is_admin,
+            is_whitelisted: self.is_whitelisted,
+            ban: self
+                .is_banned
+                .map(|b| (b, self.ban_reason.clone().unwrap_or_default())),
+        }
+    }
+
+    /// The permissions this change needs, beyond listing users.
+    fn permissions(&self) -> Vec<&'static str> {
+        let mut p = Vec::new();
+        if self.roles.is_some() {
+            p.push("core.user.update_roles");
+        }
+        if self.is_admin.is_some() {
+            p.push("core.user.set_admin");
+        }
+        if self.is_whitelisted.is_some() {
+            p.push("core.user.set_whitelisted");
+        }
+        if self.is_banned.is_some() || self.ban_reason.is_some() {
+            p.push("core.user.set_banned");
+        }
+        p
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolePatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub permissions: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "name", content = "data", rename_all = "snake_case")]
+pub enum ControlRequest {
+    Status,
+    PermissionList,
+    UserList,
+    UserGet {
+        user: String,
+    },
+    UserCreate {
+        #[serde(rename = "name")]
+        user: String,
+        #[serde(flatten)]
+        patch: UserPatch,
+    },
+    UserUpdate {
+        user: String,
+        #[serde(flatten)]
+        patch: UserPatch,
+    },
+    UserDelete {
+        user: String,
+    },
+    UserRevokeTokens {
+        user: String,
+    },
+    TokenList {
+        #[serde(default)]
+        user: Option<String>,
+    },
+    TokenCreate {
+        user: String,
+    },
+    TokenRevoke {
+        id: i64,
+    },
+    RoleList,
+    RoleCreate {
+        #[serde(rename = "name")]
+        role: String,
+        #[serde(default)]
+        description: String,
+        #[serde(default)]
+        permissions: Vec<String>,
+    },
+    RoleUpdate {
+        id: i64,
+        #[serde(flatten)]
+        patch: RolePatch,
+    },
+    RoleDelete {
+        id: i64,
+    },
+    HostList,
+    HostRevoke {
+        host: Ref,
+    },
+    JoinTokenGet,
+    JoinTokenRotate,
+    InstanceList,
+    InstanceGet {
+        instance: Ref,
+    },
+    InstanceCreate {
+        #[serde(rename = "name")]
+        instance: String,
+        #[serde(default = "empty_object")]
+        config: Value,
+    },
+    InstanceUpdateConfig {
+        instance: Ref,
+        config: Value,
+    },
+    InstanceDelete {
+        instance: Ref,
+    },
+    InstanceAssign {
+        instance: Ref,
+        #[serde(default)]
+        host: Option<Ref>,
+    },
+    AuditList {
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+/// A successful result: HTTP status (200 or 201) and body.
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+fn ok(body: impl serde::Serialize) -> Result<Reply, ApiError> {
+    Ok(Reply {
+        status: 200,
+        body: serde_json::to_value(body)
+            .map_err(|e| ApiError::new(500, "internal", e.to_string()))?,
+    })
+}
+
+fn created(body: impl serde::Serialize) -> Result<Reply, ApiError> {
+    ok(body).map(|r| Reply { status: 201, ..r })
+}
+
+impl ControlRequest {
+    /// Decodes a link request (`name` + `data`).
+    pub fn from_link(name: &str, data: Value) -> Result<Self, ApiError> {
+        let empty = data.is_null() || data.as_object().is_some_and(|m| m.is_empty());
+        // Requests without fields (e.g. "status") are unit variants: they take no "data".
+        if empty && let Ok(r) = serde_json::from_value(json!({ "name": name })) {
+            return Ok(r);
+        }
+        let data = if data.is_null() { json!({}) } else { data };
+        serde_json::from_value(json!({ "name": name, "data": data })).map_err(|e| {
+            if e.to_string().starts_with("unknown variant") {
+                ApiError::new(
+                    400,
+                    "unknown_request",
+                    format!("unknown request \"{name}\""),
+                )
+            } else {
+                ApiError::bad_request(format!("invalid \"{name}\" request: {e}"))
+            }
+        })
+    }
+
+    /// The permissions this request needs from `actor`, all of them.
+    fn permissions(&self, actor: &Actor) -> Vec<&'static str> {
+        use ControlRequest::*;
+        match self {
+            Status => vec![],
+            PermissionList => vec!["core.permission.list"],
+            UserList => vec!["core.user.list"],
+            UserGet { .. } => vec!["core.user.get"],
+            UserCreate { patch, .. } => {
+                let mut p = vec!["core.user.create"];
+                p.extend(patch.permissions());
+                p
+            }
+            UserUpdate { patch, .. } => {
+                let mut p = patch.permissions();
+                if p.is_empty() {
+                    p.push("core.user.get");
+                }
+                p
+            }
+            UserDelete { .. } => vec!["core.user.delete"],
+            UserRevokeTokens { user } | TokenCreate { user } => {
+                if store::users::key(user) == store::users::key(&actor.name) {
+                    vec!["core.user.revoke_token"]
+                } else {
+                    vec!["core.user.revoke_other_token"]
+                }
+            }
+            TokenList { user } => match user {
+                Some(u) if store::users::key(u) == store::users::key(&actor.name) => {
+                    vec!["core.user.revoke_token"]
+                }
+                _ => vec!["core.user.revoke_other_token"],
+            },
+            // Whose token it is is only known after a lookup; `run` checks that.
+            TokenRevoke { .. } => vec!["core.user.revoke_token"],
+            RoleList => vec!["core.role.list"],
+            RoleCreate { .. } => vec!["core.role.create"],
+            RoleUpdate { .. } => vec!["core.role.update"],
+            RoleDelete { .. } => vec!["core.role.delete"],
+            HostList => vec!["core.host.list"],
+            HostRevoke { .. } => vec!["core.host.revoke_token"],
+            JoinTokenGet | JoinTokenRotate => vec!["core.host.generate_token"],
+            InstanceList => vec!["core.instance.list"],
+            InstanceGet { .. } => vec!["core.instance.get"],
+            InstanceCreate { .. } => vec!["core.instance.create"],
+            InstanceUpdateConfig { .. } => vec!["core.instance.update_config"],
+            InstanceDelete { .. } => vec!["core.instance.delete"],
+            InstanceAssign { .. } => vec!["core.instance.assign"],
+            AuditList { .. } => vec!["core.log.query"],
+        }
+    }
+
+    /// Checks permissions, then runs the request.
+    pub async fn execute(self, ctl: &Controller, actor: &Actor) -> Result<Reply, ApiError> {
+        for p in self.permissions(actor) {
+            actor.require(p)?;
+        }
+        self.run(ctl, actor).await
+    }
+
+    async fn run(self, ctl: &Controller, actor: &Actor) -> Result<Reply, ApiError> {
+        use ControlRequest::*;
+        let who = actor.audit_name();
+        let store = &ctl.store;
+        match self {
+            Status => ok(ctl.status()),
+            PermissionList => ok(crate::permissions::ALL),
+            UserList => ok(store.read(store::users::list).await?),
+            UserGet { user } => ok(store.read(move |c| store::users::get(c, &user)).await?),
+            UserCreate { user, patch } => {
+                let change = patch.change();
+                let u = store
+                    .write(move |c| store::users::create(c, &who, &user, &change))
+                    .await?;
+                ctl.hub.publish(Event::user_updated(&u));
+                created(u)
+            }
+            UserUpdate { user, patch } => {
+                let change = patch.change();
+                let u = store
+                    .write(move |c| store::users::update(c, &who, &user, &change))
+                    .await?;
+                ctl.hub.publish(Event::user_updated(&u));
+                ok(u)
+            }
+            UserDelete { user } => {
+                let u = store
+                    .write(move |c| store::users::delete(c, &who, &user))
+                    .await?;
+                ctl.hub.close_user_sessions(u.id, "user deleted");
+                ctl.hub.publish(Event::user_deleted(&u));
+                ok(json!({ "deleted": u.name }))
+            }
+            UserRevokeTokens { user } => {
+                let name = user.clone();
+                let n = store
+                    .write(move |c| store::tokens::revoke_all(c, &who, &user))
+                    .await?;
+                let u = store.read(move |c| store::users::get(c, &name)).await?;
+                ctl.hub.close_user_sessions(u.id, "tokens revoked");
+                ok(json!({ "revoked": n }))
+            }
+            TokenList { user } => ok(store
+                .read(move |c| store::tokens::list(c, user.as_deref()))
+                .await?),
+            TokenCreate { user } => {
+                let (id, token) = store
+                    .write(move |c| store::tokens::issue(c, &who, &user))
+                    .await?;
+                created(json!({ "id": id, "token": token }))
+            }
+            TokenRevoke { id } => {
+                let info = store.read(move |c| store::tokens::get(c, id)).await?;
+                if store::users::key(&info.user) != store::users::key(&actor.name) {
+                    actor.require("core.user.revoke_other_token")?;
+                }
+                let info = store
+                    .write(move |c| store::tokens::revoke(c, &who, id))
+                    .await?;
+                let user = info.user.clone();
+                if let Ok(u) = store.read(move |c| store::users::get(c, &user)).await {
+                    ctl.hub.close_user_sessions(u.id, "token revoked");
+                }
+                ok(info)
+            }
+            RoleList => ok(store.read(store::roles::list).await?),
+            RoleCreate {
+                role,
+                description,
+                permissions,
+            } => {
+                let r = store
+                    .write(move |c| {
+                        store::roles::create(c, &who, &role, &description, &permissions)
+                    })
+                    .await?;
+                ctl.hub.publish(Event::role_updated(&r));
+                created(r)
+            }
+            RoleUpdate { id, patch } => {
+                let r = store
+                    .write(move |c| {
+                        store::roles::update(
+                            c,
+                            &who,
+                            id,
+                            patch.name.as_deref(),
+                            patch.description.as_deref(),
+                            patch.permissions.as_deref(),
+                        )
+                    })
+                    .await?;
+                ctl.hub.publish(Event::role_updated(&r));
+                ok(r)
+            }
+            RoleDelete { id } => {
+                store
+                    .write(move |c| store::roles::delete(c, &who, id))
+                    .await?;
+                ctl.hub.publish(Event::role_deleted(id));
+                ok(json!({ "deleted": id }))
+            }
+            HostList => ok(ctl.host_views().await?),
+            HostRevoke { host } => {
+                let host = host.to_string();
+                let h = store
+                    .write(move |c| store::hosts::revoke(c, &who, &host))
+                    .await?;
+                ctl.hub.close_host(h.id, "host token revoked");
+                ok(ctl.host_view(h).await?)
+            }
+            JoinTokenGet => {
+                ok(json!({ "token": store.write(store::tokens::ensure_join_token).await? }))
+            }
+            JoinTokenRotate => {
+                let token = store
+                    .write(move |c| store::tokens::rotate_join_token(c, &who))
+                    .await?;
+                ok(json!({ "token": token }))
+            }
+            InstanceList => ok(ctl.instance_views().await?),
+            InstanceGet { instance } => {
+                let instance = instance.to_string();
+                let rec = store
+                    .read(move |c| store::instances::get(c, &instance))
+                    .await?;
+                ok(ctl.instance_view(rec).await?)
+            }
+            InstanceCreate { instance, config } => {
+                let rec = store
+                    .write(move |c| store::instances::create(c, &who, &instance, &config))
+                    .await?;
+                let view = ctl.instance_view(rec).await?;
+                ctl.hub.publish(Event::instance_updated(&view));
+                created(view)
+            }
+            InstanceUpdateConfig { instance, config } => {
+                let instance = instance.to_string();
+                let rec = store
+                    .write(move |c| store::instances::update_config(c, &who, &instance, &config))
+                    .await?;
+                ctl.notify_host_of(&rec).await;
+                let view = ctl.instance_view(rec).await?;
+                ctl.hub.publish(Event::instance_updated(&view));
+                ok(view)
+            }
+            InstanceDelete { instance } => {
+                let instance = instance.to_string();
+                let current = store
+                    .read({
+                        let i = instance.clone();
+                        move |c| store::instances::get(c, &i)
+                    })
+                    .await?;
+                refuse_if_active(ctl, &current)?;
+                let rec = store
+                    .write(move |c| store::instances::delete(c, &who, &instance))
+                    .await?;
+                if let Some(host) = rec.host_id {
+                    ctl.hub.send_to_host(
+                        host,
+                        "instance_unassigned",
+                        json!({ "id": rec.id, "name": rec.name, "delete": true }),
+                    );
+                }
+                ctl.hub.publish(Event::instance_deleted(&rec));
+                ok(json!({ "deleted": rec.name }))
+            }
+            InstanceAssign { instance, host } => {
+                ctl.assign(&who, instance, host).await.and_then(ok)
+            }
+            AuditList { limit } => {
+                let limit = limit.unwrap_or(100).min(10_000);
+                ok(store.read(move |c| store::audit::list(c, limit)).await?)
+            }
+        }
+    }
+}
+
+/// An instance that is running somewhere cannot be deleted or moved; stop it first.
+pub fn refuse_if_active(ctl: &Controller, rec: &store::InstanceRecord) -> Result<(), ApiError> {
+    let active = matches!(
+        rec.status.as_str(),
+        "starting" | "running" | "stopping" | "creating_save"
+    );
+    if active && rec.host_id.is_some_and(|h| ctl.hub.host_connected(h)) {
+        return Err(ApiError::conflict(format!(
+            "instance '{}' is {}; stop it first",
+            rec.name, rec.status
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! One shutdown signal for the whole process: SIGINT, SIGTERM, the console `stop` and fatal
+//! errors all trigger it, and every long-running task waits on it (mini-redis style).
+
+use tokio::sync::watch;
+
+#[derive(Clone)]
+pub struct Shutdown {
+    tx: watch::Sender<bool>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Shutdown {
+            tx: watch::channel(false).0,
+        }
+    }
+
+    pub fn trigger(&self) {
+        self.tx.send_replace(true);
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    /// Resolves once shutdown has been triggered.
+    pub async fn wait(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// Triggers shutdown on SIGINT or SIGTERM.
+    pub fn listen_for_signals(&self) -> anyhow::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = int.recv() => tracing::info!("SIGINT received, stopping"),
+                _ = term.recv() => tracing::info!("SIGTERM received, stopping"),
+            }
+            this.trigger();
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,196 @@
+//! Instances: one Factorio server each, with its config and the host it is assigned to.
+
+use super::{Result, StoreError, audit, now_ms};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceRecord {
+    pub id: i64,
+    pub name: String,
+    pub host_id: Option<i64>,
+    pub config: serde_json::Value,
+    /// Last status the assigned host reported.
+    pub status: String,
+    pub game_port: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "id, name, host_id, config, status, game_port, created_at, updated_at";
+
+fn from_row(r: &rusqlite::Row) -> rusqlite::Result<(InstanceRecord, String)> {
+    Ok((
+        InstanceRecord {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            host_id: r.get(2)?,
+            config: serde_json::Value::Null,
+            status: r.get(4)?,
+            game_port: r.get(5)?,
+            created_at: r.get(6)?,
+            updated_at: r.get(7)?,
+        },
+        r.get(3)?,
+    ))
+}
+
+fn decode((mut rec, config): (InstanceRecord, String)) -> Result<InstanceRecord> {
+    rec.config = serde_json::from_str(&config)?;
+    Ok(rec)
+}
+
+/// Instance names become directory names on hosts: keep them plain.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "invalid instance name '{name}': use 1-64 letters, digits, '-', '_' or '.', not starting with '.'"
+        )))
+    }
+}
+
+pub fn validate_config(config: &serde_json::Value) -> Result<()> {
+    if config.is_object() {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(
+            "instance config must be a JSON object".into(),
+        ))
+    }
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<InstanceRecord>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM instances ORDER BY id"))?;
+    let rows = stmt.query_map([], from_row)?;
+    rows.map(|r| decode(r?)).collect()
+}
+
+/// By id (digits) or by name.
+pub fn find(conn: &Connection, id_or_name: &str) -> Result<Option<InstanceRecord>> {
+    let by_id = id_or_name.parse::<i64>().ok();
+    let row = conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM instances WHERE id = ?1 OR name = ?2 ORDER BY id = ?1 DESC LIMIT 1"),
+            params![by_id, id_or_name],
+            from_row,
+        )
+        .optional()?;
+    row.map(decode).transpose()
+}
+
+pub fn get(conn: &Connection, id_or_name: &str) -> Result<InstanceRecord> {
+    find(conn, id_or_name)?
+        .ok_or_else(|| StoreError::NotFound(format!("no instance '{id_or_name}'")))
+}
+
+pub fn create(
+    conn: &Connection,
+    actor: &str,
+    name: &str,
+    config: &serde_json::Value,
+) -> Result<InstanceRecord> {
+    validate_name(name)?;
+    validate_config(config)?;
+    let now = now_ms();
+    conn.execute(
+        "INSERT INTO instances (name, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
+        params![name, config.to_string(), now],
+    )
+    .map_err(|e| match StoreError::from(e) {
+        StoreError::Conflict(_) => {
+            StoreError::Conflict(format!("an instance named '{name}' exists"))
+        }
+        other => other,
+    })?;
+    let id = conn.last_insert_rowid();
+    audit::record(
+        conn,
+        actor,
+        "instance.create",
+        name,
+        &serde_json::json!({ "id": id }),
+    )?;
+    get(conn, &id.to_string())
+}
+
+/// Merges `patch` into the config (top-level keys; `null` removes a key).
+pub fn update_config(
+    conn: &Connection,
+    actor: &str,
+    id_or_name: &str,
+    patch: &serde_json::Value,
+) -> Result<InstanceRecord> {
+    validate_config(patch)?;
+    let mut rec = get(conn, id_or_name)?;
+    if let (Some(config), Some(changes)) = (rec.config.as_object_mut(), patch.as_object()) {
+        for (k, v) in changes {
+            if v.is_null() {
+                config.remove(k);
+            } else {
+                config.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    conn.execute(
+        "UPDATE instances SET config = ?2, updated_at = ?3 WHERE id = ?1",
+        params![rec.id, rec.config.to_string(), now_ms()],
+    )?;
+    audit::record(conn, actor, "instance.update_config", &rec.name, patch)?;
+    get(conn, &rec.id.to_string())
+}
+
+pub fn assign(
+    conn: &Connection,
+    actor: &str,
+    id_or_name: &str,
+    host_id: Option<i64>,
+) -> Result<InstanceRecord> {
+    let rec = get(conn, id_or_name)?;
+    conn.execute(
+        "UPDATE instances SET host_id = ?2, status = 'stopped', game_port = NULL, updated_at = ?3 WHERE id = ?1",
+        params![rec.id, host_id, now_ms()],
+    )?;
+    audit::record(
+        conn,
+        actor,
+        "instance.assign",
+        &rec.name,
+        &serde_json::json!({ "host_id": host_id }),
+    )?;
+    get(conn, &rec.id.to_string())
+}
+
+/// A status reported by the instance's host.
+pub fn set_status(
+    conn: &Connection,
+    id: i64,
+    status: &str,
+    game_port: Option<i64>,
+) -> Result<InstanceRecord> {
+    conn.execute(
+        "UPDATE instances SET status = ?2, game_port = COALESCE(?3, game_port), updated_at = ?4 WHERE id = ?1",
+        params![id, status, game_port, now_ms()],
+    )?;
+    get(conn, &id.to_string())
+}
+
+pub fn delete(conn: &Connection, actor: &str, id_or_name: &str) -> Result<InstanceRecord> {
+    let rec = get(conn, id_or_name)?;
+    conn.execute("DELETE FROM instances WHERE id = ?1", [rec.id])?;
+    audit::record(
+        conn,
+        actor,
+        "instance.delete",
+        &rec.name,
+        &serde_json::json!({ "id": rec.id }),
+    )?;
+    Ok(rec)
+}

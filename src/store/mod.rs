@@ -1,0 +1,262 @@
+//! The controller's state in SQLite (`clustorio.db`, WAL, foreign keys on).
+//!
+//! One writer thread owns the write connection. Every write is a closure sent to it; the thread
+//! takes all closures that are waiting, runs each in its own savepoint inside one transaction and
+//! commits once (group commit), and only then answers the callers. So a caller that got `Ok` knows
+//! its change is on disk (`synchronous=FULL`), and a burst of writes pays for one sync, not many.
+//! Reads go to a separate connection; WAL lets them run beside the writer.
+
+pub mod audit;
+pub mod hosts;
+pub mod instances;
+pub mod roles;
+mod schema;
+pub mod tokens;
+pub mod users;
+
+pub use audit::AuditEntry;
+pub use hosts::HostRecord;
+pub use instances::InstanceRecord;
+pub use roles::Role;
+pub use tokens::{TokenInfo, TokenOwner};
+pub use users::User;
+
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// File name of the controller database inside the data directory.
+pub const DB_FILE: &str = "clustorio.db";
+
+/// Most writes folded into one transaction.
+const MAX_GROUP: usize = 512;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Db(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, msg)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                StoreError::Conflict(msg.clone().unwrap_or_else(|| "constraint violated".into()))
+            }
+            _ => StoreError::Db(e.to_string()),
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Db(format!("stored JSON: {e}"))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What the writer calls after the commit, with the commit's outcome.
+type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+#[derive(Clone)]
+pub struct Store {
+    jobs: std::sync::mpsc::Sender<Job>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating and migrating as needed) the database in `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<Store> {
+        let path = dir.join(DB_FILE);
+        let mut writer = open_connection(&path)?;
+        schema::migrate(&mut writer)?;
+        let reader = open_connection(&path)?;
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(writer, rx))?;
+        Ok(Store {
+            jobs: tx,
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    /// Runs `f` in a transaction; resolves once the change is committed to disk.
+    pub async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let outcome = in_savepoint(conn, f);
+            Box::new(move |commit_error: Option<&StoreError>| {
+                let result = match commit_error {
+                    Some(e) => Err(e.clone()),
+                    None => outcome,
+                };
+                let _ = tx.send(result);
+            }) as Completion
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Db("store writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Db("store writer has stopped".into()))?
+    }
+
+    /// Runs a read-only query on the reader connection (off the async threads).
+    pub async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader
+                .lock()
+                .map_err(|_| StoreError::Db("reader lock poisoned".into()))?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("read task failed: {e}")))?
+    }
+
+    /// Blocking read for code outside the runtime (offline CLI commands, start-up).
+    pub fn read_blocking<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| StoreError::Db("reader lock poisoned".into()))?;
+        f(&conn)
+    }
+
+    /// Blocking write for code outside the runtime.
+    pub fn write_blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let outcome = in_savepoint(conn, f);
+            Box::new(move |commit_error: Option<&StoreError>| {
+                let _ = tx.send(match commit_error {
+                    Some(e) => Err(e.clone()),
+                    None => outcome,
+                });
+            }) as Completion
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Db("store writer has stopped".into()))?;
+        rx.recv()
+            .map_err(|_| StoreError::Db("store writer has stopped".into()))?
+    }
+}
+
+fn open_connection(path: &Path) -> anyhow::Result<Connection> {
+    use anyhow::Context;
+    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // FULL: a commit is on disk before we acknowledge it, even across a power cut.
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;",
+    )
+    .with_context(|| format!("configuring {}", path.display()))?;
+    Ok(conn)
+}
+
+/// One job's changes stand or fall alone: a failing job rolls back to its savepoint and the
+/// others in the same group still commit.
+fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
+        Ok(r) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(r)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let begin = conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(StoreError::from);
+        let completions: Vec<Completion> = match &begin {
+            Ok(()) => group.into_iter().map(|job| job(&conn)).collect(),
+            Err(_) => Vec::new(),
+        };
+        let commit = begin.and_then(|()| conn.execute_batch("COMMIT").map_err(StoreError::from));
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, "commit failed; the group's changes are rolled back");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for done in completions {
+            done(commit.as_ref().err());
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn failing_job_does_not_spoil_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut handles = Vec::new();
+        for i in 0..50 {
+            let s = store.clone();
+            handles.push(tokio::spawn(async move {
+                let name = if i % 10 == 0 {
+                    "dup".to_string()
+                } else {
+                    format!("i{i}")
+                };
+                s.write(move |c| instances::create(c, "test", &name, &serde_json::json!({})))
+                    .await
+            }));
+        }
+        let mut ok = 0;
+        for h in handles {
+            if h.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        // 45 unique names plus exactly one "dup".
+        assert_eq!(ok, 46);
+        let n = store.read(|c| instances::list(c)).await.unwrap().len();
+        assert_eq!(n, 46);
+    }
+}

@@ -83,6 +83,82 @@ impl ControllerConfig {
     }
 }
 
+/// The host's config file, in its working directory.
+pub const HOST_CONFIG_FILE: &str = "config-slave.json";
+/// Default Factorio game port.
+pub const DEFAULT_GAME_PORT: u16 = 34197;
+
+/// Environment variables the host reads (DESIGN §1); aliases follow their main name.
+pub const HOST_ENV: &[(&str, &str)] = &[
+    ("MASTER_URL", "controller_url"),
+    ("CONTROLLER_URL", "controller_url"),
+    ("MASTER_TOKEN", "controller_token"),
+    ("CONTROLLER_TOKEN", "controller_token"),
+    ("SLAVE_NAME", "host_name"),
+    ("HOST_NAME", "host_name"),
+    ("SERVER_PORT", "game_ports"),
+    ("LOG_LEVEL", "log_level"),
+    ("PLUGINS", "plugins"),
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HostConfig {
+    /// URL of the controller, e.g. `http://172.18.0.1:8081`.
+    pub controller_url: String,
+    /// The join token (or this host's own token) from the controller.
+    pub controller_token: String,
+    /// This host's own token, saved here after it registered with the join token.
+    pub host_token: String,
+    /// Name of this host in the cluster.
+    pub host_name: String,
+    /// Game ports instances may use: a list and/or ranges, e.g. `34197,34200-34210`.
+    pub game_ports: String,
+    /// Address Factorio binds its game port to.
+    pub bind_address: String,
+    /// Address players use to reach this host (shown in the UI); empty = the controller's view.
+    pub public_address: String,
+    /// Factorio install; empty = auto-detect `factorio/` in the working directory.
+    pub factorio_directory: String,
+    /// Where instance directories live.
+    pub instances_directory: String,
+    /// none, fatal, error, warn, audit, info or verbose.
+    pub log_level: LogLevel,
+    /// Comma-separated list of plugins to load.
+    pub plugins: String,
+    /// Seconds a stopping Factorio gets before it is killed.
+    pub stop_timeout_s: u64,
+    /// Maximum delay between reconnection attempts, in seconds.
+    pub max_reconnect_delay_s: u64,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            controller_url: format!("http://localhost:{DEFAULT_CONTROLLER_PORT}"),
+            controller_token: String::new(),
+            host_token: String::new(),
+            host_name: String::new(),
+            game_ports: DEFAULT_GAME_PORT.to_string(),
+            bind_address: "0.0.0.0".into(),
+            public_address: String::new(),
+            factorio_directory: String::new(),
+            instances_directory: "instances".into(),
+            log_level: LogLevel::Info,
+            plugins: String::new(),
+            stop_timeout_s: 30,
+            max_reconnect_delay_s: 30,
+        }
+    }
+}
+
+impl HostConfig {
+    /// Loads defaults < `config-slave.json` in `dir` < environment.
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        load_layered(dir.join(HOST_CONFIG_FILE).as_path(), HOST_ENV)
+    }
+}
+
 /// Comma-separated list → trimmed, non-empty items.
 pub fn split_list(s: &str) -> Vec<String> {
     s.split(',')

@@ -33,3 +33,159 @@ fn target_dir() -> PathBuf {
         .map(PathBuf::from)
         .expect("test executable lives in target/<profile>/deps")
 }
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A `clustorio controller run` process in a data directory, on a free port.
+pub struct ControllerProcess {
+    pub child: Child,
+    pub port: u16,
+    /// The login token printed on first boot (empty on later boots).
+    pub first_token: String,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl ControllerProcess {
+    pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(bin("clustorio"));
+        cmd.args(["controller", "run", "--port", "0", "--dir"])
+            .arg(dir)
+            .env("LOG_LEVEL", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawning clustorio controller");
+        let stdout = child.stdout.take().expect("stdout");
+        let stdin = child.stdin.take();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut p = ControllerProcess {
+            child,
+            port: 0,
+            first_token: String::new(),
+            stdin,
+            lines,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while p.port == 0 {
+            let line = p
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("controller did not print Started within 30 s");
+            if let Some(rest) = line.split("Login token (shown once): ").nth(1) {
+                p.first_token = rest.trim().to_string();
+            }
+            if line.contains("Started") {
+                let port = line
+                    .split("http://")
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next())
+                    .and_then(|addr| addr.rsplit(':').next())
+                    .and_then(|port| port.parse().ok())
+                    .expect("Started line names the address");
+                p.port = port;
+            }
+        }
+        p
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/api/socket", self.port)
+    }
+
+    /// Sends a console line.
+    pub fn console(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("writing to the console");
+        stdin.flush().expect("flushing the console");
+    }
+
+    /// The next stdout line matching `pred`, within `timeout`.
+    pub fn wait_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("expected line did not appear");
+            if pred(&line) {
+                return line;
+            }
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Prints a new login token for `user` with the offline CLI.
+pub fn user_token(dir: &Path, user: &str) -> String {
+    let out = Command::new(bin("clustorio"))
+        .args(["controller", "token", "--user", user, "--dir"])
+        .arg(dir)
+        .output()
+        .expect("clustorio controller token");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+}
+
+pub fn join_token(dir: &Path) -> String {
+    let out = Command::new(bin("clustorio"))
+        .args(["controller", "token", "--join", "--dir"])
+        .arg(dir)
+        .output()
+        .expect("clustorio controller token --join");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+}

@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: locating the workspace's binaries.
 #![allow(dead_code)]
 
+pub mod link;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 

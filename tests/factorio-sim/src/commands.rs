@@ -1,0 +1,571 @@
+//! Console commands (stdin and RCON run the same code, as the admin `<server>`): the built-ins
+//! managers use (research/factorio.md §4.4), script commands through the tiny Lua of `lua.rs`,
+//! chat for text without a slash, and the sim-only `/standin …` verbs of §8.9.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::lua;
+use crate::server::{Game, Origin};
+use crate::texts;
+
+fn nl(s: impl AsRef<str>) -> String {
+    format!("{}\n", s.as_ref())
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "Yes" } else { "No" }
+}
+
+/// `/config get|set` keys (CLIO's list) → server-settings.json keys.
+fn config_key(k: &str) -> Option<&'static str> {
+    Some(match k {
+        "afk-auto-kick" => "afk_autokick_interval",
+        "allow-commands" => "allow_commands",
+        "autosave-interval" => "autosave_interval",
+        "autosave-only-on-server" => "autosave_only_on_server",
+        "description" => "description",
+        "ignore-player-limit-for-returning-players" => "ignore_player_limit_for_returning_players",
+        "max-players" => "max_players",
+        "max-upload-slots" => "max_upload_slots",
+        "max-upload-speed" => "max_upload_in_kilobytes_per_second",
+        "name" => "name",
+        "only-admins-can-pause" => "only_admins_can_pause_the_game",
+        "password" => "game_password",
+        "require-user-verification" => "require_user_verification",
+        "tags" => "tags",
+        "visibility-lan" => "visibility.lan",
+        "visibility-public" => "visibility.public",
+        "visibility-steam" => "visibility.steam",
+        _ => return None,
+    })
+}
+
+impl Game {
+    fn setting(&self, key: &str) -> Value {
+        match key.split_once('.') {
+            Some((a, b)) => self
+                .settings
+                .get(a)
+                .and_then(|v| v.get(b))
+                .cloned()
+                .unwrap_or(Value::Null),
+            None => self.settings.get(key).cloned().unwrap_or(Value::Null),
+        }
+    }
+
+    fn set_setting(&mut self, key: &str, v: Value) {
+        let Some(obj) = self.settings.as_object_mut() else {
+            return;
+        };
+        match key.split_once('.') {
+            Some((a, b)) => {
+                let e = obj.entry(a.to_string()).or_insert_with(|| json!({}));
+                if let Some(m) = e.as_object_mut() {
+                    m.insert(b.to_string(), v);
+                }
+            }
+            None => {
+                obj.insert(key.to_string(), v);
+            }
+        }
+    }
+
+    fn config_get(&self, k: &str) -> String {
+        let Some(key) = config_key(k) else {
+            return nl(format!("Unknown option \"{k}\"."));
+        };
+        let v = self.setting(key);
+        let b = v.as_bool().unwrap_or(false);
+        let n = v.as_u64().unwrap_or(0);
+        let s = v.as_str().unwrap_or("").to_string();
+        nl(match k {
+            "afk-auto-kick" if n == 0 => "Don't kick AFK players.".to_string(),
+            "afk-auto-kick" => format!("Kick if AFK for more than {n} minutes."),
+            "allow-commands" => format!(
+                "Allow Lua commands: {}.",
+                match v.as_str() {
+                    Some("admins-only") => "Admins only",
+                    Some("false") => "No",
+                    Some(_) => "Yes",
+                    None => yes_no(b),
+                }
+            ),
+            "autosave-interval" => format!("Autosave every {n} minutes."),
+            "autosave-only-on-server" => format!("Autosave only on server: {b}."),
+            "description" => format!("Server description: {s}"),
+            "ignore-player-limit-for-returning-players" => {
+                format!("Ignore player limit for returning players: {b}.")
+            }
+            "max-players" => n.to_string(),
+            "max-upload-slots" => format!("{n} slots."),
+            "max-upload-speed" => format!("{n} kilobytes per second."),
+            "name" => format!("Server name: {s}"),
+            "only-admins-can-pause" => format!("Only admins can pause: {b}."),
+            "password" if s.is_empty() => "The server currently has no password.".to_string(),
+            "password" => "The server currently has a password.".to_string(),
+            "require-user-verification" => format!("Verify user identity: {b}."),
+            "tags" => format!(
+                "Server tags: {}",
+                v.as_array()
+                    .map(|a| a
+                        .iter()
+                        .filter_map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "))
+                    .unwrap_or_default()
+            ),
+            "visibility-lan" => format!("LAN visibility: {b}."),
+            "visibility-public" => format!("Public visibility: {b}."),
+            _ => format!("Steam visibility: {b}."),
+        })
+    }
+
+    fn config_set(&mut self, k: &str, value: &str) -> String {
+        let Some(key) = config_key(k) else {
+            return nl(format!("Unknown option \"{k}\"."));
+        };
+        let v = match key {
+            "description" | "name" | "game_password" => Value::String(value.to_string()),
+            "allow_commands" => Value::String(value.to_string()),
+            "tags" => Value::Array(
+                value
+                    .split(' ')
+                    .map(|t| Value::String(t.to_string()))
+                    .collect(),
+            ),
+            _ => {
+                if let Ok(n) = value.parse::<u64>() {
+                    json!(n)
+                } else if let Ok(b) = value.parse::<bool>() {
+                    json!(b)
+                } else {
+                    return nl(format!("Invalid value \"{value}\"."));
+                }
+            }
+        };
+        self.set_setting(key, v);
+        self.write_settings();
+        String::new()
+    }
+
+    fn players(&self, arg: &str) -> String {
+        let online = self.online_names();
+        match arg {
+            "online" | "o" => {
+                let mut s = nl(format!("Online players ({}):", online.len()));
+                for n in &online {
+                    s += &nl(format!("  {n} (online)"));
+                }
+                s
+            }
+            "count" | "c" => nl(format!("Players ({}):", self.state.players.len())),
+            _ => {
+                let mut s = nl(format!("Players ({}):", self.state.players.len()));
+                for p in &self.state.players {
+                    let on = if self.is_online(&p.name) {
+                        " (online)"
+                    } else {
+                        ""
+                    };
+                    s += &nl(format!("  {}{on}", p.name));
+                }
+                s
+            }
+        }
+    }
+
+    fn whitelist_cmd(&mut self, rest: &str) -> String {
+        let (verb, arg) = rest.split_once(' ').unwrap_or((rest, ""));
+        let arg = arg.trim();
+        let has = |l: &[String], n: &str| l.iter().any(|x| x.eq_ignore_ascii_case(n));
+        match verb {
+            "add" if !arg.is_empty() => {
+                if !has(&self.whitelist, arg) {
+                    self.whitelist.push(arg.to_string());
+                    self.write_lists();
+                }
+                nl(format!("Player {arg} added to the whitelist."))
+            }
+            "remove" if !arg.is_empty() => {
+                self.whitelist.retain(|x| !x.eq_ignore_ascii_case(arg));
+                self.write_lists();
+                nl(format!("Player {arg} removed from the whitelist."))
+            }
+            "get" if !arg.is_empty() => {
+                if has(&self.whitelist, arg) {
+                    nl(format!("{arg} is whitelisted."))
+                } else {
+                    nl(format!("{arg} is not whitelisted."))
+                }
+            }
+            "get" => nl(format!(
+                "Whitelisted players: {}",
+                self.whitelist.join(", ")
+            )),
+            "clear" => {
+                self.whitelist.clear();
+                self.write_lists();
+                nl("Whitelist cleared.")
+            }
+            "enable" => {
+                self.use_whitelist = true;
+                nl("Whitelist enabled.")
+            }
+            "disable" => {
+                self.use_whitelist = false;
+                nl("Whitelist disabled.")
+            }
+            "" => nl("Usage: /whitelist add|remove|get|clear|enable|disable <player>"),
+            name => {
+                if !has(&self.whitelist, name) {
+                    self.whitelist.push(name.to_string());
+                    self.write_lists();
+                }
+                nl(format!("Player {name} added to the whitelist."))
+            }
+        }
+    }
+
+    fn ban(&mut self, name: &str, reason: &str) -> String {
+        let reason = if reason.is_empty() {
+            "unspecified"
+        } else {
+            reason
+        };
+        if !self.bans.iter().any(|(b, _)| b.eq_ignore_ascii_case(name)) {
+            self.bans.push((name.to_string(), reason.to_string()));
+            self.write_lists();
+        }
+        if self.is_online(name) {
+            let _ = self.leave(name, true);
+            self.log.event(
+                "BAN",
+                &format!("{name} was banned by <server>. Reason: {reason}."),
+            );
+        } else {
+            self.log.event(
+                "BAN",
+                &format!("{name} (not on map) was banned by <server>. Reason: {reason}."),
+            );
+        }
+        String::new()
+    }
+
+    fn unban(&mut self, name: &str) -> String {
+        let before = self.bans.len();
+        self.bans.retain(|(b, _)| !b.eq_ignore_ascii_case(name));
+        if self.bans.len() == before {
+            return nl(format!("{name} is not banned."));
+        }
+        self.write_lists();
+        self.log
+            .event("UNBANNED", &format!("{name} was unbanned by <server>."));
+        String::new()
+    }
+
+    fn banlist_cmd(&mut self, rest: &str) -> String {
+        let (verb, arg) = rest.split_once(' ').unwrap_or((rest, ""));
+        let arg = arg.trim();
+        match verb {
+            "add" if !arg.is_empty() => {
+                let (n, r) = arg.split_once(' ').unwrap_or((arg, ""));
+                self.ban(n, r)
+            }
+            "remove" if !arg.is_empty() => self.unban(arg),
+            "get" if !arg.is_empty() => {
+                if self.bans.iter().any(|(b, _)| b.eq_ignore_ascii_case(arg)) {
+                    nl(format!("{arg} is banned."))
+                } else {
+                    nl(format!("{arg} is not banned."))
+                }
+            }
+            "get" | "" => {
+                let names: Vec<&str> = self.bans.iter().map(|(b, _)| b.as_str()).collect();
+                nl(format!("Banned players: {}", names.join(", ")))
+            }
+            "clear" => {
+                self.bans.clear();
+                self.write_lists();
+                nl("Banlist cleared.")
+            }
+            _ => nl("Usage: /banlist add|remove|get|clear <player>"),
+        }
+    }
+
+    fn promote(&mut self, name: &str) -> String {
+        if self.admins.iter().any(|a| a.eq_ignore_ascii_case(name)) {
+            return if self.is_online(name) {
+                nl(format!("{name} is already an admin."))
+            } else {
+                nl(format!(
+                    "{name} is already in the admin list and will be promoted upon joining the game."
+                ))
+            };
+        }
+        self.admins.push(name.to_string());
+        self.write_lists();
+        if self.is_online(name) {
+            self.log.event(
+                "PROMOTE",
+                &format!("{name} was promoted to admin by <server>."),
+            );
+        } else {
+            self.log.event("PROMOTE", &format!("{name} was added to the admin list by <server> and will be promoted upon joining the game."));
+        }
+        String::new()
+    }
+
+    fn demote(&mut self, name: &str) -> String {
+        if !self.admins.iter().any(|a| a.eq_ignore_ascii_case(name)) {
+            return nl(format!("{name} is not in the admin list."));
+        }
+        self.admins.retain(|a| !a.eq_ignore_ascii_case(name));
+        self.write_lists();
+        self.log.event(
+            "DEMOTE",
+            &format!("{name} was demoted from admin by <server>."),
+        );
+        String::new()
+    }
+
+    fn time_text(&self) -> String {
+        let secs = self.tick() / 60;
+        let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+        let unit = |n: u64, w: &str| {
+            if n == 1 {
+                format!("1 {w}")
+            } else {
+                format!("{n} {w}s")
+            }
+        };
+        nl(match (h, m) {
+            (0, 0) => unit(s, "second"),
+            (0, _) => format!("{} and {}", unit(m, "minute"), unit(s, "second")),
+            _ => format!(
+                "{}, {} and {}",
+                unit(h, "hour"),
+                unit(m, "minute"),
+                unit(s, "second")
+            ),
+        })
+    }
+
+    async fn script(&mut self, cmd: &str, code: &str) -> String {
+        if matches!(cmd, "c" | "command" | "mc" | "measured-command") {
+            self.log
+                .event("COMMAND", &format!("<server> (command): {code}"));
+        }
+        let gate =
+            std::env::var("FACTORIO_STANDIN_ACHIEVEMENT_GATE").unwrap_or_else(|_| "body".into());
+        if self.state.achievements && gate != "off" {
+            let full = format!("/{cmd} {code}");
+            if self.gate_pending.as_deref() != Some(full.as_str()) {
+                self.gate_pending = Some(full);
+                return if gate == "console" {
+                    self.log.event("WARNING", texts::ACHIEVEMENTS_GATE);
+                    String::new()
+                } else {
+                    nl(texts::ACHIEVEMENTS_GATE)
+                };
+            }
+            self.gate_pending = None;
+            self.state.achievements = false;
+        }
+        let script_output = self.write_dir.join("script-output");
+        let ctx = lua::Ctx {
+            tick: self.tick(),
+            players: self.state.players.len(),
+            connected: self.online_names().len(),
+            seed: self.state.seed,
+            is_1_1: self.ident.is_1_1(),
+            script_output: &script_output,
+        };
+        match lua::run(code, &ctx) {
+            Ok(outs) => {
+                let mut body = String::new();
+                for o in outs {
+                    match o {
+                        lua::Out::Rcon(s) => body += &nl(s),
+                        lua::Out::Print(s) => self.log.bare(&s),
+                        lua::Out::Log(s) => self.log.engine("Script", "=(command):1", &s),
+                    }
+                }
+                body
+            }
+            Err(e) => {
+                self.log.dated(&e);
+                nl(e)
+            }
+        }
+    }
+
+    /// Sim-only verbs (§8.9). Real managers never send `/standin`; the real server would answer
+    /// "Unknown command".
+    async fn standin(&mut self, rest: &str) -> String {
+        let mut words = rest.split_whitespace();
+        let verb = words.next().unwrap_or("");
+        let name = words.next().unwrap_or("").to_string();
+        let tail: Vec<&str> = words.collect();
+        let text = tail.join(" ");
+        let r: Result<(), String> = match verb {
+            "join" if !name.is_empty() => {
+                let pw = tail
+                    .iter()
+                    .position(|w| *w == "--password")
+                    .and_then(|i| tail.get(i + 1).copied());
+                self.join(&name, pw)
+            }
+            "leave" if !name.is_empty() => self.leave(&name, tail.contains(&"--silent")),
+            "chat" if !name.is_empty() => {
+                self.log.event("CHAT", &format!("{name}: {text}"));
+                Ok(())
+            }
+            "command" if !name.is_empty() => {
+                self.log
+                    .event("COMMAND", &format!("{name} (command): {text}"));
+                Ok(())
+            }
+            "refuse" if !name.is_empty() => {
+                self.refuse_new(
+                    &name,
+                    if text.is_empty() {
+                        "UserVerificationMissing"
+                    } else {
+                        &text
+                    },
+                );
+                Ok(())
+            }
+            "crash" => {
+                let msg = rest.trim_start().strip_prefix("crash").unwrap_or("").trim();
+                self.crash(msg);
+                Ok(())
+            }
+            "tick" => match name.parse::<u64>() {
+                Ok(n) => {
+                    self.advance_ticks(n);
+                    Ok(())
+                }
+                Err(_) => Err("usage: /standin tick <n>".into()),
+            },
+            "hang" => match name.parse::<u64>() {
+                Ok(ms) => {
+                    self.hang(Duration::from_millis(ms));
+                    Ok(())
+                }
+                Err(_) => Err("usage: /standin hang <ms>".into()),
+            },
+            "research" if !name.is_empty() => {
+                let e = self.state.storage.as_object_mut().map(|m| {
+                    m.entry("standin_research")
+                        .or_insert_with(|| json!([]))
+                        .clone()
+                });
+                let mut list = e.and_then(|v| v.as_array().cloned()).unwrap_or_default();
+                list.push(Value::String(name.clone()));
+                if let Some(m) = self.state.storage.as_object_mut() {
+                    m.insert("standin_research".into(), Value::Array(list));
+                }
+                Ok(())
+            }
+            _ => Err(
+                "usage: /standin join|leave|chat|command|refuse|crash|tick|hang|research …".into(),
+            ),
+        };
+        match r {
+            Ok(()) => nl("ok"),
+            Err(e) => nl(e),
+        }
+    }
+
+    pub async fn command(&mut self, text: &str, origin: &Origin) -> String {
+        let Some(cmdline) = text.strip_prefix('/') else {
+            let _ = origin;
+            self.log.event("CHAT", &format!("<server>: {text}"));
+            return String::new();
+        };
+        let (cmd, rest) = cmdline.split_once(' ').unwrap_or((cmdline, ""));
+        let rest = rest.trim();
+        let first = rest.split_whitespace().next().unwrap_or("");
+        let after_first = rest.split_once(' ').map(|(_, r)| r.trim()).unwrap_or("");
+        match cmd {
+            "players" => self.players(first),
+            "admins" => {
+                let mut s = nl(format!("Admins ({}):", self.admins.len()));
+                for a in &self.admins {
+                    let on = if self.is_online(a) { " (online)" } else { "" };
+                    s += &nl(format!("  {a}{on}"));
+                }
+                s
+            }
+            "promote" if !first.is_empty() => self.promote(first),
+            "demote" if !first.is_empty() => self.demote(first),
+            "ban" if !first.is_empty() => self.ban(first, after_first),
+            "unban" if !first.is_empty() => self.unban(first),
+            "kick" if !first.is_empty() => {
+                if !self.is_online(first) {
+                    return nl(texts::player_not_found(first));
+                }
+                let _ = self.leave(first, true);
+                let reason = if after_first.is_empty() {
+                    "unspecified"
+                } else {
+                    after_first
+                };
+                self.log.event(
+                    "KICK",
+                    &format!("{first} was kicked by <server>. Reason: {reason}."),
+                );
+                String::new()
+            }
+            "whitelist" => self.whitelist_cmd(rest),
+            "banlist" | "bans" => self.banlist_cmd(rest),
+            "server-save" | "save" => {
+                let path = if first.is_empty() {
+                    match &self.loaded {
+                        Some(p) => p.clone(),
+                        None => {
+                            self.log.bare(texts::NO_DEFAULT_SAVE);
+                            return nl(texts::NO_DEFAULT_SAVE);
+                        }
+                    }
+                } else {
+                    let n = first.strip_suffix(".zip").unwrap_or(first);
+                    if n.contains('/') || n.contains("..") {
+                        return nl("Invalid save name.");
+                    }
+                    self.write_dir.join("saves").join(format!("{n}.zip"))
+                };
+                self.save_game(&path, None).await;
+                String::new()
+            }
+            "quit" => {
+                if !self.quit_ignored() {
+                    self.schedule_quit();
+                }
+                String::new()
+            }
+            "config" => {
+                let mut w = rest.splitn(3, ' ');
+                match (w.next(), w.next(), w.next()) {
+                    (Some("get"), Some(k), _) => self.config_get(k),
+                    (Some("set"), Some(k), Some(v)) => self.config_set(k, v),
+                    _ => nl("Usage: /config get|set <option> [value]"),
+                }
+            }
+            "version" => nl(&self.ident.version),
+            "time" => self.time_text(),
+            "seed" => nl(self.state.seed.to_string()),
+            "help" | "h" => nl(
+                "Available commands: /admins, /ban, /banlist, /c, /config, /demote, /help, /kick, /mc, /players, /promote, /quit, /sc, /seed, /server-save, /time, /unban, /version, /whitelist",
+            ),
+            "c" | "command" | "sc" | "silent-command" | "mc" | "measured-command" => {
+                self.script(cmd, rest).await
+            }
+            "standin" => self.standin(rest).await,
+            other => nl(texts::unknown_command(other)),
+        }
+    }
+}

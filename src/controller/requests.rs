@@ -28,9 +28,12 @@ impl std::fmt::Display for Ref {
     }
 }
 
+/// Fields of `user_create` and `user_update`; unset flags stay as they are.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UserPatch {
+pub struct UserFields {
+    #[serde(alias = "name")]
+    pub user: String,
     pub roles: Option<Vec<i64>>,
     pub is_admin: Option<bool>,
     pub is_whitelisted: Option<bool>,
@@ -38,7 +41,7 @@ pub struct UserPatch {
     pub ban_reason: Option<String>,
 }
 
-impl UserPatch {
+impl UserFields {
     fn change(&self) -> UserChange {
         UserChange {
             roles: self.roles.clone(),
@@ -71,10 +74,35 @@ impl UserPatch {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RolePatch {
+pub struct RoleFields {
+    #[serde(default)]
+    pub id: Option<i64>,
     pub name: Option<String>,
     pub description: Option<String>,
     pub permissions: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceCreate {
+    pub name: String,
+    #[serde(default = "empty_object")]
+    pub config: Value,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfigChange {
+    pub instance: Ref,
+    pub config: Value,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceAssign {
+    pub instance: Ref,
+    #[serde(default)]
+    pub host: Option<Ref>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,17 +114,8 @@ pub enum ControlRequest {
     UserGet {
         user: String,
     },
-    UserCreate {
-        #[serde(rename = "name")]
-        user: String,
-        #[serde(flatten)]
-        patch: UserPatch,
-    },
-    UserUpdate {
-        user: String,
-        #[serde(flatten)]
-        patch: UserPatch,
-    },
+    UserCreate(UserFields),
+    UserUpdate(UserFields),
     UserDelete {
         user: String,
     },
@@ -114,19 +133,8 @@ pub enum ControlRequest {
         id: i64,
     },
     RoleList,
-    RoleCreate {
-        #[serde(rename = "name")]
-        role: String,
-        #[serde(default)]
-        description: String,
-        #[serde(default)]
-        permissions: Vec<String>,
-    },
-    RoleUpdate {
-        id: i64,
-        #[serde(flatten)]
-        patch: RolePatch,
-    },
+    RoleCreate(RoleFields),
+    RoleUpdate(RoleFields),
     RoleDelete {
         id: i64,
     },
@@ -140,24 +148,12 @@ pub enum ControlRequest {
     InstanceGet {
         instance: Ref,
     },
-    InstanceCreate {
-        #[serde(rename = "name")]
-        instance: String,
-        #[serde(default = "empty_object")]
-        config: Value,
-    },
-    InstanceUpdateConfig {
-        instance: Ref,
-        config: Value,
-    },
+    InstanceCreate(InstanceCreate),
+    InstanceUpdateConfig(InstanceConfigChange),
     InstanceDelete {
         instance: Ref,
     },
-    InstanceAssign {
-        instance: Ref,
-        #[serde(default)]
-        host: Option<Ref>,
-    },
+    InstanceAssign(InstanceAssign),
     AuditList {
         #[serde(default)]
         limit: Option<u32>,
@@ -216,13 +212,13 @@ impl ControlRequest {
             PermissionList => vec!["core.permission.list"],
             UserList => vec!["core.user.list"],
             UserGet { .. } => vec!["core.user.get"],
-            UserCreate { patch, .. } => {
+            UserCreate(fields) => {
                 let mut p = vec!["core.user.create"];
-                p.extend(patch.permissions());
+                p.extend(fields.permissions());
                 p
             }
-            UserUpdate { patch, .. } => {
-                let mut p = patch.permissions();
+            UserUpdate(fields) => {
+                let mut p = fields.permissions();
                 if p.is_empty() {
                     p.push("core.user.get");
                 }
@@ -245,18 +241,18 @@ impl ControlRequest {
             // Whose token it is is only known after a lookup; `run` checks that.
             TokenRevoke { .. } => vec!["core.user.revoke_token"],
             RoleList => vec!["core.role.list"],
-            RoleCreate { .. } => vec!["core.role.create"],
-            RoleUpdate { .. } => vec!["core.role.update"],
+            RoleCreate(_) => vec!["core.role.create"],
+            RoleUpdate(_) => vec!["core.role.update"],
             RoleDelete { .. } => vec!["core.role.delete"],
             HostList => vec!["core.host.list"],
             HostRevoke { .. } => vec!["core.host.revoke_token"],
             JoinTokenGet | JoinTokenRotate => vec!["core.host.generate_token"],
             InstanceList => vec!["core.instance.list"],
             InstanceGet { .. } => vec!["core.instance.get"],
-            InstanceCreate { .. } => vec!["core.instance.create"],
-            InstanceUpdateConfig { .. } => vec!["core.instance.update_config"],
+            InstanceCreate(_) => vec!["core.instance.create"],
+            InstanceUpdateConfig(_) => vec!["core.instance.update_config"],
             InstanceDelete { .. } => vec!["core.instance.delete"],
-            InstanceAssign { .. } => vec!["core.instance.assign"],
+            InstanceAssign(_) => vec!["core.instance.assign"],
             AuditList { .. } => vec!["core.log.query"],
         }
     }
@@ -278,18 +274,18 @@ impl ControlRequest {
             PermissionList => ok(crate::permissions::ALL),
             UserList => ok(store.read(store::users::list).await?),
             UserGet { user } => ok(store.read(move |c| store::users::get(c, &user)).await?),
-            UserCreate { user, patch } => {
-                let change = patch.change();
+            UserCreate(fields) => {
+                let change = fields.change();
                 let u = store
-                    .write(move |c| store::users::create(c, &who, &user, &change))
+                    .write(move |c| store::users::create(c, &who, &fields.user, &change))
                     .await?;
                 ctl.hub.publish(Event::user_updated(&u));
                 created(u)
             }
-            UserUpdate { user, patch } => {
-                let change = patch.change();
+            UserUpdate(fields) => {
+                let change = fields.change();
                 let u = store
-                    .write(move |c| store::users::update(c, &who, &user, &change))
+                    .write(move |c| store::users::update(c, &who, &fields.user, &change))
                     .await?;
                 ctl.hub.publish(Event::user_updated(&u));
                 ok(u)
@@ -335,29 +331,33 @@ impl ControlRequest {
                 ok(info)
             }
             RoleList => ok(store.read(store::roles::list).await?),
-            RoleCreate {
-                role,
-                description,
-                permissions,
-            } => {
+            RoleCreate(fields) => {
+                let name = fields
+                    .name
+                    .ok_or_else(|| ApiError::bad_request("a role needs a \"name\""))?;
+                let description = fields.description.unwrap_or_default();
+                let permissions = fields.permissions.unwrap_or_default();
                 let r = store
                     .write(move |c| {
-                        store::roles::create(c, &who, &role, &description, &permissions)
+                        store::roles::create(c, &who, &name, &description, &permissions)
                     })
                     .await?;
                 ctl.hub.publish(Event::role_updated(&r));
                 created(r)
             }
-            RoleUpdate { id, patch } => {
+            RoleUpdate(fields) => {
+                let id = fields
+                    .id
+                    .ok_or_else(|| ApiError::bad_request("which role? give its \"id\""))?;
                 let r = store
                     .write(move |c| {
                         store::roles::update(
                             c,
                             &who,
                             id,
-                            patch.name.as_deref(),
-                            patch.description.as_deref(),
-                            patch.permissions.as_deref(),
+                            fields.name.as_deref(),
+                            fields.description.as_deref(),
+                            fields.permissions.as_deref(),
                         )
                     })
                     .await?;
@@ -397,18 +397,20 @@ impl ControlRequest {
                     .await?;
                 ok(ctl.instance_view(rec).await?)
             }
-            InstanceCreate { instance, config } => {
+            InstanceCreate(new) => {
                 let rec = store
-                    .write(move |c| store::instances::create(c, &who, &instance, &config))
+                    .write(move |c| store::instances::create(c, &who, &new.name, &new.config))
                     .await?;
                 let view = ctl.instance_view(rec).await?;
                 ctl.hub.publish(Event::instance_updated(&view));
                 created(view)
             }
-            InstanceUpdateConfig { instance, config } => {
-                let instance = instance.to_string();
+            InstanceUpdateConfig(change) => {
+                let instance = change.instance.to_string();
                 let rec = store
-                    .write(move |c| store::instances::update_config(c, &who, &instance, &config))
+                    .write(move |c| {
+                        store::instances::update_config(c, &who, &instance, &change.config)
+                    })
                     .await?;
                 ctl.notify_host_of(&rec).await;
                 let view = ctl.instance_view(rec).await?;
@@ -437,9 +439,7 @@ impl ControlRequest {
                 ctl.hub.publish(Event::instance_deleted(&rec));
                 ok(json!({ "deleted": rec.name }))
             }
-            InstanceAssign { instance, host } => {
-                ctl.assign(&who, instance, host).await.and_then(ok)
-            }
+            InstanceAssign(a) => ctl.assign(&who, a.instance, a.host).await.and_then(ok),
             AuditList { limit } => {
                 let limit = limit.unwrap_or(100).min(10_000);
                 ok(store.read(move |c| store::audit::list(c, limit)).await?)

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-pub type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub struct LinkClient {
     pub ws: Socket,
@@ -16,7 +17,9 @@ pub struct LinkClient {
 }
 
 pub async fn connect_raw(url: &str) -> Socket {
-    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connecting to the link");
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connecting to the link");
     ws
 }
 
@@ -24,12 +27,20 @@ impl LinkClient {
     /// Connects and says hello; returns the client and the server's first frame (ready or close).
     pub async fn hello(url: &str, hello: Value) -> (Socket, Value) {
         let mut ws = connect_raw(url).await;
-        ws.send(Message::text(hello.to_string())).await.expect("sending hello");
+        ws.send(Message::text(hello.to_string()))
+            .await
+            .expect("sending hello");
         let first = next_json(&mut ws).await.expect("a reply to hello");
         (ws, first)
     }
 
-    pub async fn connect(url: &str, role: &str, token: &str, name: Option<&str>, resume: Option<(String, u64)>) -> Self {
+    pub async fn connect(
+        url: &str,
+        role: &str,
+        token: &str,
+        name: Option<&str>,
+        resume: Option<(String, u64)>,
+    ) -> Self {
         let mut hello = json!({ "type": "hello", "version": 1, "role": role, "token": token, "software": "test" });
         if let Some(n) = name {
             hello["name"] = json!(n);
@@ -43,18 +54,25 @@ impl LinkClient {
     }
 
     pub fn session(&self) -> String {
-        self.ready["session"].as_str().expect("session id").to_string()
+        self.ready["session"]
+            .as_str()
+            .expect("session id")
+            .to_string()
     }
 
     pub async fn send(&mut self, frame: Value) {
-        self.ws.send(Message::text(frame.to_string())).await.expect("sending a frame");
+        self.ws
+            .send(Message::text(frame.to_string()))
+            .await
+            .expect("sending a frame");
     }
 
     /// Sends a request with the next seq; returns its seq (also used as request id).
     pub async fn request(&mut self, name: &str, data: Value) -> u64 {
         let seq = self.seq;
         self.seq += 1;
-        self.send(json!({ "type": "request", "seq": seq, "id": seq, "name": name, "data": data })).await;
+        self.send(json!({ "type": "request", "seq": seq, "id": seq, "name": name, "data": data }))
+            .await;
         seq
     }
 
@@ -87,7 +105,10 @@ impl LinkClient {
 /// The next text frame as JSON, within 10 s; None when the socket ends.
 pub async fn next_json(ws: &mut Socket) -> Option<Value> {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.ok()??.ok()?;
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .ok()??
+            .ok()?;
         match msg {
             Message::Text(t) => return serde_json::from_str(t.as_str()).ok(),
             Message::Close(_) => return None,

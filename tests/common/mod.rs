@@ -178,8 +178,15 @@ pub fn user_token(dir: &Path, user: &str) -> String {
         .arg(dir)
         .output()
         .expect("clustorio controller token");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
 }
 
 pub fn join_token(dir: &Path) -> String {
@@ -188,6 +195,13 @@ pub fn join_token(dir: &Path) -> String {
         .arg(dir)
         .output()
         .expect("clustorio controller token --join");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
 }

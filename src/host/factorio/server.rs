@@ -1,0 +1,530 @@
+//! Launching and stopping one Factorio server process (research/factorio.md §12.4–§12.10).
+//!
+//! [`FactorioServer::start`] writes the instance's `config.ini`, spawns Factorio in its own
+//! process group with all three stdio pipes (stdin is kept open: EOF would cost us the console),
+//! streams stdout through the [`LineParser`] into an event channel, waits for the game to be ready
+//! and for RCON to listen, and connects RCON. The returned [`ServerHandle`] runs commands, stops
+//! gracefully (`/quit`, then SIGINT, then SIGTERM, then SIGKILL) and reports how the process ended.
+//! It knows nothing about instances or statuses: that is the supervisor's job.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::cli::{self, Install, ServerArgs};
+use super::log::{ExitReport, LineParser, ServerEvent, parse_line};
+use super::rcon::{RconClient, RconError, RconTimeouts};
+
+/// Events buffered for a slow consumer. Output lines beyond this are dropped (the typed events
+/// never are), so a consumer that stops reading can never stall Factorio on a full stdout pipe
+/// for long; it must still drain the receiver to see typed events.
+const EVENT_BUFFER: usize = 4096;
+/// Lines kept for crash reports.
+const TAIL_LINES: usize = 50;
+
+/// Everything needed to start one server.
+#[derive(Clone, Debug)]
+pub struct StartSpec {
+    pub install: Install,
+    /// The instance's write-data dir (saves, mods, logs, lock, config.ini).
+    pub write_dir: PathBuf,
+    pub args: ServerArgs,
+    /// Extra environment for the child (the process otherwise inherits ours).
+    pub env: Vec<(OsString, OsString)>,
+    /// From spawn to "game ready and RCON listening". Big saves and mod loads take tens of seconds.
+    pub ready_timeout: Duration,
+    pub rcon_timeouts: RconTimeouts,
+}
+
+impl StartSpec {
+    pub fn new(install: Install, write_dir: impl Into<PathBuf>, args: ServerArgs) -> StartSpec {
+        StartSpec {
+            install,
+            write_dir: write_dir.into(),
+            args,
+            env: Vec::new(),
+            ready_timeout: Duration::from_secs(120),
+            rcon_timeouts: RconTimeouts::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot prepare {path}: {message}")]
+    Prepare { path: String, message: String },
+    #[error("cannot start {exe}: {message} (is FACTORIO_VERSION installed and executable?)")]
+    Spawn { exe: String, message: String },
+    #[error("Factorio failed to start: {reason}")]
+    StartFailed {
+        reason: String,
+        report: Option<ExitReport>,
+    },
+    #[error(
+        "Factorio was not ready within {0:?}; it was killed. Raise the start timeout for big saves or many mods"
+    )]
+    ReadyTimeout(Duration),
+    #[error(transparent)]
+    Rcon(#[from] RconError),
+    #[error("this server was started without RCON")]
+    NoRcon,
+}
+
+/// Progress seen in the output so far.
+#[derive(Clone, Debug, Default)]
+struct Status {
+    game_ready: bool,
+    rcon_listening: Option<String>,
+    hosting: Option<String>,
+    start_failed: Option<String>,
+    quitting: bool,
+    quit_saved: bool,
+    goodbye: bool,
+    exited: Option<ExitReport>,
+}
+
+struct Inner {
+    pid: Option<u32>,
+    status: watch::Receiver<Status>,
+    signals: mpsc::UnboundedSender<i32>,
+    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+    rcon: OnceLock<Arc<RconClient>>,
+    rcon_config: Option<(SocketAddr, String)>,
+    rcon_timeouts: RconTimeouts,
+    requested: Arc<AtomicBool>,
+}
+
+/// Handle to a running (or exited) server; cheap to clone.
+#[derive(Clone)]
+pub struct ServerHandle {
+    inner: Arc<Inner>,
+}
+
+/// Namespace for starting servers.
+pub struct FactorioServer;
+
+impl FactorioServer {
+    /// Spawn, wait until ready (game in `InGame`, RCON listening) and connect RCON.
+    /// On failure the process has exited or been killed; the error carries the reason.
+    pub async fn start(
+        spec: StartSpec,
+    ) -> Result<(ServerHandle, mpsc::Receiver<ServerEvent>), LaunchError> {
+        let timeout = spec.ready_timeout;
+        let (handle, rx) = FactorioServer::spawn(spec)?;
+        handle.wait_ready(timeout).await?;
+        Ok((handle, rx))
+    }
+
+    /// Spawn without waiting: for callers that want to report progress while it starts.
+    /// Follow with [`ServerHandle::wait_ready`].
+    pub fn spawn(
+        spec: StartSpec,
+    ) -> Result<(ServerHandle, mpsc::Receiver<ServerEvent>), LaunchError> {
+        let config = cli::write_config(&spec.install, &spec.write_dir).map_err(|e| {
+            LaunchError::Prepare {
+                path: spec.write_dir.display().to_string(),
+                message: e.to_string(),
+            }
+        })?;
+        let exe = spec.install.executable();
+        let mut cmd = Command::new(&exe);
+        cmd.args(cli::server_args(&config, &spec.args))
+            .current_dir(&spec.write_dir)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Own process group: a Ctrl-C at our terminal must not reach Factorio directly;
+            // we decide how it stops.
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| LaunchError::Spawn {
+            exe: exe.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let pid = child.id();
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let (status_tx, status_rx) = watch::channel(Status::default());
+        let status_tx = Arc::new(status_tx);
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+        let (sig_tx, sig_rx) = mpsc::unbounded_channel();
+        let requested = Arc::new(AtomicBool::new(false));
+
+        let out_task = stdout
+            .map(|s| tokio::spawn(read_stdout(s, tx.clone(), status_tx.clone(), tail.clone())));
+        let err_task = stderr.map(|s| tokio::spawn(read_stderr(s, tx.clone(), tail.clone())));
+        tokio::spawn(wait_child(
+            child,
+            sig_rx,
+            [out_task, err_task],
+            tx,
+            status_tx,
+            tail,
+            requested.clone(),
+        ));
+
+        let handle = ServerHandle {
+            inner: Arc::new(Inner {
+                pid,
+                status: status_rx,
+                signals: sig_tx,
+                stdin: tokio::sync::Mutex::new(stdin),
+                rcon: OnceLock::new(),
+                rcon_config: spec.args.rcon.clone(),
+                rcon_timeouts: spec.rcon_timeouts,
+                requested,
+            }),
+        };
+        Ok((handle, rx))
+    }
+}
+
+fn push_tail(tail: &Mutex<VecDeque<String>>, line: &str) {
+    let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+    if t.len() == TAIL_LINES {
+        t.pop_front();
+    }
+    t.push_back(line.to_string());
+}
+
+/// Read lines as bytes: Factorio output is UTF-8, but a mod can print anything.
+async fn next_line<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    buf: &mut Vec<u8>,
+) -> Option<String> {
+    buf.clear();
+    match r.read_until(b'\n', buf).await {
+        Ok(0) | Err(_) => None,
+        Ok(_) => {
+            while matches!(buf.last(), Some(b'\n' | b'\r')) {
+                buf.pop();
+            }
+            Some(String::from_utf8_lossy(buf).into_owned())
+        }
+    }
+}
+
+async fn read_stdout(
+    out: tokio::process::ChildStdout,
+    tx: mpsc::Sender<ServerEvent>,
+    status: Arc<watch::Sender<Status>>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut parser = LineParser::new();
+    let mut r = BufReader::new(out);
+    let mut buf = Vec::new();
+    while let Some(raw) = next_line(&mut r, &mut buf).await {
+        push_tail(&tail, &raw);
+        let (line, events) = parser.feed(&raw);
+        for e in &events {
+            status.send_modify(|s| match e {
+                ServerEvent::GameReady => s.game_ready = true,
+                ServerEvent::RconReady { address } => s.rcon_listening = Some(address.clone()),
+                ServerEvent::HostingGame { address } => s.hosting = Some(address.clone()),
+                ServerEvent::StartFailed { reason } => s.start_failed = Some(reason.clone()),
+                ServerEvent::Quitting { .. } => s.quitting = true,
+                ServerEvent::SaveFinished {
+                    kind: super::log::SaveKind::Quit { .. },
+                } => s.quit_saved = true,
+                ServerEvent::Goodbye => s.goodbye = true,
+                _ => {}
+            });
+        }
+        // Lines may be dropped under back-pressure; typed events may not.
+        let _ = tx.try_send(ServerEvent::Line(line));
+        for e in events {
+            let _ = tx.send(e).await;
+        }
+    }
+}
+
+async fn read_stderr(
+    err: tokio::process::ChildStderr,
+    tx: mpsc::Sender<ServerEvent>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut r = BufReader::new(err);
+    let mut buf = Vec::new();
+    while let Some(raw) = next_line(&mut r, &mut buf).await {
+        push_tail(&tail, &raw);
+        let _ = tx.try_send(ServerEvent::Line(parse_line(&raw)));
+    }
+}
+
+/// Owns the child: delivers signals while it is alive (so a pid is never signalled after it was
+/// reaped and possibly reused), then reports the exit as the last event.
+async fn wait_child(
+    mut child: Child,
+    mut signals: mpsc::UnboundedReceiver<i32>,
+    readers: [Option<tokio::task::JoinHandle<()>>; 2],
+    tx: mpsc::Sender<ServerEvent>,
+    status: Arc<watch::Sender<Status>>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    requested: Arc<AtomicBool>,
+) {
+    let pid = child.id();
+    let exit = loop {
+        tokio::select! {
+            r = child.wait() => break r,
+            Some(sig) = signals.recv() => {
+                if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                    // SAFETY: plain syscall; the child is not reaped yet (we own it and have not
+                    // completed `wait`), so `pid` still names it.
+                    unsafe { libc::kill(pid, sig) };
+                }
+            }
+        }
+    };
+    // Let the readers drain what is left in the pipes, so `Exited` comes after the last line.
+    for r in readers.into_iter().flatten() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let (code, signal) = match &exit {
+        Ok(st) => (st.code(), st.signal()),
+        Err(_) => (None, None),
+    };
+    let s = status.borrow().clone();
+    let report = ExitReport {
+        code,
+        signal,
+        graceful: s.goodbye && s.quit_saved && signal.is_none(),
+        requested: requested.load(Ordering::SeqCst),
+        last_lines: tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect(),
+    };
+    status.send_modify(|s| s.exited = Some(report.clone()));
+    let _ = tx.send(ServerEvent::Exited(report)).await;
+}
+
+/// `0.0.0.0:27015` as printed by Factorio → where to connect (loopback for a wildcard address).
+fn connectable(printed: &str, configured: SocketAddr) -> SocketAddr {
+    let mut addr = printed.parse::<SocketAddr>().unwrap_or(configured);
+    if configured.port() != 0 {
+        addr.set_port(configured.port());
+    }
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if configured.ip().is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            configured.ip()
+        });
+    }
+    addr
+}
+
+impl ServerHandle {
+    pub fn pid(&self) -> Option<u32> {
+        self.inner.pid
+    }
+
+    /// The game address from `Hosting game at` (shows the real port when started with port 0).
+    pub fn game_address(&self) -> Option<String> {
+        self.inner.status.borrow().hosting.clone()
+    }
+
+    pub fn rcon_address(&self) -> Option<SocketAddr> {
+        self.inner.rcon.get().map(|c| c.addr())
+    }
+
+    /// The exit report, once the process has exited.
+    pub fn exited(&self) -> Option<ExitReport> {
+        self.inner.status.borrow().exited.clone()
+    }
+
+    /// Wait until the game runs and RCON is connected; see [`FactorioServer::start`].
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), LaunchError> {
+        let deadline = Instant::now() + timeout;
+        let want_rcon = self.inner.rcon_config.is_some();
+        let mut st = self.inner.status.clone();
+        let waited = tokio::time::timeout_at(
+            deadline,
+            st.wait_for(|s| {
+                (s.game_ready && (!want_rcon || s.rcon_listening.is_some()))
+                    || s.start_failed.is_some()
+                    || s.exited.is_some()
+            }),
+        )
+        .await;
+        let snapshot = match waited {
+            Ok(Ok(s)) => s.clone(),
+            // Sender gone means the process is gone: treat like an exit.
+            Ok(Err(_)) => self.inner.status.borrow().clone(),
+            Err(_) => {
+                self.kill().await;
+                return Err(LaunchError::ReadyTimeout(timeout));
+            }
+        };
+        if snapshot.start_failed.is_some() || snapshot.exited.is_some() {
+            // A failed start ends with its own `Goodbye` and exit 1; collect the report.
+            let report = tokio::time::timeout(Duration::from_secs(10), self.wait())
+                .await
+                .ok();
+            if report.is_none() {
+                self.kill().await;
+            }
+            let reason = snapshot
+                .start_failed
+                .or_else(|| report.as_ref().and_then(|r| r.last_lines.last().cloned()))
+                .unwrap_or_else(|| "the process exited before the game was ready".into());
+            return Err(LaunchError::StartFailed { reason, report });
+        }
+        if let Some((configured, password)) = &self.inner.rcon_config {
+            let printed = snapshot.rcon_listening.unwrap_or_default();
+            let addr = connectable(&printed, *configured);
+            // "InGame seen" does not imply RCON accepts yet (§3.4); retry briefly until the deadline.
+            let client = loop {
+                match RconClient::connect(addr, password.clone(), self.inner.rcon_timeouts).await {
+                    Ok(c) => break c,
+                    Err(RconError::Auth(a)) => return Err(RconError::Auth(a).into()),
+                    Err(e) if Instant::now() + Duration::from_millis(100) >= deadline => {
+                        self.kill().await;
+                        return Err(e.into());
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            };
+            let _ = self.inner.rcon.set(Arc::new(client));
+        }
+        Ok(())
+    }
+
+    /// Run a console command over RCON and return the reply body.
+    pub async fn rcon(&self, command: &str) -> Result<String, LaunchError> {
+        let client = self.inner.rcon.get().ok_or(LaunchError::NoRcon)?;
+        Ok(client.exec(command).await?)
+    }
+
+    /// The shared RCON client, e.g. for a poller with its own timeouts.
+    pub fn rcon_client(&self) -> Option<Arc<RconClient>> {
+        self.inner.rcon.get().cloned()
+    }
+
+    /// Write one line to the server console (stdin). A line without `/` is chat.
+    pub async fn send_console(&self, line: &str) -> std::io::Result<()> {
+        let mut guard = self.inner.stdin.lock().await;
+        let stdin = guard
+            .as_mut()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stdin closed"))?;
+        stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        stdin.flush().await
+    }
+
+    /// Send a signal (e.g. `libc::SIGINT`); ignored once the process has exited.
+    pub fn signal(&self, sig: i32) {
+        let _ = self.inner.signals.send(sig);
+    }
+
+    /// Wait for the process to exit.
+    pub async fn wait(&self) -> ExitReport {
+        let mut st = self.inner.status.clone();
+        if let Ok(s) = st.wait_for(|s| s.exited.is_some()).await
+            && let Some(r) = s.exited.clone()
+        {
+            return r;
+        }
+        // The reporting task is gone without a report: the runtime is shutting down.
+        ExitReport {
+            code: None,
+            signal: None,
+            graceful: false,
+            requested: true,
+            last_lines: Vec::new(),
+        }
+    }
+
+    async fn wait_until(&self, deadline: Instant, pred: impl Fn(&Status) -> bool) -> bool {
+        let mut st = self.inner.status.clone();
+        matches!(
+            tokio::time::timeout_at(deadline, st.wait_for(|s| pred(s))).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Graceful stop within `timeout`: RCON `/quit` (stdin `/quit` without RCON) — which saves —
+    /// then SIGINT and SIGTERM if Factorio does not start quitting, and SIGKILL when the time is up.
+    /// Judge the result by [`ExitReport::graceful`] (1.1 before 1.1.93 exits 1 even when graceful).
+    pub async fn stop(&self, timeout: Duration) -> ExitReport {
+        if let Some(r) = self.exited() {
+            return r;
+        }
+        self.inner.requested.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let step = (timeout / 4).max(Duration::from_millis(200)).min(timeout);
+        let quitting = |s: &Status| s.quitting || s.exited.is_some();
+        match self.inner.rcon.get() {
+            // The reply may never come: the server closes connections while quitting.
+            Some(c) => {
+                let _ = c.exec_with_timeout("/quit", step).await;
+            }
+            None => {
+                let _ = self.send_console("/quit").await;
+            }
+        }
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            if self
+                .wait_until((Instant::now() + step).min(deadline), quitting)
+                .await
+            {
+                break;
+            }
+            tracing::info!(pid = ?self.pid(), signal = sig, "Factorio did not start quitting; signalling");
+            self.signal(sig);
+        }
+        // Quitting has started (or nothing helped): give the save the rest of the time.
+        if !self.wait_until(deadline, |s| s.exited.is_some()).await {
+            tracing::warn!(pid = ?self.pid(), ?timeout, "Factorio did not exit in time; killing it");
+            self.signal(libc::SIGKILL);
+        }
+        self.wait().await
+    }
+
+    /// SIGKILL now; no save. Returns the exit report.
+    pub async fn kill(&self) -> ExitReport {
+        self.inner.requested.store(true, Ordering::SeqCst);
+        if self.exited().is_none() {
+            self.signal(libc::SIGKILL);
+        }
+        self.wait().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rcon_address_from_log_line() {
+        let cfg: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(
+            connectable("0.0.0.0:4000", cfg),
+            "127.0.0.1:4000".parse().unwrap()
+        );
+        let cfg: SocketAddr = "127.0.0.1:27015".parse().unwrap();
+        assert_eq!(connectable("127.0.0.1:27015", cfg), cfg);
+        let wild: SocketAddr = "0.0.0.0:27015".parse().unwrap();
+        assert_eq!(
+            connectable("0.0.0.0:27015", wild),
+            "127.0.0.1:27015".parse().unwrap()
+        );
+    }
+}

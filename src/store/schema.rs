@@ -65,6 +65,8 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL DEFAULT '{}'
     );
     "#,
+    // 2: /metrics counts instances by host and status on every scrape; let the index answer.
+    "CREATE INDEX instances_host_status ON instances (host_id, status);",
 ];
 
 pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {

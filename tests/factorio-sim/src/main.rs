@@ -31,18 +31,18 @@ fn main() {
     if argv.get(1).map(String::as_str) == Some("install") {
         std::process::exit(install::run(&argv[2..]));
     }
-    let code = match tokio::runtime::Builder::new_multi_thread()
+    match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(run(start, argv)),
+        // Exit from inside: dropping the runtime would wait for the blocking stdin reader.
+        Ok(rt) => std::process::exit(rt.block_on(run(start, argv))),
         Err(e) => {
             eprintln!("failed to start runtime: {e}");
-            1
+            std::process::exit(1);
         }
-    };
-    std::process::exit(code);
+    }
 }
 
 /// Lexically resolve `..`/`.` so paths print like the real server's (`/opt/factorio/data`).

@@ -145,6 +145,11 @@ pub enum ServerEvent {
         name: String,
         message: String,
     },
+    /// `Refusing connection for address (…), username (<name>). <Reason>` (`PasswordMissing`, …).
+    ConnectionRefused {
+        name: String,
+        reason: String,
+    },
     /// Any other dated `[TAG]` event (`KICK`, `BAN`, `UNBANNED`, `PROMOTE`, `DEMOTE`, `COMMAND`, …).
     GameEvent {
         tag: String,
@@ -430,6 +435,15 @@ impl LineParser {
             if crashed {
                 ev.push(ServerEvent::Crashed {
                     message: self.failure_reason(),
+                });
+            }
+        } else if m.starts_with("Refusing connection for address ") {
+            if let Some(at) = m.rfind("username (")
+                && let Some((name, reason)) = m[at + "username (".len()..].split_once("). ")
+            {
+                ev.push(ServerEvent::ConnectionRefused {
+                    name: name.into(),
+                    reason: reason.trim().into(),
                 });
             }
         } else if m == "Goodbye" {

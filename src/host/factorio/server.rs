@@ -87,6 +87,7 @@ struct Status {
     rcon_listening: Option<String>,
     hosting: Option<String>,
     start_failed: Option<String>,
+    last_error: Option<String>,
     quitting: bool,
     quit_saved: bool,
     goodbye: bool,
@@ -236,6 +237,7 @@ async fn read_stdout(
                 ServerEvent::RconReady { address } => s.rcon_listening = Some(address.clone()),
                 ServerEvent::HostingGame { address } => s.hosting = Some(address.clone()),
                 ServerEvent::StartFailed { reason } => s.start_failed = Some(reason.clone()),
+                ServerEvent::Error { message } => s.last_error = Some(message.clone()),
                 ServerEvent::Quitting { .. } => s.quitting = true,
                 ServerEvent::SaveFinished {
                     kind: super::log::SaveKind::Quit { .. },
@@ -363,9 +365,12 @@ impl ServerHandle {
                     || s.exited.is_some()
             }),
         )
-        .await;
+        .await
+        // Clone out of the watch guard at once: holding it across an await would make this
+        // future !Send.
+        .map(|r| r.map(|s| s.clone()));
         let snapshot = match waited {
-            Ok(Ok(s)) => s.clone(),
+            Ok(Ok(s)) => s,
             // Sender gone means the process is gone: treat like an exit.
             Ok(Err(_)) => self.inner.status.borrow().clone(),
             Err(_) => {
@@ -383,6 +388,7 @@ impl ServerHandle {
             }
             let reason = snapshot
                 .start_failed
+                .or(snapshot.last_error)
                 .or_else(|| report.as_ref().and_then(|r| r.last_lines.last().cloned()))
                 .unwrap_or_else(|| "the process exited before the game was ready".into());
             return Err(LaunchError::StartFailed { reason, report });

@@ -6,5 +6,6 @@ pub mod controller;
 pub mod host;
 pub mod link;
 pub mod permissions;
+pub mod saves;
 pub mod shutdown;
 pub mod store;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use clustorio::config::{ControllerConfig, init_logging};
+use clustorio::config::{ControllerConfig, HostConfig, init_logging};
 use clustorio::store::{self, Store};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +26,22 @@ enum Role {
     Controller {
         #[command(subcommand)]
         command: ControllerCommand,
+    },
+    /// A host: connects to the controller and runs the Factorio instances assigned to it.
+    #[command(alias = "slave")]
+    Host {
+        #[command(subcommand)]
+        command: HostCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HostCommand {
+    /// Run the host until SIGINT, SIGTERM or `stop` on stdin (instances are saved and stopped).
+    Run {
+        /// Data directory (config-slave.json, instances/, factorio/). Default: the working directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
 }
 
@@ -81,6 +97,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.role {
+        Role::Host {
+            command: HostCommand::Run { dir },
+        } => {
+            let cfg = HostConfig::load(&dir)?;
+            init_logging(cfg.log_level);
+            runtime()?.block_on(clustorio::host::run(&dir, cfg))
+        }
         Role::Controller { command } => match command {
             ControllerCommand::Run { data, port } => {
                 let mut cfg = ControllerConfig::load(&data.dir)?;

@@ -45,6 +45,15 @@ impl Event {
         }
     }
 
+    pub fn instance_log(data: Value) -> Self {
+        Event {
+            name: "instance_log",
+            data,
+            permission: "core.log.follow",
+            to_hosts: false,
+        }
+    }
+
     pub fn host_updated(view: &Value) -> Self {
         Event {
             name: "host_updated",
@@ -115,6 +124,11 @@ impl Hub {
 
     fn hosts(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Session>>> {
         self.hosts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A receiver of every event from now on (HTTP log streams).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.events.subscribe()
     }
 
     pub fn publish(&self, event: Event) {

@@ -4,7 +4,10 @@ mod api;
 pub mod auth;
 mod console;
 pub mod error;
+mod files;
+mod history;
 mod hub;
+mod instances;
 mod metrics;
 pub mod requests;
 mod session;
@@ -38,6 +41,18 @@ pub struct Controller {
     metrics: Metrics,
     started: Instant,
     pub shutdown: Shutdown,
+    /// The data directory (saves, backups, mods live beside the database).
+    data_dir: std::path::PathBuf,
+    /// Live facts hosts report; not stored, hosts resend them after a reconnect.
+    live: std::sync::Mutex<HashMap<i64, Live>>,
+    history: history::History,
+}
+
+/// What a host last reported about an instance beyond its status.
+#[derive(Default, Clone)]
+struct Live {
+    players: Vec<String>,
+    message: Option<String>,
 }
 
 /// Runs the controller in `dir` until shutdown.
@@ -51,6 +66,9 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         metrics: Metrics::new()?,
         started: Instant::now(),
         shutdown: Shutdown::new(),
+        data_dir: dir.to_path_buf(),
+        live: std::sync::Mutex::new(HashMap::new()),
+        history: history::History::default(),
         store,
         cfg,
     });
@@ -87,6 +105,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         })
     };
 
+    let sampler = tokio::spawn(history::sample(ctl.clone()));
     tracing::info!(address = %local, cluster = %ctl.cfg.cluster_name, "controller listening");
     println!(
         "Started clustorio controller on http://{local} (cluster '{}')",
@@ -96,6 +115,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     ctl.shutdown.wait().await;
     ctl.hub.close_all("the controller is stopping");
     reaper.abort();
+    sampler.abort();
     // Open keep-alive connections must not hold up the exit.
     let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
     println!("Stopped");
@@ -229,7 +249,7 @@ fn routes(
             },
         );
 
-    socket.or(api).or(metrics)
+    socket.or(files::routes(ctl)).or(api).or(metrics)
 }
 
 impl Controller {
@@ -250,6 +270,13 @@ impl Controller {
             Some(h) if !self.hub.host_connected(h) => "unknown".to_string(),
             Some(_) => rec.status.clone(),
         };
+        let live = self
+            .live
+            .lock()
+            .ok()
+            .and_then(|l| l.get(&rec.id).cloned())
+            .filter(|_| status != "unknown")
+            .unwrap_or_default();
         json!({
             "id": rec.id,
             "name": rec.name,
@@ -257,6 +284,9 @@ impl Controller {
             "host": rec.host_id.and_then(|h| hosts.get(&h).cloned()),
             "status": status,
             "game_port": rec.game_port,
+            "players_online": live.players,
+            "message": live.message,
+            "desired": rec.desired,
             "config": rec.config,
             "created_at": rec.created_at,
             "updated_at": rec.updated_at,
@@ -470,6 +500,14 @@ impl Controller {
                 };
                 let status = status.to_string();
                 let port = data["game_port"].as_i64();
+                if let Ok(mut live) = self.live.lock() {
+                    let entry = live.entry(id).or_default();
+                    entry.players = data["players"]
+                        .as_array()
+                        .map(|p| p.iter().filter_map(|n| n.as_str().map(String::from)).collect())
+                        .unwrap_or_default();
+                    entry.message = data["message"].as_str().map(String::from);
+                }
                 let result = self
                     .store
                     .write(move |c| {
@@ -491,6 +529,7 @@ impl Controller {
                     Err(e) => tracing::warn!(host_id, error = %e, "ignored instance_status"),
                 }
             }
+            "instance_log" => self.hub.publish(Event::instance_log(data)),
             other => tracing::debug!(host_id, event = other, "unhandled host event"),
         }
     }

@@ -158,6 +158,45 @@ pub enum ControlRequest {
         #[serde(default)]
         limit: Option<u32>,
     },
+    InstanceStart {
+        instance: Ref,
+        #[serde(default)]
+        save: Option<String>,
+    },
+    InstanceStop {
+        instance: Ref,
+    },
+    InstanceRestart {
+        instance: Ref,
+    },
+    InstanceKill {
+        instance: Ref,
+    },
+    InstanceRcon {
+        instance: Ref,
+        command: String,
+    },
+    InstanceLogs {
+        instance: Ref,
+        #[serde(default)]
+        lines: Option<u64>,
+    },
+    SaveList {
+        instance: Ref,
+    },
+    SaveCreate {
+        instance: Ref,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    BackupCreate {
+        instance: Ref,
+    },
+    ModList,
+    ModDelete {
+        file: String,
+    },
+    History,
 }
 
 fn empty_object() -> Value {
@@ -254,6 +293,17 @@ impl ControlRequest {
             InstanceDelete { .. } => vec!["core.instance.delete"],
             InstanceAssign(_) => vec!["core.instance.assign"],
             AuditList { .. } => vec!["core.log.query"],
+            InstanceStart { .. } => vec!["core.instance.start"],
+            InstanceStop { .. } => vec!["core.instance.stop"],
+            InstanceRestart { .. } => vec!["core.instance.restart"],
+            InstanceKill { .. } => vec!["core.instance.kill"],
+            InstanceRcon { .. } => vec!["core.instance.send_rcon"],
+            InstanceLogs { .. } => vec!["core.log.query"],
+            SaveList { .. } => vec!["core.instance.save.list"],
+            SaveCreate { .. } | BackupCreate { .. } => vec!["core.instance.save.create"],
+            ModList => vec!["core.mod.list"],
+            ModDelete { .. } => vec!["core.mod.delete"],
+            History => vec!["core.instance.list"],
         }
     }
 
@@ -444,6 +494,23 @@ impl ControlRequest {
                 let limit = limit.unwrap_or(100).min(10_000);
                 ok(store.read(move |c| store::audit::list(c, limit)).await?)
             }
+            InstanceStart { instance, save } => ok(ctl.start(&who, instance, save).await?),
+            InstanceStop { instance } => ok(ctl.stop(&who, instance).await?),
+            InstanceRestart { instance } => ok(ctl.restart(&who, instance).await?),
+            InstanceKill { instance } => ok(ctl.kill(&who, instance).await?),
+            InstanceRcon { instance, command } => ok(ctl.rcon(&who, instance, command).await?),
+            InstanceLogs { instance, lines } => ok(ctl.logs(instance, lines.unwrap_or(100)).await?),
+            SaveList { instance } => ok(ctl.saves(instance).await?),
+            SaveCreate { instance, name } => created(ctl.create_save(&who, instance, name).await?),
+            BackupCreate { instance } => ok(ctl.backup(instance).await?),
+            ModList => ok(store.read(store::mods::list).await?),
+            ModDelete { file } => {
+                let f = file.clone();
+                let m = store.write(move |c| store::mods::delete(c, &who, &f)).await?;
+                let _ = std::fs::remove_file(ctl.mods_dir().join(&file));
+                ok(json!({ "deleted": m.name }))
+            }
+            History => ok(ctl.history.snapshot()),
         }
     }
 }

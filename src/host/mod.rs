@@ -1,3 +1,524 @@
-//! Host (slave) side: runs Factorio instances for the controller.
+//! Host (slave) side: connects to the controller over the link and runs the instances assigned
+//! to it. The controller's desired state wins; while it is away, instances keep running and the
+//! host's reports wait in the link's outbox.
 
+pub mod backend;
 pub mod factorio;
+pub mod instance;
+mod lists;
+pub mod ports;
+mod transfer;
+
+use crate::config::{HOST_CONFIG_FILE, HostConfig};
+use crate::link::ErrorBody;
+use crate::link::client::{ClientOptions, Incoming, Link};
+use crate::shutdown::Shutdown;
+use anyhow::{Context, bail};
+use backend::{Backend, ProcessBackend};
+use factorio::Install;
+use instance::{Instance, STATE_FILE, Saved, Status};
+use lists::UserLists;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use transfer::Transfer;
+
+pub struct Host {
+    pub cfg: HostConfig,
+    pub dir: PathBuf,
+    install: Option<Install>,
+    backend: Box<dyn Backend>,
+    link: Link,
+    transfer: Transfer,
+    ports: Vec<u16>,
+    instances: Mutex<HashMap<i64, Arc<Instance>>>,
+    lists: Mutex<UserLists>,
+    cluster_name: Mutex<String>,
+}
+
+/// Where Factorio is: `factorio_directory`, else `./factorio`, else the working dir itself.
+fn detect_install(dir: &Path, cfg: &HostConfig) -> Option<Install> {
+    let candidates: Vec<PathBuf> = if cfg.factorio_directory.is_empty() {
+        vec![dir.join("factorio"), dir.to_path_buf()]
+    } else {
+        vec![dir.join(&cfg.factorio_directory)]
+    };
+    candidates
+        .into_iter()
+        .map(Install::new)
+        .find(|i| i.executable().is_file())
+}
+
+/// Runs the host until shutdown; the error says why the controller refused it, if it did.
+pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
+    if cfg.host_name.trim().is_empty() {
+        bail!("SLAVE_NAME is not set: give this host a name (host_name in {HOST_CONFIG_FILE})");
+    }
+    let token = if !cfg.host_token.is_empty() { cfg.host_token.clone() } else { cfg.controller_token.clone() };
+    if token.is_empty() {
+        bail!("MASTER_TOKEN is not set: copy the join token from the master's console (`token`)");
+    }
+    let ports = ports::parse(&cfg.game_ports)?;
+    let install = detect_install(dir, &cfg);
+    match &install {
+        Some(i) => tracing::info!(factorio = %i.root.display(), "Factorio found"),
+        None => tracing::warn!("no Factorio install found (factorio_directory); instances cannot start"),
+    }
+    let shutdown = Shutdown::new();
+    shutdown.listen_for_signals()?;
+    let (link, mut incoming, mut link_task) = Link::spawn(
+        ClientOptions {
+            url: cfg.controller_url.clone(),
+            role: "host".into(),
+            token,
+            name: Some(cfg.host_name.clone()),
+            software: env!("CARGO_PKG_VERSION").into(),
+            max_backoff: Duration::from_secs(cfg.max_reconnect_delay_s.max(1)),
+        },
+        shutdown.clone(),
+    );
+    let host = Arc::new(Host {
+        transfer: Transfer::new(&cfg.controller_url, link.clone()),
+        dir: dir.to_path_buf(),
+        install,
+        backend: Box::new(ProcessBackend),
+        link,
+        ports,
+        instances: Mutex::new(HashMap::new()),
+        lists: Mutex::new(UserLists::default()),
+        cluster_name: Mutex::new(String::new()),
+        cfg,
+    });
+    host.load_instances().await?;
+    console(shutdown.clone(), host.clone());
+
+    let mut started = false;
+    let outcome = loop {
+        tokio::select! {
+            msg = incoming.recv() => match msg {
+                Some(Incoming::Connected(ready)) => {
+                    if let Some(token) = &ready.host_token
+                        && let Err(e) = persist_host_token(dir, token)
+                    {
+                        tracing::error!(error = %e, "could not save the host token; the next start registers again");
+                    }
+                    if !ready.resumed {
+                        // A new session: the controller knows nothing of our current state.
+                        for inst in host.instances() {
+                            host.report(&inst, None);
+                        }
+                    }
+                    if !started {
+                        started = true;
+                        println!("Started clustorio host '{}', connected to {}", host.cfg.host_name, host.cfg.controller_url);
+                    }
+                }
+                Some(Incoming::Disconnected(reason)) => tracing::warn!(%reason, "lost the controller; instances keep running"),
+                Some(Incoming::Request { id, name, data }) => {
+                    let host = host.clone();
+                    tokio::spawn(async move {
+                        let result = host.handle_request(&name, data).await;
+                        host.link.respond(id, result);
+                    });
+                }
+                Some(Incoming::Event { name, data }) => {
+                    let host = host.clone();
+                    tokio::spawn(async move { host.handle_event(&name, data).await });
+                }
+                None => break Ok(()),
+            },
+            result = &mut link_task => {
+                break match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(anyhow::anyhow!("{e}")),
+                    Err(e) => Err(anyhow::anyhow!("link task failed: {e}")),
+                };
+            }
+            _ = shutdown.wait() => break Ok(()),
+        }
+    };
+    shutdown.trigger();
+    host.stop_all().await;
+    println!("Stopped");
+    outcome
+}
+
+/// Saves the host's own token into `config-slave.json` (other keys kept; atomic).
+fn persist_host_token(dir: &Path, token: &str) -> anyhow::Result<()> {
+    let path = dir.join(HOST_CONFIG_FILE);
+    let mut value: Value = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?,
+        Err(_) => json!({}),
+    };
+    if let Some(map) = value.as_object_mut() {
+        map.insert("host_token".into(), json!(token));
+    }
+    crate::saves::write_atomic(&path, &serde_json::to_vec_pretty(&value)?)?;
+    Ok(())
+}
+
+fn console(shutdown: Shutdown, host: Arc<Host>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let _ = std::thread::Builder::new().name("console".into()).spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            let reply = match line.trim() {
+                "stop" => {
+                    shutdown.trigger();
+                    "stopping: saving and stopping instances".to_string()
+                }
+                "status" => {
+                    let list: Vec<String> = host
+                        .instances()
+                        .iter()
+                        .map(|i| format!("{} {}", i.name, i.status().as_str()))
+                        .collect();
+                    format!(
+                        "host '{}', {} to {}, instances: {}",
+                        host.cfg.host_name,
+                        if host.link.is_connected() { "connected" } else { "not connected" },
+                        host.cfg.controller_url,
+                        if list.is_empty() { "none".into() } else { list.join(", ") }
+                    )
+                }
+                "" | "help" => "commands: help | status | stop".to_string(),
+                other => format!("unknown command '{other}'; type 'help' for the list"),
+            };
+            println!("{reply}");
+        }
+    });
+}
+
+fn err(code: &str, message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(code, message)
+}
+
+impl Host {
+    pub fn instances(&self) -> Vec<Arc<Instance>> {
+        self.instances.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    fn instance(&self, id: i64) -> Result<Arc<Instance>, ErrorBody> {
+        self.instances
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).cloned())
+            .ok_or_else(|| err("not_found", format!("instance {id} is not assigned to this host")))
+    }
+
+    fn lists(&self) -> UserLists {
+        self.lists.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    fn cluster_name(&self) -> String {
+        self.cluster_name.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    fn instances_dir(&self) -> PathBuf {
+        self.dir.join(&self.cfg.instances_directory)
+    }
+
+    /// Instances from disk. A Factorio left running by a crashed host is stopped (it saves),
+    /// so it is never started twice; instances the controller wanted running start again.
+    async fn load_instances(self: &Arc<Self>) -> anyhow::Result<()> {
+        let dir = self.instances_dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let Ok(text) = std::fs::read_to_string(path.join(STATE_FILE)) else { continue };
+            let saved: Saved = match serde_json::from_str(&text) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable instance state");
+                    continue;
+                }
+            };
+            if let Some(pid) = saved.pid {
+                stop_orphan(pid, &path, Duration::from_secs(self.cfg.stop_timeout_s.max(1))).await;
+            }
+            let inst = Arc::new(Instance::new(path, saved));
+            let _ = inst.update_saved(|s| s.pid = None);
+            if let Ok(mut m) = self.instances.lock() {
+                m.insert(inst.id, inst.clone());
+            }
+            if inst.saved().desired == "running" || inst.config()["auto_start"].as_bool().unwrap_or(false) {
+                let host = self.clone();
+                tokio::spawn(async move {
+                    let _ = host.start_instance(&inst, None).await;
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds or updates an instance from the controller's record.
+    fn adopt(&self, record: &Value) -> Result<Arc<Instance>, ErrorBody> {
+        let id = record["id"].as_i64().ok_or_else(|| err("bad_request", "instance record without id"))?;
+        let name = record["name"].as_str().ok_or_else(|| err("bad_request", "instance record without name"))?;
+        crate::store::instances::validate_name(name).map_err(|e| err("bad_request", e.to_string()))?;
+        let config = record["config"].clone();
+        let existing = self.instances.lock().ok().and_then(|m| m.get(&id).cloned());
+        let inst = match existing {
+            Some(i) => i,
+            None => {
+                let inst = Arc::new(Instance::new(
+                    self.instances_dir().join(name),
+                    Saved {
+                        id,
+                        name: name.to_string(),
+                        config: config.clone(),
+                        desired: "stopped".into(),
+                        game_port: None,
+                        pid: None,
+                    },
+                ));
+                if let Ok(mut m) = self.instances.lock() {
+                    m.insert(id, inst.clone());
+                }
+                inst
+            }
+        };
+        inst.update_saved(|s| s.config = config)
+            .map_err(|e| err("io", format!("saving instance state: {e}")))?;
+        Ok(inst)
+    }
+
+    async fn forget(self: &Arc<Self>, id: i64, delete_files: bool) {
+        let inst = self.instances.lock().ok().and_then(|mut m| m.remove(&id));
+        if let Some(inst) = inst {
+            if inst.server().is_some() {
+                let _ = self.stop_instance(&inst).await;
+            }
+            if delete_files {
+                if let Err(e) = std::fs::remove_dir_all(&inst.dir) {
+                    tracing::warn!(instance = %inst.name, error = %e, "could not delete the instance directory");
+                }
+            } else {
+                let _ = std::fs::remove_file(inst.dir.join(STATE_FILE));
+            }
+        }
+    }
+
+    async fn stop_all(self: &Arc<Self>) {
+        let stops = self.instances().into_iter().filter(|i| i.server().is_some()).map(|inst| {
+            let host = self.clone();
+            tokio::spawn(async move {
+                let _op = inst.ops.lock().await;
+                if let Some(server) = inst.server() {
+                    // Keep `desired` as it is: a host restart brings running instances back.
+                    server.stop(Duration::from_secs(host.cfg.stop_timeout_s.max(1))).await;
+                }
+            })
+        });
+        for s in stops.collect::<Vec<_>>() {
+            let _ = s.await;
+        }
+    }
+
+    async fn handle_request(self: &Arc<Self>, name: &str, data: Value) -> Result<Value, ErrorBody> {
+        let id = data["id"].as_i64().unwrap_or(-1);
+        match name {
+            "instance_assigned" => {
+                self.adopt(&data)?;
+                Ok(json!({}))
+            }
+            "instance_start" => {
+                let inst = self.instance(id)?;
+                let save = data["save"].as_str().map(String::from);
+                self.start_instance(&inst, save).await.map_err(|e| err("start_failed", e))?;
+                Ok(inst.report(None))
+            }
+            "instance_stop" => {
+                let inst = self.instance(id)?;
+                let report = self.stop_instance(&inst).await.map_err(|e| err("stop_failed", e))?;
+                let mut r = inst.report(None);
+                r["graceful"] = json!(report.graceful);
+                Ok(r)
+            }
+            "instance_kill" => {
+                let inst = self.instance(id)?;
+                self.kill_instance(&inst).await;
+                Ok(inst.report(None))
+            }
+            "instance_rcon" => {
+                let inst = self.instance(id)?;
+                let command = data["command"].as_str().unwrap_or_default();
+                let server = inst
+                    .server()
+                    .filter(|_| inst.status() == Status::Running)
+                    .ok_or_else(|| err("not_running", format!("instance '{}' is not running", inst.name)))?;
+                let output = server.rcon(command).await.map_err(|e| err("rcon_failed", e.to_string()))?;
+                Ok(json!({ "output": output }))
+            }
+            "instance_logs" => {
+                let inst = self.instance(id)?;
+                let n = data["lines"].as_u64().unwrap_or(100) as usize;
+                Ok(json!({ "lines": inst.recent_log(n) }))
+            }
+            "save_list" => {
+                let inst = self.instance(id)?;
+                let list = crate::saves::list(&inst.saves_dir()).map_err(|e| err("io", e.to_string()))?;
+                Ok(json!(list))
+            }
+            "save_create" => {
+                let inst = self.instance(id)?;
+                let name = data["name"].as_str().map(String::from);
+                self.create_save(&inst, name).await.map_err(|e| err("save_failed", e))
+            }
+            "save_fetch" => {
+                let inst = self.instance(id)?;
+                let name = data["name"].as_str().unwrap_or_default();
+                crate::saves::validate_name(name).map_err(|e| err("bad_request", e.to_string()))?;
+                self.transfer
+                    .fetch_save(inst.id, name, &inst.saves_dir())
+                    .await
+                    .map_err(|e| err("transfer_failed", e))?;
+                Ok(json!({ "name": name }))
+            }
+            "save_push" => {
+                let inst = self.instance(id)?;
+                let name = data["name"].as_str().unwrap_or_default();
+                crate::saves::validate_name(name).map_err(|e| err("bad_request", e.to_string()))?;
+                let path = inst.saves_dir().join(name);
+                if !path.exists() {
+                    return Err(err("not_found", format!("instance '{}' has no save named '{name}'", inst.name)));
+                }
+                self.transfer
+                    .upload_save(inst.id, &path, name, "download")
+                    .await
+                    .map_err(|e| err("transfer_failed", e))
+            }
+            "backup" => {
+                let inst = self.instance(id)?;
+                if let Some(server) = inst.server().filter(|_| inst.status() == Status::Running) {
+                    let _ = server.rcon("/server-save").await;
+                }
+                self.backup(&inst).await.map_err(|e| err("backup_failed", e))
+            }
+            other => Err(err("unknown_request", format!("unknown host request \"{other}\""))),
+        }
+    }
+
+    async fn handle_event(self: &Arc<Self>, name: &str, data: Value) {
+        match name {
+            "instances_sync" => self.reconcile(&data).await,
+            "instance_unassigned" => {
+                let id = data["id"].as_i64().unwrap_or(-1);
+                self.forget(id, data["delete"].as_bool().unwrap_or(false)).await;
+            }
+            "user_updated" => {
+                let cmds = self.lists.lock().map(|mut l| l.apply_user(&data)).unwrap_or_default();
+                self.run_on_all(cmds).await;
+            }
+            "user_deleted" => {
+                let name = data["name"].as_str().unwrap_or_default().to_string();
+                let cmds = self.lists.lock().map(|mut l| l.remove_user(&name)).unwrap_or_default();
+                self.run_on_all(cmds).await;
+            }
+            other => tracing::debug!(event = other, "unhandled event"),
+        }
+    }
+
+    /// List changes reach running games at once, over RCON.
+    async fn run_on_all(&self, cmds: Vec<String>) {
+        if cmds.is_empty() {
+            return;
+        }
+        for inst in self.instances() {
+            if !inst.config()["sync_lists"].as_bool().unwrap_or(true) {
+                continue;
+            }
+            if let Some(server) = inst.server().filter(|_| inst.status() == Status::Running) {
+                for cmd in &cmds {
+                    if let Err(e) = server.rcon(cmd).await {
+                        tracing::warn!(instance = %inst.name, command = %cmd, error = %e, "list sync command failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The controller's desired state wins: adopt its instances with their configs, drop the
+    /// ones it no longer gives us, start or stop where the desired state differs — and leave
+    /// running instances that should run alone.
+    async fn reconcile(self: &Arc<Self>, data: &Value) {
+        if let Some(name) = data["cluster_name"].as_str()
+            && let Ok(mut n) = self.cluster_name.lock()
+        {
+            *n = name.to_string();
+        }
+        if let Some(users) = data["users"].as_array()
+            && let Ok(mut l) = self.lists.lock()
+        {
+            *l = UserLists::from_users(users);
+        }
+        let records = data["instances"].as_array().cloned().unwrap_or_default();
+        let wanted: Vec<i64> = records.iter().filter_map(|r| r["id"].as_i64()).collect();
+        for inst in self.instances() {
+            if !wanted.contains(&inst.id) {
+                tracing::info!(instance = %inst.name, "no longer assigned here");
+                self.forget(inst.id, false).await;
+            }
+        }
+        for record in &records {
+            let Ok(inst) = self.adopt(record) else { continue };
+            let desired = record["desired"].as_str().unwrap_or("stopped");
+            let active = inst.status().is_active();
+            let host = self.clone();
+            if desired == "running" && !active {
+                tokio::spawn(async move {
+                    let _ = host.start_instance(&inst, None).await;
+                });
+            } else if desired != "running" && active {
+                tokio::spawn(async move {
+                    let _ = host.stop_instance(&inst).await;
+                });
+            } else {
+                self.report(&inst, None);
+            }
+        }
+    }
+}
+
+/// Stops a Factorio process left behind by a previous run of this host (SIGINT: it saves and
+/// quits), killing it if it does not exit in time. Only a process whose command line names
+/// this instance's directory is touched.
+async fn stop_orphan(pid: u32, dir: &Path, timeout: Duration) {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    if !cmdline.contains(&*dir.to_string_lossy()) {
+        return;
+    }
+    tracing::info!(pid, dir = %dir.display(), "stopping a Factorio left running by a previous host process");
+    let pid_t = pid as libc::pid_t;
+    // SAFETY: kill(2) with a pid we just checked belongs to our instance; no memory is involved.
+    unsafe {
+        libc::kill(pid_t, libc::SIGINT);
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid_t, libc::SIGKILL);
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}

@@ -16,6 +16,7 @@
 //! both sides drop what the other acknowledged and resend the rest, and receivers ignore any seq
 //! they have already seen. So a short drop loses nothing and delivers nothing twice.
 
+pub mod client;
 pub mod frame;
 pub mod session;
 

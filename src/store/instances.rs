@@ -12,12 +12,15 @@ pub struct InstanceRecord {
     pub config: serde_json::Value,
     /// Last status the assigned host reported.
     pub status: String,
+    /// What the controller wants: "running" or "stopped".
+    pub desired: String,
     pub game_port: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-const COLUMNS: &str = "id, name, host_id, config, status, game_port, created_at, updated_at";
+const COLUMNS: &str =
+    "id, name, host_id, config, status, game_port, created_at, updated_at, desired";
 
 fn from_row(r: &rusqlite::Row) -> rusqlite::Result<(InstanceRecord, String)> {
     Ok((
@@ -30,6 +33,7 @@ fn from_row(r: &rusqlite::Row) -> rusqlite::Result<(InstanceRecord, String)> {
             game_port: r.get(5)?,
             created_at: r.get(6)?,
             updated_at: r.get(7)?,
+            desired: r.get(8)?,
         },
         r.get(3)?,
     ))
@@ -155,7 +159,7 @@ pub fn assign(
 ) -> Result<InstanceRecord> {
     let rec = get(conn, id_or_name)?;
     conn.execute(
-        "UPDATE instances SET host_id = ?2, status = 'stopped', game_port = NULL, updated_at = ?3 WHERE id = ?1",
+        "UPDATE instances SET host_id = ?2, status = 'stopped', desired = 'stopped', game_port = NULL, updated_at = ?3 WHERE id = ?1",
         params![rec.id, host_id, now_ms()],
     )?;
     audit::record(
@@ -166,6 +170,17 @@ pub fn assign(
         &serde_json::json!({ "host_id": host_id }),
     )?;
     get(conn, &rec.id.to_string())
+}
+
+/// What the controller wants the instance to be; hosts reconcile to it.
+pub fn set_desired(conn: &Connection, actor: &str, id: i64, desired: &str, action: &str) -> Result<InstanceRecord> {
+    let rec = get(conn, &id.to_string())?;
+    conn.execute(
+        "UPDATE instances SET desired = ?2, updated_at = ?3 WHERE id = ?1",
+        params![id, desired, now_ms()],
+    )?;
+    audit::record(conn, actor, action, &rec.name, &serde_json::json!({ "desired": desired }))?;
+    get(conn, &id.to_string())
 }
 
 /// A status reported by the instance's host.

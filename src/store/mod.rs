@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod hosts;
 pub mod instances;
+pub mod mods;
 pub mod roles;
 mod schema;
 pub mod tokens;

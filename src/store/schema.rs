@@ -67,6 +67,16 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 2: /metrics counts instances by host and status on every scrape; let the index answer.
     "CREATE INDEX instances_host_status ON instances (host_id, status);",
+    // 3: what the controller wants each instance to be (hosts reconcile to it), and the mod store.
+    r#"
+    ALTER TABLE instances ADD COLUMN desired TEXT NOT NULL DEFAULT 'stopped';
+    CREATE TABLE mods (
+        name TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        uploaded_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {

@@ -1,0 +1,468 @@
+//! File streams over HTTP (never the link): save uploads and downloads, backups from hosts, the
+//! mod store, and following an instance's log.
+//!
+//! On disk, under the controller's data directory:
+//! `saves/<instance id>/uploads/<save>` (waiting for the host to fetch),
+//! `saves/<instance id>/downloads/<save>` (pushed by the host for a user),
+//! `saves/<instance id>/backups/<unix ms>-<save>` (copies kept per `backup_retention`),
+//! `mods/<file>`.
+
+use super::Controller;
+use super::auth::{self, Actor};
+use super::error::ApiError;
+use super::instances::backup_save_name;
+use super::requests::Ref;
+use crate::saves::{self, SAVE_NAME_HEADER, SHA256_HEADER};
+use crate::store::{self, TokenOwner};
+use bytes::Buf;
+use futures_util::{Stream, StreamExt};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+/// Largest save or mod accepted.
+const MAX_FILE_BYTES: u64 = 4 << 30;
+/// Controller copies kept per instance unless `backup_retention` says otherwise.
+const DEFAULT_RETENTION: usize = 5;
+
+type Resp = warp::reply::Response;
+
+fn error(e: ApiError) -> Resp {
+    warp::reply::with_status(
+        warp::reply::json(&e.to_json()),
+        StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    )
+    .into_response()
+}
+
+fn json_reply(status: u16, v: &Value) -> Resp {
+    warp::reply::with_status(warp::reply::json(v), StatusCode::from_u16(status).unwrap_or(StatusCode::OK)).into_response()
+}
+
+impl Controller {
+    pub fn saves_dir(&self, instance_id: i64) -> PathBuf {
+        self.data_dir.join("saves").join(instance_id.to_string())
+    }
+
+    pub fn backups_dir(&self, instance_id: i64) -> PathBuf {
+        self.saves_dir(instance_id).join("backups")
+    }
+
+    pub fn mods_dir(&self) -> PathBuf {
+        self.data_dir.join("mods")
+    }
+}
+
+async fn user(ctl: &Controller, header: Option<String>, permission: &str) -> Result<Actor, ApiError> {
+    let token = auth::bearer(header.as_deref())?;
+    let actor = auth::authenticate(&ctl.store, token).await?;
+    actor.require(permission)?;
+    Ok(actor)
+}
+
+async fn host(ctl: &Controller, header: Option<String>) -> Result<i64, ApiError> {
+    let token = auth::bearer(header.as_deref())?.to_string();
+    match ctl.store.read(move |c| store::tokens::resolve(c, &token)).await? {
+        Some(TokenOwner::Host { host_id, .. }) => Ok(host_id),
+        Some(_) => Err(ApiError::forbidden("this route is for hosts")),
+        None => Err(ApiError::unauthorized("invalid or revoked token")),
+    }
+}
+
+/// Streams a request body into `target` atomically; at most `MAX_FILE_BYTES`.
+async fn receive<S, B>(mut body: S, target: &Path) -> Result<(u64, String), ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    use sha2::{Digest, Sha256};
+    let io = |e: std::io::Error| ApiError::new(500, "io", format!("writing {}: {e}", target.display()));
+    if let Some(dir) = target.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    }
+    let tmp = saves::temp_path(target);
+    let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+    let (mut size, mut hasher) = (0u64, Sha256::new());
+    let result = async {
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
+            while chunk.has_remaining() {
+                let piece = chunk.chunk();
+                size += piece.len() as u64;
+                if size > MAX_FILE_BYTES {
+                    return Err(ApiError::new(413, "too_large", format!("files are limited to {MAX_FILE_BYTES} bytes")));
+                }
+                hasher.update(piece);
+                file.write_all(piece).await.map_err(io)?;
+                let n = piece.len();
+                chunk.advance(n);
+            }
+        }
+        file.flush().await.map_err(io)?;
+        Ok(())
+    }
+    .await;
+    drop(file);
+    if let Err(e) = result {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
+    }
+    saves::commit(&tmp, target).map_err(io)?;
+    Ok((size, hex::encode(hasher.finalize())))
+}
+
+/// Receives into a temporary file, checks it with `check`, then moves it to `target`.
+async fn receive_checked<S, B>(body: S, target: &Path, name: &str, check: fn(&Path, &str) -> Result<(), saves::SaveError>) -> Result<(u64, String), ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let staging = target.with_file_name(format!(".incoming-{}-{name}", std::process::id()));
+    let got = receive(body, &staging).await?;
+    if let Err(e) = check(&staging, name) {
+        let _ = std::fs::remove_file(&staging);
+        return Err(ApiError::new(400, "invalid_file", e.to_string()));
+    }
+    std::fs::rename(&staging, target).map_err(|e| ApiError::new(500, "io", e.to_string()))?;
+    Ok(got)
+}
+
+async fn send_file(path: &Path, download_name: &str, extra: Option<(&'static str, String)>) -> Resp {
+    let file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(_) => return error(ApiError::not_found(format!("no file '{download_name}'"))),
+    };
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let sha = saves::sha256_file(path).unwrap_or_default();
+    let stream = tokio_util::io::ReaderStream::new(file);
+    let mut resp = warp::reply::stream(stream).into_response();
+    let h = resp.headers_mut();
+    let mut set = |k: &'static str, v: String| {
+        if let Ok(v) = warp::http::HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
+    };
+    set("content-type", "application/zip".into());
+    set("content-length", len.to_string());
+    set("content-disposition", format!("attachment; filename=\"{download_name}\""));
+    set(SHA256_HEADER, sha);
+    if let Some((k, v)) = extra {
+        set(k, v);
+    }
+    resp
+}
+
+fn valid(name: &str) -> Result<(), ApiError> {
+    saves::validate_name(name).map_err(|e| ApiError::new(400, "invalid_name", e.to_string()))
+}
+
+/// Path segments arrive percent-encoded (`My%20Save.zip`).
+fn decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&segment[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn instance_ref(s: &str) -> Ref {
+    s.parse::<i64>().map(Ref::Id).unwrap_or_else(|_| Ref::Name(s.to_string()))
+}
+
+async fn upload_save<S, B>(ctl: Arc<Controller>, auth_header: Option<String>, instance: String, name: String, body: S) -> Resp
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let result = async {
+        let actor = user(&ctl, auth_header, "core.instance.save.upload").await?;
+        valid(&name)?;
+        let rec = ctl.record(&instance_ref(&instance)).await?;
+        ctl.host_of(&rec).await?;
+        let target = ctl.saves_dir(rec.id).join("uploads").join(&name);
+        let (size, sha) = receive_checked(body, &target, &name, saves::check_save_zip).await?;
+        ctl.ask_host(&rec, "save_fetch", json!({ "name": name }), std::time::Duration::from_secs(600)).await?;
+        let (who, n, inst) = (actor.audit_name(), name.clone(), rec.name.clone());
+        ctl.store
+            .write(move |c| store::audit::record(c, &who, "save.upload", &inst, &json!({ "name": n, "sha256": sha })))
+            .await?;
+        Ok::<_, ApiError>(json!({ "name": name, "size": size }))
+    }
+    .await;
+    match result {
+        Ok(v) => json_reply(201, &v),
+        Err(e) => error(e),
+    }
+}
+
+async fn download_save(ctl: Arc<Controller>, auth_header: Option<String>, instance: String, name: String) -> Resp {
+    let result = async {
+        user(&ctl, auth_header, "core.instance.save.download").await?;
+        valid(&name)?;
+        let rec = ctl.record(&instance_ref(&instance)).await?;
+        if rec.host_id.is_some_and(|h| ctl.hub.host_connected(h)) {
+            ctl.ask_host(&rec, "save_push", json!({ "name": name }), std::time::Duration::from_secs(600)).await?;
+            return Ok(ctl.saves_dir(rec.id).join("downloads").join(&name));
+        }
+        // Host away: the newest backup of that save, if there is one.
+        let backups = saves::list(&ctl.backups_dir(rec.id)).unwrap_or_default();
+        backups
+            .iter()
+            .find(|b| backup_save_name(&b.name) == name)
+            .map(|b| ctl.backups_dir(rec.id).join(&b.name))
+            .ok_or_else(|| ApiError::not_found(format!("the host is not connected and there is no backup of '{name}'")))
+    }
+    .await;
+    match result {
+        Ok(path) => send_file(&path, &name, None).await,
+        Err(e) => error(e),
+    }
+}
+
+/// A host sends a save: a backup (kept per retention) or one a user asked to download.
+async fn host_put_save<S, B>(ctl: Arc<Controller>, auth_header: Option<String>, id: i64, name: String, query: String, body: S) -> Resp
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let result = async {
+        let host_id = host(&ctl, auth_header).await?;
+        valid(&name)?;
+        let rec = ctl.store.read(move |c| store::instances::get(c, &id.to_string())).await?;
+        if rec.host_id != Some(host_id) {
+            return Err(ApiError::forbidden("the instance is not assigned to this host"));
+        }
+        let backup = query.split('&').any(|kv| kv == "purpose=backup");
+        let target = if backup {
+            ctl.backups_dir(id).join(format!("{}-{name}", store::now_ms()))
+        } else {
+            ctl.saves_dir(id).join("downloads").join(&name)
+        };
+        let (size, sha) = receive_checked(body, &target, &name, saves::check_save_zip).await?;
+        if backup {
+            let keep = rec.config["backup_retention"].as_u64().map(|n| n.max(1) as usize).unwrap_or(DEFAULT_RETENTION);
+            let all = saves::list(&ctl.backups_dir(id)).unwrap_or_default();
+            for old in all.iter().skip(keep) {
+                let _ = std::fs::remove_file(ctl.backups_dir(id).join(&old.name));
+            }
+            tracing::info!(instance = %rec.name, save = %name, size, "backup stored");
+        }
+        Ok(json!({ "name": name, "size": size, "sha256": sha }))
+    }
+    .await;
+    match result {
+        Ok(v) => json_reply(201, &v),
+        Err(e) => error(e),
+    }
+}
+
+async fn host_get_save(ctl: Arc<Controller>, auth_header: Option<String>, id: i64, name: String) -> Resp {
+    let result = async {
+        let host_id = host(&ctl, auth_header).await?;
+        let rec = ctl.store.read(move |c| store::instances::get(c, &id.to_string())).await?;
+        if rec.host_id != Some(host_id) {
+            return Err(ApiError::forbidden("the instance is not assigned to this host"));
+        }
+        if name == "latest" {
+            let newest = saves::list(&ctl.backups_dir(id))
+                .unwrap_or_default()
+                .into_iter()
+                .next()
+                .ok_or_else(|| ApiError::not_found("no backup yet"))?;
+            let save = backup_save_name(&newest.name).to_string();
+            return Ok((ctl.backups_dir(id).join(&newest.name), save));
+        }
+        valid(&name)?;
+        Ok((ctl.saves_dir(id).join("uploads").join(&name), name))
+    }
+    .await;
+    match result {
+        Ok((path, save)) => send_file(&path, &save.clone(), Some((SAVE_NAME_HEADER, save))).await,
+        Err(e) => error(e),
+    }
+}
+
+async fn upload_mod<S, B>(ctl: Arc<Controller>, auth_header: Option<String>, name: String, body: S) -> Resp
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let result = async {
+        let actor = user(&ctl, auth_header, "core.mod.upload").await?;
+        valid(&name)?;
+        let target = ctl.mods_dir().join(&name);
+        let (size, sha) = receive_checked(body, &target, &name, saves::check_mod_zip).await?;
+        let who = actor.audit_name();
+        let n = name.clone();
+        let rec = ctl.store.write(move |c| store::mods::put(c, &who, &n, size as i64, &sha)).await?;
+        Ok::<_, ApiError>(json!(rec))
+    }
+    .await;
+    match result {
+        Ok(v) => json_reply(201, &v),
+        Err(e) => error(e),
+    }
+}
+
+async fn get_mod(ctl: Arc<Controller>, auth_header: Option<String>, name: String, query: String, for_host: bool) -> Resp {
+    let result = async {
+        if for_host {
+            host(&ctl, auth_header).await?;
+        } else {
+            user(&ctl, auth_header, "core.mod.download").await?;
+        }
+        valid(&name)?;
+        let n = name.clone();
+        Ok::<_, ApiError>(ctl.store.read(move |c| store::mods::get(c, &n)).await?)
+    }
+    .await;
+    match result {
+        Ok(m) if query.contains("meta=1") => json_reply(200, &json!(m)),
+        Ok(_) => send_file(&ctl.mods_dir().join(&name), &name, None).await,
+        Err(e) => error(e),
+    }
+}
+
+/// `GET …/logs?follow=1`: recent lines, then every new line as it arrives.
+async fn follow_logs(ctl: Arc<Controller>, auth_header: Option<String>, instance: String) -> Resp {
+    let result = async {
+        user(&ctl, auth_header, "core.log.follow").await?;
+        let rec = ctl.record(&instance_ref(&instance)).await?;
+        let recent = ctl.logs(Ref::Id(rec.id), 100).await.unwrap_or(json!({ "lines": [] }));
+        Ok::<_, ApiError>((rec.id, recent))
+    }
+    .await;
+    let (id, recent) = match result {
+        Ok(r) => r,
+        Err(e) => return error(e),
+    };
+    let first: Vec<Result<String, std::io::Error>> = recent["lines"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|v| v.as_str()).map(|s| Ok(format!("{s}\n"))).collect())
+        .unwrap_or_default();
+    let live = tokio_stream_lines(ctl.hub.subscribe(), id);
+    let stream = futures_util::stream::iter(first).chain(live);
+    let mut resp = warp::reply::stream(stream).into_response();
+    resp.headers_mut().insert("content-type", warp::http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+/// Log lines of one instance from the event stream, until the client goes away.
+fn tokio_stream_lines(
+    rx: tokio::sync::broadcast::Receiver<Arc<super::hub::Event>>,
+    id: i64,
+) -> impl Stream<Item = Result<String, std::io::Error>> + Send + Sync + 'static {
+    futures_util::stream::unfold(rx, move |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) if ev.name == "instance_log" && ev.data["id"] == json!(id) => {
+                    let line = ev.data["line"].as_str().unwrap_or_default().to_string();
+                    return Some((Ok(format!("{line}\n")), rx));
+                }
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    })
+}
+
+pub fn routes(ctl: Arc<Controller>) -> impl Filter<Extract = (Resp,), Error = Rejection> + Clone {
+    let with = warp::any().map(move || ctl.clone());
+    let auth = warp::header::optional::<String>("authorization");
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let v1 = warp::path("api").and(warp::path("v1"));
+
+    let put_save = v1
+        .and(warp::path!("instances" / String / "saves" / String))
+        .and(warp::put())
+        .and(with.clone())
+        .and(auth)
+        .and(warp::body::stream())
+        .then(|i: String, n: String, ctl, a, body| async move { upload_save(ctl, a, decode(&i), decode(&n), Box::pin(body)).await });
+    let get_save = v1
+        .and(warp::path!("instances" / String / "saves" / String))
+        .and(warp::get())
+        .and(with.clone())
+        .and(auth)
+        .then(|i: String, n: String, ctl, a| async move { download_save(ctl, a, decode(&i), decode(&n)).await });
+    let logs = v1
+        .and(warp::path!("instances" / String / "logs"))
+        .and(warp::get())
+        .and(query)
+        .and_then(|i: String, q: String| async move {
+            if q.split('&').any(|kv| kv == "follow=1" || kv == "follow=true") {
+                Ok(i)
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .and(with.clone())
+        .and(auth)
+        .then(|i: String, ctl, a| async move { follow_logs(ctl, a, decode(&i)).await });
+    let put_mod = v1
+        .and(warp::path!("mods" / String))
+        .and(warp::put())
+        .and(with.clone())
+        .and(auth)
+        .and(warp::body::stream())
+        .then(|n: String, ctl, a, body| async move { upload_mod(ctl, a, decode(&n), Box::pin(body)).await });
+    let get_mod_user = v1
+        .and(warp::path!("mods" / String))
+        .and(warp::get())
+        .and(with.clone())
+        .and(auth)
+        .and(query)
+        .then(|n: String, ctl, a, q| async move { get_mod(ctl, a, decode(&n), q, false).await });
+    let host_put = v1
+        .and(warp::path!("host" / "saves" / i64 / String))
+        .and(warp::put())
+        .and(with.clone())
+        .and(auth)
+        .and(query)
+        .and(warp::body::stream())
+        .then(|id: i64, n: String, ctl, a, q, body| async move { host_put_save(ctl, a, id, decode(&n), q, Box::pin(body)).await });
+    let host_get = v1
+        .and(warp::path!("host" / "saves" / i64 / String))
+        .and(warp::get())
+        .and(with.clone())
+        .and(auth)
+        .then(|id: i64, n: String, ctl, a| async move { host_get_save(ctl, a, id, decode(&n)).await });
+    let host_mod = v1
+        .and(warp::path!("host" / "mods" / String))
+        .and(warp::get())
+        .and(with)
+        .and(auth)
+        .and(query)
+        .then(|n: String, ctl, a, q| async move { get_mod(ctl, a, decode(&n), q, true).await });
+
+    put_save
+        .or(get_save)
+        .unify()
+        .or(logs)
+        .unify()
+        .or(put_mod)
+        .unify()
+        .or(get_mod_user)
+        .unify()
+        .or(host_put)
+        .unify()
+        .or(host_get)
+        .unify()
+        .or(host_mod)
+        .unify()
+}

@@ -1,0 +1,196 @@
+//! Instance lifecycle requests: the controller records what it wants (committed first), then
+//! asks the instance's host over the link and waits for the outcome.
+
+use super::Controller;
+use super::error::ApiError;
+use super::requests::Ref;
+use crate::link::ErrorBody;
+use crate::store::{self, InstanceRecord};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Starting may create a map, fetch mods and restore a backup first.
+const START_TIMEOUT: Duration = Duration::from_secs(600);
+const STOP_TIMEOUT: Duration = Duration::from_secs(300);
+const QUICK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A host's error, as the API reports it.
+pub fn host_error(e: ErrorBody) -> ApiError {
+    let (status, code) = match e.code.as_str() {
+        "not_found" => (404, "not_found"),
+        "not_running" => (409, "not_running"),
+        "start_failed" => (409, "start_failed"),
+        "bad_request" => (400, "bad_request"),
+        "host_disconnected" | "session_lost" => (409, "host_disconnected"),
+        "timeout" => (504, "timeout"),
+        _ => (502, "host_error"),
+    };
+    ApiError::new(status, code, e.message)
+}
+
+impl Controller {
+    pub async fn record(&self, instance: &Ref) -> Result<InstanceRecord, ApiError> {
+        let i = instance.to_string();
+        Ok(self.store.read(move |c| store::instances::get(c, &i)).await?)
+    }
+
+    /// The connected host an instance is on, or a clear reason why there is none.
+    pub async fn host_of(&self, rec: &InstanceRecord) -> Result<i64, ApiError> {
+        let Some(host) = rec.host_id else {
+            return Err(ApiError::conflict(format!(
+                "instance '{}' is not assigned to a host; assign it first",
+                rec.name
+            )));
+        };
+        if !self.hub.host_connected(host) {
+            let name = self
+                .store
+                .read(move |c| store::hosts::get(c, &host.to_string()))
+                .await
+                .map(|h| h.name)
+                .unwrap_or_else(|_| host.to_string());
+            return Err(ApiError::new(
+                409,
+                "host_disconnected",
+                format!("host '{name}' of instance '{}' is not connected; nothing was changed", rec.name),
+            ));
+        }
+        Ok(host)
+    }
+
+    /// Asks the instance's host; `data` gets the instance id.
+    pub async fn ask_host(&self, rec: &InstanceRecord, name: &str, mut data: Value, timeout: Duration) -> Result<Value, ApiError> {
+        let host = self.host_of(rec).await?;
+        data["id"] = json!(rec.id);
+        self.hub
+            .request_host(host, name, data, timeout)
+            .await
+            .map_err(host_error)
+    }
+
+    async fn set_desired(&self, who: &str, rec: &InstanceRecord, desired: &'static str, action: &'static str) -> Result<(), ApiError> {
+        let (who, id) = (who.to_string(), rec.id);
+        self.store
+            .write(move |c| store::instances::set_desired(c, &who, id, desired, action))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn start(&self, who: &str, instance: Ref, save: Option<String>) -> Result<Value, ApiError> {
+        let rec = self.record(&instance).await?;
+        self.host_of(&rec).await?;
+        if let Some(s) = &save {
+            crate::saves::validate_name(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
+        self.set_desired(who, &rec, "running", "instance.start").await?;
+        let result = self
+            .ask_host(&rec, "instance_start", json!({ "save": save, "users": self.user_records().await? }), START_TIMEOUT)
+            .await;
+        if let Err(e) = result {
+            // It did not start: do not keep trying to run it on every reconnect.
+            self.set_desired(who, &rec, "stopped", "instance.start_failed").await?;
+            return Err(e);
+        }
+        self.view_by_id(rec.id).await
+    }
+
+    pub async fn stop(&self, who: &str, instance: Ref) -> Result<Value, ApiError> {
+        let rec = self.record(&instance).await?;
+        self.host_of(&rec).await?;
+        self.set_desired(who, &rec, "stopped", "instance.stop").await?;
+        self.ask_host(&rec, "instance_stop", json!({}), STOP_TIMEOUT).await?;
+        self.view_by_id(rec.id).await
+    }
+
+    pub async fn kill(&self, who: &str, instance: Ref) -> Result<Value, ApiError> {
+        let rec = self.record(&instance).await?;
+        self.host_of(&rec).await?;
+        self.set_desired(who, &rec, "stopped", "instance.kill").await?;
+        self.ask_host(&rec, "instance_kill", json!({}), QUICK_TIMEOUT).await?;
+        self.view_by_id(rec.id).await
+    }
+
+    pub async fn restart(&self, who: &str, instance: Ref) -> Result<Value, ApiError> {
+        self.stop(who, instance.clone()).await?;
+        self.start(who, instance, None).await
+    }
+
+    pub async fn rcon(&self, who: &str, instance: Ref, command: String) -> Result<Value, ApiError> {
+        let rec = self.record(&instance).await?;
+        let (w, name, cmd) = (who.to_string(), rec.name.clone(), command.clone());
+        self.store
+            .write(move |c| store::audit::record(c, &w, "instance.rcon", &name, &json!({ "command": cmd })))
+            .await?;
+        self.ask_host(&rec, "instance_rcon", json!({ "command": command }), QUICK_TIMEOUT).await
+    }
+
+    pub async fn logs(&self, instance: Ref, lines: u64) -> Result<Value, ApiError> {
+        let rec = self.record(&instance).await?;
+        self.ask_host(&rec, "instance_logs", json!({ "lines": lines }), QUICK_TIMEOUT).await
+    }
+
+    /// Saves on the host (if connected) and the controller's backups, by name.
+    pub async fn saves(&self, instance: Ref) -> Result<Value, ApiError> {
+        let rec = self.record(&instance).await?;
+        let on_host: Vec<Value> = if rec.host_id.is_some_and(|h| self.hub.host_connected(h)) {
+            self.ask_host(&rec, "save_list", json!({}), QUICK_TIMEOUT)
+                .await?
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let backups = crate::saves::list(&self.backups_dir(rec.id)).unwrap_or_default();
+        let mut out: Vec<Value> = Vec::new();
+        for s in &on_host {
+            let name = s["name"].as_str().unwrap_or_default();
+            let copies = backups.iter().filter(|b| backup_save_name(&b.name) == name).count();
+            let mut v = s.clone();
+            v["on_host"] = json!(true);
+            v["backups"] = json!(copies);
+            out.push(v);
+        }
+        for b in &backups {
+            let name = backup_save_name(&b.name);
+            if !out.iter().any(|v| v["name"] == name) {
+                let copies = backups.iter().filter(|x| backup_save_name(&x.name) == name).count();
+                out.push(json!({ "name": name, "size": b.size, "modified_ms": b.modified_ms, "on_host": false, "backups": copies }));
+            }
+        }
+        Ok(json!(out))
+    }
+
+    pub async fn create_save(&self, who: &str, instance: Ref, name: Option<String>) -> Result<Value, ApiError> {
+        let rec = self.record(&instance).await?;
+        let result = self.ask_host(&rec, "save_create", json!({ "name": name }), START_TIMEOUT).await?;
+        let (w, n, r) = (who.to_string(), rec.name.clone(), result.clone());
+        self.store
+            .write(move |c| store::audit::record(c, &w, "save.create", &n, &r))
+            .await?;
+        Ok(result)
+    }
+
+    pub async fn backup(&self, instance: Ref) -> Result<Value, ApiError> {
+        let rec = self.record(&instance).await?;
+        self.ask_host(&rec, "backup", json!({}), START_TIMEOUT).await
+    }
+
+    pub async fn view_by_id(&self, id: i64) -> Result<Value, ApiError> {
+        let rec = self.store.read(move |c| store::instances::get(c, &id.to_string())).await?;
+        self.instance_view(rec).await
+    }
+
+    /// All users, for the admin/ban/white lists hosts write.
+    pub async fn user_records(&self) -> Result<Value, ApiError> {
+        Ok(json!(self.store.read(store::users::list).await?))
+    }
+}
+
+/// Backups are stored as `<unix ms>-<save name>`.
+pub fn backup_save_name(file: &str) -> &str {
+    file.split_once('-')
+        .filter(|(ms, _)| ms.chars().all(|c| c.is_ascii_digit()))
+        .map(|(_, rest)| rest)
+        .unwrap_or(file)
+}

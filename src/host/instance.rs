@@ -1,0 +1,576 @@
+//! One instance on this host: its directory, its local state, and the state machine
+//! (stopped → starting → running → stopping → stopped; crashed, with restart on crash). The
+//! backend runs Factorio; this module decides when and reports every transition at once.
+
+use super::Host;
+use super::backend::GameServer;
+use super::factorio::{CreateSpec, ExitReport, SaveToLoad, ServerArgs, ServerEvent, StartSpec};
+use crate::saves;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Output lines kept per instance for `logs` and crash reports.
+const LOG_LINES: usize = 1000;
+/// File in the instance directory with what the host must remember across restarts.
+pub const STATE_FILE: &str = "instance.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Stopped,
+    Starting,
+    CreatingSave,
+    Running,
+    Stopping,
+    Crashed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Stopped => "stopped",
+            Status::Starting => "starting",
+            Status::CreatingSave => "creating_save",
+            Status::Running => "running",
+            Status::Stopping => "stopping",
+            Status::Crashed => "crashed",
+        }
+    }
+
+    pub fn is_active(self) -> bool {
+        matches!(self, Status::Starting | Status::CreatingSave | Status::Running | Status::Stopping)
+    }
+}
+
+/// What survives a host restart (`instances/<name>/instance.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Saved {
+    pub id: i64,
+    pub name: String,
+    #[serde(default)]
+    pub config: Value,
+    /// What the controller last asked for: "running" or "stopped".
+    #[serde(default = "stopped")]
+    pub desired: String,
+    #[serde(default)]
+    pub game_port: Option<u16>,
+    /// The Factorio process, while one runs (to find it again after a host crash).
+    #[serde(default)]
+    pub pid: Option<u32>,
+}
+
+fn stopped() -> String {
+    "stopped".into()
+}
+
+pub struct Instance {
+    pub id: i64,
+    pub name: String,
+    pub dir: PathBuf,
+    saved: Mutex<Saved>,
+    status: Mutex<Status>,
+    players: Mutex<BTreeSet<String>>,
+    log: Mutex<VecDeque<String>>,
+    server: Mutex<Option<Arc<dyn GameServer>>>,
+    /// Bumped at every start so a finished server's event pump cannot touch its successor.
+    generation: AtomicU64,
+    /// Start, stop and kill run one at a time.
+    pub ops: tokio::sync::Mutex<()>,
+    crashes: Mutex<(u32, Option<Instant>)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Instance {
+    pub fn new(dir: PathBuf, saved: Saved) -> Self {
+        Instance {
+            id: saved.id,
+            name: saved.name.clone(),
+            dir,
+            saved: Mutex::new(saved),
+            status: Mutex::new(Status::Stopped),
+            players: Mutex::new(BTreeSet::new()),
+            log: Mutex::new(VecDeque::new()),
+            server: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            ops: tokio::sync::Mutex::new(()),
+            crashes: Mutex::new((0, None)),
+        }
+    }
+
+    pub fn saves_dir(&self) -> PathBuf {
+        self.dir.join("saves")
+    }
+
+    pub fn status(&self) -> Status {
+        *lock(&self.status)
+    }
+
+    fn set_status(&self, s: Status) {
+        *lock(&self.status) = s;
+    }
+
+    pub fn saved(&self) -> Saved {
+        lock(&self.saved).clone()
+    }
+
+    pub fn config(&self) -> Value {
+        lock(&self.saved).config.clone()
+    }
+
+    pub fn server(&self) -> Option<Arc<dyn GameServer>> {
+        lock(&self.server).clone()
+    }
+
+    pub fn players(&self) -> Vec<String> {
+        lock(&self.players).iter().cloned().collect()
+    }
+
+    pub fn recent_log(&self, n: usize) -> Vec<String> {
+        let log = lock(&self.log);
+        log.iter().skip(log.len().saturating_sub(n)).cloned().collect()
+    }
+
+    fn push_log(&self, line: String) {
+        let mut log = lock(&self.log);
+        if log.len() == LOG_LINES {
+            log.pop_front();
+        }
+        log.push_back(line);
+    }
+
+    /// Changes the remembered state and writes it to disk atomically.
+    pub fn update_saved(&self, f: impl FnOnce(&mut Saved)) -> std::io::Result<()> {
+        let mut saved = lock(&self.saved);
+        f(&mut saved);
+        std::fs::create_dir_all(&self.dir)?;
+        let text = serde_json::to_vec_pretty(&*saved).map_err(std::io::Error::other)?;
+        saves::write_atomic(&self.dir.join(STATE_FILE), &text)
+    }
+
+    /// The status report the controller gets.
+    pub fn report(&self, message: Option<&str>) -> Value {
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "status": self.status().as_str(),
+            "game_port": lock(&self.saved).game_port,
+            "players": self.players(),
+            "message": message,
+        })
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        self.config()[key].as_bool().unwrap_or(false)
+    }
+}
+
+impl Host {
+    pub fn report(&self, inst: &Instance, message: Option<&str>) {
+        self.link.send_event("instance_status", inst.report(message));
+    }
+
+    /// Starts an instance and waits until it runs. `save` picks a save by name. (Boxed: a
+    /// crash restart calls it from inside the server's own event pump.)
+    pub fn start_instance(
+        self: &Arc<Self>,
+        inst: &Arc<Instance>,
+        save: Option<String>,
+    ) -> super::backend::BoxFuture<'static, Result<(), String>> {
+        let (host, inst) = (self.clone(), inst.clone());
+        Box::pin(async move {
+            let _op = inst.ops.lock().await;
+            if inst.status().is_active() {
+                return Ok(());
+            }
+            inst.update_saved(|s| s.desired = "running".into())
+                .map_err(|e| e.to_string())?;
+            let result = host.launch(&inst, save).await;
+            if let Err(e) = &result {
+                inst.set_status(Status::Stopped);
+                *lock(&inst.server) = None;
+                tracing::warn!(instance = %inst.name, error = %e, "start failed");
+                host.report(&inst, Some(e));
+            }
+            result
+        })
+    }
+
+    async fn launch(self: &Arc<Self>, inst: &Arc<Instance>, save: Option<String>) -> Result<(), String> {
+        let install = self
+            .install
+            .clone()
+            .ok_or("no Factorio install on this host: set factorio_directory or install Factorio into ./factorio")?;
+        inst.set_status(Status::Starting);
+        self.report(inst, None);
+        let saves_dir = inst.saves_dir();
+        for d in [&saves_dir, &inst.dir.join("mods")] {
+            std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+        }
+        let config = inst.config();
+        self.write_server_files(inst, &config)?;
+        self.fetch_mods(inst, &config).await?;
+
+        // Which save: the one asked for, else the newest here, else the controller's newest
+        // backup (the instance moved hosts), else a new map.
+        let save_path = match save {
+            Some(name) => {
+                saves::validate_name(&name).map_err(|e| e.to_string())?;
+                let p = saves_dir.join(&name);
+                if !p.exists() {
+                    return Err(format!("instance '{}' has no save named '{name}'", inst.name));
+                }
+                p
+            }
+            None => match saves::list(&saves_dir).map_err(|e| e.to_string())?.first() {
+                Some(s) => saves_dir.join(&s.name),
+                None => match self.transfer.restore_latest_backup(inst.id, &saves_dir).await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => {
+                        inst.set_status(Status::CreatingSave);
+                        self.report(inst, None);
+                        let spec = CreateSpec::new(install.clone(), &inst.dir, saves_dir.join("world.zip"));
+                        let p = self.backend.create_save(spec).await?;
+                        inst.set_status(Status::Starting);
+                        self.report(inst, None);
+                        p
+                    }
+                    Err(e) => return Err(format!("fetching the latest backup from the controller: {e}")),
+                },
+            },
+        };
+
+        let port = self.allocate_port(inst)?;
+        let rcon_port = super::ports::free_loopback_tcp().map_err(|e| format!("finding a port for RCON: {e}"))?;
+        let rcon_password = crate::store::tokens::generate("rcon");
+        let mut args = ServerArgs::new(SaveToLoad::File(save_path));
+        args.port = port;
+        args.bind = Some(self.cfg.bind_address.clone());
+        args.rcon = Some((std::net::SocketAddr::from(([127, 0, 0, 1], rcon_port)), rcon_password));
+        args.server_settings = Some(inst.dir.join("server-settings.json"));
+        args.server_adminlist = Some(inst.dir.join("server-adminlist.json"));
+        args.server_banlist = Some(inst.dir.join("server-banlist.json"));
+        args.server_whitelist = Some(inst.dir.join("server-whitelist.json"));
+        args.use_server_whitelist = config["enable_whitelist"].as_bool().unwrap_or(false);
+        args.mod_directory = Some(inst.dir.join("mods"));
+        let mut spec = StartSpec::new(install, &inst.dir, args);
+        if let Some(t) = config["start_timeout_s"].as_u64() {
+            spec.ready_timeout = Duration::from_secs(t);
+        }
+
+        let (server, events) = self.backend.spawn(spec).map_err(|e| e.to_string())?;
+        let generation = inst.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        *lock(&inst.server) = Some(server.clone());
+        lock(&inst.players).clear();
+        inst.update_saved(|s| {
+            s.pid = server.pid();
+            s.game_port = Some(port);
+        })
+        .map_err(|e| e.to_string())?;
+        tokio::spawn(self.clone().pump(inst.clone(), events, generation));
+
+        server
+            .wait_ready(Duration::from_secs(config["start_timeout_s"].as_u64().unwrap_or(120)))
+            .await
+            .map_err(|e| e.to_string())?;
+        inst.set_status(Status::Running);
+        tracing::info!(instance = %inst.name, port, "instance running");
+        self.report(inst, None);
+        self.spawn_backup_timer(inst, generation);
+        Ok(())
+    }
+
+    /// Stops gracefully (Factorio saves), then copies the save to the controller.
+    pub async fn stop_instance(self: &Arc<Self>, inst: &Arc<Instance>) -> Result<ExitReport, String> {
+        let _op = inst.ops.lock().await;
+        let _ = inst.update_saved(|s| s.desired = "stopped".into());
+        let Some(server) = inst.server() else {
+            if inst.status() != Status::Stopped {
+                inst.set_status(Status::Stopped);
+                self.report(inst, None);
+            }
+            return Ok(ExitReport {
+                code: Some(0),
+                signal: None,
+                graceful: true,
+                requested: true,
+                last_lines: Vec::new(),
+            });
+        };
+        inst.set_status(Status::Stopping);
+        self.report(inst, None);
+        let report = server.stop(Duration::from_secs(self.cfg.stop_timeout_s.max(1))).await;
+        self.mark_stopped(inst);
+        if report.graceful
+            && let Err(e) = self.backup(inst).await
+        {
+            tracing::warn!(instance = %inst.name, error = %e, "backup after stop failed");
+        }
+        Ok(report)
+    }
+
+    pub async fn kill_instance(self: &Arc<Self>, inst: &Arc<Instance>) {
+        let _op = inst.ops.lock().await;
+        let _ = inst.update_saved(|s| s.desired = "stopped".into());
+        if let Some(server) = inst.server() {
+            server.kill().await;
+        }
+        self.mark_stopped(inst);
+    }
+
+    fn mark_stopped(&self, inst: &Instance) {
+        *lock(&inst.server) = None;
+        lock(&inst.players).clear();
+        let _ = inst.update_saved(|s| s.pid = None);
+        inst.set_status(Status::Stopped);
+        self.report(inst, None);
+    }
+
+    /// Output and player events of one running server, until it exits.
+    async fn pump(self: Arc<Self>, inst: Arc<Instance>, mut events: tokio::sync::mpsc::Receiver<ServerEvent>, generation: u64) {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                ServerEvent::Line(line) => {
+                    inst.push_log(line.raw.clone());
+                    self.link
+                        .send_event("instance_log", json!({ "id": inst.id, "name": inst.name, "line": line.raw }));
+                }
+                ServerEvent::PlayerJoined { name } => {
+                    lock(&inst.players).insert(name);
+                    self.report(&inst, None);
+                }
+                ServerEvent::PlayerLeft { name } => {
+                    lock(&inst.players).remove(&name);
+                    self.report(&inst, None);
+                }
+                ServerEvent::Exited(report) => {
+                    if !report.requested {
+                        self.crashed(&inst, report, generation).await;
+                    }
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// An exit nobody asked for: report it with the last lines, restart if configured.
+    async fn crashed(self: &Arc<Self>, inst: &Arc<Instance>, report: ExitReport, generation: u64) {
+        {
+            let _op = inst.ops.lock().await;
+            if inst.generation.load(Ordering::SeqCst) != generation || inst.server().is_none() {
+                return;
+            }
+            *lock(&inst.server) = None;
+            lock(&inst.players).clear();
+            let _ = inst.update_saved(|s| s.pid = None);
+            inst.set_status(Status::Crashed);
+        }
+        let how = match (report.code, report.signal) {
+            (_, Some(sig)) => format!("killed by signal {sig}"),
+            (Some(code), None) => format!("exited with code {code}"),
+            _ => "exited".into(),
+        };
+        let message = format!("Factorio {how}; last output:\n{}", report.last_lines.join("\n"));
+        tracing::warn!(instance = %inst.name, %how, "instance crashed");
+        self.report(inst, Some(&message));
+
+        if !inst.flag("restart_on_crash") || inst.saved().desired != "running" {
+            return;
+        }
+        // Backoff 1 s, 2 s, 4 s … 60 s; a server that ran 5 minutes starts the count over.
+        let delay = {
+            let mut c = lock(&inst.crashes);
+            if c.1.is_some_and(|at| at.elapsed() > Duration::from_secs(300)) {
+                c.0 = 0;
+            }
+            let d = Duration::from_secs(1u64 << c.0.min(6)).min(Duration::from_secs(60));
+            c.0 += 1;
+            c.1 = Some(Instant::now());
+            d
+        };
+        let (host, inst) = (self.clone(), inst.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if inst.saved().desired == "running" && inst.status() == Status::Crashed {
+                tracing::info!(instance = %inst.name, "restarting after a crash");
+                let _ = host.start_instance(&inst, None).await;
+            }
+        });
+    }
+
+    /// Copies the newest save to the controller.
+    pub async fn backup(&self, inst: &Instance) -> Result<Value, String> {
+        let newest = saves::list(&inst.saves_dir())
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .next()
+            .ok_or("the instance has no save yet")?;
+        self.transfer
+            .upload_save(inst.id, &inst.saves_dir().join(&newest.name), &newest.name, "backup")
+            .await
+    }
+
+    fn spawn_backup_timer(self: &Arc<Self>, inst: &Arc<Instance>, generation: u64) {
+        let minutes = inst.config()["backup_interval_minutes"].as_f64().unwrap_or(0.0);
+        if minutes <= 0.0 {
+            return;
+        }
+        let (host, inst) = (self.clone(), inst.clone());
+        tokio::spawn(async move {
+            let period = Duration::from_secs_f64(minutes * 60.0);
+            loop {
+                tokio::time::sleep(period).await;
+                if inst.generation.load(Ordering::SeqCst) != generation || inst.status() != Status::Running {
+                    return;
+                }
+                // Save in game first so the copy is current.
+                if let Some(server) = inst.server() {
+                    let _ = server.rcon("/server-save").await;
+                }
+                match host.backup(&inst).await {
+                    Ok(_) => tracing::info!(instance = %inst.name, "periodic backup copied to the controller"),
+                    Err(e) => tracing::warn!(instance = %inst.name, error = %e, "periodic backup failed"),
+                }
+            }
+        });
+    }
+
+    /// The game port: the configured one, else the one it had, else the first free one of
+    /// the host's ports. Ports of other active instances are never given out twice.
+    fn allocate_port(&self, inst: &Instance) -> Result<u16, String> {
+        let taken: Vec<u16> = self
+            .instances()
+            .into_iter()
+            .filter(|o| o.id != inst.id && o.status().is_active())
+            .filter_map(|o| o.saved().game_port)
+            .collect();
+        let bind = self.cfg.bind_address.as_str();
+        if let Some(p) = inst.config()["game_port"].as_u64() {
+            let p = u16::try_from(p).map_err(|_| format!("game_port {p} is not a port"))?;
+            if taken.contains(&p) {
+                return Err(format!("game port {p} is already used by another instance on this host"));
+            }
+            if !super::ports::udp_free(bind, p) {
+                return Err(format!("game port {p} is in use by another program"));
+            }
+            return Ok(p);
+        }
+        let previous = inst.saved().game_port.filter(|p| self.ports.contains(p));
+        previous
+            .into_iter()
+            .chain(self.ports.iter().copied())
+            .find(|p| !taken.contains(p) && super::ports::udp_free(bind, *p))
+            .ok_or_else(|| {
+                format!(
+                    "no free game port: all of {} are in use; give this host more ports (game_ports / panel allocations)",
+                    self.cfg.game_ports
+                )
+            })
+    }
+
+    /// `server-settings.json` (defaults < instance config `server_settings`) and the lists.
+    fn write_server_files(&self, inst: &Instance, config: &Value) -> Result<(), String> {
+        let mut settings = json!({
+            "name": format!("{} - {}", self.cluster_name(), inst.name),
+            "description": "",
+            "tags": ["clustorio"],
+            "max_players": 0,
+            "visibility": { "public": false, "lan": true },
+            "username": "",
+            "password": "",
+            "token": "",
+            "game_password": "",
+            "require_user_verification": true,
+            "max_upload_in_kilobytes_per_second": 0,
+            "minimum_latency_in_ticks": 0,
+            "ignore_player_limit_for_returning_players": false,
+            "allow_commands": "admins-only",
+            "autosave_interval": 10,
+            "autosave_slots": 5,
+            "afk_autokick_interval": 0,
+            "auto_pause": true,
+            "only_admins_can_pause_the_game": true,
+            "autosave_only_on_server": true,
+            "non_blocking_saving": false
+        });
+        if let (Some(base), Some(extra)) = (settings.as_object_mut(), config["server_settings"].as_object()) {
+            for (k, v) in extra {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+        let lists = self.lists();
+        let sync = config["sync_lists"].as_bool().unwrap_or(true);
+        let files = [
+            ("server-settings.json", settings),
+            ("server-adminlist.json", if sync { lists.adminlist_json() } else { json!([]) }),
+            ("server-banlist.json", if sync { lists.banlist_json() } else { json!([]) }),
+            ("server-whitelist.json", if sync { lists.whitelist_json() } else { json!([]) }),
+        ];
+        for (name, value) in files {
+            let text = serde_json::to_vec_pretty(&value).map_err(|e| e.to_string())?;
+            saves::write_atomic(&inst.dir.join(name), &text).map_err(|e| format!("writing {name}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Mods named in the config, fetched from the controller (checksummed, cached per host).
+    async fn fetch_mods(&self, inst: &Instance, config: &Value) -> Result<(), String> {
+        let Some(mods) = config["mods"].as_array() else { return Ok(()) };
+        let mod_dir = inst.dir.join("mods");
+        let mut list = vec![json!({ "name": "base", "enabled": true })];
+        for m in mods {
+            let Some(file) = m.as_str() else { continue };
+            saves::validate_name(file).map_err(|e| e.to_string())?;
+            let cached = self.transfer.fetch_mod(file, &self.dir.join("mods-cache")).await?;
+            let target = mod_dir.join(file);
+            let tmp = saves::temp_path(&target);
+            std::fs::copy(&cached, &tmp).map_err(|e| format!("copying mod {file}: {e}"))?;
+            saves::commit(&tmp, &target).map_err(|e| format!("installing mod {file}: {e}"))?;
+            let name = file.rsplit_once('_').map(|(n, _)| n).unwrap_or(file);
+            list.push(json!({ "name": name, "enabled": true }));
+        }
+        let text = serde_json::to_vec_pretty(&json!({ "mods": list })).map_err(|e| e.to_string())?;
+        saves::write_atomic(&mod_dir.join("mod-list.json"), &text).map_err(|e| e.to_string())
+    }
+
+    /// Creates a save: in game when running (`/server-save`), else a new map.
+    pub async fn create_save(&self, inst: &Arc<Instance>, name: Option<String>) -> Result<Value, String> {
+        let name = name.unwrap_or_else(|| format!("save-{}.zip", crate::store::now_ms()));
+        let name = if name.ends_with(".zip") { name } else { format!("{name}.zip") };
+        saves::validate_name(&name).map_err(|e| e.to_string())?;
+        let target = inst.saves_dir().join(&name);
+        std::fs::create_dir_all(inst.saves_dir()).map_err(|e| e.to_string())?;
+        if let Some(server) = inst.server() {
+            let stem = name.trim_end_matches(".zip");
+            server.rcon(&format!("/server-save {stem}")).await.map_err(|e| e.to_string())?;
+            // The game writes `<name>.tmp.zip` then renames it; wait for the rename.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !target.exists() {
+                if Instant::now() > deadline {
+                    return Err(format!("the game did not finish saving {name} within 120 s"));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else {
+            let _op = inst.ops.lock().await;
+            let install = self.install.clone().ok_or("no Factorio install on this host")?;
+            self.backend
+                .create_save(CreateSpec::new(install, &inst.dir, target.clone()))
+                .await?;
+        }
+        let info = saves::list(&inst.saves_dir())
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| format!("save {name} was not written"))?;
+        Ok(json!(info))
+    }
+}

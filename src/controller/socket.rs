@@ -122,7 +122,7 @@ pub async fn serve(ws: WebSocket, ctl: Arc<Controller>, addr: Option<SocketAddr>
             }
         };
         ctl.metrics.link_message("in", frame_kind(&frame));
-        handle_frame(&ctl, &session, frame);
+        handle_frame(&ctl, &session, frame).await;
     }
 
     if session.detach(generation) {
@@ -312,7 +312,9 @@ async fn authenticate(
     }
 }
 
-fn handle_frame(ctl: &Arc<Controller>, session: &Arc<Session>, frame: Frame) {
+/// Handles one frame. A host's events are applied here, in order, before the next frame is read:
+/// a response that follows a status event must not overtake it.
+async fn handle_frame(ctl: &Arc<Controller>, session: &Arc<Session>, frame: Frame) {
     if let Some(ack) = frame.ack() {
         session.acked(ack);
     }
@@ -372,8 +374,7 @@ fn handle_frame(ctl: &Arc<Controller>, session: &Arc<Session>, frame: Frame) {
         }
         Frame::Event { name, data, .. } => {
             if let Some(host_id) = session.host_id() {
-                let ctl = ctl.clone();
-                tokio::spawn(async move { ctl.host_event(host_id, &name, data).await });
+                ctl.host_event(host_id, &name, data).await;
             }
             session.send_control(Frame::Ack {
                 ack: session.last_received(),

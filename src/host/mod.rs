@@ -123,10 +123,8 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
                         host.link.respond(id, result);
                     });
                 }
-                Some(Incoming::Event { name, data }) => {
-                    let host = host.clone();
-                    tokio::spawn(async move { host.handle_event(&name, data).await });
-                }
+                // Events are applied in order, here; only their slow parts run in tasks.
+                Some(Incoming::Event { name, data }) => host.handle_event(&name, data),
                 None => break Ok(()),
             },
             result = &mut link_task => {
@@ -292,12 +290,18 @@ impl Host {
         Ok(inst)
     }
 
-    async fn forget(self: &Arc<Self>, id: i64, delete_files: bool) {
-        let inst = self.instances.lock().ok().and_then(|mut m| m.remove(&id));
-        if let Some(inst) = inst {
+    /// Drops an instance at once (so later messages see it gone); stopping it and removing
+    /// its files happen in the background.
+    fn forget(self: &Arc<Self>, id: i64, delete_files: bool) {
+        let Some(inst) = self.instances.lock().ok().and_then(|mut m| m.remove(&id)) else {
+            return;
+        };
+        let host = self.clone();
+        tokio::spawn(async move {
             if inst.server().is_some() {
-                let _ = self.stop_instance(&inst).await;
+                let _ = host.stop_instance(&inst).await;
             }
+            let _op = inst.ops.lock().await;
             if delete_files {
                 if let Err(e) = std::fs::remove_dir_all(&inst.dir) {
                     tracing::warn!(instance = %inst.name, error = %e, "could not delete the instance directory");
@@ -305,7 +309,7 @@ impl Host {
             } else {
                 let _ = std::fs::remove_file(inst.dir.join(STATE_FILE));
             }
-        }
+        });
     }
 
     async fn stop_all(self: &Arc<Self>) {
@@ -408,31 +412,36 @@ impl Host {
         }
     }
 
-    async fn handle_event(self: &Arc<Self>, name: &str, data: Value) {
+    fn handle_event(self: &Arc<Self>, name: &str, data: Value) {
         match name {
-            "instances_sync" => self.reconcile(&data).await,
+            "instances_sync" => self.reconcile(&data),
             "instance_unassigned" => {
                 let id = data["id"].as_i64().unwrap_or(-1);
-                self.forget(id, data["delete"].as_bool().unwrap_or(false)).await;
+                self.forget(id, data["delete"].as_bool().unwrap_or(false));
             }
             "user_updated" => {
                 let cmds = self.lists.lock().map(|mut l| l.apply_user(&data)).unwrap_or_default();
-                self.run_on_all(cmds).await;
+                self.run_on_all(cmds);
             }
             "user_deleted" => {
                 let name = data["name"].as_str().unwrap_or_default().to_string();
                 let cmds = self.lists.lock().map(|mut l| l.remove_user(&name)).unwrap_or_default();
-                self.run_on_all(cmds).await;
+                self.run_on_all(cmds);
             }
             other => tracing::debug!(event = other, "unhandled event"),
         }
     }
 
     /// List changes reach running games at once, over RCON.
-    async fn run_on_all(&self, cmds: Vec<String>) {
+    fn run_on_all(self: &Arc<Self>, cmds: Vec<String>) {
         if cmds.is_empty() {
             return;
         }
+        let host = self.clone();
+        tokio::spawn(async move { host.run_commands(cmds).await });
+    }
+
+    async fn run_commands(&self, cmds: Vec<String>) {
         for inst in self.instances() {
             if !inst.config()["sync_lists"].as_bool().unwrap_or(true) {
                 continue;
@@ -450,7 +459,7 @@ impl Host {
     /// The controller's desired state wins: adopt its instances with their configs, drop the
     /// ones it no longer gives us, start or stop where the desired state differs — and leave
     /// running instances that should run alone.
-    async fn reconcile(self: &Arc<Self>, data: &Value) {
+    fn reconcile(self: &Arc<Self>, data: &Value) {
         if let Some(name) = data["cluster_name"].as_str()
             && let Ok(mut n) = self.cluster_name.lock()
         {
@@ -466,7 +475,7 @@ impl Host {
         for inst in self.instances() {
             if !wanted.contains(&inst.id) {
                 tracing::info!(instance = %inst.name, "no longer assigned here");
-                self.forget(inst.id, false).await;
+                self.forget(inst.id, false);
             }
         }
         for record in &records {

@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests: locating the workspace's binaries.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod link;
 
 use std::path::PathBuf;
@@ -58,8 +59,13 @@ impl ControllerProcess {
     }
 
     pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_on(dir, 0, env)
+    }
+
+    /// On a given port (0: any free one), e.g. to restart on the port hosts know.
+    pub fn start_on(dir: &Path, port: u16, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(bin("clustorio"));
-        cmd.args(["controller", "run", "--port", "0", "--dir"])
+        cmd.args(["controller", "run", "--port", &port.to_string(), "--dir"])
             .arg(dir)
             .env("LOG_LEVEL", "warn")
             .stdin(Stdio::piped())

@@ -51,6 +51,9 @@ pub struct Controller {
 /// What a host last reported about an instance beyond its status.
 #[derive(Default, Clone)]
 struct Live {
+    /// The host has reported on this instance in its current session; until then the stored
+    /// status may be stale (the controller or the host restarted), so the API says `unknown`.
+    confirmed: bool,
     players: Vec<String>,
     message: Option<String>,
 }
@@ -265,18 +268,18 @@ impl Controller {
     /// What the API shows for an instance: the stored record plus the status the controller
     /// derives (`unassigned` without a host, `unknown` while its host is away).
     fn view_of(&self, rec: InstanceRecord, hosts: &HashMap<i64, String>) -> Value {
-        let status = match rec.host_id {
-            None => "unassigned".to_string(),
-            Some(h) if !self.hub.host_connected(h) => "unknown".to_string(),
-            Some(_) => rec.status.clone(),
-        };
         let live = self
             .live
             .lock()
             .ok()
             .and_then(|l| l.get(&rec.id).cloned())
-            .filter(|_| status != "unknown")
             .unwrap_or_default();
+        let status = match rec.host_id {
+            None => "unassigned".to_string(),
+            Some(h) if !self.hub.host_connected(h) || !live.confirmed => "unknown".to_string(),
+            Some(_) => rec.status.clone(),
+        };
+        let live = if status == "unknown" { Live::default() } else { live };
         json!({
             "id": rec.id,
             "name": rec.name,
@@ -429,11 +432,22 @@ impl Controller {
         }
     }
 
-    /// A host's socket is attached: send it its desired state and tell subscribers.
-    async fn host_connected(&self, session: &Arc<Session>) {
+    /// A host's socket is attached: send it its desired state and tell subscribers. On a new
+    /// session, what we knew of its instances is unconfirmed until it reports again.
+    async fn host_connected(&self, session: &Arc<Session>, resumed: bool) {
         let Some(host_id) = session.host_id() else {
             return;
         };
+        if !resumed
+            && let Ok(all) = self.store.read(store::instances::list).await
+            && let Ok(mut live) = self.live.lock()
+        {
+            for i in all.iter().filter(|i| i.host_id == Some(host_id)) {
+                live.remove(&i.id);
+            }
+        }
+        // Only now does the host count as connected: nobody may see its old, unconfirmed state.
+        self.hub.host_attached(session);
         tracing::info!(host_id, "host connected");
         match self.store.read(store::instances::list).await {
             Ok(all) => {
@@ -502,6 +516,7 @@ impl Controller {
                 let port = data["game_port"].as_i64();
                 if let Ok(mut live) = self.live.lock() {
                     let entry = live.entry(id).or_default();
+                    entry.confirmed = true;
                     entry.players = data["players"]
                         .as_array()
                         .map(|p| p.iter().filter_map(|n| n.as_str().map(String::from)).collect())
@@ -516,6 +531,13 @@ impl Controller {
                             return Err(store::StoreError::Invalid(format!(
                                 "instance {id} is not assigned to host {host_id}"
                             )));
+                        }
+                        // A crash that will not be restarted ends the wish to run it.
+                        if status == "crashed"
+                            && rec.desired == "running"
+                            && rec.config["restart_on_crash"].as_bool() != Some(true)
+                        {
+                            store::instances::set_desired(c, "system", id, "stopped", "instance.crashed")?;
                         }
                         store::instances::set_status(c, id, &status, port)
                     })

@@ -43,10 +43,10 @@ pub async fn serve(ws: WebSocket, ctl: Arc<Controller>, addr: Option<SocketAddr>
         }
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+    let resumed = ready.0.resumed;
     let generation = session.attach(tx, ready.1, Frame::Ready(ready.0).to_text());
     if session.host_id().is_some() {
-        ctl.hub.host_attached(&session);
-        ctl.host_connected(&session).await;
+        ctl.host_connected(&session, resumed).await;
     }
 
     let heartbeat = Duration::from_millis(ctl.cfg.heartbeat_interval_ms.max(100));

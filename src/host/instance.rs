@@ -383,6 +383,7 @@ impl Host {
         self.report(inst, Some(&message));
 
         if !inst.flag("restart_on_crash") || inst.saved().desired != "running" {
+            let _ = inst.update_saved(|s| s.desired = "stopped".into());
             return;
         }
         // Backoff 1 s, 2 s, 4 s … 60 s; a server that ran 5 minutes starts the count over.

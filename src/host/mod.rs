@@ -332,7 +332,8 @@ impl Host {
         let id = data["id"].as_i64().unwrap_or(-1);
         match name {
             "instance_assigned" => {
-                self.adopt(&data)?;
+                let inst = self.adopt(&data)?;
+                self.report(&inst, None);
                 Ok(json!({}))
             }
             "instance_start" => {
@@ -483,7 +484,10 @@ impl Host {
             let desired = record["desired"].as_str().unwrap_or("stopped");
             let active = inst.status().is_active();
             let host = self.clone();
-            if desired == "running" && !active {
+            // A crash without restart_on_crash stands until someone starts it again; a sync
+            // computed before the controller heard of the crash must not undo that.
+            let crashed = inst.status() == Status::Crashed;
+            if desired == "running" && !active && !crashed {
                 tokio::spawn(async move {
                     let _ = host.start_instance(&inst, None).await;
                 });

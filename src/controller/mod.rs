@@ -388,6 +388,16 @@ impl Controller {
                 json!({ "id": rec.id, "name": rec.name }),
             );
         }
+        // Freshly assigned, it is stopped: the controller knows this without the host.
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(
+                rec.id,
+                Live {
+                    confirmed: true,
+                    ..Live::default()
+                },
+            );
+        }
         let delivered = self.notify_host_of(&rec).await;
         let mut view = self.instance_view(rec).await?;
         self.hub.publish(Event::instance_updated(&view));

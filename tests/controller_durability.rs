@@ -13,18 +13,36 @@ use std::time::Duration;
 
 /// Rounds of write → kill -9 → restart → check. `DURABILITY_ROUNDS` overrides.
 fn rounds() -> usize {
-    std::env::var("DURABILITY_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(15)
+    std::env::var("DURABILITY_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15)
 }
 
 async fn names(c: &ControllerProcess, token: &str, path: &str) -> HashSet<String> {
-    let list: Value = Client::new().get(c.url(path)).bearer_auth(token).send().await.unwrap().json().await.unwrap();
-    list.as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap().to_string()).collect()
+    let list: Value = Client::new()
+        .get(c.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_no_acknowledged_change() {
     let dir = tempfile::tempdir().unwrap();
-    let seed: u64 = std::env::var("DURABILITY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    let seed: u64 = std::env::var("DURABILITY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
     println!("DURABILITY_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let acked_instances = Arc::new(Mutex::new(HashSet::<String>::new()));
@@ -40,22 +58,52 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_change() {
         // Everything acknowledged in earlier rounds survived the kill.
         let instances = names(&c, &token, "/api/v1/instances").await;
         let users = names(&c, &token, "/api/v1/users").await;
-        let missing_i: Vec<_> = acked_instances.lock().unwrap().difference(&instances).cloned().collect();
-        let missing_u: Vec<_> = acked_users.lock().unwrap().difference(&users).cloned().collect();
-        assert!(missing_i.is_empty(), "round {round}: acknowledged instances lost: {missing_i:?}");
-        assert!(missing_u.is_empty(), "round {round}: acknowledged users lost: {missing_u:?}");
+        let missing_i: Vec<_> = acked_instances
+            .lock()
+            .unwrap()
+            .difference(&instances)
+            .cloned()
+            .collect();
+        let missing_u: Vec<_> = acked_users
+            .lock()
+            .unwrap()
+            .difference(&users)
+            .cloned()
+            .collect();
+        assert!(
+            missing_i.is_empty(),
+            "round {round}: acknowledged instances lost: {missing_i:?}"
+        );
+        assert!(
+            missing_u.is_empty(),
+            "round {round}: acknowledged users lost: {missing_u:?}"
+        );
 
         // Writers in a tight loop, several at once (so group commit is exercised).
         let mut writers = Vec::new();
         for w in 0..4 {
             let (url, token) = (c.url(""), token.clone());
-            let acked = if w % 2 == 0 { acked_instances.clone() } else { acked_users.clone() };
+            let acked = if w % 2 == 0 {
+                acked_instances.clone()
+            } else {
+                acked_users.clone()
+            };
             writers.push(tokio::spawn(async move {
                 let client = Client::new();
                 for n in 0.. {
                     let name = format!("r{round}w{w}n{n}");
-                    let path = if w % 2 == 0 { "/api/v1/instances" } else { "/api/v1/users" };
-                    let Ok(resp) = client.post(format!("{url}{path}")).bearer_auth(&token).json(&json!({ "name": name })).send().await else {
+                    let path = if w % 2 == 0 {
+                        "/api/v1/instances"
+                    } else {
+                        "/api/v1/users"
+                    };
+                    let Ok(resp) = client
+                        .post(format!("{url}{path}"))
+                        .bearer_auth(&token)
+                        .json(&json!({ "name": name }))
+                        .send()
+                        .await
+                    else {
                         break;
                     };
                     // Only a complete success reply counts as acknowledged.
@@ -71,7 +119,9 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_change() {
             w.await.unwrap();
         }
         let db = rusqlite::Connection::open(dir.path().join("clustorio.db")).unwrap();
-        let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        let check: String = db
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(check, "ok", "round {round}: database damaged");
         drop(db);
         total_acked = acked_instances.lock().unwrap().len() + acked_users.lock().unwrap().len();
@@ -85,6 +135,12 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_change() {
     let users = names(&c, &token, "/api/v1/users").await;
     assert!(acked_instances.lock().unwrap().is_subset(&instances));
     assert!(acked_users.lock().unwrap().is_subset(&users));
-    assert!(total_acked > 100, "the test wrote too little to mean anything: {total_acked}");
-    println!("{} rounds, {total_acked} acknowledged writes, none lost", rounds());
+    assert!(
+        total_acked > 100,
+        "the test wrote too little to mean anything: {total_acked}"
+    );
+    println!(
+        "{} rounds, {total_acked} acknowledged writes, none lost",
+        rounds()
+    );
 }

@@ -125,10 +125,8 @@ pub async fn serve(ws: WebSocket, ctl: Arc<Controller>, addr: Option<SocketAddr>
         handle_frame(&ctl, &session, frame).await;
     }
 
-    if session.detach(generation) {
-        if ctl.hub.host_detached(&session) {
-            ctl.host_disconnected(&session).await;
-        }
+    if session.detach(generation) && ctl.hub.host_detached(&session) {
+        ctl.host_disconnected(&session).await;
     }
     writer.abort();
 }

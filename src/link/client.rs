@@ -259,7 +259,7 @@ impl Link {
                     });
                 }
                 Err(SessionEnd::Unreachable(e)) => {
-                    if attempt == 0 || attempt % 10 == 0 {
+                    if attempt.is_multiple_of(10) {
                         tracing::warn!(url = %url, error = %e, "cannot reach the controller; retrying");
                     }
                 }

@@ -257,7 +257,7 @@ mod tests {
         }
         // 45 unique names plus exactly one "dup".
         assert_eq!(ok, 46);
-        let n = store.read(|c| instances::list(c)).await.unwrap().len();
+        let n = store.read(instances::list).await.unwrap().len();
         assert_eq!(n, 46);
     }
 }

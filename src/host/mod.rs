@@ -125,7 +125,12 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
                 }
                 // Events are applied in order, here; only their slow parts run in tasks.
                 Some(Incoming::Event { name, data }) => host.handle_event(&name, data),
-                None => break Ok(()),
+                // The link task ended: its result says why.
+                None => break match (&mut link_task).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(anyhow::anyhow!("{e}")),
+                    Err(e) => Err(anyhow::anyhow!("link task failed: {e}")),
+                },
             },
             result = &mut link_task => {
                 break match result {

@@ -27,6 +27,15 @@ enum Role {
         #[command(subcommand)]
         command: ControllerCommand,
     },
+    /// A first look: controller, one host and two instances on factorio-sim, players chatting.
+    Demo {
+        /// Where the demo keeps its files (default: a new temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Port of the web UI and API.
+        #[arg(long, default_value_t = 8081)]
+        port: u16,
+    },
     /// A host: connects to the controller and runs the Factorio instances assigned to it.
     #[command(alias = "slave")]
     Host {
@@ -97,6 +106,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.role {
+        Role::Demo { dir, port } => {
+            init_logging(clustorio::config::LogLevel::Warn);
+            runtime()?.block_on(clustorio::demo::run(clustorio::demo::DemoOptions { dir, port }))
+        }
         Role::Host {
             command: HostCommand::Run { dir },
         } => {

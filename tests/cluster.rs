@@ -131,3 +131,38 @@ async fn an_instance_lives_its_whole_life_across_two_hosts() {
     let (s, _) = api.call("GET", "/api/v1/instances/alpha", None).await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_started_together_get_different_ports() {
+    let root = tempfile::tempdir().unwrap();
+    let cdir = root.path().join("c");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let c = ControllerProcess::start(&cdir);
+    let api = Api::new(&c.url(""), &c.first_token);
+    let _h = HostProcess::start(&root.path().join("h"), &c.url(""), &join_token(&cdir), "h", &[]);
+    for i in 0..4 {
+        api.post("/api/v1/instances", json!({"name": format!("p{i}")})).await;
+        api.post(&format!("/api/v1/instances/p{i}/assign"), json!({})).await;
+    }
+    let starts: Vec<_> = (0..4)
+        .map(|i| {
+            let api = api.clone();
+            tokio::spawn(async move { api.post(&format!("/api/v1/instances/p{i}/start"), json!({})).await })
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for s in starts {
+        let (status, v) = s.await.unwrap();
+        assert_eq!(status, 200, "{v}");
+        ports.push(v["game_port"].as_u64().unwrap());
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 4, "every instance has its own game port");
+    // The host has 4 ports; a fifth instance is refused with a clear reason.
+    api.post("/api/v1/instances", json!({"name": "p4"})).await;
+    api.post("/api/v1/instances/p4/assign", json!({})).await;
+    let (s, v) = api.post("/api/v1/instances/p4/start", json!({})).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("no free game port"), "{v}");
+}

@@ -447,6 +447,14 @@ impl Host {
     /// The game port: the configured one, else the one it had, else the first free one of
     /// the host's ports. Ports of other active instances are never given out twice.
     fn allocate_port(&self, inst: &Instance) -> Result<u16, String> {
+        let _choosing = self.port_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let port = self.choose_port(inst)?;
+        inst.update_saved(|s| s.game_port = Some(port))
+            .map_err(|e| format!("saving instance state: {e}"))?;
+        Ok(port)
+    }
+
+    fn choose_port(&self, inst: &Instance) -> Result<u16, String> {
         let taken: Vec<u16> = self
             .instances()
             .into_iter()

@@ -33,6 +33,8 @@ pub struct Host {
     link: Link,
     transfer: Transfer,
     ports: Vec<u16>,
+    /// Held while a port is chosen and recorded, so concurrent starts never pick the same one.
+    port_lock: Mutex<()>,
     instances: Mutex<HashMap<i64, Arc<Instance>>>,
     lists: Mutex<UserLists>,
     cluster_name: Mutex<String>,
@@ -86,6 +88,7 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
         backend: Box::new(ProcessBackend),
         link,
         ports,
+        port_lock: Mutex::new(()),
         instances: Mutex::new(HashMap::new()),
         lists: Mutex::new(UserLists::default()),
         cluster_name: Mutex::new(String::new()),

@@ -16,8 +16,12 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     if !path.exists() {
         BUILT.get_or_init(|| {
+            let mut args = vec!["build", "--workspace", "--bins"];
+            if dir.ends_with("release") {
+                args.push("--release");
+            }
             let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "--workspace", "--bins"])
+                .args(&args)
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()
                 .expect("running cargo build");

@@ -159,9 +159,13 @@ async fn instances_started_together_get_different_ports() {
     ports.sort_unstable();
     ports.dedup();
     assert_eq!(ports.len(), 4, "every instance has its own game port");
-    // The host has 4 ports; a fifth instance is refused with a clear reason.
+    // The host has 4 ports: automatic placement finds no host with a free port, and a start on
+    // the full host by hand is refused, each with a clear reason.
     api.post("/api/v1/instances", json!({"name": "p4"})).await;
-    api.post("/api/v1/instances/p4/assign", json!({})).await;
+    let (s, v) = api.post("/api/v1/instances/p4/assign", json!({})).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("game ports"), "{v}");
+    assert_eq!(api.post("/api/v1/instances/p4/assign", json!({"host": "h"})).await.0, 200);
     let (s, v) = api.post("/api/v1/instances/p4/start", json!({})).await;
     assert_eq!(s, 409, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("no free game port"), "{v}");

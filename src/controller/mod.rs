@@ -46,6 +46,8 @@ pub struct Controller {
     /// Live facts hosts report; not stored, hosts resend them after a reconnect.
     live: std::sync::Mutex<HashMap<i64, Live>>,
     history: history::History,
+    /// How many game ports each host has (it says so when it connects).
+    host_ports: std::sync::Mutex<HashMap<i64, usize>>,
 }
 
 /// What a host last reported about an instance beyond its status.
@@ -72,6 +74,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         data_dir: dir.to_path_buf(),
         live: std::sync::Mutex::new(HashMap::new()),
         history: history::History::default(),
+        host_ports: std::sync::Mutex::new(HashMap::new()),
         store,
         cfg,
     });
@@ -414,11 +417,27 @@ impl Controller {
             ));
         }
         let instances = self.store.read(store::instances::list).await?;
-        let load = |h: i64| instances.iter().filter(|i| i.host_id == Some(h)).count();
+        let running = |h: i64| {
+            instances
+                .iter()
+                .filter(|i| i.host_id == Some(h) && matches!(i.status.as_str(), "running" | "starting" | "creating_save"))
+                .count()
+        };
+        let assigned = |h: i64| instances.iter().filter(|i| i.host_id == Some(h)).count();
+        let capacity = |h: i64| {
+            self.host_ports
+                .lock()
+                .ok()
+                .and_then(|p| p.get(&h).copied())
+                .unwrap_or(usize::MAX)
+        };
         connected
             .into_iter()
-            .min_by_key(|h| (load(*h), *h))
-            .ok_or_else(|| ApiError::conflict("no host is connected"))
+            .filter(|h| running(*h) < capacity(*h))
+            .min_by_key(|h| (running(*h), assigned(*h), *h))
+            .ok_or_else(|| {
+                ApiError::conflict("every connected host uses all its game ports; add a host or give hosts more ports")
+            })
     }
 
     /// Sends an instance's record to its host, if connected. True if the host accepted it.
@@ -562,6 +581,11 @@ impl Controller {
                 }
             }
             "instance_log" => self.hub.publish(Event::instance_log(data)),
+            "host_info" => {
+                if let (Some(n), Ok(mut ports)) = (data["game_ports"].as_u64(), self.host_ports.lock()) {
+                    ports.insert(host_id, n as usize);
+                }
+            }
             other => tracing::debug!(host_id, event = other, "unhandled host event"),
         }
     }

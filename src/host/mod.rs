@@ -107,6 +107,10 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
                     {
                         tracing::error!(error = %e, "could not save the host token; the next start registers again");
                     }
+                    host.link.send_event(
+                        "host_info",
+                        json!({ "game_ports": host.ports.len(), "factorio": host.install.is_some() }),
+                    );
                     if !ready.resumed {
                         // A new session: the controller knows nothing of our current state.
                         for inst in host.instances() {

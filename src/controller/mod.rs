@@ -12,6 +12,7 @@ mod metrics;
 pub mod requests;
 mod session;
 mod socket;
+mod web;
 
 use crate::config::ControllerConfig;
 use crate::link::SOCKET_PATH;
@@ -255,7 +256,11 @@ fn routes(
             },
         );
 
-    socket.or(files::routes(ctl)).or(api).or(metrics)
+    socket
+        .or(files::routes(ctl))
+        .or(api)
+        .or(metrics)
+        .or(web::routes())
 }
 
 impl Controller {

@@ -30,18 +30,7 @@ fn from_row(r: &rusqlite::Row) -> rusqlite::Result<HostRecord> {
 }
 
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!(
-            "invalid host name '{name}': use 1-64 letters, digits, '-', '_' or '.'"
-        )))
-    }
+    super::check_name("host", name, 64)
 }
 
 pub fn list(conn: &Connection) -> Result<Vec<HostRecord>> {

@@ -46,19 +46,7 @@ fn decode((mut rec, config): (InstanceRecord, String)) -> Result<InstanceRecord>
 
 /// Instance names become directory names on hosts: keep them plain.
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!(
-            "invalid instance name '{name}': use 1-64 letters, digits, '-', '_' or '.', not starting with '.'"
-        )))
-    }
+    super::check_name("instance", name, 64)
 }
 
 pub fn validate_config(config: &serde_json::Value) -> Result<()> {

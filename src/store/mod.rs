@@ -220,6 +220,24 @@ fn writer_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
     }
 }
 
+/// Names of users, hosts and instances: 1–`max` letters, digits, '-', '_' or '.', not starting
+/// with '.' (host and instance names become directory names).
+pub fn check_name(what: &str, name: &str, max: usize) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "invalid {what} name '{name}': use 1-{max} letters, digits, '-', '_' or '.', not starting with '.'"
+        )))
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -34,18 +34,7 @@ pub fn key(name: &str) -> String {
 
 /// Factorio player names: 1–60 characters of letters, digits, `-`, `_` and `.`.
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 60
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!(
-            "invalid user name '{name}': use 1-60 letters, digits, '-', '_' or '.'"
-        )))
-    }
+    super::check_name("user", name, 60)
 }
 
 const COLUMNS: &str =

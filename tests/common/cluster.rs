@@ -2,12 +2,10 @@
 //! installed in their directory, and a small JSON API client.
 #![allow(dead_code)]
 
-use super::bin;
+use super::{Proc, bin};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Sim speed for cluster tests (delays ×0.02).
@@ -34,10 +32,21 @@ pub fn install_sim(dir: &Path) {
 }
 
 pub struct HostProcess {
-    pub child: Child,
+    pub proc: Proc,
     pub dir: PathBuf,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
+}
+
+impl std::ops::Deref for HostProcess {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.proc
+    }
+}
+
+impl std::ops::DerefMut for HostProcess {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
 }
 
 impl HostProcess {
@@ -62,59 +71,11 @@ impl HostProcess {
             .env("SERVER_PORT", ports.join(","))
             .env("LOG_LEVEL", "warn")
             .env("FACTORIO_STANDIN_SPEED", SIM_SPEED)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawning clustorio host");
-        let stdout = child.stdout.take().expect("stdout");
-        let stdin = child.stdin.take();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        HostProcess { child, dir: dir.to_path_buf(), stdin, lines }
-    }
-
-    pub fn wait_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("expected host output did not appear");
-            if pred(&line) {
-                return line;
-            }
-        }
-    }
-
-    pub fn console(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "{line}").expect("console");
-        stdin.flush().expect("flush");
-    }
-
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        HostProcess { proc: Proc::spawn(cmd), dir: dir.to_path_buf() }
     }
 
     /// The pid of the Factorio process of `instance`, from the host's state file.
@@ -127,8 +88,7 @@ impl HostProcess {
 
 impl Drop for HostProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.kill9();
         // Factorio runs in its own process group; make sure no test leaves one behind.
         for pid in factorio_pids_under(&self.dir) {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();

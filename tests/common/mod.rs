@@ -47,92 +47,32 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// A `clustorio controller run` process in a data directory, on a free port.
-pub struct ControllerProcess {
+/// A child process whose stdout lines can be awaited and whose stdin is its console. Killed
+/// when dropped.
+pub struct Proc {
     pub child: Child,
-    pub port: u16,
-    /// The login token printed on first boot (empty on later boots).
-    pub first_token: String,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
 }
 
-impl ControllerProcess {
-    pub fn start(dir: &Path) -> Self {
-        Self::start_with(dir, &[])
-    }
-
-    pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Self {
-        Self::start_on(dir, 0, env)
-    }
-
-    /// On a given port (0: any free one), e.g. to restart on the port hosts know.
-    pub fn start_on(dir: &Path, port: u16, env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(bin("clustorio"));
-        cmd.args(["controller", "run", "--port", &port.to_string(), "--dir"])
-            .arg(dir)
-            .env("LOG_LEVEL", "warn")
+impl Proc {
+    pub fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawning clustorio controller");
+            .spawn()
+            .expect("spawning a child process");
         let stdout = child.stdout.take().expect("stdout");
         let stdin = child.stdin.take();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
                     break;
                 }
             }
         });
-        let mut p = ControllerProcess {
-            child,
-            port: 0,
-            first_token: String::new(),
-            stdin,
-            lines,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while p.port == 0 {
-            let line = p
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("controller did not print Started within 30 s");
-            if let Some(rest) = line.split("Login token (shown once): ").nth(1) {
-                p.first_token = rest.trim().to_string();
-            }
-            if line.contains("Started") {
-                let port = line
-                    .split("http://")
-                    .nth(1)
-                    .and_then(|s| s.split_whitespace().next())
-                    .and_then(|addr| addr.rsplit(':').next())
-                    .and_then(|port| port.parse().ok())
-                    .expect("Started line names the address");
-                p.port = port;
-            }
-        }
-        p
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/api/socket", self.port)
-    }
-
-    /// Sends a console line.
-    pub fn console(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "{line}").expect("writing to the console");
-        stdin.flush().expect("flushing the console");
+        Proc { child, stdin, lines }
     }
 
     /// The next stdout line matching `pred`, within `timeout`.
@@ -142,11 +82,18 @@ impl ControllerProcess {
             let line = self
                 .lines
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("expected line did not appear");
+                .expect("expected output did not appear");
             if pred(&line) {
                 return line;
             }
         }
+    }
+
+    /// Sends a console line.
+    pub fn console(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("writing to the console");
+        stdin.flush().expect("flushing the console");
     }
 
     pub fn kill9(&mut self) {
@@ -174,10 +121,80 @@ impl ControllerProcess {
     }
 }
 
-impl Drop for ControllerProcess {
+impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A `clustorio controller run` process in a data directory, on a free port.
+pub struct ControllerProcess {
+    pub proc: Proc,
+    pub port: u16,
+    /// The login token printed on first boot (empty on later boots).
+    pub first_token: String,
+}
+
+impl std::ops::Deref for ControllerProcess {
+    type Target = Proc;
+    fn deref(&self) -> &Proc {
+        &self.proc
+    }
+}
+
+impl std::ops::DerefMut for ControllerProcess {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+}
+
+impl ControllerProcess {
+    pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_on(dir, 0, env)
+    }
+
+    /// On a given port (0: any free one), e.g. to restart on the port hosts know.
+    pub fn start_on(dir: &Path, port: u16, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(bin("clustorio"));
+        cmd.args(["controller", "run", "--port", &port.to_string(), "--dir"])
+            .arg(dir)
+            .env("LOG_LEVEL", "warn")
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let proc = Proc::spawn(cmd);
+        let mut first_token = String::new();
+        let line = proc.wait_line(Duration::from_secs(30), |l| {
+            l.contains("Started") || l.contains("Login token (shown once): ")
+        });
+        let line = if let Some(rest) = line.split("Login token (shown once): ").nth(1) {
+            first_token = rest.trim().to_string();
+            proc.wait_line(Duration::from_secs(30), |l| l.contains("Started"))
+        } else {
+            line
+        };
+        let port = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|addr| addr.rsplit(':').next())
+            .and_then(|port| port.parse().ok())
+            .expect("Started line names the address");
+        ControllerProcess { proc, port, first_token }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/api/socket", self.port)
     }
 }
 

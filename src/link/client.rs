@@ -4,16 +4,15 @@
 //! (renumbered into a new session when the old one is gone), so events a host produced while the
 //! controller was away are delivered once it is back.
 
+use super::endpoint::Endpoint;
 use super::{Accept, ErrorBody, Frame, Hello, Inbox, Outbox, PROTOCOL_VERSION, Ready, ResumeInfo, SOCKET_PATH};
 use crate::shutdown::Shutdown;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use serde_json::Value;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Unacknowledged frames kept while the controller is away (events of many hours).
@@ -57,17 +56,10 @@ pub enum LinkError {
     Refused { role: String, reason: ErrorBody },
 }
 
-struct State {
-    outbox: Outbox,
-    inbox: Inbox,
-    session: Option<String>,
-    socket: Option<mpsc::UnboundedSender<String>>,
-}
-
 struct Shared {
-    state: Mutex<State>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, ErrorBody>>>>,
-    next_id: AtomicU64,
+    link: Endpoint<mpsc::UnboundedSender<String>>,
+    /// The controller's session id, to resume after a drop.
+    session: Mutex<Option<String>>,
     token: Mutex<String>,
 }
 
@@ -100,24 +92,14 @@ impl Link {
         shutdown: Shutdown,
     ) -> (Link, mpsc::UnboundedReceiver<Incoming>, tokio::task::JoinHandle<Result<(), LinkError>>) {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                outbox: Outbox::new(OUTBOX_LIMIT),
-                inbox: Inbox::new(),
-                session: None,
-                socket: None,
-            }),
-            pending: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+            link: Endpoint::new(OUTBOX_LIMIT),
+            session: Mutex::new(None),
             token: Mutex::new(opts.token.clone()),
         });
         let link = Link { shared };
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(link.clone().run(opts, tx, shutdown));
         (link, rx, task)
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Uses `token` from now on (a host's own token after registering with the join token).
@@ -133,89 +115,44 @@ impl Link {
     }
 
     pub fn is_connected(&self) -> bool {
-        self.state().socket.is_some()
-    }
-
-    fn send_sequenced(&self, build: impl FnOnce(u64, u64) -> Frame) {
-        let mut st = self.state();
-        let ack = st.inbox.last_seq();
-        match st.outbox.push(|seq| build(seq, ack)) {
-            Ok(text) => {
-                if let Some(socket) = &st.socket {
-                    let _ = socket.send(text);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "link outbox full; dropping a frame"),
-        }
+        self.shared.link.is_attached()
     }
 
     /// Sends an event; kept until the controller acknowledges it, across reconnects.
     pub fn send_event(&self, name: &str, data: Value) {
-        self.send_sequenced(|seq, ack| Frame::Event {
-            seq,
-            ack: Some(ack),
-            name: name.to_string(),
-            data,
-        });
+        if let Err(e) = self.shared.link.send_event(name, data) {
+            tracing::error!(error = %e, "link outbox full; dropping an event");
+        }
     }
 
     pub fn respond(&self, id: u64, result: Result<Value, ErrorBody>) {
-        let (ok, error) = match result {
-            Ok(v) => (Some(v), None),
-            Err(e) => (None, Some(e)),
-        };
-        self.send_sequenced(|seq, ack| Frame::Response {
-            seq,
-            ack: Some(ack),
-            id,
-            ok,
-            error,
-        });
+        if let Err(e) = self.shared.link.respond(id, result) {
+            tracing::error!(error = %e, "link outbox full; dropping a response");
+        }
     }
 
     pub async fn request(&self, name: &str, data: Value, timeout: Duration) -> Result<Value, ErrorBody> {
-        let id = self.shared.next_id.fetch_add(1, Ordering::SeqCst);
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut p) = self.shared.pending.lock() {
-            p.insert(id, tx);
-        }
-        self.send_sequenced(|seq, ack| Frame::Request {
-            seq,
-            ack: Some(ack),
-            id,
-            name: name.to_string(),
-            data,
-        });
-        let result = tokio::time::timeout(timeout, rx).await;
-        if let Ok(mut p) = self.shared.pending.lock() {
-            p.remove(&id);
-        }
-        match result {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(ErrorBody::new("session_lost", "the link closed")),
-            Err(_) => Err(ErrorBody::new("timeout", format!("no response to {name} within {timeout:?}"))),
-        }
+        self.shared.link.request(name, data, timeout).await
     }
 
     fn hello(&self, opts: &ClientOptions) -> Frame {
-        let st = self.state();
-        let token = self.shared.token.lock().map(|t| t.clone()).unwrap_or_default();
+        let session = self.shared.session.lock().ok().and_then(|s| s.clone());
         Frame::Hello(Hello {
             version: PROTOCOL_VERSION,
             role: opts.role.clone(),
-            token,
+            token: self.token(),
             name: opts.name.clone(),
             software: opts.software.clone(),
-            resume: st.session.clone().map(|session| ResumeInfo {
+            resume: session.map(|session| ResumeInfo {
                 session,
-                last_seq: st.inbox.last_seq(),
+                last_seq: self.shared.link.last_received(),
             }),
         })
     }
 
     /// Attaches a new socket after `ready`: resend what the controller has not seen.
     fn attach(&self, ready: &Ready, socket: mpsc::UnboundedSender<String>) {
-        let mut st = self.state();
+        let mut st = self.shared.link.lock();
         if ready.resumed {
             st.outbox.ack(ready.last_seq);
         } else {
@@ -228,7 +165,9 @@ impl Link {
                 let _ = st.outbox.push(|seq| renumber(frame, seq));
             }
         }
-        st.session = Some(ready.session.clone());
+        if let Ok(mut s) = self.shared.session.lock() {
+            *s = Some(ready.session.clone());
+        }
         for text in st.outbox.pending() {
             let _ = socket.send(text.to_string());
         }
@@ -236,7 +175,7 @@ impl Link {
     }
 
     fn detach(&self) {
-        self.state().socket = None;
+        self.shared.link.lock().socket = None;
     }
 
     async fn run(self, opts: ClientOptions, incoming: mpsc::UnboundedSender<Incoming>, shutdown: Shutdown) -> Result<(), LinkError> {
@@ -359,15 +298,15 @@ impl Link {
     }
 
     fn handle(&self, frame: Frame, incoming: &mpsc::UnboundedSender<Incoming>) {
+        let link = &self.shared.link;
         if let Some(ack) = frame.ack() {
-            self.state().outbox.ack(ack);
+            link.acked(ack);
         }
         if let Some(seq) = frame.seq() {
-            let accept = self.state().inbox.accept(seq);
-            match accept {
+            match link.accept(seq) {
                 Accept::New => {}
                 Accept::Duplicate => {
-                    self.send_control(Frame::Ack { ack: self.state().inbox.last_seq() });
+                    link.send_ack();
                     return;
                 }
                 Accept::Gap { expected } => {
@@ -377,40 +316,23 @@ impl Link {
             }
         }
         match frame {
-            Frame::Ping { .. } => {
-                let ack = self.state().inbox.last_seq();
-                self.send_control(Frame::Pong { ack });
-            }
+            Frame::Ping { .. } => link.send_control(Frame::Pong { ack: link.last_received() }),
             Frame::Request { id, name, data, .. } => {
                 let _ = incoming.send(Incoming::Request { id, name, data });
             }
             Frame::Response { id, ok, error, .. } => {
-                let waiter = self.shared.pending.lock().ok().and_then(|mut p| p.remove(&id));
-                if let Some(tx) = waiter {
-                    let _ = tx.send(match error {
-                        Some(e) => Err(e),
-                        None => Ok(ok.unwrap_or(Value::Null)),
-                    });
-                }
-                self.send_ack();
+                link.resolve(id, match error {
+                    Some(e) => Err(e),
+                    None => Ok(ok.unwrap_or(Value::Null)),
+                });
+                link.send_ack();
             }
             Frame::Event { name, data, .. } => {
                 let _ = incoming.send(Incoming::Event { name, data });
-                self.send_ack();
+                link.send_ack();
             }
             Frame::Error(e) => tracing::warn!(code = %e.code, message = %e.message, "the controller reported a link error"),
             _ => {}
-        }
-    }
-
-    fn send_ack(&self) {
-        let ack = self.state().inbox.last_seq();
-        self.send_control(Frame::Ack { ack });
-    }
-
-    fn send_control(&self, frame: Frame) {
-        if let Some(socket) = &self.state().socket {
-            let _ = socket.send(frame.to_text());
         }
     }
 }

@@ -17,6 +17,7 @@
 //! they have already seen. So a short drop loses nothing and delivers nothing twice.
 
 pub mod client;
+pub mod endpoint;
 pub mod frame;
 pub mod session;
 

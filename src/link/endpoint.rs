@@ -1,0 +1,165 @@
+//! One end of a link session, the same on the controller and in a host: sequenced frames kept
+//! until acknowledged, duplicates recognised, requests matched to their responses. Each side adds
+//! only what differs — the controller keeps sessions across sockets, the client reconnects.
+
+use super::session::Overflow;
+use super::{Accept, ErrorBody, Frame, Inbox, Outbox};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Where frames go while a socket is attached.
+pub trait Wire: Send {
+    fn send_text(&self, text: String);
+}
+
+impl Wire for mpsc::UnboundedSender<String> {
+    fn send_text(&self, text: String) {
+        // A closed socket just misses the frame; it stays in the outbox for the resend.
+        let _ = self.send(text);
+    }
+}
+
+/// The sequencing state, with the attached socket.
+pub struct Sequencing<W> {
+    pub outbox: Outbox,
+    pub inbox: Inbox,
+    pub socket: Option<W>,
+}
+
+type Waiter = oneshot::Sender<Result<Value, ErrorBody>>;
+
+pub struct Endpoint<W> {
+    state: Mutex<Sequencing<W>>,
+    pending: Mutex<HashMap<u64, Waiter>>,
+    next_id: AtomicU64,
+}
+
+impl<W: Wire> Endpoint<W> {
+    pub fn new(outbox_limit: usize) -> Self {
+        Endpoint {
+            state: Mutex::new(Sequencing {
+                outbox: Outbox::new(outbox_limit),
+                inbox: Inbox::new(),
+                socket: None,
+            }),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The state, for attaching and detaching sockets. A panic while it was held cannot leave
+    /// it worse than a lost session, so a poisoned lock is recovered.
+    pub fn lock(&self) -> MutexGuard<'_, Sequencing<W>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pending(&self) -> MutexGuard<'_, HashMap<u64, Waiter>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a sequenced frame (`build` gets seq and ack); sent at once if a socket is attached.
+    pub fn send_sequenced(&self, build: impl FnOnce(u64, u64) -> Frame) -> Result<(), Overflow> {
+        let mut st = self.lock();
+        let ack = st.inbox.last_seq();
+        let text = st.outbox.push(|seq| build(seq, ack))?;
+        if let Some(socket) = &st.socket {
+            socket.send_text(text);
+        }
+        Ok(())
+    }
+
+    pub fn send_event(&self, name: &str, data: Value) -> Result<(), Overflow> {
+        self.send_sequenced(|seq, ack| Frame::Event {
+            seq,
+            ack: Some(ack),
+            name: name.to_string(),
+            data,
+        })
+    }
+
+    pub fn respond(&self, id: u64, result: Result<Value, ErrorBody>) -> Result<(), Overflow> {
+        let (ok, error) = match result {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e)),
+        };
+        self.send_sequenced(|seq, ack| Frame::Response {
+            seq,
+            ack: Some(ack),
+            id,
+            ok,
+            error,
+        })
+    }
+
+    /// Sends a request and waits for its response.
+    pub async fn request(&self, name: &str, data: Value, timeout: Duration) -> Result<Value, ErrorBody> {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = oneshot::channel();
+        self.pending().insert(id, tx);
+        let sent = self.send_sequenced(|seq, ack| Frame::Request {
+            seq,
+            ack: Some(ack),
+            id,
+            name: name.to_string(),
+            data,
+        });
+        if let Err(e) = sent {
+            self.pending().remove(&id);
+            return Err(ErrorBody::new("overflow", e.to_string()));
+        }
+        let result = tokio::time::timeout(timeout, rx).await;
+        self.pending().remove(&id);
+        match result {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ErrorBody::new("session_lost", "the link session ended")),
+            Err(_) => Err(ErrorBody::new("timeout", format!("no response to {name} within {timeout:?}"))),
+        }
+    }
+
+    /// Hands a response from the peer to whoever waits for it.
+    pub fn resolve(&self, id: u64, result: Result<Value, ErrorBody>) {
+        if let Some(tx) = self.pending().remove(&id) {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// Fails every waiting request (the session is over).
+    pub fn fail_pending(&self, reason: &str) {
+        let waiters: Vec<_> = self.pending().drain().collect();
+        for (_, tx) in waiters {
+            let _ = tx.send(Err(ErrorBody::new("session_lost", reason)));
+        }
+    }
+
+    /// An unsequenced frame (ack, pong, error), if a socket is attached.
+    pub fn send_control(&self, frame: Frame) {
+        if let Some(socket) = &self.lock().socket {
+            socket.send_text(frame.to_text());
+        }
+    }
+
+    pub fn send_ack(&self) {
+        let ack = self.last_received();
+        self.send_control(Frame::Ack { ack });
+    }
+
+    pub fn accept(&self, seq: u64) -> Accept {
+        self.lock().inbox.accept(seq)
+    }
+
+    pub fn acked(&self, ack: u64) {
+        self.lock().outbox.ack(ack);
+    }
+
+    pub fn last_received(&self) -> u64 {
+        self.lock().inbox.last_seq()
+    }
+
+    pub fn is_attached(&self) -> bool {
+        self.lock().socket.is_some()
+    }
+}

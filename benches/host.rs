@@ -49,7 +49,13 @@ async fn main() {
     }
 
     let big = root.path().join("big");
-    let host = HostProcess::start(&big, &c.url(""), &join, "big", &[("SERVER_PORT", "41000-41150")]);
+    let host = HostProcess::start(
+        &big,
+        &c.url(""),
+        &join,
+        "big",
+        &[("SERVER_PORT", "41000-41150")],
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = rss_kib(host.child.id());
 
@@ -58,19 +64,30 @@ async fn main() {
     for i in 0..10 {
         let name = format!("s{i}");
         api.post("/api/v1/instances", json!({ "name": name })).await;
-        api.post(&format!("/api/v1/instances/{name}/assign"), json!({ "host": "big" })).await;
+        api.post(
+            &format!("/api/v1/instances/{name}/assign"),
+            json!({ "host": "big" }),
+        )
+        .await;
         let t = Instant::now();
-        let (s, v) = api.post(&format!("/api/v1/instances/{name}/start"), json!({})).await;
+        let (s, v) = api
+            .post(&format!("/api/v1/instances/{name}/start"), json!({}))
+            .await;
         starts.push(t.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(s, 200, "{v}");
-        api.post(&format!("/api/v1/instances/{name}/stop"), json!({})).await;
+        api.post(&format!("/api/v1/instances/{name}/stop"), json!({}))
+            .await;
     }
 
     // 100 instances on one host, started together, then stopped together.
     for i in 0..100 {
         let name = format!("m{i}");
         api.post("/api/v1/instances", json!({ "name": name })).await;
-        api.post(&format!("/api/v1/instances/{name}/assign"), json!({ "host": "big" })).await;
+        api.post(
+            &format!("/api/v1/instances/{name}/assign"),
+            json!({ "host": "big" }),
+        )
+        .await;
     }
     // Create each map first so the timed start measures starting, not map creation.
     let t = Instant::now();
@@ -80,7 +97,10 @@ async fn main() {
             let tasks: Vec<_> = (0..100)
                 .map(|i| {
                     let api = api.clone();
-                    tokio::spawn(async move { api.post(&format!("/api/v1/instances/m{i}/{verb}"), json!({})).await })
+                    tokio::spawn(async move {
+                        api.post(&format!("/api/v1/instances/m{i}/{verb}"), json!({}))
+                            .await
+                    })
                 })
                 .collect();
             for t in tasks {
@@ -102,11 +122,23 @@ async fn main() {
 
     println!("| measure | clustorio | Clusterio (for scale) |");
     println!("|---|---|---|");
-    println!("| host start → connected (median of 10) | {:.1} ms | ~880 ms |", median(connects));
-    println!("| host idle RSS | {:.1} MB | ~103 MB |", idle as f64 / 1024.0);
-    println!("| start request → `running` (median of 10, sim at 2 % delays) | {:.1} ms | |", median(starts));
+    println!(
+        "| host start → connected (median of 10) | {:.1} ms | ~880 ms |",
+        median(connects)
+    );
+    println!(
+        "| host idle RSS | {:.1} MB | ~103 MB |",
+        idle as f64 / 1024.0
+    );
+    println!(
+        "| start request → `running` (median of 10, sim at 2 % delays) | {:.1} ms | |",
+        median(starts)
+    );
     println!("| 100 instances on one host: first start incl. new maps | {first_start:.2} s | |");
     println!("| 100 instances on one host: start (existing saves) | {start_100:.2} s | |");
     println!("| 100 instances on one host: graceful stop (save + backup) | {stop_100:.2} s | |");
-    println!("| host RSS with 100 instances running (Factorio processes not counted) | {:.1} MB | |", rss_100 as f64 / 1024.0);
+    println!(
+        "| host RSS with 100 instances running (Factorio processes not counted) | {:.1} MB | |",
+        rss_100 as f64 / 1024.0
+    );
 }

@@ -53,7 +53,8 @@ fn player_script(dir: &Path) -> anyhow::Result<PathBuf> {
         }
     }
     let path = dir.join("demo-players.jsonl");
-    std::fs::write(&path, lines.join("\n")).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, lines.join("\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 
@@ -99,7 +100,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     if !hdir.join("factorio/bin/x64/factorio").exists() {
-        let st = Command::new(&sim).arg("install").arg(hdir.join("factorio")).status()?;
+        let st = Command::new(&sim)
+            .arg("install")
+            .arg(hdir.join("factorio"))
+            .status()?;
         if !st.success() {
             bail!("factorio-sim install failed");
         }
@@ -107,19 +111,37 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
 
     let mut ccmd = Command::new(&exe);
-    ccmd.args(["controller", "run", "--port", &opts.port.to_string(), "--dir"])
-        .arg(&cdir)
-        .env("CLUSTER_NAME", "Demo Cluster");
+    ccmd.args([
+        "controller",
+        "run",
+        "--port",
+        &opts.port.to_string(),
+        "--dir",
+    ])
+    .arg(&cdir)
+    .env("CLUSTER_NAME", "Demo Cluster");
     let (mut controller, lines) = start_child(ccmd, "controller")?;
     let url = format!("http://127.0.0.1:{}", opts.port);
-    let token_out = Command::new(&exe).args(["controller", "token", "--user", "admin", "--dir"]).arg(&cdir).output()?;
-    let admin_token = String::from_utf8_lossy(&token_out.stdout).trim().to_string();
-    let join_out = Command::new(&exe).args(["controller", "token", "--join", "--dir"]).arg(&cdir).output()?;
+    let token_out = Command::new(&exe)
+        .args(["controller", "token", "--user", "admin", "--dir"])
+        .arg(&cdir)
+        .output()?;
+    let admin_token = String::from_utf8_lossy(&token_out.stdout)
+        .trim()
+        .to_string();
+    let join_out = Command::new(&exe)
+        .args(["controller", "token", "--join", "--dir"])
+        .arg(&cdir)
+        .output()?;
     let join = String::from_utf8_lossy(&join_out.stdout).trim().to_string();
     drop(lines);
 
     let ports: Vec<String> = (0..2)
-        .map(|_| std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| s.local_addr()).map(|a| a.port().to_string()))
+        .map(|_| {
+            std::net::UdpSocket::bind("0.0.0.0:0")
+                .and_then(|s| s.local_addr())
+                .map(|a| a.port().to_string())
+        })
         .collect::<Result<_, _>>()?;
     let mut hcmd = Command::new(&exe);
     hcmd.args(["host", "run", "--dir"])
@@ -140,13 +162,20 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     for name in ["nauvis", "vulcanus"] {
         let post = |path: String, body: serde_json::Value| {
-            client.post(format!("{url}{path}")).bearer_auth(&admin_token).json(&body).send()
+            client
+                .post(format!("{url}{path}"))
+                .bearer_auth(&admin_token)
+                .json(&body)
+                .send()
         };
         post("/api/v1/instances".into(), json!({ "name": name, "config": { "server_settings": { "description": "clustorio demo" } } })).await?;
         post(format!("/api/v1/instances/{name}/assign"), json!({})).await?;
         let resp = post(format!("/api/v1/instances/{name}/start"), json!({})).await?;
         if !resp.status().is_success() {
-            eprintln!("starting {name} failed: {}", resp.text().await.unwrap_or_default());
+            eprintln!(
+                "starting {name} failed: {}",
+                resp.text().await.unwrap_or_default()
+            );
         }
     }
 
@@ -154,7 +183,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!("clustorio demo is running in {}", dir.display());
     println!("  web UI and API:  {url}/");
     println!("  admin token:     {admin_token}");
-    println!("  try:             curl -s -H 'Authorization: Bearer {admin_token}' {url}/api/v1/instances");
+    println!(
+        "  try:             curl -s -H 'Authorization: Bearer {admin_token}' {url}/api/v1/instances"
+    );
     println!("Press Ctrl-C to stop (instances are saved and stopped).");
 
     let shutdown = crate::shutdown::Shutdown::new();

@@ -108,7 +108,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.role {
         Role::Demo { dir, port } => {
             init_logging(clustorio::config::LogLevel::Warn);
-            runtime()?.block_on(clustorio::demo::run(clustorio::demo::DemoOptions { dir, port }))
+            runtime()?.block_on(clustorio::demo::run(clustorio::demo::DemoOptions {
+                dir,
+                port,
+            }))
         }
         Role::Host {
             command: HostCommand::Run { dir },

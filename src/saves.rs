@@ -12,7 +12,9 @@ pub const SAVE_NAME_HEADER: &str = "x-save-name";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SaveError {
-    #[error("invalid file name '{0}': use letters, digits, spaces, '.', '_' or '-', ending in .zip")]
+    #[error(
+        "invalid file name '{0}': use letters, digits, spaces, '.', '_' or '-', ending in .zip"
+    )]
     BadName(String),
     #[error("'{name}' is not a Factorio save: {reason}")]
     NotASave { name: String, reason: String },
@@ -124,7 +126,10 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<SaveInfo>> {
 
 /// A temporary path beside `target` for an atomic write.
 pub fn temp_path(target: &Path) -> PathBuf {
-    let mut name = target.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = target
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".{}.partial", std::process::id()));
     target.with_file_name(name)
 }
@@ -172,7 +177,16 @@ mod tests {
 
     #[test]
     fn names_cannot_escape_their_directory() {
-        for bad in ["../x.zip", "a/b.zip", "x", ".hidden.zip", "x.tmp.zip", "..", "a\\b.zip", ".zip"] {
+        for bad in [
+            "../x.zip",
+            "a/b.zip",
+            "x",
+            ".hidden.zip",
+            "x.tmp.zip",
+            "..",
+            "a\\b.zip",
+            ".zip",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
         for good in ["world.zip", "My Save 2.zip", "_autosave1.zip"] {
@@ -187,11 +201,13 @@ mod tests {
         std::fs::write(&path, b"not a zip").unwrap();
         assert!(check_save_zip(&path, "x.zip").is_err());
         let mut w = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
-        w.start_file("x/readme.txt", zip::write::SimpleFileOptions::default()).unwrap();
+        w.start_file("x/readme.txt", zip::write::SimpleFileOptions::default())
+            .unwrap();
         w.finish().unwrap();
         assert!(check_save_zip(&path, "x.zip").is_err());
         let mut w = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
-        w.start_file("x/level.dat0", zip::write::SimpleFileOptions::default()).unwrap();
+        w.start_file("x/level.dat0", zip::write::SimpleFileOptions::default())
+            .unwrap();
         w.finish().unwrap();
         assert!(check_save_zip(&path, "x.zip").is_ok());
     }

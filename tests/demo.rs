@@ -30,7 +30,9 @@ async fn the_demo_runs_a_cluster_with_players_and_stops_on_ctrl_c() {
     });
     let mut token = String::new();
     loop {
-        let line = rx.recv_timeout(Duration::from_secs(90)).expect("demo output");
+        let line = rx
+            .recv_timeout(Duration::from_secs(90))
+            .expect("demo output");
         if let Some(t) = line.split("admin token:").nth(1) {
             token = t.trim().to_string();
         }
@@ -41,22 +43,48 @@ async fn the_demo_runs_a_cluster_with_players_and_stops_on_ctrl_c() {
     let api = Api::new(&format!("http://127.0.0.1:{port}"), &token);
     let instances = api.get("/api/v1/instances").await;
     assert_eq!(instances.as_array().unwrap().len(), 2);
-    assert!(instances.as_array().unwrap().iter().all(|i| i["status"] == "running"), "{instances}");
+    assert!(
+        instances
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["status"] == "running"),
+        "{instances}"
+    );
     // The simulated players join a few seconds in.
     let v = api
-        .wait_for("/api/v1/instances/nauvis", |v| v["players_online"].as_array().is_some_and(|p| !p.is_empty()))
+        .wait_for("/api/v1/instances/nauvis", |v| {
+            v["players_online"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty())
+        })
         .await;
-    assert!(v["players_online"].as_array().unwrap().iter().any(|p| p == "Alice"));
+    assert!(
+        v["players_online"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "Alice")
+    );
 
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let code = loop {
         if let Some(st) = child.try_wait().unwrap() {
             break st.code();
         }
-        assert!(std::time::Instant::now() < deadline, "the demo did not stop");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo did not stop"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(code, Some(0));
-    assert!(common::cluster::factorio_pids_under(dir.path()).is_empty(), "no Factorio left running");
+    assert!(
+        common::cluster::factorio_pids_under(dir.path()).is_empty(),
+        "no Factorio left running"
+    );
 }

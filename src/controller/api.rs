@@ -117,7 +117,14 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         ("GET", ["history"]) => r("/history", "history", vec![], false),
         ("GET", ["mods"]) => r("/mods", "mod_list", vec![], false),
         ("DELETE", ["mods", f]) => r("/mods/{file}", "mod_delete", vec![("file", s(f))], false),
-        ("POST", ["instances", i, action @ ("start" | "stop" | "restart" | "kill" | "rcon")]) => {
+        (
+            "POST",
+            [
+                "instances",
+                i,
+                action @ ("start" | "stop" | "restart" | "kill" | "rcon"),
+            ],
+        ) => {
             let (pattern, request) = match *action {
                 "start" => ("/instances/{id}/start", "instance_start"),
                 "stop" => ("/instances/{id}/stop", "instance_stop"),
@@ -127,10 +134,30 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
             };
             r(pattern, request, vec![("instance", id_or_name(i))], true)
         }
-        ("GET", ["instances", i, "logs"]) => r("/instances/{id}/logs", "instance_logs", vec![("instance", id_or_name(i))], false),
-        ("GET", ["instances", i, "saves"]) => r("/instances/{id}/saves", "save_list", vec![("instance", id_or_name(i))], false),
-        ("POST", ["instances", i, "saves"]) => r("/instances/{id}/saves", "save_create", vec![("instance", id_or_name(i))], true),
-        ("POST", ["instances", i, "backup"]) => r("/instances/{id}/backup", "backup_create", vec![("instance", id_or_name(i))], false),
+        ("GET", ["instances", i, "logs"]) => r(
+            "/instances/{id}/logs",
+            "instance_logs",
+            vec![("instance", id_or_name(i))],
+            false,
+        ),
+        ("GET", ["instances", i, "saves"]) => r(
+            "/instances/{id}/saves",
+            "save_list",
+            vec![("instance", id_or_name(i))],
+            false,
+        ),
+        ("POST", ["instances", i, "saves"]) => r(
+            "/instances/{id}/saves",
+            "save_create",
+            vec![("instance", id_or_name(i))],
+            true,
+        ),
+        ("POST", ["instances", i, "backup"]) => r(
+            "/instances/{id}/backup",
+            "backup_create",
+            vec![("instance", id_or_name(i))],
+            false,
+        ),
         _ => return None,
     })
 }

@@ -39,7 +39,11 @@ fn error(e: ApiError) -> Resp {
 }
 
 fn json_reply(status: u16, v: &Value) -> Resp {
-    warp::reply::with_status(warp::reply::json(v), StatusCode::from_u16(status).unwrap_or(StatusCode::OK)).into_response()
+    warp::reply::with_status(
+        warp::reply::json(v),
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+    )
+    .into_response()
 }
 
 impl Controller {
@@ -56,7 +60,11 @@ impl Controller {
     }
 }
 
-async fn user(ctl: &Controller, header: Option<String>, permission: &str) -> Result<Actor, ApiError> {
+async fn user(
+    ctl: &Controller,
+    header: Option<String>,
+    permission: &str,
+) -> Result<Actor, ApiError> {
     let token = auth::bearer(header.as_deref())?;
     let actor = auth::authenticate(&ctl.store, token).await?;
     actor.require(permission)?;
@@ -65,7 +73,11 @@ async fn user(ctl: &Controller, header: Option<String>, permission: &str) -> Res
 
 async fn host(ctl: &Controller, header: Option<String>) -> Result<i64, ApiError> {
     let token = auth::bearer(header.as_deref())?.to_string();
-    match ctl.store.read(move |c| store::tokens::resolve(c, &token)).await? {
+    match ctl
+        .store
+        .read(move |c| store::tokens::resolve(c, &token))
+        .await?
+    {
         Some(TokenOwner::Host { host_id, .. }) => Ok(host_id),
         Some(_) => Err(ApiError::forbidden("this route is for hosts")),
         None => Err(ApiError::unauthorized("invalid or revoked token")),
@@ -79,7 +91,8 @@ where
     B: Buf,
 {
     use sha2::{Digest, Sha256};
-    let io = |e: std::io::Error| ApiError::new(500, "io", format!("writing {}: {e}", target.display()));
+    let io =
+        |e: std::io::Error| ApiError::new(500, "io", format!("writing {}: {e}", target.display()));
     if let Some(dir) = target.parent() {
         tokio::fs::create_dir_all(dir).await.map_err(io)?;
     }
@@ -88,12 +101,17 @@ where
     let (mut size, mut hasher) = (0u64, Sha256::new());
     let result = async {
         while let Some(chunk) = body.next().await {
-            let mut chunk = chunk.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
+            let mut chunk =
+                chunk.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
             while chunk.has_remaining() {
                 let piece = chunk.chunk();
                 size += piece.len() as u64;
                 if size > MAX_FILE_BYTES {
-                    return Err(ApiError::new(413, "too_large", format!("files are limited to {MAX_FILE_BYTES} bytes")));
+                    return Err(ApiError::new(
+                        413,
+                        "too_large",
+                        format!("files are limited to {MAX_FILE_BYTES} bytes"),
+                    ));
                 }
                 hasher.update(piece);
                 file.write_all(piece).await.map_err(io)?;
@@ -115,7 +133,12 @@ where
 }
 
 /// Receives into a temporary file, checks it with `check`, then moves it to `target`.
-async fn receive_checked<S, B>(body: S, target: &Path, name: &str, check: fn(&Path, &str) -> Result<(), saves::SaveError>) -> Result<(u64, String), ApiError>
+async fn receive_checked<S, B>(
+    body: S,
+    target: &Path,
+    name: &str,
+    check: fn(&Path, &str) -> Result<(), saves::SaveError>,
+) -> Result<(u64, String), ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -130,7 +153,11 @@ where
     Ok(got)
 }
 
-async fn send_file(path: &Path, download_name: &str, extra: Option<(&'static str, String)>) -> Resp {
+async fn send_file(
+    path: &Path,
+    download_name: &str,
+    extra: Option<(&'static str, String)>,
+) -> Resp {
     let file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(_) => return error(ApiError::not_found(format!("no file '{download_name}'"))),
@@ -147,7 +174,10 @@ async fn send_file(path: &Path, download_name: &str, extra: Option<(&'static str
     };
     set("content-type", "application/zip".into());
     set("content-length", len.to_string());
-    set("content-disposition", format!("attachment; filename=\"{download_name}\""));
+    set(
+        "content-disposition",
+        format!("attachment; filename=\"{download_name}\""),
+    );
     set(SHA256_HEADER, sha);
     if let Some((k, v)) = extra {
         set(k, v);
@@ -180,10 +210,18 @@ fn decode(segment: &str) -> String {
 }
 
 fn instance_ref(s: &str) -> Ref {
-    s.parse::<i64>().map(Ref::Id).unwrap_or_else(|_| Ref::Name(s.to_string()))
+    s.parse::<i64>()
+        .map(Ref::Id)
+        .unwrap_or_else(|_| Ref::Name(s.to_string()))
 }
 
-async fn upload_save<S, B>(ctl: Arc<Controller>, auth_header: Option<String>, instance: String, name: String, body: S) -> Resp
+async fn upload_save<S, B>(
+    ctl: Arc<Controller>,
+    auth_header: Option<String>,
+    instance: String,
+    name: String,
+    body: S,
+) -> Resp
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -195,10 +233,24 @@ where
         ctl.host_of(&rec).await?;
         let target = ctl.saves_dir(rec.id).join("uploads").join(&name);
         let (size, sha) = receive_checked(body, &target, &name, saves::check_save_zip).await?;
-        ctl.ask_host(&rec, "save_fetch", json!({ "name": name }), std::time::Duration::from_secs(600)).await?;
+        ctl.ask_host(
+            &rec,
+            "save_fetch",
+            json!({ "name": name }),
+            std::time::Duration::from_secs(600),
+        )
+        .await?;
         let (who, n, inst) = (actor.audit_name(), name.clone(), rec.name.clone());
         ctl.store
-            .write(move |c| store::audit::record(c, &who, "save.upload", &inst, &json!({ "name": n, "sha256": sha })))
+            .write(move |c| {
+                store::audit::record(
+                    c,
+                    &who,
+                    "save.upload",
+                    &inst,
+                    &json!({ "name": n, "sha256": sha }),
+                )
+            })
             .await?;
         Ok::<_, ApiError>(json!({ "name": name, "size": size }))
     }
@@ -209,13 +261,24 @@ where
     }
 }
 
-async fn download_save(ctl: Arc<Controller>, auth_header: Option<String>, instance: String, name: String) -> Resp {
+async fn download_save(
+    ctl: Arc<Controller>,
+    auth_header: Option<String>,
+    instance: String,
+    name: String,
+) -> Resp {
     let result = async {
         user(&ctl, auth_header, "core.instance.save.download").await?;
         valid(&name)?;
         let rec = ctl.record(&instance_ref(&instance)).await?;
         if rec.host_id.is_some_and(|h| ctl.hub.host_connected(h)) {
-            ctl.ask_host(&rec, "save_push", json!({ "name": name }), std::time::Duration::from_secs(600)).await?;
+            ctl.ask_host(
+                &rec,
+                "save_push",
+                json!({ "name": name }),
+                std::time::Duration::from_secs(600),
+            )
+            .await?;
             return Ok(ctl.saves_dir(rec.id).join("downloads").join(&name));
         }
         // Host away: the newest backup of that save, if there is one.
@@ -224,7 +287,11 @@ async fn download_save(ctl: Arc<Controller>, auth_header: Option<String>, instan
             .iter()
             .find(|b| backup_save_name(&b.name) == name)
             .map(|b| ctl.backups_dir(rec.id).join(&b.name))
-            .ok_or_else(|| ApiError::not_found(format!("the host is not connected and there is no backup of '{name}'")))
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "the host is not connected and there is no backup of '{name}'"
+                ))
+            })
     }
     .await;
     match result {
@@ -234,7 +301,14 @@ async fn download_save(ctl: Arc<Controller>, auth_header: Option<String>, instan
 }
 
 /// A host sends a save: a backup (kept per retention) or one a user asked to download.
-async fn host_put_save<S, B>(ctl: Arc<Controller>, auth_header: Option<String>, id: i64, name: String, query: String, body: S) -> Resp
+async fn host_put_save<S, B>(
+    ctl: Arc<Controller>,
+    auth_header: Option<String>,
+    id: i64,
+    name: String,
+    query: String,
+    body: S,
+) -> Resp
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -242,19 +316,28 @@ where
     let result = async {
         let host_id = host(&ctl, auth_header).await?;
         valid(&name)?;
-        let rec = ctl.store.read(move |c| store::instances::get(c, &id.to_string())).await?;
+        let rec = ctl
+            .store
+            .read(move |c| store::instances::get(c, &id.to_string()))
+            .await?;
         if rec.host_id != Some(host_id) {
-            return Err(ApiError::forbidden("the instance is not assigned to this host"));
+            return Err(ApiError::forbidden(
+                "the instance is not assigned to this host",
+            ));
         }
         let backup = query.split('&').any(|kv| kv == "purpose=backup");
         let target = if backup {
-            ctl.backups_dir(id).join(format!("{}-{name}", store::now_ms()))
+            ctl.backups_dir(id)
+                .join(format!("{}-{name}", store::now_ms()))
         } else {
             ctl.saves_dir(id).join("downloads").join(&name)
         };
         let (size, sha) = receive_checked(body, &target, &name, saves::check_save_zip).await?;
         if backup {
-            let keep = rec.config["backup_retention"].as_u64().map(|n| n.max(1) as usize).unwrap_or(DEFAULT_RETENTION);
+            let keep = rec.config["backup_retention"]
+                .as_u64()
+                .map(|n| n.max(1) as usize)
+                .unwrap_or(DEFAULT_RETENTION);
             let all = saves::list(&ctl.backups_dir(id)).unwrap_or_default();
             for old in all.iter().skip(keep) {
                 let _ = std::fs::remove_file(ctl.backups_dir(id).join(&old.name));
@@ -270,12 +353,22 @@ where
     }
 }
 
-async fn host_get_save(ctl: Arc<Controller>, auth_header: Option<String>, id: i64, name: String) -> Resp {
+async fn host_get_save(
+    ctl: Arc<Controller>,
+    auth_header: Option<String>,
+    id: i64,
+    name: String,
+) -> Resp {
     let result = async {
         let host_id = host(&ctl, auth_header).await?;
-        let rec = ctl.store.read(move |c| store::instances::get(c, &id.to_string())).await?;
+        let rec = ctl
+            .store
+            .read(move |c| store::instances::get(c, &id.to_string()))
+            .await?;
         if rec.host_id != Some(host_id) {
-            return Err(ApiError::forbidden("the instance is not assigned to this host"));
+            return Err(ApiError::forbidden(
+                "the instance is not assigned to this host",
+            ));
         }
         if name == "latest" {
             let newest = saves::list(&ctl.backups_dir(id))
@@ -296,7 +389,12 @@ async fn host_get_save(ctl: Arc<Controller>, auth_header: Option<String>, id: i6
     }
 }
 
-async fn upload_mod<S, B>(ctl: Arc<Controller>, auth_header: Option<String>, name: String, body: S) -> Resp
+async fn upload_mod<S, B>(
+    ctl: Arc<Controller>,
+    auth_header: Option<String>,
+    name: String,
+    body: S,
+) -> Resp
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -308,7 +406,10 @@ where
         let (size, sha) = receive_checked(body, &target, &name, saves::check_mod_zip).await?;
         let who = actor.audit_name();
         let n = name.clone();
-        let rec = ctl.store.write(move |c| store::mods::put(c, &who, &n, size as i64, &sha)).await?;
+        let rec = ctl
+            .store
+            .write(move |c| store::mods::put(c, &who, &n, size as i64, &sha))
+            .await?;
         Ok::<_, ApiError>(json!(rec))
     }
     .await;
@@ -318,7 +419,13 @@ where
     }
 }
 
-async fn get_mod(ctl: Arc<Controller>, auth_header: Option<String>, name: String, query: String, for_host: bool) -> Resp {
+async fn get_mod(
+    ctl: Arc<Controller>,
+    auth_header: Option<String>,
+    name: String,
+    query: String,
+    for_host: bool,
+) -> Resp {
     let result = async {
         if for_host {
             host(&ctl, auth_header).await?;
@@ -342,7 +449,10 @@ async fn follow_logs(ctl: Arc<Controller>, auth_header: Option<String>, instance
     let result = async {
         user(&ctl, auth_header, "core.log.follow").await?;
         let rec = ctl.record(&instance_ref(&instance)).await?;
-        let recent = ctl.logs(Ref::Id(rec.id), 100).await.unwrap_or(json!({ "lines": [] }));
+        let recent = ctl
+            .logs(Ref::Id(rec.id), 100)
+            .await
+            .unwrap_or(json!({ "lines": [] }));
         Ok::<_, ApiError>((rec.id, recent))
     }
     .await;
@@ -352,12 +462,20 @@ async fn follow_logs(ctl: Arc<Controller>, auth_header: Option<String>, instance
     };
     let first: Vec<Result<String, std::io::Error>> = recent["lines"]
         .as_array()
-        .map(|l| l.iter().filter_map(|v| v.as_str()).map(|s| Ok(format!("{s}\n"))).collect())
+        .map(|l| {
+            l.iter()
+                .filter_map(|v| v.as_str())
+                .map(|s| Ok(format!("{s}\n")))
+                .collect()
+        })
         .unwrap_or_default();
     let live = tokio_stream_lines(ctl.hub.subscribe(), id);
     let stream = futures_util::stream::iter(first).chain(live);
     let mut resp = warp::reply::stream(stream).into_response();
-    resp.headers_mut().insert("content-type", warp::http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        "content-type",
+        warp::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
@@ -393,19 +511,25 @@ pub fn routes(ctl: Arc<Controller>) -> impl Filter<Extract = (Resp,), Error = Re
         .and(with.clone())
         .and(auth)
         .and(warp::body::stream())
-        .then(|i: String, n: String, ctl, a, body| async move { upload_save(ctl, a, decode(&i), decode(&n), Box::pin(body)).await });
+        .then(|i: String, n: String, ctl, a, body| async move {
+            upload_save(ctl, a, decode(&i), decode(&n), Box::pin(body)).await
+        });
     let get_save = v1
         .and(warp::path!("instances" / String / "saves" / String))
         .and(warp::get())
         .and(with.clone())
         .and(auth)
-        .then(|i: String, n: String, ctl, a| async move { download_save(ctl, a, decode(&i), decode(&n)).await });
+        .then(|i: String, n: String, ctl, a| async move {
+            download_save(ctl, a, decode(&i), decode(&n)).await
+        });
     let logs = v1
         .and(warp::path!("instances" / String / "logs"))
         .and(warp::get())
         .and(query)
         .and_then(|i: String, q: String| async move {
-            if q.split('&').any(|kv| kv == "follow=1" || kv == "follow=true") {
+            if q.split('&')
+                .any(|kv| kv == "follow=1" || kv == "follow=true")
+            {
                 Ok(i)
             } else {
                 Err(warp::reject::not_found())
@@ -420,7 +544,9 @@ pub fn routes(ctl: Arc<Controller>) -> impl Filter<Extract = (Resp,), Error = Re
         .and(with.clone())
         .and(auth)
         .and(warp::body::stream())
-        .then(|n: String, ctl, a, body| async move { upload_mod(ctl, a, decode(&n), Box::pin(body)).await });
+        .then(|n: String, ctl, a, body| async move {
+            upload_mod(ctl, a, decode(&n), Box::pin(body)).await
+        });
     let get_mod_user = v1
         .and(warp::path!("mods" / String))
         .and(warp::get())
@@ -435,13 +561,17 @@ pub fn routes(ctl: Arc<Controller>) -> impl Filter<Extract = (Resp,), Error = Re
         .and(auth)
         .and(query)
         .and(warp::body::stream())
-        .then(|id: i64, n: String, ctl, a, q, body| async move { host_put_save(ctl, a, id, decode(&n), q, Box::pin(body)).await });
+        .then(|id: i64, n: String, ctl, a, q, body| async move {
+            host_put_save(ctl, a, id, decode(&n), q, Box::pin(body)).await
+        });
     let host_get = v1
         .and(warp::path!("host" / "saves" / i64 / String))
         .and(warp::get())
         .and(with.clone())
         .and(auth)
-        .then(|id: i64, n: String, ctl, a| async move { host_get_save(ctl, a, id, decode(&n)).await });
+        .then(
+            |id: i64, n: String, ctl, a| async move { host_get_save(ctl, a, id, decode(&n)).await },
+        );
     let host_mod = v1
         .and(warp::path!("host" / "mods" / String))
         .and(warp::get())

@@ -31,7 +31,10 @@ pub fn host_error(e: ErrorBody) -> ApiError {
 impl Controller {
     pub async fn record(&self, instance: &Ref) -> Result<InstanceRecord, ApiError> {
         let i = instance.to_string();
-        Ok(self.store.read(move |c| store::instances::get(c, &i)).await?)
+        Ok(self
+            .store
+            .read(move |c| store::instances::get(c, &i))
+            .await?)
     }
 
     /// The connected host an instance is on, or a clear reason why there is none.
@@ -52,14 +55,23 @@ impl Controller {
             return Err(ApiError::new(
                 409,
                 "host_disconnected",
-                format!("host '{name}' of instance '{}' is not connected; nothing was changed", rec.name),
+                format!(
+                    "host '{name}' of instance '{}' is not connected; nothing was changed",
+                    rec.name
+                ),
             ));
         }
         Ok(host)
     }
 
     /// Asks the instance's host; `data` gets the instance id.
-    pub async fn ask_host(&self, rec: &InstanceRecord, name: &str, mut data: Value, timeout: Duration) -> Result<Value, ApiError> {
+    pub async fn ask_host(
+        &self,
+        rec: &InstanceRecord,
+        name: &str,
+        mut data: Value,
+        timeout: Duration,
+    ) -> Result<Value, ApiError> {
         let host = self.host_of(rec).await?;
         data["id"] = json!(rec.id);
         self.hub
@@ -68,7 +80,13 @@ impl Controller {
             .map_err(host_error)
     }
 
-    async fn set_desired(&self, who: &str, rec: &InstanceRecord, desired: &'static str, action: &'static str) -> Result<(), ApiError> {
+    async fn set_desired(
+        &self,
+        who: &str,
+        rec: &InstanceRecord,
+        desired: &'static str,
+        action: &'static str,
+    ) -> Result<(), ApiError> {
         let (who, id) = (who.to_string(), rec.id);
         self.store
             .write(move |c| store::instances::set_desired(c, &who, id, desired, action))
@@ -76,19 +94,31 @@ impl Controller {
         Ok(())
     }
 
-    pub async fn start(&self, who: &str, instance: Ref, save: Option<String>) -> Result<Value, ApiError> {
+    pub async fn start(
+        &self,
+        who: &str,
+        instance: Ref,
+        save: Option<String>,
+    ) -> Result<Value, ApiError> {
         let rec = self.record(&instance).await?;
         self.host_of(&rec).await?;
         if let Some(s) = &save {
             crate::saves::validate_name(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
         }
-        self.set_desired(who, &rec, "running", "instance.start").await?;
+        self.set_desired(who, &rec, "running", "instance.start")
+            .await?;
         let result = self
-            .ask_host(&rec, "instance_start", json!({ "save": save, "users": self.user_records().await? }), START_TIMEOUT)
+            .ask_host(
+                &rec,
+                "instance_start",
+                json!({ "save": save, "users": self.user_records().await? }),
+                START_TIMEOUT,
+            )
             .await;
         if let Err(e) = result {
             // It did not start: do not keep trying to run it on every reconnect.
-            self.set_desired(who, &rec, "stopped", "instance.start_failed").await?;
+            self.set_desired(who, &rec, "stopped", "instance.start_failed")
+                .await?;
             return Err(e);
         }
         self.view_by_id(rec.id).await
@@ -97,16 +127,20 @@ impl Controller {
     pub async fn stop(&self, who: &str, instance: Ref) -> Result<Value, ApiError> {
         let rec = self.record(&instance).await?;
         self.host_of(&rec).await?;
-        self.set_desired(who, &rec, "stopped", "instance.stop").await?;
-        self.ask_host(&rec, "instance_stop", json!({}), STOP_TIMEOUT).await?;
+        self.set_desired(who, &rec, "stopped", "instance.stop")
+            .await?;
+        self.ask_host(&rec, "instance_stop", json!({}), STOP_TIMEOUT)
+            .await?;
         self.view_by_id(rec.id).await
     }
 
     pub async fn kill(&self, who: &str, instance: Ref) -> Result<Value, ApiError> {
         let rec = self.record(&instance).await?;
         self.host_of(&rec).await?;
-        self.set_desired(who, &rec, "stopped", "instance.kill").await?;
-        self.ask_host(&rec, "instance_kill", json!({}), QUICK_TIMEOUT).await?;
+        self.set_desired(who, &rec, "stopped", "instance.kill")
+            .await?;
+        self.ask_host(&rec, "instance_kill", json!({}), QUICK_TIMEOUT)
+            .await?;
         self.view_by_id(rec.id).await
     }
 
@@ -119,14 +153,28 @@ impl Controller {
         let rec = self.record(&instance).await?;
         let (w, name, cmd) = (who.to_string(), rec.name.clone(), command.clone());
         self.store
-            .write(move |c| store::audit::record(c, &w, "instance.rcon", &name, &json!({ "command": cmd })))
+            .write(move |c| {
+                store::audit::record(c, &w, "instance.rcon", &name, &json!({ "command": cmd }))
+            })
             .await?;
-        self.ask_host(&rec, "instance_rcon", json!({ "command": command }), QUICK_TIMEOUT).await
+        self.ask_host(
+            &rec,
+            "instance_rcon",
+            json!({ "command": command }),
+            QUICK_TIMEOUT,
+        )
+        .await
     }
 
     pub async fn logs(&self, instance: Ref, lines: u64) -> Result<Value, ApiError> {
         let rec = self.record(&instance).await?;
-        self.ask_host(&rec, "instance_logs", json!({ "lines": lines }), QUICK_TIMEOUT).await
+        self.ask_host(
+            &rec,
+            "instance_logs",
+            json!({ "lines": lines }),
+            QUICK_TIMEOUT,
+        )
+        .await
     }
 
     /// Saves on the host (if connected) and the controller's backups, by name.
@@ -145,7 +193,10 @@ impl Controller {
         let mut out: Vec<Value> = Vec::new();
         for s in &on_host {
             let name = s["name"].as_str().unwrap_or_default();
-            let copies = backups.iter().filter(|b| backup_save_name(&b.name) == name).count();
+            let copies = backups
+                .iter()
+                .filter(|b| backup_save_name(&b.name) == name)
+                .count();
             let mut v = s.clone();
             v["on_host"] = json!(true);
             v["backups"] = json!(copies);
@@ -154,16 +205,26 @@ impl Controller {
         for b in &backups {
             let name = backup_save_name(&b.name);
             if !out.iter().any(|v| v["name"] == name) {
-                let copies = backups.iter().filter(|x| backup_save_name(&x.name) == name).count();
+                let copies = backups
+                    .iter()
+                    .filter(|x| backup_save_name(&x.name) == name)
+                    .count();
                 out.push(json!({ "name": name, "size": b.size, "modified_ms": b.modified_ms, "on_host": false, "backups": copies }));
             }
         }
         Ok(json!(out))
     }
 
-    pub async fn create_save(&self, who: &str, instance: Ref, name: Option<String>) -> Result<Value, ApiError> {
+    pub async fn create_save(
+        &self,
+        who: &str,
+        instance: Ref,
+        name: Option<String>,
+    ) -> Result<Value, ApiError> {
         let rec = self.record(&instance).await?;
-        let result = self.ask_host(&rec, "save_create", json!({ "name": name }), START_TIMEOUT).await?;
+        let result = self
+            .ask_host(&rec, "save_create", json!({ "name": name }), START_TIMEOUT)
+            .await?;
         let (w, n, r) = (who.to_string(), rec.name.clone(), result.clone());
         self.store
             .write(move |c| store::audit::record(c, &w, "save.create", &n, &r))
@@ -173,11 +234,15 @@ impl Controller {
 
     pub async fn backup(&self, instance: Ref) -> Result<Value, ApiError> {
         let rec = self.record(&instance).await?;
-        self.ask_host(&rec, "backup", json!({}), START_TIMEOUT).await
+        self.ask_host(&rec, "backup", json!({}), START_TIMEOUT)
+            .await
     }
 
     pub async fn view_by_id(&self, id: i64) -> Result<Value, ApiError> {
-        let rec = self.store.read(move |c| store::instances::get(c, &id.to_string())).await?;
+        let rec = self
+            .store
+            .read(move |c| store::instances::get(c, &id.to_string()))
+            .await?;
         self.instance_view(rec).await
     }
 

@@ -287,7 +287,11 @@ impl Controller {
             Some(h) if !self.hub.host_connected(h) || !live.confirmed => "unknown".to_string(),
             Some(_) => rec.status.clone(),
         };
-        let live = if status == "unknown" { Live::default() } else { live };
+        let live = if status == "unknown" {
+            Live::default()
+        } else {
+            live
+        };
         json!({
             "id": rec.id,
             "name": rec.name,
@@ -425,7 +429,10 @@ impl Controller {
         let running = |h: i64| {
             instances
                 .iter()
-                .filter(|i| i.host_id == Some(h) && matches!(i.status.as_str(), "running" | "starting" | "creating_save"))
+                .filter(|i| {
+                    i.host_id == Some(h)
+                        && matches!(i.status.as_str(), "running" | "starting" | "creating_save")
+                })
                 .count()
         };
         let assigned = |h: i64| instances.iter().filter(|i| i.host_id == Some(h)).count();
@@ -553,7 +560,11 @@ impl Controller {
                     entry.confirmed = true;
                     entry.players = data["players"]
                         .as_array()
-                        .map(|p| p.iter().filter_map(|n| n.as_str().map(String::from)).collect())
+                        .map(|p| {
+                            p.iter()
+                                .filter_map(|n| n.as_str().map(String::from))
+                                .collect()
+                        })
                         .unwrap_or_default();
                     entry.message = data["message"].as_str().map(String::from);
                 }
@@ -571,7 +582,13 @@ impl Controller {
                             && rec.desired == "running"
                             && rec.config["restart_on_crash"].as_bool() != Some(true)
                         {
-                            store::instances::set_desired(c, "system", id, "stopped", "instance.crashed")?;
+                            store::instances::set_desired(
+                                c,
+                                "system",
+                                id,
+                                "stopped",
+                                "instance.crashed",
+                            )?;
                         }
                         store::instances::set_status(c, id, &status, port)
                     })
@@ -587,7 +604,9 @@ impl Controller {
             }
             "instance_log" => self.hub.publish(Event::instance_log(data)),
             "host_info" => {
-                if let (Some(n), Ok(mut ports)) = (data["game_ports"].as_u64(), self.host_ports.lock()) {
+                if let (Some(n), Ok(mut ports)) =
+                    (data["game_ports"].as_u64(), self.host_ports.lock())
+                {
                     ports.insert(host_id, n as usize);
                 }
             }

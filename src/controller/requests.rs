@@ -499,14 +499,18 @@ impl ControlRequest {
             InstanceRestart { instance } => ok(ctl.restart(&who, instance).await?),
             InstanceKill { instance } => ok(ctl.kill(&who, instance).await?),
             InstanceRcon { instance, command } => ok(ctl.rcon(&who, instance, command).await?),
-            InstanceLogs { instance, lines } => ok(ctl.logs(instance, lines.unwrap_or(100)).await?),
+            InstanceLogs { instance, lines } => {
+                ok(ctl.logs(instance, lines.unwrap_or(100)).await?)
+            }
             SaveList { instance } => ok(ctl.saves(instance).await?),
             SaveCreate { instance, name } => created(ctl.create_save(&who, instance, name).await?),
             BackupCreate { instance } => ok(ctl.backup(instance).await?),
             ModList => ok(store.read(store::mods::list).await?),
             ModDelete { file } => {
                 let f = file.clone();
-                let m = store.write(move |c| store::mods::delete(c, &who, &f)).await?;
+                let m = store
+                    .write(move |c| store::mods::delete(c, &who, &f))
+                    .await?;
                 let _ = std::fs::remove_file(ctl.mods_dir().join(&file));
                 ok(json!({ "deleted": m.name }))
             }

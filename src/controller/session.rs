@@ -13,9 +13,15 @@ use tokio::sync::{Notify, mpsc};
 /// Who is on the other end.
 #[derive(Debug, Clone)]
 pub enum Peer {
-    Host { id: i64, name: String },
+    Host {
+        id: i64,
+        name: String,
+    },
     /// A web UI or ctl client; the token is re-checked on every request so revocation bites at once.
-    Control { actor: Actor, token: String },
+    Control {
+        actor: Actor,
+        token: String,
+    },
 }
 
 /// What the socket writer task sends.
@@ -83,7 +89,12 @@ impl Session {
 
     /// Attaches a socket: drops what the peer has seen (`peer_last_seq`) and resends the rest.
     /// `first` (the `ready` frame) goes out before the resent frames. Returns the generation.
-    pub fn attach(&self, tx: mpsc::UnboundedSender<Outgoing>, peer_last_seq: u64, first: String) -> u64 {
+    pub fn attach(
+        &self,
+        tx: mpsc::UnboundedSender<Outgoing>,
+        peer_last_seq: u64,
+        first: String,
+    ) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let mut st = self.link.lock();
         if let Some(old) = st.socket.take() {
@@ -106,7 +117,11 @@ impl Session {
     /// Detaches the socket of `generation` (if it is still the current one). True if it was.
     pub fn detach(&self, generation: u64) -> bool {
         let mut st = self.link.lock();
-        if st.socket.as_ref().is_some_and(|s| s.generation == generation) {
+        if st
+            .socket
+            .as_ref()
+            .is_some_and(|s| s.generation == generation)
+        {
             st.socket = None;
             *self.detached_at() = Some(Instant::now());
             true
@@ -163,7 +178,12 @@ impl Session {
     }
 
     /// Sends a request to the peer and waits for its response.
-    pub async fn request(&self, name: &str, data: Value, timeout: Duration) -> Result<Value, ErrorBody> {
+    pub async fn request(
+        &self,
+        name: &str,
+        data: Value,
+        timeout: Duration,
+    ) -> Result<Value, ErrorBody> {
         self.link.request(name, data, timeout).await
     }
 

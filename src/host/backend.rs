@@ -3,7 +3,8 @@
 //! only choice inside a panel container, which has no Docker socket.
 
 use super::factorio::{
-    CreateSpec, ExitReport, FactorioServer, LaunchError, ServerEvent, ServerHandle, StartSpec, create_save,
+    CreateSpec, ExitReport, FactorioServer, LaunchError, ServerEvent, ServerHandle, StartSpec,
+    create_save,
 };
 use std::future::Future;
 use std::path::PathBuf;
@@ -28,7 +29,10 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Starts Factorio without waiting for it; its events arrive on the receiver, `Exited` last.
     #[allow(clippy::type_complexity)]
-    fn spawn(&self, spec: StartSpec) -> Result<(Arc<dyn GameServer>, mpsc::Receiver<ServerEvent>), LaunchError>;
+    fn spawn(
+        &self,
+        spec: StartSpec,
+    ) -> Result<(Arc<dyn GameServer>, mpsc::Receiver<ServerEvent>), LaunchError>;
     /// `--create`: a new map; returns its path.
     fn create_save(&self, spec: CreateSpec) -> BoxFuture<'_, Result<PathBuf, String>>;
 }
@@ -63,7 +67,10 @@ impl Backend for ProcessBackend {
         "process"
     }
 
-    fn spawn(&self, spec: StartSpec) -> Result<(Arc<dyn GameServer>, mpsc::Receiver<ServerEvent>), LaunchError> {
+    fn spawn(
+        &self,
+        spec: StartSpec,
+    ) -> Result<(Arc<dyn GameServer>, mpsc::Receiver<ServerEvent>), LaunchError> {
         let (handle, events) = FactorioServer::spawn(spec)?;
         Ok((Arc::new(handle), events))
     }

@@ -43,7 +43,10 @@ impl Status {
     }
 
     pub fn is_active(self) -> bool {
-        matches!(self, Status::Starting | Status::CreatingSave | Status::Running | Status::Stopping)
+        matches!(
+            self,
+            Status::Starting | Status::CreatingSave | Status::Running | Status::Stopping
+        )
     }
 }
 
@@ -135,7 +138,10 @@ impl Instance {
 
     pub fn recent_log(&self, n: usize) -> Vec<String> {
         let log = lock(&self.log);
-        log.iter().skip(log.len().saturating_sub(n)).cloned().collect()
+        log.iter()
+            .skip(log.len().saturating_sub(n))
+            .cloned()
+            .collect()
     }
 
     fn push_log(&self, line: String) {
@@ -174,7 +180,8 @@ impl Instance {
 
 impl Host {
     pub fn report(&self, inst: &Instance, message: Option<&str>) {
-        self.link.send_event("instance_status", inst.report(message));
+        self.link
+            .send_event("instance_status", inst.report(message));
     }
 
     /// Starts an instance and waits until it runs. `save` picks a save by name. (Boxed: a
@@ -203,7 +210,11 @@ impl Host {
         })
     }
 
-    async fn launch(self: &Arc<Self>, inst: &Arc<Instance>, save: Option<String>) -> Result<(), String> {
+    async fn launch(
+        self: &Arc<Self>,
+        inst: &Arc<Instance>,
+        save: Option<String>,
+    ) -> Result<(), String> {
         let install = self
             .install
             .clone()
@@ -225,35 +236,54 @@ impl Host {
                 saves::validate_name(&name).map_err(|e| e.to_string())?;
                 let p = saves_dir.join(&name);
                 if !p.exists() {
-                    return Err(format!("instance '{}' has no save named '{name}'", inst.name));
+                    return Err(format!(
+                        "instance '{}' has no save named '{name}'",
+                        inst.name
+                    ));
                 }
                 p
             }
             None => match saves::list(&saves_dir).map_err(|e| e.to_string())?.first() {
                 Some(s) => saves_dir.join(&s.name),
-                None => match self.transfer.restore_latest_backup(inst.id, &saves_dir).await {
+                None => match self
+                    .transfer
+                    .restore_latest_backup(inst.id, &saves_dir)
+                    .await
+                {
                     Ok(Some(p)) => p,
                     Ok(None) => {
                         inst.set_status(Status::CreatingSave);
                         self.report(inst, None);
-                        let spec = CreateSpec::new(install.clone(), &inst.dir, saves_dir.join("world.zip"));
+                        let spec = CreateSpec::new(
+                            install.clone(),
+                            &inst.dir,
+                            saves_dir.join("world.zip"),
+                        );
                         let p = self.backend.create_save(spec).await?;
                         inst.set_status(Status::Starting);
                         self.report(inst, None);
                         p
                     }
-                    Err(e) => return Err(format!("fetching the latest backup from the controller: {e}")),
+                    Err(e) => {
+                        return Err(format!(
+                            "fetching the latest backup from the controller: {e}"
+                        ));
+                    }
                 },
             },
         };
 
         let port = self.allocate_port(inst)?;
-        let rcon_port = super::ports::free_loopback_tcp().map_err(|e| format!("finding a port for RCON: {e}"))?;
+        let rcon_port = super::ports::free_loopback_tcp()
+            .map_err(|e| format!("finding a port for RCON: {e}"))?;
         let rcon_password = crate::store::tokens::generate("rcon");
         let mut args = ServerArgs::new(SaveToLoad::File(save_path));
         args.port = port;
         args.bind = Some(self.cfg.bind_address.clone());
-        args.rcon = Some((std::net::SocketAddr::from(([127, 0, 0, 1], rcon_port)), rcon_password));
+        args.rcon = Some((
+            std::net::SocketAddr::from(([127, 0, 0, 1], rcon_port)),
+            rcon_password,
+        ));
         args.server_settings = Some(inst.dir.join("server-settings.json"));
         args.server_adminlist = Some(inst.dir.join("server-adminlist.json"));
         args.server_banlist = Some(inst.dir.join("server-banlist.json"));
@@ -277,7 +307,9 @@ impl Host {
         tokio::spawn(self.clone().pump(inst.clone(), events, generation));
 
         server
-            .wait_ready(Duration::from_secs(config["start_timeout_s"].as_u64().unwrap_or(120)))
+            .wait_ready(Duration::from_secs(
+                config["start_timeout_s"].as_u64().unwrap_or(120),
+            ))
             .await
             .map_err(|e| e.to_string())?;
         inst.set_status(Status::Running);
@@ -288,7 +320,10 @@ impl Host {
     }
 
     /// Stops gracefully (Factorio saves), then copies the save to the controller.
-    pub async fn stop_instance(self: &Arc<Self>, inst: &Arc<Instance>) -> Result<ExitReport, String> {
+    pub async fn stop_instance(
+        self: &Arc<Self>,
+        inst: &Arc<Instance>,
+    ) -> Result<ExitReport, String> {
         let _op = inst.ops.lock().await;
         let _ = inst.update_saved(|s| s.desired = "stopped".into());
         let Some(server) = inst.server() else {
@@ -306,7 +341,9 @@ impl Host {
         };
         inst.set_status(Status::Stopping);
         self.report(inst, None);
-        let report = server.stop(Duration::from_secs(self.cfg.stop_timeout_s.max(1))).await;
+        let report = server
+            .stop(Duration::from_secs(self.cfg.stop_timeout_s.max(1)))
+            .await;
         self.mark_stopped(inst);
         if report.graceful
             && let Err(e) = self.backup(inst).await
@@ -334,13 +371,20 @@ impl Host {
     }
 
     /// Output and player events of one running server, until it exits.
-    async fn pump(self: Arc<Self>, inst: Arc<Instance>, mut events: tokio::sync::mpsc::Receiver<ServerEvent>, generation: u64) {
+    async fn pump(
+        self: Arc<Self>,
+        inst: Arc<Instance>,
+        mut events: tokio::sync::mpsc::Receiver<ServerEvent>,
+        generation: u64,
+    ) {
         while let Some(ev) = events.recv().await {
             match ev {
                 ServerEvent::Line(line) => {
                     inst.push_log(line.raw.clone());
-                    self.link
-                        .send_event("instance_log", json!({ "id": inst.id, "name": inst.name, "line": line.raw }));
+                    self.link.send_event(
+                        "instance_log",
+                        json!({ "id": inst.id, "name": inst.name, "line": line.raw }),
+                    );
                 }
                 ServerEvent::PlayerJoined { name } => {
                     lock(&inst.players).insert(name);
@@ -378,7 +422,10 @@ impl Host {
             (Some(code), None) => format!("exited with code {code}"),
             _ => "exited".into(),
         };
-        let message = format!("Factorio {how}; last output:\n{}", report.last_lines.join("\n"));
+        let message = format!(
+            "Factorio {how}; last output:\n{}",
+            report.last_lines.join("\n")
+        );
         tracing::warn!(instance = %inst.name, %how, "instance crashed");
         self.report(inst, Some(&message));
 
@@ -389,7 +436,9 @@ impl Host {
         // Backoff 1 s, 2 s, 4 s … 60 s; a server that ran 5 minutes starts the count over.
         let delay = {
             let mut c = lock(&inst.crashes);
-            if c.1.is_some_and(|at| at.elapsed() > Duration::from_secs(300)) {
+            if c.1
+                .is_some_and(|at| at.elapsed() > Duration::from_secs(300))
+            {
                 c.0 = 0;
             }
             let d = Duration::from_secs(1u64 << c.0.min(6)).min(Duration::from_secs(60));
@@ -415,12 +464,19 @@ impl Host {
             .next()
             .ok_or("the instance has no save yet")?;
         self.transfer
-            .upload_save(inst.id, &inst.saves_dir().join(&newest.name), &newest.name, "backup")
+            .upload_save(
+                inst.id,
+                &inst.saves_dir().join(&newest.name),
+                &newest.name,
+                "backup",
+            )
             .await
     }
 
     fn spawn_backup_timer(self: &Arc<Self>, inst: &Arc<Instance>, generation: u64) {
-        let minutes = inst.config()["backup_interval_minutes"].as_f64().unwrap_or(0.0);
+        let minutes = inst.config()["backup_interval_minutes"]
+            .as_f64()
+            .unwrap_or(0.0);
         if minutes <= 0.0 {
             return;
         }
@@ -429,7 +485,9 @@ impl Host {
             let period = Duration::from_secs_f64(minutes * 60.0);
             loop {
                 tokio::time::sleep(period).await;
-                if inst.generation.load(Ordering::SeqCst) != generation || inst.status() != Status::Running {
+                if inst.generation.load(Ordering::SeqCst) != generation
+                    || inst.status() != Status::Running
+                {
                     return;
                 }
                 // Save in game first so the copy is current.
@@ -437,8 +495,12 @@ impl Host {
                     let _ = server.rcon("/server-save").await;
                 }
                 match host.backup(&inst).await {
-                    Ok(_) => tracing::info!(instance = %inst.name, "periodic backup copied to the controller"),
-                    Err(e) => tracing::warn!(instance = %inst.name, error = %e, "periodic backup failed"),
+                    Ok(_) => {
+                        tracing::info!(instance = %inst.name, "periodic backup copied to the controller")
+                    }
+                    Err(e) => {
+                        tracing::warn!(instance = %inst.name, error = %e, "periodic backup failed")
+                    }
                 }
             }
         });
@@ -465,7 +527,9 @@ impl Host {
         if let Some(p) = inst.config()["game_port"].as_u64() {
             let p = u16::try_from(p).map_err(|_| format!("game_port {p} is not a port"))?;
             if taken.contains(&p) {
-                return Err(format!("game port {p} is already used by another instance on this host"));
+                return Err(format!(
+                    "game port {p} is already used by another instance on this host"
+                ));
             }
             if !super::ports::udp_free(bind, p) {
                 return Err(format!("game port {p} is in use by another program"));
@@ -510,7 +574,10 @@ impl Host {
             "autosave_only_on_server": true,
             "non_blocking_saving": false
         });
-        if let (Some(base), Some(extra)) = (settings.as_object_mut(), config["server_settings"].as_object()) {
+        if let (Some(base), Some(extra)) = (
+            settings.as_object_mut(),
+            config["server_settings"].as_object(),
+        ) {
             for (k, v) in extra {
                 base.insert(k.clone(), v.clone());
             }
@@ -519,26 +586,53 @@ impl Host {
         let sync = config["sync_lists"].as_bool().unwrap_or(true);
         let files = [
             ("server-settings.json", settings),
-            ("server-adminlist.json", if sync { lists.adminlist_json() } else { json!([]) }),
-            ("server-banlist.json", if sync { lists.banlist_json() } else { json!([]) }),
-            ("server-whitelist.json", if sync { lists.whitelist_json() } else { json!([]) }),
+            (
+                "server-adminlist.json",
+                if sync {
+                    lists.adminlist_json()
+                } else {
+                    json!([])
+                },
+            ),
+            (
+                "server-banlist.json",
+                if sync {
+                    lists.banlist_json()
+                } else {
+                    json!([])
+                },
+            ),
+            (
+                "server-whitelist.json",
+                if sync {
+                    lists.whitelist_json()
+                } else {
+                    json!([])
+                },
+            ),
         ];
         for (name, value) in files {
             let text = serde_json::to_vec_pretty(&value).map_err(|e| e.to_string())?;
-            saves::write_atomic(&inst.dir.join(name), &text).map_err(|e| format!("writing {name}: {e}"))?;
+            saves::write_atomic(&inst.dir.join(name), &text)
+                .map_err(|e| format!("writing {name}: {e}"))?;
         }
         Ok(())
     }
 
     /// Mods named in the config, fetched from the controller (checksummed, cached per host).
     async fn fetch_mods(&self, inst: &Instance, config: &Value) -> Result<(), String> {
-        let Some(mods) = config["mods"].as_array() else { return Ok(()) };
+        let Some(mods) = config["mods"].as_array() else {
+            return Ok(());
+        };
         let mod_dir = inst.dir.join("mods");
         let mut list = vec![json!({ "name": "base", "enabled": true })];
         for m in mods {
             let Some(file) = m.as_str() else { continue };
             saves::validate_name(file).map_err(|e| e.to_string())?;
-            let cached = self.transfer.fetch_mod(file, &self.dir.join("mods-cache")).await?;
+            let cached = self
+                .transfer
+                .fetch_mod(file, &self.dir.join("mods-cache"))
+                .await?;
             let target = mod_dir.join(file);
             let tmp = saves::temp_path(&target);
             std::fs::copy(&cached, &tmp).map_err(|e| format!("copying mod {file}: {e}"))?;
@@ -546,31 +640,48 @@ impl Host {
             let name = file.rsplit_once('_').map(|(n, _)| n).unwrap_or(file);
             list.push(json!({ "name": name, "enabled": true }));
         }
-        let text = serde_json::to_vec_pretty(&json!({ "mods": list })).map_err(|e| e.to_string())?;
+        let text =
+            serde_json::to_vec_pretty(&json!({ "mods": list })).map_err(|e| e.to_string())?;
         saves::write_atomic(&mod_dir.join("mod-list.json"), &text).map_err(|e| e.to_string())
     }
 
     /// Creates a save: in game when running (`/server-save`), else a new map.
-    pub async fn create_save(&self, inst: &Arc<Instance>, name: Option<String>) -> Result<Value, String> {
+    pub async fn create_save(
+        &self,
+        inst: &Arc<Instance>,
+        name: Option<String>,
+    ) -> Result<Value, String> {
         let name = name.unwrap_or_else(|| format!("save-{}.zip", crate::store::now_ms()));
-        let name = if name.ends_with(".zip") { name } else { format!("{name}.zip") };
+        let name = if name.ends_with(".zip") {
+            name
+        } else {
+            format!("{name}.zip")
+        };
         saves::validate_name(&name).map_err(|e| e.to_string())?;
         let target = inst.saves_dir().join(&name);
         std::fs::create_dir_all(inst.saves_dir()).map_err(|e| e.to_string())?;
         if let Some(server) = inst.server() {
             let stem = name.trim_end_matches(".zip");
-            server.rcon(&format!("/server-save {stem}")).await.map_err(|e| e.to_string())?;
+            server
+                .rcon(&format!("/server-save {stem}"))
+                .await
+                .map_err(|e| e.to_string())?;
             // The game writes `<name>.tmp.zip` then renames it; wait for the rename.
             let deadline = Instant::now() + Duration::from_secs(120);
             while !target.exists() {
                 if Instant::now() > deadline {
-                    return Err(format!("the game did not finish saving {name} within 120 s"));
+                    return Err(format!(
+                        "the game did not finish saving {name} within 120 s"
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         } else {
             let _op = inst.ops.lock().await;
-            let install = self.install.clone().ok_or("no Factorio install on this host")?;
+            let install = self
+                .install
+                .clone()
+                .ok_or("no Factorio install on this host")?;
             self.backend
                 .create_save(CreateSpec::new(install, &inst.dir, target.clone()))
                 .await?;

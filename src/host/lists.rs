@@ -28,7 +28,9 @@ impl UserLists {
     /// Applies one user record (as the controller sends it); returns the RCON commands that make
     /// a running game agree.
     pub fn apply_user(&mut self, user: &Value) -> Vec<Command> {
-        let Some(name) = user["name"].as_str() else { return Vec::new() };
+        let Some(name) = user["name"].as_str() else {
+            return Vec::new();
+        };
         let mut cmds = Vec::new();
         let admin = user["is_admin"].as_bool().unwrap_or(false);
         if admin && self.admins.insert(name.to_string()) {
@@ -63,7 +65,12 @@ impl UserLists {
     }
 
     pub fn banlist_json(&self) -> Value {
-        json!(self.bans.iter().map(|(u, r)| json!({ "username": u, "reason": r })).collect::<Vec<_>>())
+        json!(
+            self.bans
+                .iter()
+                .map(|(u, r)| json!({ "username": u, "reason": r }))
+                .collect::<Vec<_>>()
+        )
     }
 
     pub fn whitelist_json(&self) -> Value {
@@ -78,12 +85,16 @@ mod tests {
     #[test]
     fn changes_become_rcon_commands_once() {
         let mut l = UserLists::default();
-        let u = json!({"name": "bob", "is_admin": true, "is_banned": false, "is_whitelisted": false});
+        let u =
+            json!({"name": "bob", "is_admin": true, "is_banned": false, "is_whitelisted": false});
         assert_eq!(l.apply_user(&u), vec!["/promote bob"]);
         assert!(l.apply_user(&u).is_empty());
         let u = json!({"name": "bob", "is_admin": false, "is_banned": true, "ban_reason": "grief"});
         assert_eq!(l.apply_user(&u), vec!["/demote bob", "/ban bob grief"]);
-        assert_eq!(l.banlist_json(), json!([{"username": "bob", "reason": "grief"}]));
+        assert_eq!(
+            l.banlist_json(),
+            json!([{"username": "bob", "reason": "grief"}])
+        );
         assert_eq!(l.remove_user("bob"), vec!["/unban bob"]);
     }
 }

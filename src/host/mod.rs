@@ -58,7 +58,11 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
     if cfg.host_name.trim().is_empty() {
         bail!("SLAVE_NAME is not set: give this host a name (host_name in {HOST_CONFIG_FILE})");
     }
-    let token = if !cfg.host_token.is_empty() { cfg.host_token.clone() } else { cfg.controller_token.clone() };
+    let token = if !cfg.host_token.is_empty() {
+        cfg.host_token.clone()
+    } else {
+        cfg.controller_token.clone()
+    };
     if token.is_empty() {
         bail!("MASTER_TOKEN is not set: copy the join token from the master's console (`token`)");
     }
@@ -66,7 +70,9 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
     let install = detect_install(dir, &cfg);
     match &install {
         Some(i) => tracing::info!(factorio = %i.root.display(), "Factorio found"),
-        None => tracing::warn!("no Factorio install found (factorio_directory); instances cannot start"),
+        None => {
+            tracing::warn!("no Factorio install found (factorio_directory); instances cannot start")
+        }
     }
     let shutdown = Shutdown::new();
     shutdown.listen_for_signals()?;
@@ -159,7 +165,8 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
 fn persist_host_token(dir: &Path, token: &str) -> anyhow::Result<()> {
     let path = dir.join(HOST_CONFIG_FILE);
     let mut value: Value = match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?,
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?,
         Err(_) => json!({}),
     };
     if let Some(map) = value.as_object_mut() {
@@ -171,14 +178,16 @@ fn persist_host_token(dir: &Path, token: &str) -> anyhow::Result<()> {
 
 fn console(shutdown: Shutdown, host: Arc<Host>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let _ = std::thread::Builder::new().name("console".into()).spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
+    let _ = std::thread::Builder::new()
+        .name("console".into())
+        .spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
             }
-        }
-    });
+        });
     tokio::spawn(async move {
         while let Some(line) = rx.recv().await {
             let reply = match line.trim() {
@@ -195,9 +204,17 @@ fn console(shutdown: Shutdown, host: Arc<Host>) {
                     format!(
                         "host '{}', {} to {}, instances: {}",
                         host.cfg.host_name,
-                        if host.link.is_connected() { "connected" } else { "not connected" },
+                        if host.link.is_connected() {
+                            "connected"
+                        } else {
+                            "not connected"
+                        },
                         host.cfg.controller_url,
-                        if list.is_empty() { "none".into() } else { list.join(", ") }
+                        if list.is_empty() {
+                            "none".into()
+                        } else {
+                            list.join(", ")
+                        }
                     )
                 }
                 "" | "help" => "commands: help | status | stop".to_string(),
@@ -214,7 +231,10 @@ fn err(code: &str, message: impl Into<String>) -> ErrorBody {
 
 impl Host {
     pub fn instances(&self) -> Vec<Arc<Instance>> {
-        self.instances.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
+        self.instances
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn instance(&self, id: i64) -> Result<Arc<Instance>, ErrorBody> {
@@ -222,7 +242,12 @@ impl Host {
             .lock()
             .ok()
             .and_then(|m| m.get(&id).cloned())
-            .ok_or_else(|| err("not_found", format!("instance {id} is not assigned to this host")))
+            .ok_or_else(|| {
+                err(
+                    "not_found",
+                    format!("instance {id} is not assigned to this host"),
+                )
+            })
     }
 
     fn lists(&self) -> UserLists {
@@ -230,7 +255,10 @@ impl Host {
     }
 
     fn cluster_name(&self) -> String {
-        self.cluster_name.lock().map(|n| n.clone()).unwrap_or_default()
+        self.cluster_name
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default()
     }
 
     fn instances_dir(&self) -> PathBuf {
@@ -244,7 +272,9 @@ impl Host {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
-            let Ok(text) = std::fs::read_to_string(path.join(STATE_FILE)) else { continue };
+            let Ok(text) = std::fs::read_to_string(path.join(STATE_FILE)) else {
+                continue;
+            };
             let saved: Saved = match serde_json::from_str(&text) {
                 Ok(s) => s,
                 Err(e) => {
@@ -253,14 +283,21 @@ impl Host {
                 }
             };
             if let Some(pid) = saved.pid {
-                stop_orphan(pid, &path, Duration::from_secs(self.cfg.stop_timeout_s.max(1))).await;
+                stop_orphan(
+                    pid,
+                    &path,
+                    Duration::from_secs(self.cfg.stop_timeout_s.max(1)),
+                )
+                .await;
             }
             let inst = Arc::new(Instance::new(path, saved));
             let _ = inst.update_saved(|s| s.pid = None);
             if let Ok(mut m) = self.instances.lock() {
                 m.insert(inst.id, inst.clone());
             }
-            if inst.saved().desired == "running" || inst.config()["auto_start"].as_bool().unwrap_or(false) {
+            if inst.saved().desired == "running"
+                || inst.config()["auto_start"].as_bool().unwrap_or(false)
+            {
                 let host = self.clone();
                 tokio::spawn(async move {
                     let _ = host.start_instance(&inst, None).await;
@@ -272,9 +309,14 @@ impl Host {
 
     /// Adds or updates an instance from the controller's record.
     fn adopt(&self, record: &Value) -> Result<Arc<Instance>, ErrorBody> {
-        let id = record["id"].as_i64().ok_or_else(|| err("bad_request", "instance record without id"))?;
-        let name = record["name"].as_str().ok_or_else(|| err("bad_request", "instance record without name"))?;
-        crate::store::instances::validate_name(name).map_err(|e| err("bad_request", e.to_string()))?;
+        let id = record["id"]
+            .as_i64()
+            .ok_or_else(|| err("bad_request", "instance record without id"))?;
+        let name = record["name"]
+            .as_str()
+            .ok_or_else(|| err("bad_request", "instance record without name"))?;
+        crate::store::instances::validate_name(name)
+            .map_err(|e| err("bad_request", e.to_string()))?;
         let config = record["config"].clone();
         let existing = self.instances.lock().ok().and_then(|m| m.get(&id).cloned());
         let inst = match existing {
@@ -325,16 +367,22 @@ impl Host {
     }
 
     async fn stop_all(self: &Arc<Self>) {
-        let stops = self.instances().into_iter().filter(|i| i.server().is_some()).map(|inst| {
-            let host = self.clone();
-            tokio::spawn(async move {
-                let _op = inst.ops.lock().await;
-                if let Some(server) = inst.server() {
-                    // Keep `desired` as it is: a host restart brings running instances back.
-                    server.stop(Duration::from_secs(host.cfg.stop_timeout_s.max(1))).await;
-                }
-            })
-        });
+        let stops = self
+            .instances()
+            .into_iter()
+            .filter(|i| i.server().is_some())
+            .map(|inst| {
+                let host = self.clone();
+                tokio::spawn(async move {
+                    let _op = inst.ops.lock().await;
+                    if let Some(server) = inst.server() {
+                        // Keep `desired` as it is: a host restart brings running instances back.
+                        server
+                            .stop(Duration::from_secs(host.cfg.stop_timeout_s.max(1)))
+                            .await;
+                    }
+                })
+            });
         for s in stops.collect::<Vec<_>>() {
             let _ = s.await;
         }
@@ -351,12 +399,17 @@ impl Host {
             "instance_start" => {
                 let inst = self.instance(id)?;
                 let save = data["save"].as_str().map(String::from);
-                self.start_instance(&inst, save).await.map_err(|e| err("start_failed", e))?;
+                self.start_instance(&inst, save)
+                    .await
+                    .map_err(|e| err("start_failed", e))?;
                 Ok(inst.report(None))
             }
             "instance_stop" => {
                 let inst = self.instance(id)?;
-                let report = self.stop_instance(&inst).await.map_err(|e| err("stop_failed", e))?;
+                let report = self
+                    .stop_instance(&inst)
+                    .await
+                    .map_err(|e| err("stop_failed", e))?;
                 let mut r = inst.report(None);
                 r["graceful"] = json!(report.graceful);
                 Ok(r)
@@ -372,8 +425,16 @@ impl Host {
                 let server = inst
                     .server()
                     .filter(|_| inst.status() == Status::Running)
-                    .ok_or_else(|| err("not_running", format!("instance '{}' is not running", inst.name)))?;
-                let output = server.rcon(command).await.map_err(|e| err("rcon_failed", e.to_string()))?;
+                    .ok_or_else(|| {
+                        err(
+                            "not_running",
+                            format!("instance '{}' is not running", inst.name),
+                        )
+                    })?;
+                let output = server
+                    .rcon(command)
+                    .await
+                    .map_err(|e| err("rcon_failed", e.to_string()))?;
                 Ok(json!({ "output": output }))
             }
             "instance_logs" => {
@@ -383,13 +444,16 @@ impl Host {
             }
             "save_list" => {
                 let inst = self.instance(id)?;
-                let list = crate::saves::list(&inst.saves_dir()).map_err(|e| err("io", e.to_string()))?;
+                let list =
+                    crate::saves::list(&inst.saves_dir()).map_err(|e| err("io", e.to_string()))?;
                 Ok(json!(list))
             }
             "save_create" => {
                 let inst = self.instance(id)?;
                 let name = data["name"].as_str().map(String::from);
-                self.create_save(&inst, name).await.map_err(|e| err("save_failed", e))
+                self.create_save(&inst, name)
+                    .await
+                    .map_err(|e| err("save_failed", e))
             }
             "save_fetch" => {
                 let inst = self.instance(id)?;
@@ -407,7 +471,10 @@ impl Host {
                 crate::saves::validate_name(name).map_err(|e| err("bad_request", e.to_string()))?;
                 let path = inst.saves_dir().join(name);
                 if !path.exists() {
-                    return Err(err("not_found", format!("instance '{}' has no save named '{name}'", inst.name)));
+                    return Err(err(
+                        "not_found",
+                        format!("instance '{}' has no save named '{name}'", inst.name),
+                    ));
                 }
                 self.transfer
                     .upload_save(inst.id, &path, name, "download")
@@ -419,9 +486,14 @@ impl Host {
                 if let Some(server) = inst.server().filter(|_| inst.status() == Status::Running) {
                     let _ = server.rcon("/server-save").await;
                 }
-                self.backup(&inst).await.map_err(|e| err("backup_failed", e))
+                self.backup(&inst)
+                    .await
+                    .map_err(|e| err("backup_failed", e))
             }
-            other => Err(err("unknown_request", format!("unknown host request \"{other}\""))),
+            other => Err(err(
+                "unknown_request",
+                format!("unknown host request \"{other}\""),
+            )),
         }
     }
 
@@ -433,12 +505,20 @@ impl Host {
                 self.forget(id, data["delete"].as_bool().unwrap_or(false));
             }
             "user_updated" => {
-                let cmds = self.lists.lock().map(|mut l| l.apply_user(&data)).unwrap_or_default();
+                let cmds = self
+                    .lists
+                    .lock()
+                    .map(|mut l| l.apply_user(&data))
+                    .unwrap_or_default();
                 self.run_on_all(cmds);
             }
             "user_deleted" => {
                 let name = data["name"].as_str().unwrap_or_default().to_string();
-                let cmds = self.lists.lock().map(|mut l| l.remove_user(&name)).unwrap_or_default();
+                let cmds = self
+                    .lists
+                    .lock()
+                    .map(|mut l| l.remove_user(&name))
+                    .unwrap_or_default();
                 self.run_on_all(cmds);
             }
             other => tracing::debug!(event = other, "unhandled event"),
@@ -492,7 +572,9 @@ impl Host {
             }
         }
         for record in &records {
-            let Ok(inst) = self.adopt(record) else { continue };
+            let Ok(inst) = self.adopt(record) else {
+                continue;
+            };
             let desired = record["desired"].as_str().unwrap_or("stopped");
             let active = inst.status().is_active();
             let host = self.clone();
@@ -544,6 +626,10 @@ async fn stop_orphan(pid: u32, dir: &Path, timeout: Duration) {
 
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }

@@ -8,8 +8,14 @@ pub fn parse(spec: &str) -> anyhow::Result<Vec<u16>> {
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
             Some((a, b)) => {
-                let a: u16 = a.trim().parse().with_context(|| format!("bad port range '{part}'"))?;
-                let b: u16 = b.trim().parse().with_context(|| format!("bad port range '{part}'"))?;
+                let a: u16 = a
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("bad port range '{part}'"))?;
+                let b: u16 = b
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("bad port range '{part}'"))?;
                 if a > b {
                     bail!("bad port range '{part}': the first port is higher than the last");
                 }
@@ -33,7 +39,9 @@ pub fn udp_free(bind: &str, port: u16) -> bool {
 
 /// A free TCP port on loopback, for RCON.
 pub fn free_loopback_tcp() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
 }
 
 #[cfg(test)]
@@ -43,7 +51,10 @@ mod tests {
     #[test]
     fn lists_and_ranges() {
         assert_eq!(parse("34197").unwrap(), vec![34197]);
-        assert_eq!(parse("34197, 34200-34202,34197").unwrap(), vec![34197, 34200, 34201, 34202]);
+        assert_eq!(
+            parse("34197, 34200-34202,34197").unwrap(),
+            vec![34197, 34200, 34201, 34202]
+        );
         assert!(parse("x").is_err());
         assert!(parse("5-3").is_err());
         assert!(parse("").is_err());

@@ -31,14 +31,22 @@ impl Transfer {
     }
 
     /// Streams a save to the controller; `purpose` is `backup` or `download`.
-    pub async fn upload_save(&self, instance_id: i64, path: &Path, name: &str, purpose: &str) -> Result<Value, String> {
+    pub async fn upload_save(
+        &self,
+        instance_id: i64,
+        path: &Path,
+        name: &str,
+        purpose: &str,
+    ) -> Result<Value, String> {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|e| format!("opening {}: {e}", path.display()))?;
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
         let resp = self
             .client
-            .put(self.url(&format!("/api/v1/host/saves/{instance_id}/{name}?purpose={purpose}")))
+            .put(self.url(&format!(
+                "/api/v1/host/saves/{instance_id}/{name}?purpose={purpose}"
+            )))
             .bearer_auth(self.link.token())
             .body(body)
             .send()
@@ -49,13 +57,21 @@ impl Transfer {
         if status.is_success() {
             Ok(value)
         } else {
-            Err(format!("the controller refused {name}: {}", value["error"]["message"]))
+            Err(format!(
+                "the controller refused {name}: {}",
+                value["error"]["message"]
+            ))
         }
     }
 
     /// Downloads `path` into `dir`; the file name comes from `name` or the save-name header.
     /// Returns None on 404. The content is checked against the SHA-256 header when present.
-    async fn download(&self, path: &str, dir: &Path, name: Option<&str>) -> Result<Option<PathBuf>, String> {
+    async fn download(
+        &self,
+        path: &str,
+        dir: &Path,
+        name: Option<&str>,
+    ) -> Result<Option<PathBuf>, String> {
         let resp = self
             .client
             .get(self.url(path))
@@ -67,19 +83,31 @@ impl Transfer {
             return Ok(None);
         }
         if !resp.status().is_success() {
-            return Err(format!("the controller answered {} for {path}", resp.status()));
+            return Err(format!(
+                "the controller answered {} for {path}",
+                resp.status()
+            ));
         }
-        let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(String::from);
+        let header = |h: &str| {
+            resp.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
         let expected = header(SHA256_HEADER);
         let name = match name {
             Some(n) => n.to_string(),
             None => header(SAVE_NAME_HEADER).ok_or("the controller did not name the file")?,
         };
         saves::validate_name(&name).map_err(|e| e.to_string())?;
-        tokio::fs::create_dir_all(dir).await.map_err(|e| e.to_string())?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| e.to_string())?;
         let target = dir.join(&name);
         let tmp = saves::temp_path(&target);
-        let mut file = tokio::fs::File::create(&tmp).await.map_err(|e| e.to_string())?;
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut hasher = Sha256::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
@@ -101,16 +129,33 @@ impl Transfer {
     }
 
     /// The controller's newest backup of an instance, into `saves_dir`; None if it has none.
-    pub async fn restore_latest_backup(&self, instance_id: i64, saves_dir: &Path) -> Result<Option<PathBuf>, String> {
-        self.download(&format!("/api/v1/host/saves/{instance_id}/latest"), saves_dir, None)
-            .await
+    pub async fn restore_latest_backup(
+        &self,
+        instance_id: i64,
+        saves_dir: &Path,
+    ) -> Result<Option<PathBuf>, String> {
+        self.download(
+            &format!("/api/v1/host/saves/{instance_id}/latest"),
+            saves_dir,
+            None,
+        )
+        .await
     }
 
     /// A save uploaded to the controller for this instance.
-    pub async fn fetch_save(&self, instance_id: i64, name: &str, saves_dir: &Path) -> Result<PathBuf, String> {
-        self.download(&format!("/api/v1/host/saves/{instance_id}/{name}"), saves_dir, Some(name))
-            .await?
-            .ok_or_else(|| format!("the controller has no upload named {name}"))
+    pub async fn fetch_save(
+        &self,
+        instance_id: i64,
+        name: &str,
+        saves_dir: &Path,
+    ) -> Result<PathBuf, String> {
+        self.download(
+            &format!("/api/v1/host/saves/{instance_id}/{name}"),
+            saves_dir,
+            Some(name),
+        )
+        .await?
+        .ok_or_else(|| format!("the controller has no upload named {name}"))
     }
 
     /// A mod from the controller's store, through the host's cache (`<cache>/<sha256>/<file>`).
@@ -125,9 +170,9 @@ impl Transfer {
             .json()
             .await
             .map_err(|e| format!("asking the controller for mod {file}: {e}"))?;
-        let sha = meta["sha256"]
-            .as_str()
-            .ok_or_else(|| format!("the controller has no mod {file}: upload it first (PUT /api/v1/mods/{file})"))?;
+        let sha = meta["sha256"].as_str().ok_or_else(|| {
+            format!("the controller has no mod {file}: upload it first (PUT /api/v1/mods/{file})")
+        })?;
         let dir = cache.join(sha);
         let cached = dir.join(file);
         if cached.exists() && saves::sha256_file(&cached).is_ok_and(|s| s == sha) {

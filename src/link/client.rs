@@ -5,7 +5,10 @@
 //! controller was away are delivered once it is back.
 
 use super::endpoint::Endpoint;
-use super::{Accept, ErrorBody, Frame, Hello, Inbox, Outbox, PROTOCOL_VERSION, Ready, ResumeInfo, SOCKET_PATH};
+use super::{
+    Accept, ErrorBody, Frame, Hello, Inbox, Outbox, PROTOCOL_VERSION, Ready, ResumeInfo,
+    SOCKET_PATH,
+};
 use crate::shutdown::Shutdown;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
@@ -46,8 +49,15 @@ pub enum Incoming {
     /// (Re)connected. `ready.resumed` false means the controller lost our session: resend state.
     Connected(Ready),
     Disconnected(String),
-    Request { id: u64, name: String, data: Value },
-    Event { name: String, data: Value },
+    Request {
+        id: u64,
+        name: String,
+        data: Value,
+    },
+    Event {
+        name: String,
+        data: Value,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +100,11 @@ impl Link {
     pub fn spawn(
         opts: ClientOptions,
         shutdown: Shutdown,
-    ) -> (Link, mpsc::UnboundedReceiver<Incoming>, tokio::task::JoinHandle<Result<(), LinkError>>) {
+    ) -> (
+        Link,
+        mpsc::UnboundedReceiver<Incoming>,
+        tokio::task::JoinHandle<Result<(), LinkError>>,
+    ) {
         let shared = Arc::new(Shared {
             link: Endpoint::new(OUTBOX_LIMIT),
             session: Mutex::new(None),
@@ -111,7 +125,11 @@ impl Link {
 
     /// The token the link authenticates with now.
     pub fn token(&self) -> String {
-        self.shared.token.lock().map(|t| t.clone()).unwrap_or_default()
+        self.shared
+            .token
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
     }
 
     pub fn is_connected(&self) -> bool {
@@ -131,7 +149,12 @@ impl Link {
         }
     }
 
-    pub async fn request(&self, name: &str, data: Value, timeout: Duration) -> Result<Value, ErrorBody> {
+    pub async fn request(
+        &self,
+        name: &str,
+        data: Value,
+        timeout: Duration,
+    ) -> Result<Value, ErrorBody> {
         self.shared.link.request(name, data, timeout).await
     }
 
@@ -158,7 +181,11 @@ impl Link {
         } else {
             // A new session: the controller's seq counters start over, so renumber what is
             // still unacknowledged and send it again.
-            let old: Vec<Frame> = st.outbox.pending().filter_map(|t| Frame::parse(t).ok()).collect();
+            let old: Vec<Frame> = st
+                .outbox
+                .pending()
+                .filter_map(|t| Frame::parse(t).ok())
+                .collect();
             st.outbox = Outbox::new(OUTBOX_LIMIT);
             st.inbox = Inbox::new();
             for frame in old {
@@ -178,7 +205,12 @@ impl Link {
         self.shared.link.lock().socket = None;
     }
 
-    async fn run(self, opts: ClientOptions, incoming: mpsc::UnboundedSender<Incoming>, shutdown: Shutdown) -> Result<(), LinkError> {
+    async fn run(
+        self,
+        opts: ClientOptions,
+        incoming: mpsc::UnboundedSender<Incoming>,
+        shutdown: Shutdown,
+    ) -> Result<(), LinkError> {
         let url = socket_url(&opts.url);
         let mut attempt: u32 = 0;
         loop {
@@ -220,7 +252,10 @@ impl Link {
         incoming: &mpsc::UnboundedSender<Incoming>,
         shutdown: &Shutdown,
     ) -> Result<bool, SessionEnd> {
-        let connect = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url));
+        let connect = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(url),
+        );
         let (ws, _) = match connect.await {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => return Err(SessionEnd::Unreachable(e.to_string())),
@@ -231,13 +266,21 @@ impl Link {
             .await
             .map_err(|e| SessionEnd::Unreachable(e.to_string()))?;
         let first = match tokio::time::timeout(Duration::from_secs(15), stream.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => Frame::parse(t.as_str()).map_err(SessionEnd::Fatal)?,
-            Ok(_) => return Err(SessionEnd::Unreachable("the controller closed the connection".into())),
+            Ok(Some(Ok(Message::Text(t)))) => {
+                Frame::parse(t.as_str()).map_err(SessionEnd::Fatal)?
+            }
+            Ok(_) => {
+                return Err(SessionEnd::Unreachable(
+                    "the controller closed the connection".into(),
+                ));
+            }
             Err(_) => return Err(SessionEnd::Unreachable("no answer to hello".into())),
         };
         let ready = match first {
             Frame::Ready(r) => r,
-            Frame::Close(reason) if FATAL.contains(&reason.code.as_str()) => return Err(SessionEnd::Fatal(reason)),
+            Frame::Close(reason) if FATAL.contains(&reason.code.as_str()) => {
+                return Err(SessionEnd::Fatal(reason));
+            }
             Frame::Close(reason) => return Err(SessionEnd::Unreachable(reason.message)),
             other => {
                 return Err(SessionEnd::Fatal(ErrorBody::new(
@@ -316,22 +359,29 @@ impl Link {
             }
         }
         match frame {
-            Frame::Ping { .. } => link.send_control(Frame::Pong { ack: link.last_received() }),
+            Frame::Ping { .. } => link.send_control(Frame::Pong {
+                ack: link.last_received(),
+            }),
             Frame::Request { id, name, data, .. } => {
                 let _ = incoming.send(Incoming::Request { id, name, data });
             }
             Frame::Response { id, ok, error, .. } => {
-                link.resolve(id, match error {
-                    Some(e) => Err(e),
-                    None => Ok(ok.unwrap_or(Value::Null)),
-                });
+                link.resolve(
+                    id,
+                    match error {
+                        Some(e) => Err(e),
+                        None => Ok(ok.unwrap_or(Value::Null)),
+                    },
+                );
                 link.send_ack();
             }
             Frame::Event { name, data, .. } => {
                 let _ = incoming.send(Incoming::Event { name, data });
                 link.send_ack();
             }
-            Frame::Error(e) => tracing::warn!(code = %e.code, message = %e.message, "the controller reported a link error"),
+            Frame::Error(e) => {
+                tracing::warn!(code = %e.code, message = %e.message, "the controller reported a link error")
+            }
             _ => {}
         }
     }
@@ -344,9 +394,26 @@ enum SessionEnd {
 
 fn renumber(frame: Frame, seq: u64) -> Frame {
     match frame {
-        Frame::Request { id, name, data, .. } => Frame::Request { seq, ack: None, id, name, data },
-        Frame::Response { id, ok, error, .. } => Frame::Response { seq, ack: None, id, ok, error },
-        Frame::Event { name, data, .. } => Frame::Event { seq, ack: None, name, data },
+        Frame::Request { id, name, data, .. } => Frame::Request {
+            seq,
+            ack: None,
+            id,
+            name,
+            data,
+        },
+        Frame::Response { id, ok, error, .. } => Frame::Response {
+            seq,
+            ack: None,
+            id,
+            ok,
+            error,
+        },
+        Frame::Event { name, data, .. } => Frame::Event {
+            seq,
+            ack: None,
+            name,
+            data,
+        },
         other => other,
     }
 }
@@ -355,7 +422,9 @@ fn renumber(frame: Frame, seq: u64) -> Frame {
 /// restarting controller is not hammered).
 fn backoff(attempt: u32, max: Duration) -> Duration {
     let base = Duration::from_millis(500);
-    let ceiling = base.saturating_mul(1u32 << attempt.min(16)).min(max.max(base));
+    let ceiling = base
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(max.max(base));
     let ms = ceiling.as_millis() as u64;
     Duration::from_millis(rand::rng().random_range(ms / 2..=ms.max(1)))
 }
@@ -366,8 +435,14 @@ mod tests {
 
     #[test]
     fn socket_urls_are_derived_from_base_urls() {
-        assert_eq!(socket_url("http://10.0.0.1:8081"), "ws://10.0.0.1:8081/api/socket");
-        assert_eq!(socket_url("https://c.example/"), "wss://c.example/api/socket");
+        assert_eq!(
+            socket_url("http://10.0.0.1:8081"),
+            "ws://10.0.0.1:8081/api/socket"
+        );
+        assert_eq!(
+            socket_url("https://c.example/"),
+            "wss://c.example/api/socket"
+        );
         assert_eq!(socket_url("master:8081"), "ws://master:8081/api/socket");
         assert_eq!(socket_url("ws://x/api/socket"), "ws://x/api/socket");
     }

@@ -96,7 +96,12 @@ impl<W: Wire> Endpoint<W> {
     }
 
     /// Sends a request and waits for its response.
-    pub async fn request(&self, name: &str, data: Value, timeout: Duration) -> Result<Value, ErrorBody> {
+    pub async fn request(
+        &self,
+        name: &str,
+        data: Value,
+        timeout: Duration,
+    ) -> Result<Value, ErrorBody> {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let (tx, rx) = oneshot::channel();
         self.pending().insert(id, tx);
@@ -116,7 +121,10 @@ impl<W: Wire> Endpoint<W> {
         match result {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ErrorBody::new("session_lost", "the link session ended")),
-            Err(_) => Err(ErrorBody::new("timeout", format!("no response to {name} within {timeout:?}"))),
+            Err(_) => Err(ErrorBody::new(
+                "timeout",
+                format!("no response to {name} within {timeout:?}"),
+            )),
         }
     }
 

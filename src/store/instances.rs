@@ -161,13 +161,25 @@ pub fn assign(
 }
 
 /// What the controller wants the instance to be; hosts reconcile to it.
-pub fn set_desired(conn: &Connection, actor: &str, id: i64, desired: &str, action: &str) -> Result<InstanceRecord> {
+pub fn set_desired(
+    conn: &Connection,
+    actor: &str,
+    id: i64,
+    desired: &str,
+    action: &str,
+) -> Result<InstanceRecord> {
     let rec = get(conn, &id.to_string())?;
     conn.execute(
         "UPDATE instances SET desired = ?2, updated_at = ?3 WHERE id = ?1",
         params![id, desired, now_ms()],
     )?;
-    audit::record(conn, actor, action, &rec.name, &serde_json::json!({ "desired": desired }))?;
+    audit::record(
+        conn,
+        actor,
+        action,
+        &rec.name,
+        &serde_json::json!({ "desired": desired }),
+    )?;
     get(conn, &id.to_string())
 }
 

@@ -22,7 +22,8 @@ fn from_row(r: &rusqlite::Row) -> rusqlite::Result<ModRecord> {
 }
 
 pub fn list(conn: &Connection) -> Result<Vec<ModRecord>> {
-    let mut stmt = conn.prepare_cached("SELECT name, size, sha256, uploaded_at FROM mods ORDER BY name")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT name, size, sha256, uploaded_at FROM mods ORDER BY name")?;
     let rows = stmt.query_map([], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -37,13 +38,25 @@ pub fn get(conn: &Connection, name: &str) -> Result<ModRecord> {
     .ok_or_else(|| StoreError::NotFound(format!("no mod named '{name}'")))
 }
 
-pub fn put(conn: &Connection, actor: &str, name: &str, size: i64, sha256: &str) -> Result<ModRecord> {
+pub fn put(
+    conn: &Connection,
+    actor: &str,
+    name: &str,
+    size: i64,
+    sha256: &str,
+) -> Result<ModRecord> {
     conn.execute(
         "INSERT INTO mods (name, size, sha256, uploaded_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, uploaded_at = excluded.uploaded_at",
         params![name, size, sha256, now_ms()],
     )?;
-    audit::record(conn, actor, "mod.upload", name, &serde_json::json!({ "sha256": sha256 }))?;
+    audit::record(
+        conn,
+        actor,
+        "mod.upload",
+        name,
+        &serde_json::json!({ "sha256": sha256 }),
+    )?;
     get(conn, name)
 }
 

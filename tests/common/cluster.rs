@@ -13,12 +13,21 @@ pub const SIM_SPEED: &str = "0.02";
 
 /// `n` UDP ports that are free right now (for game ports that never collide between tests).
 pub fn free_udp_ports(n: usize) -> Vec<u16> {
-    let sockets: Vec<_> = (0..n).map(|_| std::net::UdpSocket::bind("0.0.0.0:0").expect("udp bind")).collect();
-    sockets.iter().map(|s| s.local_addr().expect("addr").port()).collect()
+    let sockets: Vec<_> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("0.0.0.0:0").expect("udp bind"))
+        .collect();
+    sockets
+        .iter()
+        .map(|s| s.local_addr().expect("addr").port())
+        .collect()
 }
 
 pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("tcp bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("tcp bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Installs factorio-sim into `<dir>/factorio` (where hosts auto-detect Factorio).
@@ -27,7 +36,11 @@ pub fn install_sim(dir: &Path) {
     if root.join("bin/x64/factorio").exists() {
         return;
     }
-    let st = Command::new(bin("factorio-sim")).arg("install").arg(&root).status().expect("factorio-sim install");
+    let st = Command::new(bin("factorio-sim"))
+        .arg("install")
+        .arg(&root)
+        .status()
+        .expect("factorio-sim install");
     assert!(st.success());
 }
 
@@ -75,12 +88,21 @@ impl HostProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        HostProcess { proc: Proc::spawn(cmd), dir: dir.to_path_buf() }
+        HostProcess {
+            proc: Proc::spawn(cmd),
+            dir: dir.to_path_buf(),
+        }
     }
 
     /// The pid of the Factorio process of `instance`, from the host's state file.
     pub fn factorio_pid(&self, instance: &str) -> Option<u32> {
-        let text = std::fs::read_to_string(self.dir.join("instances").join(instance).join("instance.json")).ok()?;
+        let text = std::fs::read_to_string(
+            self.dir
+                .join("instances")
+                .join(instance)
+                .join("instance.json"),
+        )
+        .ok()?;
         let v: Value = serde_json::from_str(&text).ok()?;
         v["pid"].as_u64().map(|p| p as u32)
     }
@@ -100,15 +122,29 @@ impl Drop for HostProcess {
 pub fn factorio_pids_under(dir: &Path) -> Vec<u32> {
     let needle = dir.to_string_lossy().to_string();
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in entries.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
             .unwrap_or(true);
-        if !zombie && cmd.contains(&needle) && cmd.contains("bin/x64/factorio") && !cmd.contains("host run") {
+        if !zombie
+            && cmd.contains(&needle)
+            && cmd.contains("bin/x64/factorio")
+            && !cmd.contains("host run")
+        {
             out.push(pid);
         }
     }
@@ -125,13 +161,20 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str, token: &str) -> Self {
-        Api { base: base.trim_end_matches('/').to_string(), token: token.to_string(), client: reqwest::Client::new() }
+        Api {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            client: reqwest::Client::new(),
+        }
     }
 
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self
             .client
-            .request(reqwest::Method::from_bytes(method.as_bytes()).expect("method"), format!("{}{path}", self.base))
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+                format!("{}{path}", self.base),
+            )
             .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
@@ -139,7 +182,10 @@ impl Api {
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn get(&self, path: &str) -> Value {
@@ -163,13 +209,25 @@ impl Api {
             .expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
-        let resp = self.client.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.expect("request");
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request");
         let status = resp.status().as_u16();
-        (status, resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
+        (
+            status,
+            resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+        )
     }
 
     /// Polls `GET path` until `pred` holds (10 s), returning the last value.
@@ -180,7 +238,10 @@ impl Api {
             if pred(&v) {
                 return v;
             }
-            assert!(Instant::now() < deadline, "timed out waiting on {path}; last: {v}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting on {path}; last: {v}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -72,7 +72,11 @@ impl Proc {
                 }
             }
         });
-        Proc { child, stdin, lines }
+        Proc {
+            child,
+            stdin,
+            lines,
+        }
     }
 
     /// The next stdout line matching `pred`, within `timeout`.
@@ -186,7 +190,11 @@ impl ControllerProcess {
             .and_then(|addr| addr.rsplit(':').next())
             .and_then(|port| port.parse().ok())
             .expect("Started line names the address");
-        ControllerProcess { proc, port, first_token }
+        ControllerProcess {
+            proc,
+            port,
+            first_token,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,678 @@
+//! The web UI in a real browser: headless Chromium driven through chromedriver (WebDriver), on a
+//! controller, a host and factorio-sim.
+//!
+//! One browser session and one cluster serve every step (the machine has two cores; starting
+//! Chromium is the slow part). Each step saves a screenshot `FAILED-<step>.png` under
+//! `target/screenshots/` when it fails; the tour step saves one of every page there.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Set
+//! `CLUSTORIO_SKIP_BROWSER_TESTS=1` to skip on a machine without them.
+
+mod common;
+
+use anyhow::{Context, Result, anyhow, bail};
+use common::cluster::{Api, HostProcess, free_tcp_port};
+use common::{ControllerProcess, join_token};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a step waits for the page to show something.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn screenshots_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).expect("creating target/screenshots");
+    dir
+}
+
+/// A chromedriver process on a free port; killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Result<Driver> {
+        let port = free_tcp_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context(
+                "cannot run chromedriver; install Debian's chromium and chromium-driver \
+                 (apt-get install chromium chromium-driver), or set CLUSTORIO_SKIP_BROWSER_TESTS=1",
+            )?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("chromedriver did not listen on port {port} within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Driver { child, port })
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// chromedriver's (non-W3C) log endpoint: the browser console since the last call.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base: &reqwest::Url,
+        session: Option<&str>,
+    ) -> std::result::Result<reqwest::Url, url_error::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &reqwest::Url) -> (warp::http::Method, Option<String>) {
+        (
+            warp::http::Method::POST,
+            Some(json!({ "type": "browser" }).to_string()),
+        )
+    }
+}
+
+/// `url::ParseError`, named through reqwest (which re-exports the url crate's `Url` only).
+mod url_error {
+    pub type ParseError = <reqwest::Url as std::str::FromStr>::Err;
+}
+
+/// The browser, pointed at one controller.
+struct Ui {
+    c: Client,
+    base: String,
+    shots: PathBuf,
+}
+
+impl Ui {
+    async fn new(driver: &Driver, base: &str) -> Result<Ui> {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                         "--disable-gpu", "--window-size=1280,900", "--lang=en-US"],
+            }),
+        );
+        caps.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
+        let c = ClientBuilder::rustls()?
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+            .context("starting a Chromium session through chromedriver")?;
+        Ok(Ui {
+            c,
+            base: base.to_string(),
+            shots: screenshots_dir(),
+        })
+    }
+
+    async fn shot(&self, name: &str) {
+        if let Ok(png) = self.c.screenshot().await {
+            let _ = std::fs::write(self.shots.join(format!("{name}.png")), png);
+        }
+    }
+
+    /// Runs one step; on failure saves a screenshot and fails the test with the step's name.
+    async fn step<T>(&self, name: &str, f: impl Future<Output = Result<T>>) -> T {
+        let started = Instant::now();
+        match f.await {
+            Ok(v) => {
+                eprintln!(
+                    "web ui: {name} ok ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
+                v
+            }
+            Err(e) => {
+                self.shot(&format!("FAILED-{name}")).await;
+                let url = self.c.current_url().await.map(|u| u.to_string());
+                panic!(
+                    "step '{name}' failed: {e:#}\n(page: {url:?}; screenshot: {})",
+                    self.shots.join(format!("FAILED-{name}.png")).display()
+                );
+            }
+        }
+    }
+
+    async fn goto(&self, route: &str) -> Result<()> {
+        let url = format!("{}{route}", self.base);
+        self.c.goto(&url).await?;
+        Ok(())
+    }
+
+    /// Navigates inside the app (hash route) without reloading the page.
+    async fn route(&self, hash: &str) -> Result<()> {
+        self.c
+            .execute("location.hash = arguments[0]", vec![json!(hash)])
+            .await?;
+        Ok(())
+    }
+
+    async fn js(&self, script: &str, args: Vec<Value>) -> Result<Value> {
+        Ok(self.c.execute(script, args).await?)
+    }
+
+    /// The text of the first element matching `css`, or None.
+    async fn text(&self, css: &str) -> Result<Option<String>> {
+        let v = self
+            .js(
+                "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;",
+                vec![json!(css)],
+            )
+            .await?;
+        Ok(v.as_str().map(String::from))
+    }
+
+    /// Waits until the element matching `css` contains `needle`.
+    async fn wait_text(&self, css: &str, needle: &str) -> Result<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let t = self.text(css).await?;
+            if let Some(t) = &t
+                && t.contains(needle)
+            {
+                return Ok(t.clone());
+            }
+            if Instant::now() > deadline {
+                bail!("'{css}' did not show '{needle}' within {WAIT:?}; it shows {t:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `script` (a JS expression) is truthy.
+    async fn wait_js(&self, what: &str, script: &str) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if self.js(&format!("return !!({script});"), vec![]).await? == json!(true) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("timed out waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn click(&self, css: &str) -> Result<()> {
+        let e = self
+            .c
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .with_context(|| format!("no element '{css}'"))?;
+        // Centre it first: chromedriver's own scrolling can leave it under the sticky top bar.
+        self.c
+            .execute(
+                "arguments[0].scrollIntoView({block: 'center'})",
+                vec![serde_json::to_value(&e)?],
+            )
+            .await?;
+        e.click()
+            .await
+            .with_context(|| format!("clicking '{css}'"))?;
+        Ok(())
+    }
+
+    async fn fill(&self, css: &str, text: &str) -> Result<()> {
+        let e = self
+            .c
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .with_context(|| format!("no element '{css}'"))?;
+        e.clear().await?;
+        e.send_keys(text).await?;
+        Ok(())
+    }
+
+    /// Console messages at level SEVERE since the last call.
+    async fn browser_errors(&self) -> Result<Vec<String>> {
+        let v = self.c.issue_cmd(BrowserLog).await?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+            .collect())
+    }
+
+    /// Every resource the page loaded came from its own origin.
+    async fn foreign_requests(&self) -> Result<Vec<String>> {
+        let v = self
+            .js(
+                "return performance.getEntriesByType('resource').map(e => e.name)
+                   .filter(n => !n.startsWith(location.origin + '/'));",
+                vec![],
+            )
+            .await?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str().map(String::from))
+            .collect())
+    }
+}
+
+fn save_zip(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let file = std::fs::File::create(&path).expect("creating the save");
+    let mut w = zip::ZipWriter::new(file);
+    let stem = name.trim_end_matches(".zip");
+    for (entry, data) in [
+        (format!("{stem}/level.dat0"), vec![7u8; 200_000]),
+        (format!("{stem}/level-init.dat"), vec![1u8; 1000]),
+        (format!("{stem}/control.lua"), b"-- test".to_vec()),
+    ] {
+        w.start_file(entry, zip::write::SimpleFileOptions::default())
+            .expect("zip entry");
+        w.write_all(&data).expect("zip data");
+    }
+    w.finish().expect("zip finish");
+    path
+}
+
+/// A reverse proxy that serves the controller under `/cluster/` (like nginx `location
+/// /cluster/ { proxy_pass http://controller/; }`): one request per connection, WebSocket
+/// upgrades piped through.
+async fn sub_path_proxy(upstream: u16) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("proxy bind");
+    let port = listener.local_addr().expect("proxy addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    let Ok(n) = client.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let mut lines = head.split("\r\n");
+                let first = lines.next().unwrap_or_default();
+                let mut parts = first.splitn(3, ' ');
+                let (method, path, version) = (
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                );
+                let Some(rest) = path.strip_prefix("/cluster/") else {
+                    let _ = client
+                        .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                    return;
+                };
+                let upgrade = head.to_ascii_lowercase().contains("upgrade: websocket");
+                let mut out = format!("{method} /{rest} {version}\r\n");
+                for l in lines.filter(|l| !l.is_empty()) {
+                    if !upgrade && l.to_ascii_lowercase().starts_with("connection:") {
+                        continue;
+                    }
+                    out.push_str(l);
+                    out.push_str("\r\n");
+                }
+                if !upgrade {
+                    out.push_str("connection: close\r\n");
+                }
+                out.push_str("\r\n");
+                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                if server.write_all(out.as_bytes()).await.is_err()
+                    || server.write_all(&buf[head_end..]).await.is_err()
+                {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_ui_in_a_real_browser() {
+    if std::env::var_os("CLUSTORIO_SKIP_BROWSER_TESTS").is_some() {
+        eprintln!("skipped: CLUSTORIO_SKIP_BROWSER_TESTS is set");
+        return;
+    }
+    let started = Instant::now();
+    let root = tempfile::tempdir().expect("tempdir");
+    let cdir = root.path().join("controller");
+    std::fs::create_dir_all(&cdir).expect("controller dir");
+    let mut controller = ControllerProcess::start(&cdir);
+    let port = controller.port;
+    let base = controller.url("/");
+    let token = controller.first_token.clone();
+    assert!(!token.is_empty(), "first boot prints a login token");
+    let api = Api::new(&controller.url(""), &token);
+    let join = join_token(&cdir);
+    let _host = HostProcess::start(
+        &root.path().join("host-one"),
+        &controller.url(""),
+        &join,
+        "host-one",
+        &[],
+    );
+    let (s, v) = api
+        .post("/api/v1/instances", json!({ "name": "alpha" }))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = api
+        .post(
+            "/api/v1/instances/alpha/assign",
+            json!({ "host": "host-one" }),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+
+    let driver = Driver::start().expect("chromedriver");
+    let ui = Ui::new(&driver, &base).await.expect("browser session");
+
+    ui.step("wrong_token_is_refused", async {
+        ui.goto("").await?;
+        ui.fill("#token", "clu_this-is-not-a-token").await?;
+        ui.click("#login-button").await?;
+        ui.wait_text("#login-error", "wrong or has been revoked")
+            .await?;
+        let stored = ui
+            .js("return localStorage.getItem('clustorio.token')", vec![])
+            .await?;
+        if !stored.is_null() {
+            bail!("a refused token was remembered: {stored}");
+        }
+        Ok(())
+    })
+    .await;
+
+    ui.step("log_in", async {
+        ui.fill("#token", &token).await?;
+        ui.click("#login-button").await?;
+        ui.wait_text("#who", "admin").await?;
+        ui.wait_text("main h1", "Overview").await?;
+        ui.wait_text("main", "alpha").await?;
+        // The console log really is read: a probe error shows up, and nothing else so far.
+        ui.js("console.error('clustorio-log-probe')", vec![])
+            .await?;
+        let errors = ui.browser_errors().await?;
+        if errors.len() != 1 || !errors[0].contains("clustorio-log-probe") {
+            bail!("expected only the probe in the browser log, got {errors:#?}");
+        }
+        Ok(())
+    })
+    .await;
+
+    ui.step("see_a_host_and_its_instances", async {
+        ui.route("#/hosts").await?;
+        let row = "#hosts-table tr[data-host='host-one']";
+        ui.wait_text(row, "connected").await?;
+        ui.wait_text(row, "alpha").await?;
+        let token = ui
+            .js("return document.querySelector('#join-token').value", vec![])
+            .await?;
+        if token.as_str().is_none_or(str::is_empty) {
+            bail!("the join token is not shown");
+        }
+        Ok(())
+    })
+    .await;
+
+    ui.step("create_assign_and_start_an_instance", async {
+        ui.route("#/instances").await?;
+        ui.fill("#new-instance-name", "beta").await?;
+        ui.wait_js("host-one in the host list", "[...document.querySelectorAll('#new-instance-host option')].some(o => o.value === 'host-one')").await?;
+        ui.js("const s = document.querySelector('#new-instance-host'); s.value = 'host-one';", vec![]).await?;
+        ui.click("#create-instance").await?;
+        ui.wait_text("main h1", "beta").await?;
+        ui.wait_text("#instance-status", "stopped").await?;
+        ui.wait_text("#instance-status", "host-one").await?;
+        ui.click("#action-start:not([disabled])").await?;
+        // The status turns running through link events, without reloading.
+        ui.wait_text("#instance-status .badge", "running").await?;
+        let v = api.get("/api/v1/instances/beta").await;
+        if v["status"] != "running" {
+            bail!("the API says {}", v["status"]);
+        }
+        Ok(())
+    })
+    .await;
+
+    ui.step("players_online_arrive_live", async {
+        let (s, v) = api
+            .post(
+                "/api/v1/instances/beta/rcon",
+                json!({ "command": "/standin join alice" }),
+            )
+            .await;
+        if s != 200 {
+            bail!("rcon: {s} {v}");
+        }
+        ui.wait_text("#players-online", "alice").await?;
+        Ok(())
+    })
+    .await;
+
+    ui.step("console_command_and_live_log", async {
+        ui.click("#tab-console").await?;
+        ui.wait_text("#log-view", "alice").await?;
+        ui.fill("#rcon-command", "/players online").await?;
+        ui.click("#rcon-send").await?;
+        ui.wait_text("#console-output", "Online players").await?;
+        ui.wait_text("#console-output", "alice").await?;
+        // A chat line sent from the game shows up in the live log.
+        api.post(
+            "/api/v1/instances/beta/rcon",
+            json!({ "command": "/standin chat alice hello from the game" }),
+        )
+        .await;
+        ui.wait_text("#log-view", "hello from the game").await?;
+        Ok(())
+    })
+    .await;
+
+    let save = save_zip(root.path(), "uploaded-map.zip");
+    ui.step("upload_a_save", async {
+        ui.click("#tab-saves").await?;
+        ui.wait_js("the save form", "document.querySelector('#save-file')")
+            .await?;
+        let input = ui.c.find(Locator::Css("#save-file")).await?;
+        input.send_keys(&save.to_string_lossy()).await?;
+        ui.click("#save-upload").await?;
+        ui.wait_text(
+            "#saves-table tr[data-save='uploaded-map.zip']",
+            "uploaded-map.zip",
+        )
+        .await?;
+        let saves = api.get("/api/v1/instances/beta/saves").await;
+        if !saves.to_string().contains("uploaded-map.zip") {
+            bail!("the API does not list it: {saves}");
+        }
+        Ok(())
+    })
+    .await;
+
+    ui.step("ban_a_user", async {
+        ui.route("#/users").await?;
+        ui.fill("#new-user-name", "griefer").await?;
+        ui.click("#create-user").await?;
+        let row = "#users-table tr[data-user='griefer']";
+        ui.wait_text(row, "griefer").await?;
+        ui.click(&format!("{row} button[data-key^='ban-']")).await?;
+        ui.fill("#ban-reason", "took all the copper").await?;
+        ui.click("dialog[open] button[type='submit']").await?;
+        ui.wait_text(&format!("{row} .banned"), "took all the copper")
+            .await?;
+        let u = api.get("/api/v1/users/griefer").await;
+        if u["is_banned"] != true || u["ban_reason"] != "took all the copper" {
+            bail!("the API says {u}");
+        }
+        Ok(())
+    })
+    .await;
+
+    ui.step("every_page_loads_without_errors", async {
+        let pages = [
+            ("overview", "#/overview", "Overview"),
+            ("instances", "#/instances", "Instances"),
+            ("instance", "#/instances/beta/overview", "beta"),
+            ("instance-config", "#/instances/beta/config", "beta"),
+            ("instance-saves", "#/instances/beta/saves", "beta"),
+            ("instance-console", "#/instances/beta/console", "beta"),
+            ("hosts", "#/hosts", "Hosts"),
+            ("users", "#/users", "Users"),
+            ("roles", "#/roles", "Roles"),
+            ("mods", "#/mods", "Mods"),
+            ("audit", "#/audit", "Audit log"),
+        ];
+        // A full load first: the errors a fresh page would log count too.
+        ui.goto("#/overview").await?;
+        ui.c.refresh().await?;
+        for (name, hash, heading) in pages {
+            ui.route(hash).await?;
+            ui.wait_text("main h1", heading).await?;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            ui.shot(name).await;
+        }
+        ui.c.set_window_size(390, 844).await?;
+        for (name, hash, heading) in [
+            ("phone-overview", "#/overview", "Overview"),
+            ("phone-instance", "#/instances/beta/console", "beta"),
+        ] {
+            ui.route(hash).await?;
+            ui.wait_text("main h1", heading).await?;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            ui.shot(name).await;
+        }
+        let wide = ui
+            .js(
+                "return document.documentElement.scrollWidth > window.innerWidth + 1",
+                vec![],
+            )
+            .await?;
+        ui.c.set_window_size(1280, 900).await?;
+        if wide == json!(true) {
+            bail!("the page scrolls sideways on a phone-sized screen");
+        }
+        let errors = ui.browser_errors().await?;
+        if !errors.is_empty() {
+            bail!("the browser logged errors: {errors:#?}");
+        }
+        let foreign = ui.foreign_requests().await?;
+        if !foreign.is_empty() {
+            bail!("requests to other origins: {foreign:?}");
+        }
+        Ok(())
+    })
+    .await;
+
+    ui.step("reconnects_after_a_controller_restart", async {
+        ui.route("#/instances").await?;
+        ui.wait_text("#instances-table", "beta").await?;
+        controller.kill9();
+        ui.wait_js("the banner", "!document.querySelector('#banner').hidden")
+            .await?;
+        ui.wait_text("#banner", "reconnecting").await?;
+        ui.shot("controller-away").await;
+        controller = ControllerProcess::start_on(&cdir, port, &[]);
+        ui.wait_js(
+            "the banner to go",
+            "document.querySelector('#banner').hidden",
+        )
+        .await?;
+        // State is reloaded: the host comes back and its instances with it.
+        ui.wait_text("#instances-table tr[data-instance='beta']", "running")
+            .await?;
+        Ok(())
+    })
+    .await;
+
+    ui.step("log_out", async {
+        ui.click("#logout").await?;
+        ui.wait_js("the login form", "document.querySelector('#login-form')")
+            .await?;
+        ui.c.refresh().await?;
+        ui.wait_js(
+            "the login form after a reload",
+            "document.querySelector('#login-form')",
+        )
+        .await?;
+        let stored = ui
+            .js("return localStorage.getItem('clustorio.token')", vec![])
+            .await?;
+        if !stored.is_null() {
+            bail!("the token is still stored after logout");
+        }
+        Ok(())
+    })
+    .await;
+
+    let proxy = sub_path_proxy(port).await;
+    ui.step("works_under_a_sub_path_behind_a_proxy", async {
+        ui.c.goto(&format!("http://127.0.0.1:{proxy}/cluster/")).await?;
+        ui.fill("#token", &token).await?;
+        ui.click("#login-button").await?;
+        ui.wait_text("main h1", "Overview").await?;
+        ui.route("#/instances/beta/console").await?;
+        ui.fill("#rcon-command", "/players online").await?;
+        ui.click("#rcon-send").await?;
+        ui.wait_text("#console-output", "Online players").await?;
+        let foreign = ui.foreign_requests().await?;
+        if !foreign.is_empty() {
+            bail!("requests outside the sub-path's origin: {foreign:?}");
+        }
+        let outside = ui
+            .js("return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.includes('/cluster/'))", vec![])
+            .await?;
+        if outside.as_array().is_some_and(|a| !a.is_empty()) {
+            bail!("requests outside the sub-path: {outside}");
+        }
+        // The restart step made Chromium log failed socket attempts; anything else is a bug.
+        let errors: Vec<String> = ui
+            .browser_errors()
+            .await?
+            .into_iter()
+            .filter(|e| !e.contains("WebSocket connection to"))
+            .collect();
+        if !errors.is_empty() {
+            bail!("the browser logged errors: {errors:#?}");
+        }
+        Ok(())
+    })
+    .await;
+
+    ui.c.clone().close().await.map_err(|e| anyhow!("{e}")).ok();
+    eprintln!(
+        "web ui: all steps in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -1,0 +1,552 @@
+// One instance: live status and lifecycle actions, assignment, config editor, saves, and a
+// live log with an RCON console.
+
+import { get, post, patch, del, seg, upload, download } from "../api.js";
+import { h, replace, busy, confirmDialog, toast, field, statusBadge, fmtBytes, timeEl, checkbox } from "../dom.js";
+import { state, subscribe, can, instanceByRef } from "../store.js";
+import { hostOptions } from "./instances.js";
+
+const TABS = [
+  ["overview", "Overview"],
+  ["config", "Config"],
+  ["saves", "Saves"],
+  ["console", "Log and console"],
+];
+
+const LOG_DOM_KEEP = 1000;
+const SAVE_RE = /^[A-Za-z0-9 ._-]+\.zip$/;
+
+/** Statuses in which each action makes sense. */
+const ACTIONS = [
+  ["start", "Start", "primary", ["stopped", "crashed"], "core.instance.start"],
+  ["stop", "Stop", "secondary", ["running", "starting"], "core.instance.stop"],
+  ["restart", "Restart", "secondary", ["running"], "core.instance.restart"],
+  ["kill", "Kill", "danger", ["starting", "running", "stopping", "creating_save"], "core.instance.kill"],
+];
+
+// ---------------------------------------------------------------------------------------------
+// Config validation: the keys the host understands (docs/api.md), with their types.
+
+const isInt = (v) => Number.isInteger(v);
+const CONFIG_KEYS = {
+  game_port: [(v) => isInt(v) && v >= 1 && v <= 65535, "a port number (1–65535)"],
+  restart_on_crash: [(v) => typeof v === "boolean", "true or false"],
+  auto_start: [(v) => typeof v === "boolean", "true or false"],
+  mods: [(v) => Array.isArray(v) && v.every((m) => typeof m === "string" && m.endsWith(".zip")), 'a list of mod zip names, e.g. ["Mod_1.0.0.zip"]'],
+  server_settings: [(v) => v !== null && typeof v === "object" && !Array.isArray(v), "an object merged into server-settings.json"],
+  backup_interval_minutes: [(v) => isInt(v) && v >= 0, "a whole number of minutes (0 = off)"],
+  backup_retention: [(v) => isInt(v) && v >= 1, "a whole number of copies (1 or more)"],
+  sync_lists: [(v) => typeof v === "boolean", "true or false"],
+};
+
+/** Returns {config, errors, warnings} for the editor's text. */
+export function validateConfig(text) {
+  let config;
+  try {
+    config = JSON.parse(text);
+  } catch (e) {
+    return { errors: [`Not valid JSON: ${e.message}`], warnings: [] };
+  }
+  if (config === null || typeof config !== "object" || Array.isArray(config)) {
+    return { errors: ["The config must be a JSON object: { … }"], warnings: [] };
+  }
+  const errors = [];
+  const warnings = [];
+  for (const [k, v] of Object.entries(config)) {
+    const rule = CONFIG_KEYS[k];
+    if (!rule) warnings.push(`"${k}" is not a key the host knows; it is stored but has no effect.`);
+    else if (!rule[0](v)) errors.push(`"${k}" must be ${rule[1]}.`);
+  }
+  return { config, errors, warnings };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function header(inst, container) {
+  const status = h("p", { class: "inst-status", id: "instance-status", "aria-live": "polite" });
+  const buttons = h("div", { class: "actions" });
+  container.append(h("h1", {}, inst.name), status, buttons);
+
+  function render(i) {
+    replace(
+      status,
+      "Status: ",
+      statusBadge(i.status),
+      i.host ? h("span", { class: "muted" }, ` on host ${i.host}`) : h("span", { class: "muted" }, " (not assigned to a host)"),
+      i.message ? h("span", { class: "inst-message" }, ` — ${i.message}`) : null,
+    );
+    const list = ACTIONS.filter((a) => can(a[4])).map(([verb, label, cls, when]) => {
+      const b = h("button", { type: "button", class: cls, id: `action-${verb}`, dataset: { key: `action-${verb}` }, disabled: !when.includes(i.status) }, label);
+      b.addEventListener("click", () => {
+        const run = () => busy(b, () => post(`instances/${seg(i.id)}/${verb}`), `${i.name}: ${verb} done.`);
+        if (verb === "kill") {
+          confirmDialog({
+            title: `Kill ${i.name}?`,
+            body: [h("p", {}, "The server process is killed at once, without saving. Progress since the last save is lost.")],
+            confirm: "Kill",
+            danger: true,
+          }).then((ok) => ok && run());
+        } else run();
+      });
+      return b;
+    });
+    if (can("core.instance.delete")) {
+      const d = h("button", { type: "button", class: "danger", id: "action-delete", dataset: { key: "action-delete" }, disabled: ["running", "starting", "stopping"].includes(i.status) }, "Delete…");
+      d.addEventListener("click", () =>
+        confirmDialog({
+          title: `Delete instance ${i.name}?`,
+          body: [h("p", {}, "Its configuration is removed from the cluster and its host deletes its directory, saves included. This cannot be undone.")],
+          confirm: "Delete",
+          danger: true,
+          onConfirm: async () => {
+            await del(`instances/${seg(i.id)}`);
+            state.instances.delete(i.id);
+            toast(`Instance ${i.name} deleted.`);
+            location.hash = "#/instances";
+          },
+        }),
+      );
+      list.push(d);
+    }
+    replace(buttons, list);
+  }
+  render(inst);
+  return render;
+}
+
+function overviewTab(inst, box) {
+  const details = h("dl", { class: "details" });
+  const players = h("section", { "aria-labelledby": "pl-h" });
+  box.append(h("section", { "aria-labelledby": "det-h" }, h("h2", { id: "det-h" }, "Details"), details), players);
+
+  let assign = null;
+  if (can("core.instance.assign")) {
+    const select = h("select", { id: "assign-host" });
+    const btn = h("button", { type: "submit", class: "primary", id: "assign-button" }, "Assign");
+    assign = { select };
+    const form = h(
+      "form",
+      { class: "card inline-form", "aria-labelledby": "as-h" },
+      h("h2", { id: "as-h" }, "Assign to a host"),
+      field("Host", select, "Only a stopped instance can move; its saves stay on the old host."),
+      h("div", { class: "actions" }, btn),
+    );
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const i = instanceByRef(String(inst.id)) || inst;
+      const body = select.value === "*" ? {} : { host: select.value };
+      busy(btn, async () => {
+        const v = await post(`instances/${seg(i.id)}/assign`, body);
+        state.instances.set(v.id, v);
+      }, `Assigned ${i.name}.`);
+    });
+    assign.fill = (i) => {
+      const keep = select.value || i.host || "*";
+      replace(select, h("option", { value: "*" }, "Automatic (least loaded host)"), hostOptions(keep));
+      select.value = [...select.options].some((o) => o.value === keep) ? keep : "*";
+    };
+    box.append(form);
+  }
+
+  function render(i) {
+    const row = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
+    replace(
+      details,
+      row("Status", statusBadge(i.status)),
+      row("Host", i.host ? h("a", { href: "#/hosts" }, i.host) : "not assigned"),
+      row("Game port", i.game_port ? String(i.game_port) : "chosen at start"),
+      row("Created", timeEl(i.created_at)),
+      row("Updated", timeEl(i.updated_at)),
+      i.message ? row("Last message", i.message) : null,
+    );
+    const online = i.players_online || [];
+    replace(
+      players,
+      h("h2", { id: "pl-h" }, `Players online (${online.length})`),
+      online.length ? h("ul", { class: "players", id: "players-online" }, online.map((p) => h("li", {}, p))) : h("p", { class: "muted" }, "Nobody is playing."),
+    );
+    if (assign) assign.fill(i);
+  }
+  render(inst);
+  return { update: render, hosts: () => assign && assign.fill(instanceByRef(String(inst.id)) || inst) };
+}
+
+function configTab(inst, box) {
+  const text = (c) => JSON.stringify(c || {}, null, 2);
+  const area = h("textarea", { id: "config-editor", rows: 16, spellcheck: "false", "aria-describedby": "config-help config-problems" });
+  area.value = text(inst.config);
+  let base = area.value;
+  const problems = h("div", { id: "config-problems", "aria-live": "polite" });
+  const save = h("button", { type: "submit", class: "primary", id: "config-save" }, "Save config");
+  const reset = h("button", { type: "button", class: "secondary" }, "Reset");
+  const stale = h("p", { class: "warn-note", hidden: true }, "The config was changed elsewhere. Reset to load the new one (your edits are lost), or save to overwrite it.");
+  const form = h(
+    "form",
+    { class: "card", "aria-labelledby": "cfg-h" },
+    h("h2", { id: "cfg-h" }, "Config"),
+    h(
+      "p",
+      { id: "config-help", class: "muted" },
+      "JSON. Keys the host understands: ",
+      Object.keys(CONFIG_KEYS).map((k, n) => [n ? ", " : "", h("code", {}, k)]),
+      ". Changes apply at the next start.",
+    ),
+    h("label", { for: "config-editor" }, "Instance config (JSON)"),
+    area,
+    problems,
+    stale,
+    h("div", { class: "actions" }, reset, save),
+  );
+  box.append(form);
+
+  function check() {
+    const r = validateConfig(area.value);
+    const errors = r.errors || [];
+    area.setAttribute("aria-invalid", errors.length ? "true" : "false");
+    save.disabled = errors.length > 0 || !can("core.instance.update_config");
+    replace(
+      problems,
+      errors.length ? h("ul", { class: "error", role: "alert" }, errors.map((e) => h("li", {}, e))) : null,
+      r.warnings && r.warnings.length ? h("ul", { class: "warn-note" }, r.warnings.map((e) => h("li", {}, e))) : null,
+    );
+    return r;
+  }
+  let timer = null;
+  area.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(check, 250);
+  });
+  reset.addEventListener("click", () => {
+    const i = instanceByRef(String(inst.id)) || inst;
+    area.value = text(i.config);
+    base = area.value;
+    stale.hidden = true;
+    check();
+  });
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const r = check();
+    if (r.errors.length) {
+      area.focus();
+      return;
+    }
+    const i = instanceByRef(String(inst.id)) || inst;
+    // PATCH merges top-level keys; null removes one. Send the whole object, with removed keys.
+    const body = { ...r.config };
+    for (const k of Object.keys(i.config || {})) if (!(k in body)) body[k] = null;
+    busy(save, async () => {
+      const v = await patch(`instances/${seg(i.id)}`, { config: body });
+      state.instances.set(v.id, v);
+      area.value = text(v.config);
+      base = area.value;
+      stale.hidden = true;
+    }, "Config saved.");
+  });
+  check();
+  return {
+    update(i) {
+      const t = text(i.config);
+      if (t === base) return;
+      if (area.value === base) {
+        area.value = t;
+        base = t;
+        check();
+      } else stale.hidden = false;
+    },
+  };
+}
+
+function progressRow(label) {
+  const bar = h("progress", { max: 1, "aria-label": label });
+  const note = h("span", { class: "muted", "aria-live": "polite" });
+  return {
+    el: h("div", { class: "progress-row", hidden: true }, bar, note),
+    set(fraction, text) {
+      this.el.hidden = false;
+      if (fraction === null) bar.removeAttribute("value");
+      else bar.value = fraction;
+      note.textContent = text;
+    },
+    hide() {
+      this.el.hidden = true;
+    },
+  };
+}
+
+function savesTab(inst, box) {
+  const table = h("div", { class: "table-wrap", id: "saves-list" });
+  const listSection = h("section", { "aria-labelledby": "sv-h" }, h("h2", { id: "sv-h" }, "Saves"), table);
+  box.append(listSection);
+
+  async function refresh() {
+    try {
+      const saves = await get(`instances/${seg(inst.id)}/saves`);
+      render(saves || []);
+    } catch (e) {
+      replace(table, h("p", { class: "muted" }, `Saves are not available: ${e.message}`));
+    }
+  }
+
+  function render(saves) {
+    if (!saves.length) {
+      replace(table, h("p", { class: "muted" }, "No saves yet. Upload one, or create a new map below."));
+      return;
+    }
+    replace(
+      table,
+      h(
+        "table",
+        { id: "saves-table" },
+        h("thead", {}, h("tr", {}, ["Name", "Size", "Modified", "Where", "Backups", ""].map((c) => h("th", { scope: "col" }, c)))),
+        h(
+          "tbody",
+          {},
+          saves.map((sv) => {
+            const prog = progressRow(`Downloading ${sv.name}`);
+            const dl = h("button", { type: "button", class: "secondary small", dataset: { key: `dl-${sv.name}` }, "aria-label": `Download ${sv.name}` }, "Download");
+            dl.addEventListener("click", () =>
+              busy(dl, async () => {
+                prog.set(0, "starting…");
+                try {
+                  await download(`instances/${seg(inst.id)}/saves/${seg(sv.name)}`, sv.name, (f) => prog.set(f, f === null ? "downloading…" : `${Math.round(f * 100)} %`));
+                  prog.set(1, "done");
+                } finally {
+                  setTimeout(() => prog.hide(), 3000);
+                }
+              }),
+            );
+            return h(
+              "tr",
+              { dataset: { save: sv.name } },
+              h("th", { scope: "row" }, sv.name),
+              h("td", {}, fmtBytes(sv.size)),
+              h("td", {}, timeEl(sv.modified_ms)),
+              h("td", {}, sv.on_host ? "on the host" : "on the controller"),
+              h("td", {}, String(sv.backups ?? 0)),
+              h("td", {}, can("core.instance.save.download") ? [dl, prog.el] : null),
+            );
+          }),
+        ),
+      ),
+    );
+  }
+
+  // Upload.
+  if (can("core.instance.save.upload")) {
+    const file = h("input", { type: "file", id: "save-file", accept: ".zip,application/zip" });
+    const btn = h("button", { type: "submit", class: "primary", id: "save-upload" }, "Upload");
+    const prog = progressRow("Upload progress");
+    const error = h("p", { class: "error", role: "alert" });
+    const form = h(
+      "form",
+      { class: "card inline-form", "aria-labelledby": "up-h" },
+      h("h2", { id: "up-h" }, "Upload a save"),
+      field("Save file (.zip)", file, "A Factorio save zip; the host fetches it before the next start."),
+      h("div", { class: "actions" }, btn),
+      prog.el,
+      error,
+    );
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      error.textContent = "";
+      const f = file.files && file.files[0];
+      if (!f) {
+        error.textContent = "Choose a save file first.";
+        file.focus();
+        return;
+      }
+      if (!SAVE_RE.test(f.name)) {
+        error.textContent = "Save names are letters, digits, spaces, dots, dashes and underscores, ending in .zip.";
+        return;
+      }
+      busy(btn, async () => {
+        prog.set(0, `0 % of ${fmtBytes(f.size)}`);
+        try {
+          await upload(`instances/${seg(inst.id)}/saves/${seg(f.name)}`, f, (fr) => prog.set(fr, `${Math.round(fr * 100)} % of ${fmtBytes(f.size)}`));
+          prog.set(1, "uploaded");
+          file.value = "";
+          await refresh();
+          toast(`Uploaded ${f.name}.`);
+        } catch (err) {
+          prog.hide();
+          error.textContent = err.message;
+        }
+      });
+    });
+    box.append(form);
+  }
+
+  // Create a save, and back up to the controller.
+  if (can("core.instance.save.create")) {
+    const name = h("input", { id: "new-save-name", autocomplete: "off", placeholder: "optional" });
+    const btn = h("button", { type: "submit", class: "secondary", id: "save-create" }, "Create save");
+    const backup = h("button", { type: "button", class: "secondary", id: "backup-button" }, "Back up to the controller");
+    const prog = progressRow("Backup progress");
+    const result = h("p", { class: "muted", "aria-live": "polite" });
+    const form = h(
+      "form",
+      { class: "card inline-form", "aria-labelledby": "cs-h" },
+      h("h2", { id: "cs-h" }, "Create or back up"),
+      field("New save name", name, "Running: saves the game now. Stopped: generates a new map."),
+      h("div", { class: "actions" }, btn, backup),
+      prog.el,
+      result,
+    );
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const n = name.value.trim();
+      const body = n ? { name: n.endsWith(".zip") ? n : `${n}.zip` } : {};
+      busy(btn, async () => {
+        const sv = await post(`instances/${seg(inst.id)}/saves`, body);
+        name.value = "";
+        await refresh();
+        result.textContent = `Created ${sv && sv.name ? sv.name : "a save"}.`;
+      });
+    });
+    backup.addEventListener("click", () =>
+      busy(backup, async () => {
+        prog.set(null, "copying the save to the controller…");
+        try {
+          const b = await post(`instances/${seg(inst.id)}/backup`);
+          prog.set(1, "done");
+          result.textContent = `Backed up ${b.name} (${fmtBytes(b.size)}, sha256 ${String(b.sha256).slice(0, 12)}…).`;
+          await refresh();
+        } finally {
+          setTimeout(() => prog.hide(), 3000);
+        }
+      }),
+    );
+    box.append(form);
+  }
+  refresh();
+  return {};
+}
+
+function consoleTab(inst, box) {
+  const log = h("div", { class: "log", id: "log-view", role: "log", "aria-live": "off", tabindex: "0", "aria-label": `Server log of ${inst.name}` });
+  const chatOnly = checkbox("Only chat", { id: "chat-only" });
+  const follow = checkbox("Follow new lines", { id: "follow", checked: true });
+  box.append(h("section", { "aria-labelledby": "log-h" }, h("h2", { id: "log-h" }, "Server log"), h("div", { class: "log-tools" }, follow, chatOnly), log));
+
+  const isChat = (line) => /\[(CHAT|JOIN|LEAVE)\]/.test(line);
+  const lineEl = (line) => h("div", { class: ["line", isChat(line) && "chat", /error/i.test(line) && "err"] }, line);
+  const followBox = follow.querySelector("input");
+  const chatBox = chatOnly.querySelector("input");
+  function renderAll() {
+    const lines = (state.logs.get(inst.id) || []).filter((l) => !chatBox.checked || isChat(l));
+    replace(log, lines.slice(-LOG_DOM_KEEP).map(lineEl));
+    if (followBox.checked) log.scrollTop = log.scrollHeight;
+  }
+  chatBox.addEventListener("change", renderAll);
+
+  if (can("core.log.query")) {
+    get(`instances/${seg(inst.id)}/logs?lines=300`)
+      .then((v) => {
+        const live = state.logs.get(inst.id) || [];
+        const fetched = (v && v.lines) || [];
+        // Lines that arrived live while fetching are usually the fetched tail; keep the others.
+        const tail = live.filter((l) => !fetched.includes(l));
+        state.logs.set(inst.id, [...fetched, ...tail]);
+        renderAll();
+      })
+      .catch(() => renderAll());
+  } else renderAll();
+
+  let consoleOut = null;
+  if (can("core.instance.send_rcon")) {
+    const input = h("input", { id: "rcon-command", autocomplete: "off", spellcheck: "false", placeholder: "/players online" });
+    const btn = h("button", { type: "submit", class: "primary", id: "rcon-send" }, "Send");
+    consoleOut = h("div", { class: "log console-out", id: "console-output", role: "log", "aria-live": "polite", "aria-label": "Console output" });
+    const history = [];
+    let pos = 0;
+    input.addEventListener("keydown", (e) => {
+      if (e.key === "ArrowUp" && pos > 0) {
+        input.value = history[--pos];
+        e.preventDefault();
+      } else if (e.key === "ArrowDown" && pos < history.length) {
+        pos++;
+        input.value = history[pos] || "";
+        e.preventDefault();
+      }
+    });
+    const form = h(
+      "form",
+      { class: "card", "aria-labelledby": "con-h" },
+      h("h2", { id: "con-h" }, "Console"),
+      consoleOut,
+      field("RCON command", input, "Commands start with /; text without one is sent as chat. Up and Down recall earlier commands."),
+      h("div", { class: "actions" }, btn),
+    );
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const command = input.value.trim();
+      if (!command) return;
+      history.push(command);
+      pos = history.length;
+      input.value = "";
+      consoleOut.append(h("div", { class: "line cmd" }, `> ${command}`));
+      busy(btn, async () => {
+        try {
+          const r = await post(`instances/${seg(inst.id)}/rcon`, { command });
+          const out = r && typeof r.output === "string" ? r.output : "";
+          consoleOut.append(h("div", { class: "line out" }, out.trim() ? out : "(no output)"));
+        } catch (err) {
+          consoleOut.append(h("div", { class: "line err" }, err.message));
+        }
+        consoleOut.scrollTop = consoleOut.scrollHeight;
+        input.focus();
+      });
+    });
+    box.append(form);
+  }
+
+  return {
+    log(line) {
+      if (chatBox.checked && !isChat(line)) return;
+      log.append(lineEl(line));
+      while (log.childElementCount > LOG_DOM_KEEP) log.firstElementChild.remove();
+      if (followBox.checked) log.scrollTop = log.scrollHeight;
+    },
+  };
+}
+
+export function mount(main, { ref, tab }) {
+  const inst = instanceByRef(ref);
+  if (!inst) {
+    main.append(h("h1", {}, "Instance not found"), h("p", {}, `There is no instance "${ref}". `, h("a", { href: "#/instances" }, "All instances")));
+    return null;
+  }
+  const top = h("div", { class: "inst-head" });
+  main.append(top);
+  const renderHeader = header(inst, top);
+  const tabs = h(
+    "nav",
+    { class: "tabs", "aria-label": "Instance sections" },
+    h("ul", {}, TABS.map(([t, label]) => h("li", {}, h("a", { href: `#/instances/${inst.id}/${t}`, "aria-current": t === tab ? "page" : undefined, id: `tab-${t}` }, label)))),
+  );
+  const box = h("div", { class: "tab-body" });
+  main.append(tabs, box);
+  const view = { overview: overviewTab, config: configTab, saves: savesTab, console: consoleTab }[tab] || overviewTab;
+  const part = view(inst, box);
+
+  return subscribe((kind, detail) => {
+    if (kind === "instances" && detail && detail.id === inst.id) {
+      const now = state.instances.get(inst.id);
+      if (!now) {
+        toast(`Instance ${inst.name} was deleted.`);
+        location.hash = "#/instances";
+        return;
+      }
+      renderHeader(now);
+      if (part.update) part.update(now);
+    } else if (kind === "instances" && !detail) {
+      const now = state.instances.get(inst.id);
+      if (now) {
+        renderHeader(now);
+        if (part.update) part.update(now);
+      }
+    } else if (kind === "hosts" && part.hosts) part.hosts();
+    else if (kind === "log" && detail && detail.id === inst.id && part.log) part.log(detail.line);
+  });
+}
+

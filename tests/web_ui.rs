@@ -500,6 +500,45 @@ async fn web_ui_in_a_real_browser() {
     })
     .await;
 
+    ui.step("config_editor_validates_and_saves", async {
+        ui.click("#tab-config").await?;
+        ui.fill("#config-editor", r#"{"game_port": "high"}"#)
+            .await?;
+        ui.wait_text("#config-problems", "\"game_port\" must be a port number")
+            .await?;
+        ui.wait_js(
+            "save disabled",
+            "document.querySelector('#config-save').disabled",
+        )
+        .await?;
+        ui.fill("#config-editor", "{ not json").await?;
+        ui.wait_text("#config-problems", "Not valid JSON").await?;
+        ui.fill(
+            "#config-editor",
+            r#"{"restart_on_crash": true, "backup_retention": 3}"#,
+        )
+        .await?;
+        ui.wait_js(
+            "save enabled",
+            "!document.querySelector('#config-save').disabled",
+        )
+        .await?;
+        ui.click("#config-save").await?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let v = api.get("/api/v1/instances/beta").await;
+            if v["config"]["restart_on_crash"] == true && v["config"]["backup_retention"] == 3 {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the config was not saved: {}", v["config"]);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    })
+    .await;
+
     let save = save_zip(root.path(), "uploaded-map.zip");
     ui.step("upload_a_save", async {
         ui.click("#tab-saves").await?;
@@ -511,6 +550,12 @@ async fn web_ui_in_a_real_browser() {
         ui.wait_text(
             "#saves-table tr[data-save='uploaded-map.zip']",
             "uploaded-map.zip",
+        )
+        .await?;
+        // XHR upload progress reached the end.
+        ui.wait_js(
+            "a full upload progress bar",
+            "document.querySelector(\"progress[aria-label='Upload progress']\").value === 1",
         )
         .await?;
         let saves = api.get("/api/v1/instances/beta/saves").await;

@@ -290,6 +290,22 @@ fn save_zip(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
+fn mod_zip(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let file = std::fs::File::create(&path).expect("creating the mod");
+    let mut w = zip::ZipWriter::new(file);
+    let stem = name.trim_end_matches(".zip");
+    w.start_file(
+        format!("{stem}/info.json"),
+        zip::write::SimpleFileOptions::default(),
+    )
+    .expect("zip entry");
+    w.write_all(br#"{"name":"speedy","version":"1.0.0"}"#)
+        .expect("zip data");
+    w.finish().expect("zip finish");
+    path
+}
+
 /// A reverse proxy that serves the controller under `/cluster/` (like nginx `location
 /// /cluster/ { proxy_pass http://controller/; }`): one request per connection, WebSocket
 /// upgrades piped through.
@@ -562,6 +578,26 @@ async fn web_ui_in_a_real_browser() {
         if !saves.to_string().contains("uploaded-map.zip") {
             bail!("the API does not list it: {saves}");
         }
+        // A backup of the running game to the controller.
+        ui.click("#backup-button").await?;
+        ui.wait_text("#saves-result", "Backed up").await?;
+        Ok(())
+    })
+    .await;
+
+    let mod_zip = mod_zip(root.path(), "speedy_1.0.0.zip");
+    ui.step("upload_a_mod", async {
+        ui.route("#/mods").await?;
+        ui.wait_js("the mod form", "document.querySelector('#mod-file')")
+            .await?;
+        let input = ui.c.find(Locator::Css("#mod-file")).await?;
+        input.send_keys(&mod_zip.to_string_lossy()).await?;
+        ui.click("#mod-upload").await?;
+        ui.wait_text(
+            "#mods-table tr[data-mod='speedy_1.0.0.zip']",
+            "speedy_1.0.0.zip",
+        )
+        .await?;
         Ok(())
     })
     .await;
@@ -720,4 +756,66 @@ async fn web_ui_in_a_real_browser() {
         "web ui: all steps in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Regenerates `docs/screenshot.png` (the README's picture) from `clustorio demo` after it has
+/// run long enough for the charts to show something:
+/// `cargo test --test web_ui readme_screenshot -- --ignored` (about two minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "regenerates docs/screenshot.png; run by hand"]
+async fn readme_screenshot() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_tcp_port();
+    let mut demo = Command::new(common::bin("clustorio"))
+        .args(["demo", "--port", &port.to_string(), "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("clustorio demo");
+    let stdout = demo.stdout.take().expect("stdout");
+    let mut token = String::new();
+    for line in std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+    {
+        if let Some(t) = line.split("admin token:").nth(1) {
+            token = t.trim().to_string();
+            break;
+        }
+    }
+    assert!(!token.is_empty(), "the demo prints its admin token");
+    // The controller samples every 10 s; give the charts a few minutes of history.
+    tokio::time::sleep(Duration::from_secs(100)).await;
+
+    let driver = Driver::start().expect("chromedriver");
+    let ui = Ui::new(&driver, &format!("http://127.0.0.1:{port}/"))
+        .await
+        .expect("browser session");
+    ui.step("readme_screenshot", async {
+        ui.c.set_window_size(1280, 1060).await?;
+        ui.goto("").await?;
+        ui.fill("#token", &token).await?;
+        ui.click("#login-button").await?;
+        ui.wait_text("main h1", "Overview").await?;
+        ui.wait_js(
+            "the charts",
+            "document.querySelectorAll('.chart-svg').length === 2",
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let png = ui.c.screenshot().await?;
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshot.png");
+        std::fs::write(&out, png)?;
+        eprintln!("wrote {}", out.display());
+        Ok(())
+    })
+    .await;
+    ui.c.clone().close().await.ok();
+    // SIGINT: the demo stops its instances and host gracefully.
+    let _ = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status();
+    let _ = demo.wait();
 }

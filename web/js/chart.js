@@ -7,11 +7,12 @@ const W = 600;
 const H = 180;
 const PAD = { l: 36, r: 10, t: 10, b: 24 };
 
+/** A top for the y axis: four gridline steps of 1, 2 or 5 × 10^k, so ticks are round numbers. */
 function niceMax(v) {
-  if (v <= 4) return 4;
-  const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
+  const raw = Math.max(1, v / 4);
+  const p = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * p).find((st) => st >= raw);
+  return step * 4;
 }
 
 function clock(ms) {

@@ -382,7 +382,7 @@ function savesTab(inst, box) {
     const btn = h("button", { type: "submit", class: "secondary", id: "save-create" }, "Create save");
     const backup = h("button", { type: "button", class: "secondary", id: "backup-button" }, "Back up to the controller");
     const prog = progressRow("Backup progress");
-    const result = h("p", { class: "muted", "aria-live": "polite" });
+    const result = h("p", { class: "muted", id: "saves-result", "aria-live": "polite" });
     const form = h(
       "form",
       { class: "card inline-form", "aria-labelledby": "cs-h" },

@@ -272,6 +272,25 @@ impl Ui {
     }
 }
 
+/// Basic screen-reader checks on the current page: every control has a name, ids are unique,
+/// one h1, and the page has a language.
+const A11Y_CHECK: &str = r#"
+const problems = [];
+const named = (e) => (e.getAttribute('aria-label') || '').trim() || e.getAttribute('aria-labelledby')
+  || (e.id && document.querySelector(`label[for="${CSS.escape(e.id)}"]`)) || e.closest('label');
+for (const e of document.querySelectorAll('input, select, textarea')) {
+  if (e.type !== 'hidden' && !named(e)) problems.push(`unlabelled ${e.tagName} ${e.id || e.name || ''}`);
+}
+for (const e of document.querySelectorAll('button, a[href]')) {
+  if (!(e.textContent.trim() || e.getAttribute('aria-label'))) problems.push(`nameless ${e.tagName} ${e.outerHTML.slice(0, 80)}`);
+}
+const ids = [...document.querySelectorAll('[id]')].map((e) => e.id);
+for (const id of new Set(ids)) if (ids.filter((x) => x === id).length > 1) problems.push(`duplicate id ${id}`);
+if (document.querySelectorAll('main h1').length !== 1) problems.push('not exactly one h1');
+if (!document.documentElement.lang) problems.push('no lang');
+return problems;
+"#;
+
 fn save_zip(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
     let file = std::fs::File::create(&path).expect("creating the save");
@@ -643,6 +662,10 @@ async fn web_ui_in_a_real_browser() {
             ui.wait_text("main h1", heading).await?;
             tokio::time::sleep(Duration::from_millis(400)).await;
             ui.shot(name).await;
+            let problems = ui.js(A11Y_CHECK, vec![]).await?;
+            if problems.as_array().is_some_and(|p| !p.is_empty()) {
+                bail!("page {name}: accessibility problems: {problems:#}");
+            }
         }
         ui.c.set_window_size(390, 844).await?;
         for (name, hash, heading) in [

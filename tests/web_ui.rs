@@ -741,9 +741,13 @@ async fn web_ui_in_a_real_browser() {
     .await;
 
     let proxy = sub_path_proxy(port).await;
+    // A second token for this origin, revoked at the end.
+    let (s, second) = api.post("/api/v1/tokens", json!({ "user": "admin" })).await;
+    assert_eq!(s, 201, "{second}");
+    let second_token = second["token"].as_str().expect("token").to_string();
     ui.step("works_under_a_sub_path_behind_a_proxy", async {
         ui.c.goto(&format!("http://127.0.0.1:{proxy}/cluster/")).await?;
-        ui.fill("#token", &token).await?;
+        ui.fill("#token", &second_token).await?;
         ui.click("#login-button").await?;
         ui.wait_text("main h1", "Overview").await?;
         ui.route("#/instances/beta/console").await?;
@@ -769,6 +773,24 @@ async fn web_ui_in_a_real_browser() {
             .collect();
         if !errors.is_empty() {
             bail!("the browser logged errors: {errors:#?}");
+        }
+        Ok(())
+    })
+    .await;
+
+    ui.step("a_token_revoked_while_logged_in_logs_out", async {
+        let (s, v) = api
+            .call("DELETE", &format!("/api/v1/tokens/{}", second["id"]), None)
+            .await;
+        if s != 200 {
+            bail!("revoking: {s} {v}");
+        }
+        ui.wait_text("#login-error", "revoked").await?;
+        let stored = ui
+            .js("return localStorage.getItem('clustorio.token')", vec![])
+            .await?;
+        if !stored.is_null() {
+            bail!("the revoked token is still stored");
         }
         Ok(())
     })

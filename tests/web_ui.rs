@@ -640,6 +640,65 @@ async fn web_ui_in_a_real_browser() {
     })
     .await;
 
+    ui.step("delete_an_instance_after_confirming", async {
+        ui.route("#/instances/alpha").await?;
+        ui.wait_text("main h1", "alpha").await?;
+        ui.click("#action-delete:not([disabled])").await?;
+        ui.wait_text("dialog[open] h2", "Delete instance alpha?")
+            .await?;
+        // Cancel first: nothing happens.
+        ui.click("dialog[open] button.secondary").await?;
+        ui.wait_js(
+            "the dialog to close",
+            "!document.querySelector('dialog[open]')",
+        )
+        .await?;
+        let (s, _) = api.call("GET", "/api/v1/instances/alpha", None).await;
+        if s != 200 {
+            bail!("cancel deleted it ({s})");
+        }
+        ui.click("#action-delete:not([disabled])").await?;
+        ui.click("dialog[open] button[type='submit']").await?;
+        ui.wait_text("main h1", "Instances").await?;
+        ui.wait_js(
+            "alpha gone from the list",
+            "!document.querySelector(\"#instances-table tr[data-instance='alpha']\")",
+        )
+        .await?;
+        let (s, _) = api.call("GET", "/api/v1/instances/alpha", None).await;
+        if s != 404 {
+            bail!("the API still has it ({s})");
+        }
+        Ok(())
+    })
+    .await;
+
+    ui.step("create_a_role", async {
+        ui.route("#/roles").await?;
+        ui.click("#create-role").await?;
+        ui.wait_js(
+            "the permission list",
+            "document.querySelector(\"dialog[open] input[data-perm='core.instance.list']\")",
+        )
+        .await?;
+        ui.fill("dialog[open] input:not([type='checkbox'])", "Moderator")
+            .await?;
+        ui.click("dialog[open] input[data-perm='core.instance.list']")
+            .await?;
+        ui.click("dialog[open] button[type='submit']").await?;
+        ui.wait_text("#roles-table", "Moderator").await?;
+        let roles = api.get("/api/v1/roles").await;
+        let ok =
+            roles.as_array().into_iter().flatten().any(|r| {
+                r["name"] == "Moderator" && r["permissions"] == json!(["core.instance.list"])
+            });
+        if !ok {
+            bail!("the API says {roles}");
+        }
+        Ok(())
+    })
+    .await;
+
     ui.step("every_page_loads_without_errors", async {
         let pages = [
             ("overview", "#/overview", "Overview"),

@@ -8,6 +8,10 @@
 //! strict Content-Security-Policy: scripts, styles and connections only from this origin, no
 //! inline code. The pages use relative URLs only, so the UI also works behind a reverse proxy
 //! under a sub-path.
+//!
+//! Release builds carry the files inside the binary. Debug builds read them from `web/` when
+//! first served (rust-embed's development mode), so editing the UI needs only a controller
+//! restart, not a rebuild.
 
 use bytes::Bytes;
 use std::collections::HashMap;

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod ctl;
 pub mod demo;
 pub mod host;
 pub mod link;

@@ -1,7 +1,7 @@
 //! The `clustorio` binary: one function per role (DESIGN §2).
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use clustorio::config::{ControllerConfig, HostConfig, init_logging};
 use clustorio::store::{self, Store};
 use std::path::PathBuf;
@@ -41,6 +41,13 @@ enum Role {
     Host {
         #[command(subcommand)]
         command: HostCommand,
+    },
+    /// The command-line client of the controller's API: `clustorio ctl <noun> <verb>`.
+    Ctl(clustorio::ctl::CtlArgs),
+    /// Print a shell completion script, e.g. `clustorio completions bash > /etc/bash_completion.d/clustorio`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -106,6 +113,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.role {
+        Role::Ctl(args) => clustorio::ctl::run(args),
+        Role::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "clustorio",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Role::Demo { dir, port } => {
             init_logging(clustorio::config::LogLevel::Warn);
             runtime()?.block_on(clustorio::demo::run(clustorio::demo::DemoOptions {

@@ -1,0 +1,176 @@
+//! Cluster-wide commands: `status`, `host …`, `audit`, `permission list`.
+
+use super::HostCommand;
+use super::client::{Client, seg};
+use super::output::{Output, Style, Table, cell, duration_s, time_ms};
+use anyhow::Context;
+use serde_json::{Value, json};
+
+/// `ctl status`: the public status; with a token, host and instance counts as well.
+pub async fn status(client: &Client, out: &Output) -> anyhow::Result<()> {
+    let status = client
+        .get("/status")
+        .await
+        .context("getting the controller status")?;
+    if out.json {
+        return out.print_json(&status);
+    }
+    let mut text = format!(
+        "{}\ncontroller  {} at {}, up {}\n",
+        out.paint(
+            Style::Bold,
+            status["cluster_name"].as_str().unwrap_or("cluster")
+        ),
+        status["version"].as_str().unwrap_or("?"),
+        client.root(),
+        duration_s(status["uptime_s"].as_u64().unwrap_or(0)),
+    );
+    if client.has_token() {
+        let (hosts, instances) = tokio::join!(client.get("/hosts"), client.get("/instances"));
+        if let Ok(Value::Array(hosts)) = hosts {
+            let up = hosts
+                .iter()
+                .filter(|h| h["connected"] == json!(true))
+                .count();
+            text.push_str(&format!("hosts       {up} connected of {}\n", hosts.len()));
+        }
+        if let Ok(Value::Array(instances)) = instances {
+            let running = instances
+                .iter()
+                .filter(|i| i["status"] == json!("running"))
+                .count();
+            let players: usize = instances
+                .iter()
+                .map(|i| i["players_online"].as_array().map_or(0, Vec::len))
+                .sum();
+            text.push_str(&format!(
+                "instances   {running} running of {}, {players} players online\n",
+                instances.len()
+            ));
+        }
+    }
+    super::output::write_stdout(&text)
+}
+
+pub async fn host(client: &Client, out: &Output, cmd: HostCommand) -> anyhow::Result<()> {
+    match cmd {
+        HostCommand::List => {
+            let hosts = client.get("/hosts").await.context("listing hosts")?;
+            out.print(&hosts, |hosts| {
+                let mut t = Table::new(&[
+                    "ID",
+                    "NAME",
+                    "STATE",
+                    "VERSION",
+                    "ADDRESS",
+                    "INSTANCES",
+                    "LAST SEEN",
+                ]);
+                for h in hosts.as_array().into_iter().flatten() {
+                    let state = if h["revoked"] == json!(true) {
+                        out.paint(Style::Red, "revoked")
+                    } else if h["connected"] == json!(true) {
+                        out.paint(Style::Green, "connected")
+                    } else {
+                        out.paint(Style::Dim, "disconnected")
+                    };
+                    let instances: Vec<Value> = h["instances"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|i| i["name"].clone())
+                        .collect();
+                    t.row(vec![
+                        cell(&h["id"]),
+                        cell(&h["name"]),
+                        state,
+                        cell(&h["version"]),
+                        cell(&h["address"]),
+                        cell(&Value::Array(instances)),
+                        time_ms(&h["last_seen_at"]),
+                    ]);
+                }
+                t.render(
+                    out,
+                    "No hosts. Start one with the join token: `clustorio ctl host join-token`.",
+                )
+            })
+        }
+        HostCommand::Revoke { host } => {
+            let reply = client
+                .post(&format!("/hosts/{}/revoke", seg(&host)), &json!({}))
+                .await
+                .with_context(|| format!("revoking host '{host}'"))?;
+            out.print(&reply, |h| {
+                format!(
+                    "Revoked host {} (id {}); it can no longer connect",
+                    cell(&h["name"]),
+                    cell(&h["id"])
+                )
+            })
+        }
+        HostCommand::JoinToken { rotate } => {
+            let reply = if rotate {
+                client
+                    .post("/join-token/rotate", &json!({}))
+                    .await
+                    .context("rotating the join token")?
+            } else {
+                client
+                    .get("/join-token")
+                    .await
+                    .context("getting the join token")?
+            };
+            out.print(&reply, |r| cell(&r["token"]))
+        }
+    }
+}
+
+pub async fn audit(client: &Client, out: &Output, limit: u32) -> anyhow::Result<()> {
+    let entries = client
+        .get(&format!("/audit?limit={limit}"))
+        .await
+        .context("reading the audit log")?;
+    out.print(&entries, |entries| {
+        let mut t = Table::new(&["TIME (UTC)", "ACTOR", "ACTION", "TARGET", "DETAIL"]);
+        for e in entries.as_array().into_iter().flatten() {
+            let detail = match &e["detail"] {
+                Value::Object(m) if m.is_empty() => "-".to_string(),
+                Value::Null => "-".to_string(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            t.row(vec![
+                time_ms(&e["at"]),
+                cell(&e["actor"]),
+                cell(&e["action"]),
+                cell(&e["target"]),
+                detail,
+            ]);
+        }
+        t.render(out, "The audit log is empty.")
+    })
+}
+
+pub async fn permissions(client: &Client, out: &Output) -> anyhow::Result<()> {
+    let perms = client
+        .get("/permissions")
+        .await
+        .context("listing permissions")?;
+    out.print(&perms, |perms| {
+        let mut t = Table::new(&["NAME", "DEFAULT", "DESCRIPTION"]);
+        for p in perms.as_array().into_iter().flatten() {
+            let default = if p["grant_by_default"] == json!(true) {
+                "yes"
+            } else {
+                "-"
+            };
+            t.row(vec![
+                cell(&p["name"]),
+                default.to_string(),
+                cell(&p["description"]),
+            ]);
+        }
+        t.render(out, "No permissions.")
+    })
+}

@@ -1,0 +1,264 @@
+//! `ctl save …` and `ctl mod …`: files streamed to and from the controller with a progress bar
+//! on a terminal. Downloads go to `<file>.part` and are renamed when complete, so an interrupted
+//! download never leaves a truncated zip under the real name.
+
+use super::client::{Client, file_body, seg};
+use super::output::{Output, Table, bytes, cell, time_ms};
+use super::{ModCommand, SaveCommand};
+use anyhow::Context;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+pub async fn save(client: &Client, out: &Output, cmd: SaveCommand) -> anyhow::Result<()> {
+    match cmd {
+        SaveCommand::List { instance } => {
+            let saves = client
+                .get(&format!("/instances/{}/saves", seg(&instance)))
+                .await
+                .with_context(|| format!("listing the saves of instance '{instance}'"))?;
+            out.print(&saves, |saves| {
+                let mut t = Table::new(&["NAME", "SIZE", "MODIFIED (UTC)", "ON HOST", "BACKUPS"]);
+                for s in saves.as_array().into_iter().flatten() {
+                    let on_host = if s["on_host"] == json!(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    };
+                    let backups = match &s["backups"] {
+                        Value::Array(a) => a.len().to_string(),
+                        other => cell(other),
+                    };
+                    t.row(vec![
+                        cell(&s["name"]),
+                        bytes(s["size"].as_u64().unwrap_or(0)),
+                        time_ms(&s["modified_ms"]),
+                        on_host.to_string(),
+                        backups,
+                    ]);
+                }
+                t.render(out, "No saves.")
+            })
+        }
+        SaveCommand::Create { instance, name } => {
+            let body = match &name {
+                Some(n) => json!({ "name": n }),
+                None => json!({}),
+            };
+            let spinner = out.spinner(format!("Saving {instance}"));
+            let result = client
+                .post(&format!("/instances/{}/saves", seg(&instance)), &body)
+                .await;
+            spinner.finish_and_clear();
+            let save =
+                result.with_context(|| format!("creating a save of instance '{instance}'"))?;
+            out.print(&save, |s| {
+                format!(
+                    "Created save {} ({}) of instance {instance}",
+                    cell(&s["name"]),
+                    bytes(s["size"].as_u64().unwrap_or(0))
+                )
+            })
+        }
+        SaveCommand::Upload {
+            instance,
+            file,
+            name,
+        } => {
+            let name = match name {
+                Some(n) => n,
+                None => file_name(&file)?,
+            };
+            let save = upload(
+                client,
+                out,
+                &file,
+                &format!("/instances/{}/saves/{}", seg(&instance), seg(&name)),
+            )
+            .await
+            .with_context(|| format!("uploading {} to instance '{instance}'", file.display()))?;
+            out.print(&save, |s| {
+                format!(
+                    "Uploaded save {} ({}) to instance {instance}",
+                    cell(&s["name"]),
+                    bytes(s["size"].as_u64().unwrap_or(0))
+                )
+            })
+        }
+        SaveCommand::Download {
+            instance,
+            save,
+            output,
+        } => {
+            let target = output.unwrap_or_else(|| PathBuf::from(&save));
+            let size = download(
+                client,
+                out,
+                &format!("/instances/{}/saves/{}", seg(&instance), seg(&save)),
+                &target,
+            )
+            .await
+            .with_context(|| format!("downloading save '{save}' of instance '{instance}'"))?;
+            if target == Path::new("-") {
+                return Ok(());
+            }
+            let reply = json!({ "file": target.display().to_string(), "size": size });
+            out.print(&reply, |_| {
+                format!(
+                    "Downloaded {save} ({}) to {}",
+                    bytes(size),
+                    target.display()
+                )
+            })
+        }
+        SaveCommand::Backup { instance } => {
+            let spinner = out.spinner(format!("Backing up {instance}"));
+            let result = client
+                .post(&format!("/instances/{}/backup", seg(&instance)), &json!({}))
+                .await;
+            spinner.finish_and_clear();
+            let backup = result.with_context(|| format!("backing up instance '{instance}'"))?;
+            out.print(&backup, |b| {
+                format!(
+                    "Backed up {} ({}) of instance {instance} to the controller",
+                    cell(&b["name"]),
+                    bytes(b["size"].as_u64().unwrap_or(0))
+                )
+            })
+        }
+    }
+}
+
+pub async fn mods(client: &Client, out: &Output, cmd: ModCommand) -> anyhow::Result<()> {
+    match cmd {
+        ModCommand::List => {
+            let mods = client.get("/mods").await.context("listing mods")?;
+            out.print(&mods, |mods| {
+                let mut t = Table::new(&["NAME", "SIZE", "SHA256", "UPLOADED (UTC)"]);
+                for m in mods.as_array().into_iter().flatten() {
+                    let sha: String = m["sha256"]
+                        .as_str()
+                        .unwrap_or("-")
+                        .chars()
+                        .take(12)
+                        .collect();
+                    t.row(vec![
+                        cell(&m["name"]),
+                        bytes(m["size"].as_u64().unwrap_or(0)),
+                        sha,
+                        time_ms(&m["uploaded_at"]),
+                    ]);
+                }
+                t.render(
+                    out,
+                    "The mod store is empty. Add one with `clustorio ctl mod upload <zip>`.",
+                )
+            })
+        }
+        ModCommand::Upload { files } => {
+            let mut uploaded = Vec::new();
+            for file in &files {
+                let name = file_name(file)?;
+                let m = upload(client, out, file, &format!("/mods/{}", seg(&name)))
+                    .await
+                    .with_context(|| format!("uploading mod {}", file.display()))?;
+                if !out.json {
+                    super::output::write_stdout(&format!(
+                        "Uploaded mod {} ({})\n",
+                        cell(&m["name"]),
+                        bytes(m["size"].as_u64().unwrap_or(0))
+                    ))?;
+                }
+                uploaded.push(m);
+            }
+            if out.json {
+                out.print_json(&Value::Array(uploaded))?;
+            }
+            Ok(())
+        }
+        ModCommand::Delete { file } => {
+            let reply = client
+                .delete(&format!("/mods/{}", seg(&file)))
+                .await
+                .with_context(|| format!("deleting mod '{file}'"))?;
+            out.print(&reply, |_| format!("Deleted mod {file}"))
+        }
+    }
+}
+
+fn file_name(path: &Path) -> anyhow::Result<String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .with_context(|| format!("{} has no file name", path.display()))
+}
+
+async fn upload(client: &Client, out: &Output, file: &Path, path: &str) -> anyhow::Result<Value> {
+    let len = tokio::fs::metadata(file)
+        .await
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    let bar = out.transfer_bar(Some(len), file_name(file)?);
+    let (body, len) = file_body(file, bar.clone()).await?;
+    let result = client.put_body(path, body, len).await;
+    bar.finish_and_clear();
+    result
+}
+
+/// Streams `path` into `target` (`-`: stdout); returns the byte count.
+async fn download(client: &Client, out: &Output, path: &str, target: &Path) -> anyhow::Result<u64> {
+    let resp = client.stream(path).await?;
+    let total = resp.content_length();
+    let mut body = resp.bytes_stream();
+    if target == Path::new("-") {
+        let mut stdout = tokio::io::stdout();
+        let mut n = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.context("receiving the file")?;
+            stdout
+                .write_all(&chunk)
+                .await
+                .context("writing to stdout")?;
+            n += chunk.len() as u64;
+        }
+        stdout.flush().await.context("writing to stdout")?;
+        return Ok(n);
+    }
+    let part = {
+        let mut p = target.as_os_str().to_owned();
+        p.push(".part");
+        PathBuf::from(p)
+    };
+    let bar = out.transfer_bar(total, file_name(target).unwrap_or_default());
+    let result = async {
+        let mut file = tokio::fs::File::create(&part)
+            .await
+            .with_context(|| format!("creating {}", part.display()))?;
+        let mut n = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.context("receiving the file")?;
+            file.write_all(&chunk)
+                .await
+                .with_context(|| format!("writing {}", part.display()))?;
+            n += chunk.len() as u64;
+            bar.set_position(n);
+        }
+        if let Some(total) = total {
+            anyhow::ensure!(n == total, "the transfer ended after {n} of {total} bytes");
+        }
+        file.sync_all()
+            .await
+            .with_context(|| format!("writing {}", part.display()))?;
+        tokio::fs::rename(&part, target)
+            .await
+            .with_context(|| format!("renaming {} to {}", part.display(), target.display()))?;
+        Ok(n)
+    }
+    .await;
+    bar.finish_and_clear();
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&part).await;
+    }
+    result
+}

@@ -1,0 +1,467 @@
+//! `ctl instance …`: the lifecycle of instances. Start, stop and restart wait: the controller
+//! replies once the instance is running (or stopped), and meanwhile a spinner on a terminal
+//! shows the instance's latest log line.
+
+use super::client::{Client, seg};
+use super::output::{Output, Style, Table, cell, time_ms, write_stdout};
+use super::{InstanceCommand, InstanceConfigCommand};
+use anyhow::Context;
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+use std::future::Future;
+
+pub async fn run(client: &Client, out: &Output, cmd: InstanceCommand) -> anyhow::Result<()> {
+    match cmd {
+        InstanceCommand::List => {
+            let list = client
+                .get("/instances")
+                .await
+                .context("listing instances")?;
+            out.print(&list, |list| table(out, list))
+        }
+        InstanceCommand::Show { instance } => {
+            let view = get(client, &instance).await?;
+            out.print(&view, |v| show(out, v))
+        }
+        InstanceCommand::Create { name, config, set } => {
+            let mut cfg = match config {
+                Some(text) => match serde_json::from_str::<Value>(&text) {
+                    Ok(Value::Object(map)) => map,
+                    _ => anyhow::bail!(
+                        "--config must be a JSON object, e.g. '{{\"auto_start\":true}}'"
+                    ),
+                },
+                None => Map::new(),
+            };
+            for pair in &set {
+                let (key, value) = pair
+                    .split_once('=')
+                    .with_context(|| format!("--set {pair}: expected KEY=VALUE"))?;
+                set_path(&mut cfg, key, Some(parse_value(value)))?;
+            }
+            let view = client
+                .post("/instances", &json!({ "name": name, "config": cfg }))
+                .await
+                .with_context(|| format!("creating instance '{name}'"))?;
+            out.print(&view, |v| {
+                format!(
+                    "Created instance {} (id {})",
+                    cell(&v["name"]),
+                    cell(&v["id"])
+                )
+            })
+        }
+        InstanceCommand::Config(InstanceConfigCommand::Show { instance }) => {
+            let view = get(client, &instance).await?;
+            let config = view["config"].clone();
+            out.print(&config, |c| {
+                serde_json::to_string_pretty(c).unwrap_or_else(|_| c.to_string())
+            })
+        }
+        InstanceCommand::Config(InstanceConfigCommand::Set {
+            instance,
+            key,
+            value,
+            unset,
+        }) => {
+            let value = if unset {
+                None
+            } else {
+                value.as_deref().map(parse_value)
+            };
+            config_set(client, out, &instance, &key, value).await
+        }
+        InstanceCommand::Assign { instance, host } => {
+            let body = match &host {
+                Some(h) => json!({ "host": host_ref(h) }),
+                None => json!({}),
+            };
+            let view = client
+                .post(&format!("/instances/{}/assign", seg(&instance)), &body)
+                .await
+                .with_context(|| format!("assigning instance '{instance}'"))?;
+            out.print(&view, |v| {
+                format!(
+                    "Assigned instance {} to host {} ({})",
+                    cell(&v["name"]),
+                    cell(&v["host"]),
+                    out.status(v["status"].as_str().unwrap_or("?"))
+                )
+            })
+        }
+        InstanceCommand::Start { instance, save } => {
+            let body = match &save {
+                Some(s) => json!({ "save": s }),
+                None => json!({}),
+            };
+            let view = lifecycle(client, out, &instance, "start", &body, "Starting").await?;
+            out.print(&view, |v| {
+                format!(
+                    "Instance {} is {} on port {}",
+                    cell(&v["name"]),
+                    out.status(v["status"].as_str().unwrap_or("?")),
+                    cell(&v["game_port"])
+                )
+            })
+        }
+        InstanceCommand::Stop { instance } => {
+            let view = lifecycle(client, out, &instance, "stop", &json!({}), "Stopping").await?;
+            out.print(&view, |v| {
+                format!(
+                    "Instance {} is {} (saved)",
+                    cell(&v["name"]),
+                    out.status(v["status"].as_str().unwrap_or("?"))
+                )
+            })
+        }
+        InstanceCommand::Restart { instance } => {
+            let view =
+                lifecycle(client, out, &instance, "restart", &json!({}), "Restarting").await?;
+            out.print(&view, |v| {
+                format!(
+                    "Instance {} restarted: {} on port {}",
+                    cell(&v["name"]),
+                    out.status(v["status"].as_str().unwrap_or("?")),
+                    cell(&v["game_port"])
+                )
+            })
+        }
+        InstanceCommand::Kill { instance } => {
+            let view = lifecycle(client, out, &instance, "kill", &json!({}), "Killing").await?;
+            out.print(&view, |v| {
+                format!(
+                    "Killed instance {} (not saved): {}",
+                    cell(&v["name"]),
+                    out.status(v["status"].as_str().unwrap_or("?"))
+                )
+            })
+        }
+        InstanceCommand::Delete { instance } => {
+            let reply = client
+                .delete(&format!("/instances/{}", seg(&instance)))
+                .await
+                .with_context(|| format!("deleting instance '{instance}'"))?;
+            out.print(&reply, |_| format!("Deleted instance {instance}"))
+        }
+        InstanceCommand::Rcon { instance, command } => {
+            let command = command.join(" ");
+            let reply = client
+                .post(
+                    &format!("/instances/{}/rcon", seg(&instance)),
+                    &json!({ "command": command }),
+                )
+                .await
+                .with_context(|| format!("sending RCON to instance '{instance}'"))?;
+            out.print(&reply, |r| {
+                r["output"].as_str().unwrap_or_default().to_string()
+            })
+        }
+        InstanceCommand::Logs {
+            instance,
+            lines,
+            follow,
+        } => logs(client, out, &instance, lines, follow).await,
+    }
+}
+
+/// A host given on the command line: its id when it is a number, else its name.
+fn host_ref(h: &str) -> Value {
+    h.parse::<i64>()
+        .map(Value::from)
+        .unwrap_or_else(|_| json!(h))
+}
+
+async fn get(client: &Client, instance: &str) -> anyhow::Result<Value> {
+    client
+        .get(&format!("/instances/{}", seg(instance)))
+        .await
+        .with_context(|| format!("getting instance '{instance}'"))
+}
+
+fn table(out: &Output, list: &Value) -> String {
+    let mut t = Table::new(&["ID", "NAME", "HOST", "STATUS", "PORT", "PLAYERS"]);
+    for i in list.as_array().into_iter().flatten() {
+        t.row(vec![
+            cell(&i["id"]),
+            cell(&i["name"]),
+            cell(&i["host"]),
+            out.status(i["status"].as_str().unwrap_or("?")),
+            cell(&i["game_port"]),
+            i["players_online"]
+                .as_array()
+                .map_or(0, Vec::len)
+                .to_string(),
+        ]);
+    }
+    t.render(
+        out,
+        "No instances. Create one with `clustorio ctl instance create <name>`.",
+    )
+}
+
+fn show(out: &Output, v: &Value) -> String {
+    let host = match (&v["host"], &v["host_id"]) {
+        (Value::Null, _) => "-".to_string(),
+        (name, id) => format!("{} (id {})", cell(name), cell(id)),
+    };
+    let config = serde_json::to_string_pretty(&v["config"])
+        .unwrap_or_default()
+        .lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let label = |s: &str| out.paint(Style::Bold, &format!("{s:<9}"));
+    format!(
+        "{} {}\n{} {}\n{} {}\n{} {}\n{} {}\n{} {}\n{} {}\n{} {}\n{}\n{config}\n",
+        label("name"),
+        cell(&v["name"]),
+        label("id"),
+        cell(&v["id"]),
+        label("host"),
+        host,
+        label("status"),
+        out.status(v["status"].as_str().unwrap_or("?")),
+        label("port"),
+        cell(&v["game_port"]),
+        label("players"),
+        cell(&v["players_online"]),
+        label("created"),
+        time_ms(&v["created_at"]),
+        label("updated"),
+        time_ms(&v["updated_at"]),
+        label("config"),
+    )
+}
+
+/// A config value from the command line: JSON if it parses, else the text as a string.
+fn parse_value(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+/// Sets (or with `None` removes) a dotted key inside `config`, creating objects on the way.
+fn set_path(
+    config: &mut Map<String, Value>,
+    key: &str,
+    value: Option<Value>,
+) -> anyhow::Result<()> {
+    let parts: Vec<&str> = key.split('.').collect();
+    anyhow::ensure!(
+        parts.iter().all(|p| !p.is_empty()),
+        "config key '{key}' has an empty part"
+    );
+    let (last, parents) = parts
+        .split_last()
+        .with_context(|| format!("config key '{key}' is empty"))?;
+    let mut node = config;
+    for (depth, part) in parents.iter().enumerate() {
+        let entry = node
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if entry.is_null() {
+            *entry = Value::Object(Map::new());
+        }
+        node = match entry {
+            Value::Object(map) => map,
+            _ => anyhow::bail!(
+                "config key '{}' is not an object",
+                parts[..=depth].join(".")
+            ),
+        };
+    }
+    match value {
+        Some(v) => {
+            node.insert(last.to_string(), v);
+        }
+        None => {
+            node.remove(*last);
+        }
+    }
+    Ok(())
+}
+
+/// `instance config set`: a top-level key is sent as is (`null` removes it); a dotted key is
+/// applied to the current value of its top-level key, which is then sent whole.
+async fn config_set(
+    client: &Client,
+    out: &Output,
+    instance: &str,
+    key: &str,
+    value: Option<Value>,
+) -> anyhow::Result<()> {
+    let top = key.split('.').next().unwrap_or(key).to_string();
+    let change = if key.contains('.') {
+        let view = get(client, instance).await?;
+        let mut config = view["config"].as_object().cloned().unwrap_or_default();
+        set_path(&mut config, key, value)?;
+        json!({ top.clone(): config.remove(&top).unwrap_or(Value::Null) })
+    } else {
+        json!({ top.clone(): value.unwrap_or(Value::Null) })
+    };
+    let view = client
+        .patch(
+            &format!("/instances/{}", seg(instance)),
+            &json!({ "config": change }),
+        )
+        .await
+        .with_context(|| format!("changing the config of instance '{instance}'"))?;
+    out.print(&view, |v| {
+        let now = pointer(&v["config"], key);
+        match now {
+            Some(now) => format!("{}: {key} = {now}", cell(&v["name"])),
+            None => format!("{}: {key} removed", cell(&v["name"])),
+        }
+    })
+}
+
+fn pointer<'a>(config: &'a Value, key: &str) -> Option<&'a Value> {
+    key.split('.').try_fold(config, |node, part| node.get(part))
+}
+
+/// Sends a lifecycle request (start, stop, restart, kill) and waits for its reply, with a
+/// spinner showing the instance's newest log line while it lasts.
+async fn lifecycle(
+    client: &Client,
+    out: &Output,
+    instance: &str,
+    action: &str,
+    body: &Value,
+    doing: &str,
+) -> anyhow::Result<Value> {
+    let path = format!("/instances/{}/{action}", seg(instance));
+    let request = client.post(&path, body);
+    waiting(
+        client,
+        out,
+        instance,
+        &format!("{doing} {instance}"),
+        request,
+    )
+    .await
+    .with_context(|| format!("{} instance '{instance}'", doing.to_lowercase()))
+}
+
+async fn waiting<T>(
+    client: &Client,
+    out: &Output,
+    instance: &str,
+    message: &str,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    if !out.progress {
+        return work.await;
+    }
+    let spinner = out.spinner(message);
+    let tail = {
+        let (client, spinner, instance, message) = (
+            client.clone(),
+            spinner.clone(),
+            instance.to_string(),
+            message.to_string(),
+        );
+        tokio::spawn(async move {
+            let path = format!("/instances/{}/logs?follow=1", seg(&instance));
+            let Ok(resp) = client.stream(&path).await else {
+                return;
+            };
+            let mut body = resp.bytes_stream();
+            let mut pending = Vec::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                pending.extend_from_slice(&chunk);
+                if let Some(end) = pending.iter().rposition(|b| *b == b'\n') {
+                    let text = String::from_utf8_lossy(&pending[..end]).to_string();
+                    if let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) {
+                        let short: String = last.trim().chars().take(70).collect();
+                        spinner.set_message(format!("{message}: {short}"));
+                    }
+                    pending.drain(..=end);
+                }
+            }
+        })
+    };
+    let result = work.await;
+    tail.abort();
+    spinner.finish_and_clear();
+    result
+}
+
+/// `instance logs [-n N] [-f]`.
+async fn logs(
+    client: &Client,
+    out: &Output,
+    instance: &str,
+    lines: Option<u64>,
+    follow: bool,
+) -> anyhow::Result<()> {
+    if !follow {
+        let path = match lines {
+            Some(n) => format!("/instances/{}/logs?lines={n}", seg(instance)),
+            None => format!("/instances/{}/logs", seg(instance)),
+        };
+        let reply = client
+            .get(&path)
+            .await
+            .with_context(|| format!("reading the log of instance '{instance}'"))?;
+        return out.print(&reply, |r| {
+            r["lines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|l| l.as_str().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+    }
+    let resp = client
+        .stream(&format!("/instances/{}/logs?follow=1", seg(instance)))
+        .await
+        .with_context(|| format!("following the log of instance '{instance}'"))?;
+    let mut body = resp.bytes_stream();
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.with_context(|| format!("following the log of instance '{instance}'"))?;
+        pending.extend_from_slice(&chunk);
+        let Some(end) = pending.iter().rposition(|b| *b == b'\n') else {
+            continue;
+        };
+        let complete: Vec<u8> = pending.drain(..=end).collect();
+        let text = String::from_utf8_lossy(&complete);
+        let printed = if out.json {
+            // JSON lines: one {"line": …} object per log line.
+            text.lines()
+                .map(|l| format!("{}\n", json!({ "line": l })))
+                .collect::<String>()
+        } else {
+            text.to_string()
+        };
+        write_stdout(&printed)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_keys_reach_into_objects() {
+        let mut cfg = Map::new();
+        set_path(&mut cfg, "server_settings.max_players", Some(json!(10))).unwrap();
+        set_path(&mut cfg, "auto_start", Some(json!(true))).unwrap();
+        assert_eq!(
+            Value::Object(cfg.clone()),
+            json!({"server_settings": {"max_players": 10}, "auto_start": true})
+        );
+        set_path(&mut cfg, "server_settings.max_players", None).unwrap();
+        assert_eq!(cfg["server_settings"], json!({}));
+        assert!(set_path(&mut cfg, "auto_start.x", Some(json!(1))).is_err());
+        assert!(set_path(&mut cfg, "a..b", Some(json!(1))).is_err());
+    }
+
+    #[test]
+    fn values_are_json_when_they_parse() {
+        assert_eq!(parse_value("10"), json!(10));
+        assert_eq!(parse_value("true"), json!(true));
+        assert_eq!(parse_value("My server"), json!("My server"));
+        assert_eq!(parse_value("[\"a.zip\"]"), json!(["a.zip"]));
+    }
+}

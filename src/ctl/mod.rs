@@ -1,0 +1,410 @@
+//! `clustorio ctl`: the command-line client of the controller's REST API (docs/api.md), in the
+//! spirit of clusterioctl: `clustorio ctl <noun> <verb>`. Every command is one or two HTTP calls;
+//! `--json` prints the API's JSON unchanged, for scripts. Errors end the run with one line on
+//! stderr (exit 1); clap reports usage errors (exit 2).
+
+mod client;
+mod cluster;
+mod connection;
+mod files;
+mod instance;
+mod output;
+mod users;
+
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+pub use client::ApiFailure;
+pub use connection::{CONTROL_CONFIG_FILE, ConnectionArgs};
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    /// Print the API's JSON instead of tables and sentences (stable, for scripts).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// Check a token against a controller and save both to config-control.json.
+    ///
+    /// The token is read without echo on a terminal, or as the first line of stdin in scripts
+    /// (or taken from --token / CLUSTORIO_TOKEN).
+    Login {
+        /// Controller URL, e.g. http://127.0.0.1:8081 or https://cluster.example.com
+        url: String,
+    },
+    /// Controller name, version and uptime; with a token also hosts and instances.
+    Status,
+    /// Hosts: list them, revoke one, show or rotate the join token.
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Instances: create, configure, assign, start, stop, RCON, logs.
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+    /// Saves of an instance: list, create, upload, download, back up to the controller.
+    #[command(subcommand)]
+    Save(SaveCommand),
+    /// The controller's mod store.
+    #[command(subcommand)]
+    Mod(ModCommand),
+    /// Users: roles, admin, whitelist, bans, tokens.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Roles: named sets of permissions.
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Permissions roles can grant.
+    #[command(subcommand)]
+    Permission(PermissionCommand),
+    /// The audit log, newest first.
+    Audit {
+        /// How many entries.
+        #[arg(long, short = 'n', default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HostCommand {
+    /// List hosts, their connection and instances.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Revoke a host's token: it is disconnected and cannot reconnect.
+    Revoke {
+        /// Host name or id.
+        host: String,
+    },
+    /// Print the join token new hosts register with (the slaves' MASTER_TOKEN).
+    JoinToken {
+        /// Replace it with a new one; the old one stops working.
+        #[arg(long)]
+        rotate: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InstanceCommand {
+    /// List instances.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one instance, with its config.
+    Show {
+        /// Instance name or id.
+        instance: String,
+    },
+    /// Create an instance (unassigned until `instance assign`).
+    Create {
+        /// Name: letters, digits, '-', '_' or '.'.
+        name: String,
+        /// Initial config as a JSON object, e.g. '{"auto_start":true}'.
+        #[arg(long, value_name = "JSON")]
+        config: Option<String>,
+        /// Set one config key (repeatable); the value is JSON if it parses, else a string.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Show or change an instance's config.
+    #[command(subcommand)]
+    Config(InstanceConfigCommand),
+    /// Assign an instance to a host (no host: the least-loaded connected host).
+    Assign {
+        /// Instance name or id.
+        instance: String,
+        /// Host name or id.
+        host: Option<String>,
+    },
+    /// Start an instance and wait until it is running.
+    Start {
+        /// Instance name or id.
+        instance: String,
+        /// Save to load (default: the newest).
+        #[arg(long)]
+        save: Option<String>,
+    },
+    /// Stop an instance (it saves first) and wait until it is stopped.
+    Stop {
+        /// Instance name or id.
+        instance: String,
+    },
+    /// Stop and start an instance; waits until it is running again.
+    Restart {
+        /// Instance name or id.
+        instance: String,
+    },
+    /// Kill an instance's Factorio process without saving.
+    Kill {
+        /// Instance name or id.
+        instance: String,
+    },
+    /// Delete an instance (refused while it runs).
+    Delete {
+        /// Instance name or id.
+        instance: String,
+    },
+    /// Send an RCON command and print its output.
+    Rcon {
+        /// Instance name or id.
+        instance: String,
+        /// The command, e.g. /players online (the words are joined with spaces).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Print an instance's recent log lines, or follow them.
+    Logs {
+        /// Instance name or id.
+        instance: String,
+        /// How many recent lines.
+        #[arg(long, short = 'n')]
+        lines: Option<u64>,
+        /// Keep printing new lines as they come (until interrupted).
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InstanceConfigCommand {
+    /// Print the instance's config (JSON).
+    Show {
+        /// Instance name or id.
+        instance: String,
+    },
+    /// Set a config key; dotted keys reach into objects (server_settings.max_players 10).
+    Set {
+        /// Instance name or id.
+        instance: String,
+        /// Key, e.g. auto_start or server_settings.name.
+        key: String,
+        /// Value: JSON if it parses (10, true, {"a":1}), else a string. Omit with --unset.
+        #[arg(required_unless_present = "unset")]
+        value: Option<String>,
+        /// Remove the key instead.
+        #[arg(long, conflicts_with = "value")]
+        unset: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SaveCommand {
+    /// List an instance's saves (on its host and backed up on the controller).
+    #[command(visible_alias = "ls")]
+    List {
+        /// Instance name or id.
+        instance: String,
+    },
+    /// Save a running game, or create a new map for a stopped instance.
+    Create {
+        /// Instance name or id.
+        instance: String,
+        /// Save name (default: chosen by the host).
+        name: Option<String>,
+    },
+    /// Upload a save zip to an instance.
+    Upload {
+        /// Instance name or id.
+        instance: String,
+        /// The save zip.
+        file: PathBuf,
+        /// Name on the host (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Download a save zip.
+    Download {
+        /// Instance name or id.
+        instance: String,
+        /// Save name, e.g. world.zip.
+        save: String,
+        /// Where to write it (default: the save's name in the working directory; - for stdout).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
+    /// Copy the instance's current save to the controller.
+    Backup {
+        /// Instance name or id.
+        instance: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModCommand {
+    /// List the mods in the controller's mod store.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Upload mod zips (named like Name_1.2.3.zip).
+    Upload {
+        /// Mod zip files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Delete a mod from the store.
+    Delete {
+        /// Mod file name, e.g. Name_1.2.3.zip.
+        file: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// List users.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one user.
+    Show {
+        /// User name or id.
+        user: String,
+    },
+    /// Create a user.
+    Create {
+        /// User name (the Factorio player name).
+        name: String,
+        /// Role names or ids (repeatable, or comma separated).
+        #[arg(long = "role", value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Make the user a Factorio admin.
+        #[arg(long)]
+        admin: bool,
+        /// Put the user on the whitelist.
+        #[arg(long)]
+        whitelisted: bool,
+    },
+    /// Delete a user.
+    Delete {
+        /// User name or id.
+        user: String,
+    },
+    /// Replace a user's roles (none given: no roles).
+    SetRoles {
+        /// User name or id.
+        user: String,
+        /// Role names or ids.
+        roles: Vec<String>,
+    },
+    /// Make a user a Factorio admin on every instance.
+    Admin {
+        /// User name or id.
+        user: String,
+        /// Take admin away instead.
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// Put a user on the whitelist.
+    Whitelist {
+        /// User name or id.
+        user: String,
+        /// Take the user off the whitelist instead.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Ban a user from every instance.
+    Ban {
+        /// User name or id.
+        user: String,
+        /// Reason shown to the player.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift a user's ban.
+    Unban {
+        /// User name or id.
+        user: String,
+    },
+    /// Issue a login token for a user (printed once), or list / revoke its tokens.
+    Token {
+        /// User name or id.
+        user: String,
+        /// List the user's tokens instead.
+        #[arg(long, conflicts_with_all = ["revoke", "revoke_all"])]
+        list: bool,
+        /// Revoke the token with this id.
+        #[arg(long, value_name = "ID", conflicts_with = "revoke_all")]
+        revoke: Option<i64>,
+        /// Revoke every token of the user.
+        #[arg(long)]
+        revoke_all: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RoleCommand {
+    /// List roles.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Create a role.
+    Create {
+        /// Role name.
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Permissions (repeatable, or comma separated); see `ctl permission list`.
+        #[arg(long = "permission", value_delimiter = ',')]
+        permissions: Vec<String>,
+    },
+    /// Change a role's name, description or permissions.
+    Edit {
+        /// Role name or id.
+        role: String,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Replace the permissions with these (comma separated; empty: none).
+        #[arg(long, value_delimiter = ',', num_args = 0..)]
+        set: Option<Vec<String>>,
+        /// Add permissions (repeatable, or comma separated).
+        #[arg(long, value_delimiter = ',')]
+        add: Vec<String>,
+        /// Remove permissions (repeatable, or comma separated).
+        #[arg(long, value_delimiter = ',')]
+        remove: Vec<String>,
+    },
+    /// Delete a role.
+    Delete {
+        /// Role name or id.
+        role: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PermissionCommand {
+    /// List every permission with its description.
+    #[command(visible_alias = "ls")]
+    List,
+}
+
+/// Runs one ctl command to completion.
+pub fn run(args: CtlArgs) -> anyhow::Result<()> {
+    // One thread is plenty for one command, and starts fastest.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(dispatch(args))
+}
+
+async fn dispatch(args: CtlArgs) -> anyhow::Result<()> {
+    let out = output::Output::detect(args.json);
+    if let CtlCommand::Login { url } = &args.command {
+        return connection::login(&args.conn, url, &out).await;
+    }
+    let client = connection::connect(&args.conn)?;
+    match args.command {
+        CtlCommand::Login { .. } => Ok(()),
+        CtlCommand::Status => cluster::status(&client, &out).await,
+        CtlCommand::Host(cmd) => cluster::host(&client, &out, cmd).await,
+        CtlCommand::Audit { limit } => cluster::audit(&client, &out, limit).await,
+        CtlCommand::Permission(PermissionCommand::List) => {
+            cluster::permissions(&client, &out).await
+        }
+        CtlCommand::Instance(cmd) => instance::run(&client, &out, cmd).await,
+        CtlCommand::Save(cmd) => files::save(&client, &out, cmd).await,
+        CtlCommand::Mod(cmd) => files::mods(&client, &out, cmd).await,
+        CtlCommand::User(cmd) => users::user(&client, &out, cmd).await,
+        CtlCommand::Role(cmd) => users::role(&client, &out, cmd).await,
+    }
+}

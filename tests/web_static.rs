@@ -54,6 +54,11 @@ async fn the_ui_is_served_with_caching_compression_and_a_strict_policy() {
     let body = r.text().await.unwrap();
     assert!(body.contains("<script type=\"module\" src=\"js/app.js\">"));
 
+    // HEAD works too (health checks, proxies), without a body.
+    let r = http.head(c.url("/")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+
     // Revalidation is a cheap 304.
     let r = http
         .get(c.url("/"))

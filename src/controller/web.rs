@@ -173,10 +173,12 @@ fn respond(path: &str, req: &Request) -> Option<Response<Bytes>> {
     response.ok()
 }
 
-/// GET `/` (the UI's page) and GET `/<file>` for the other embedded files. Unknown paths are
-/// rejected, so they fall through to a 404.
+/// GET (or HEAD) `/` for the UI's page and `/<file>` for the other embedded files. Unknown
+/// paths are rejected, so they fall through to a 404.
 pub fn routes() -> impl Filter<Extract = (Response<Bytes>,), Error = Rejection> + Clone {
     warp::get()
+        .or(warp::head())
+        .unify()
         .and(warp::path::tail())
         .and(warp::header::optional::<String>("if-none-match"))
         .and(warp::header::optional::<String>("accept-encoding"))

@@ -411,6 +411,9 @@ impl Controller {
             );
         }
         let delivered = self.notify_host_of(&rec).await;
+        for host in [current.host_id, Some(target)].into_iter().flatten() {
+            self.publish_host_view(host).await;
+        }
         let mut view = self.instance_view(rec).await?;
         self.hub.publish(Event::instance_updated(&view));
         view["delivered"] = json!(delivered);
@@ -511,18 +514,21 @@ impl Controller {
         self.publish_host(host_id).await;
     }
 
-    /// Publishes a host's view and those of its instances (their derived status changes).
-    async fn publish_host(&self, host_id: i64) {
-        let Ok(host) = self
+    /// Publishes a host's view (its connection or its list of instances changed).
+    pub async fn publish_host_view(&self, host_id: i64) {
+        if let Ok(host) = self
             .store
             .read(move |c| store::hosts::get(c, &host_id.to_string()))
             .await
-        else {
-            return;
-        };
-        if let Ok(view) = self.host_view(host).await {
+            && let Ok(view) = self.host_view(host).await
+        {
             self.hub.publish(Event::host_updated(&view));
         }
+    }
+
+    /// Publishes a host's view and those of its instances (their derived status changes).
+    async fn publish_host(&self, host_id: i64) {
+        self.publish_host_view(host_id).await;
         if let Ok(views) = self.instance_views().await {
             for v in views.iter().filter(|v| v["host_id"] == json!(host_id)) {
                 self.hub.publish(Event::instance_updated(v));

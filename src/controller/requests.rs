@@ -487,6 +487,9 @@ impl ControlRequest {
                     );
                 }
                 ctl.hub.publish(Event::instance_deleted(&rec));
+                if let Some(host) = rec.host_id {
+                    ctl.publish_host_view(host).await;
+                }
                 ok(json!({ "deleted": rec.name }))
             }
             InstanceAssign(a) => ctl.assign(&who, a.instance, a.host).await.and_then(ok),

@@ -116,6 +116,15 @@ async fn mods_backups_restores_and_log_streams() {
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(count_zips(&backups), 2, "retention keeps 2 copies");
+    let listed = api.get("/api/v1/instances/modded/backups").await;
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed[0]["save"], "world.zip");
+    let file = listed[0]["file"].as_str().unwrap().to_string();
+    let (s, zip) = api
+        .get_bytes(&format!("/api/v1/instances/modded/backups/{file}"))
+        .await;
+    assert_eq!(s, 200);
+    assert!(zip.starts_with(b"PK"));
 
     // Moved to a host that has never seen it: it starts from the controller's newest backup.
     let (s, _) = api.post("/api/v1/instances/modded/stop", json!({})).await;

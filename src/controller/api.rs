@@ -152,6 +152,12 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
             vec![("instance", id_or_name(i))],
             true,
         ),
+        ("GET", ["instances", i, "backups"]) => r(
+            "/instances/{id}/backups",
+            "backup_list",
+            vec![("instance", id_or_name(i))],
+            false,
+        ),
         ("POST", ["instances", i, "backup"]) => r(
             "/instances/{id}/backup",
             "backup_create",

@@ -300,6 +300,26 @@ async fn download_save(
     }
 }
 
+/// One of the controller's backup copies, for a user.
+async fn download_backup(
+    ctl: Arc<Controller>,
+    auth_header: Option<String>,
+    instance: String,
+    file: String,
+) -> Resp {
+    let result = async {
+        user(&ctl, auth_header, "core.instance.save.download").await?;
+        valid(&file)?;
+        let rec = ctl.record(&instance_ref(&instance)).await?;
+        Ok::<_, ApiError>(ctl.backups_dir(rec.id).join(&file))
+    }
+    .await;
+    match result {
+        Ok(path) => send_file(&path, &file, None).await,
+        Err(e) => error(e),
+    }
+}
+
 /// A host sends a save: a backup (kept per retention) or one a user asked to download.
 async fn host_put_save<S, B>(
     ctl: Arc<Controller>,
@@ -522,6 +542,14 @@ pub fn routes(ctl: Arc<Controller>) -> impl Filter<Extract = (Resp,), Error = Re
         .then(|i: String, n: String, ctl, a| async move {
             download_save(ctl, a, decode(&i), decode(&n)).await
         });
+    let get_backup = v1
+        .and(warp::path!("instances" / String / "backups" / String))
+        .and(warp::get())
+        .and(with.clone())
+        .and(auth)
+        .then(|i: String, f: String, ctl, a| async move {
+            download_backup(ctl, a, decode(&i), decode(&f)).await
+        });
     let logs = v1
         .and(warp::path!("instances" / String / "logs"))
         .and(warp::get())
@@ -582,6 +610,8 @@ pub fn routes(ctl: Arc<Controller>) -> impl Filter<Extract = (Resp,), Error = Re
 
     put_save
         .or(get_save)
+        .unify()
+        .or(get_backup)
         .unify()
         .or(logs)
         .unify()

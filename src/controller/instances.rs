@@ -238,6 +238,16 @@ impl Controller {
             .await
     }
 
+    /// The controller's copies of an instance's saves, newest first.
+    pub async fn backups(&self, instance: Ref) -> Result<Value, ApiError> {
+        let rec = self.record(&instance).await?;
+        let list = crate::saves::list(&self.backups_dir(rec.id)).unwrap_or_default();
+        Ok(json!(list
+            .iter()
+            .map(|b| json!({ "file": b.name, "save": backup_save_name(&b.name), "size": b.size, "modified_ms": b.modified_ms }))
+            .collect::<Vec<_>>()))
+    }
+
     pub async fn view_by_id(&self, id: i64) -> Result<Value, ApiError> {
         let rec = self
             .store

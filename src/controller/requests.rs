@@ -192,6 +192,9 @@ pub enum ControlRequest {
     BackupCreate {
         instance: Ref,
     },
+    BackupList {
+        instance: Ref,
+    },
     ModList,
     ModDelete {
         file: String,
@@ -299,7 +302,7 @@ impl ControlRequest {
             InstanceKill { .. } => vec!["core.instance.kill"],
             InstanceRcon { .. } => vec!["core.instance.send_rcon"],
             InstanceLogs { .. } => vec!["core.log.query"],
-            SaveList { .. } => vec!["core.instance.save.list"],
+            SaveList { .. } | BackupList { .. } => vec!["core.instance.save.list"],
             SaveCreate { .. } | BackupCreate { .. } => vec!["core.instance.save.create"],
             ModList => vec!["core.mod.list"],
             ModDelete { .. } => vec!["core.mod.delete"],
@@ -508,6 +511,7 @@ impl ControlRequest {
             SaveList { instance } => ok(ctl.saves(instance).await?),
             SaveCreate { instance, name } => created(ctl.create_save(&who, instance, name).await?),
             BackupCreate { instance } => ok(ctl.backup(instance).await?),
+            BackupList { instance } => ok(ctl.backups(instance).await?),
             ModList => ok(store.read(store::mods::list).await?),
             ModDelete { file } => {
                 let f = file.clone();

@@ -23,8 +23,12 @@ pub async fn run(client: &Client, out: &Output, cmd: InstanceCommand) -> anyhow:
             let view = get(client, &instance).await?;
             out.print(&view, |v| show(out, v))
         }
-        InstanceCommand::Create { name, config, set } => {
-            let mut cfg = match config {
+        InstanceCommand::Create {
+            name,
+            config_json,
+            set,
+        } => {
+            let mut cfg = match config_json {
                 Some(text) => match serde_json::from_str::<Value>(&text) {
                     Ok(Value::Object(map)) => map,
                     _ => anyhow::bail!(

@@ -103,7 +103,7 @@ pub enum InstanceCommand {
         name: String,
         /// Initial config as a JSON object, e.g. '{"auto_start":true}'.
         #[arg(long, value_name = "JSON")]
-        config: Option<String>,
+        config_json: Option<String>,
         /// Set one config key (repeatable); the value is JSON if it parses, else a string.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
@@ -150,8 +150,8 @@ pub enum InstanceCommand {
     Rcon {
         /// Instance name or id.
         instance: String,
-        /// The command, e.g. /players online (the words are joined with spaces).
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        /// The command, e.g. /players online (words are joined with spaces; put -- before a command that starts with -).
+        #[arg(required = true, num_args = 1..)]
         command: Vec<String>,
     },
     /// Print an instance's recent log lines, or follow them.

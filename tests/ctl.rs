@@ -450,6 +450,23 @@ fn saves_are_created_uploaded_downloaded_and_backed_up() {
     assert_eq!(v["sha256"].as_str().unwrap().len(), 64, "{v}");
     let text = ok(&["save", "backup", "saves"]);
     assert!(text.contains("to the controller"), "{text}");
+    let copies = json(&["save", "backups", "saves"]);
+    let newest = copies[0]["file"]
+        .as_str()
+        .expect("a backup file")
+        .to_string();
+    assert!(ok(&["save", "backups", "saves"]).contains(&newest));
+    let copy = dir.path().join("copy.zip");
+    json(&[
+        "save",
+        "download",
+        "saves",
+        &newest,
+        "--backup",
+        "-o",
+        copy.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&copy).unwrap().starts_with(b"PK"));
 
     let missing = dir.path().join("missing.zip");
     run(&[

@@ -86,16 +86,39 @@ pub async fn save(client: &Client, out: &Output, cmd: SaveCommand) -> anyhow::Re
                 )
             })
         }
+        SaveCommand::Backups { instance } => {
+            let copies = client
+                .get(&format!("/instances/{}/backups", seg(&instance)))
+                .await
+                .with_context(|| format!("listing the backups of instance '{instance}'"))?;
+            out.print(&copies, |copies| {
+                let mut t = Table::new(&["FILE", "SAVE", "SIZE", "MODIFIED (UTC)"]);
+                for b in copies.as_array().into_iter().flatten() {
+                    t.row(vec![
+                        cell(&b["file"]),
+                        cell(&b["save"]),
+                        bytes(b["size"].as_u64().unwrap_or(0)),
+                        time_ms(&b["modified_ms"]),
+                    ]);
+                }
+                t.render(
+                    out,
+                    "No backups on the controller. Make one with `clustorio ctl save backup`.",
+                )
+            })
+        }
         SaveCommand::Download {
             instance,
             save,
+            backup,
             output,
         } => {
             let target = output.unwrap_or_else(|| PathBuf::from(&save));
+            let kind = if backup { "backups" } else { "saves" };
             let size = download(
                 client,
                 out,
-                &format!("/instances/{}/saves/{}", seg(&instance), seg(&save)),
+                &format!("/instances/{}/{kind}/{}", seg(&instance), seg(&save)),
                 &target,
             )
             .await

@@ -214,12 +214,20 @@ pub enum SaveCommand {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Download a save zip.
+    /// List the controller's backup copies of an instance's saves, newest first.
+    Backups {
+        /// Instance name or id.
+        instance: String,
+    },
+    /// Download a save zip (from the host, or with --backup one of the controller's copies).
     Download {
         /// Instance name or id.
         instance: String,
-        /// Save name, e.g. world.zip.
+        /// Save name, e.g. world.zip (with --backup: the file name `save backups` shows).
         save: String,
+        /// Download one of the controller's backup copies.
+        #[arg(long)]
+        backup: bool,
         /// Where to write it (default: the save's name in the working directory; - for stdout).
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,

@@ -68,6 +68,28 @@ async fn main() {
         t.await.expect("seeding task");
     }
 
+    // The controller's share: the same GET from inside this process, new connection each time.
+    let mut raw = Vec::new();
+    for _ in 0..=RUNS {
+        let start = Instant::now();
+        let body = reqwest::Client::new()
+            .get(c.url("/api/v1/instances"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("GET /instances")
+            .bytes()
+            .await
+            .expect("body");
+        assert!(body.len() > INSTANCES * 50);
+        raw.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    raw.remove(0);
+    let (median, p90, min) = stats(raw);
+    let raw_row = format!(
+        "| for reference: `GET /api/v1/instances` (1,000) from a running process | {median:.1} ms | {p90:.1} ms | {min:.1} ms |"
+    );
+
     let mut rows = Vec::new();
     let mut measure = |label: &str, f: &mut dyn FnMut(usize) -> f64| {
         f(usize::MAX); // warm-up: page cache, controller statements
@@ -105,4 +127,5 @@ async fn main() {
     for row in rows {
         println!("{row}");
     }
+    println!("{raw_row}");
 }

@@ -5,9 +5,21 @@ pub mod config;
 pub mod controller;
 pub mod ctl;
 pub mod demo;
+pub mod entrypoint;
 pub mod host;
 pub mod link;
 pub mod permissions;
 pub mod saves;
 pub mod shutdown;
 pub mod store;
+
+/// The async runtime every role runs on. Panels cap processes (threads count), so the blocking
+/// pool is kept small.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .build()
+        .context("starting the async runtime")
+}

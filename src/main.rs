@@ -1,6 +1,5 @@
 //! The `clustorio` binary: one function per role (DESIGN §2).
 
-use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use clustorio::config::{ControllerConfig, HostConfig, init_logging};
 use clustorio::store::{self, Store};
@@ -21,6 +20,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Role {
+    /// What the Docker image runs: reads SERVER_MODE and the panel's variables, writes
+    /// config-master.json or config-slave.json, and runs that role.
+    Entrypoint {
+        /// Working directory (the panel's /home/container).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// The controller: HTTP API, link socket, web UI and metrics on port 8081.
     #[command(alias = "master")]
     Controller {
@@ -93,6 +99,20 @@ enum ControllerCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Role::Entrypoint { dir } = &cli.role {
+        // A panel shows one clear line for a misconfigured server, with exit code 2.
+        return match clustorio::entrypoint::run(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(clustorio::entrypoint::EntrypointError::Usage(m)) => {
+                eprintln!("error: {m}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -102,17 +122,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    // Panels cap processes (threads count); keep the blocking pool small.
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .max_blocking_threads(16)
-        .build()
-        .context("starting the async runtime")
-}
+use clustorio::runtime;
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.role {
+        Role::Entrypoint { .. } => Ok(()),
         Role::Ctl(args) => clustorio::ctl::run(args),
         Role::Completions { shell } => {
             clap_complete::generate(

@@ -212,7 +212,7 @@ where
 
 /// Environment values are strings; turn the ones that look like numbers or booleans into those
 /// so they fit numeric and boolean keys (figment would otherwise refuse "8081" for a u16).
-fn coerce_env(map: serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+pub fn coerce_env(map: serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
     let coerced = map
         .into_iter()
         .map(|(k, v)| {

@@ -876,3 +876,154 @@ fn colours_only_on_a_terminal_and_never_with_no_color() {
     // And on a pipe (every other test): no colours either.
     assert!(!ok(&["instance", "list"]).contains('\x1b'));
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with the `openssl` CLI; None if the
+/// CLI is missing. Returns (ca.pem, cert.pem, key.pem).
+fn make_certs(dir: &std::path::Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    let openssl = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let ext = dir.join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .ok()?;
+    let ok = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=clustorio test CA",
+        "-days",
+        "1",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]) && openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.csr",
+    ]) && openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "cert.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    ok.then(|| {
+        (
+            dir.join("ca.pem"),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        )
+    })
+}
+
+/// A TLS-terminating proxy on a free port in front of `backend` (a `host:port`), on its own
+/// thread for the rest of the test process.
+fn tls_proxy(cert: &std::path::Path, key: &std::path::Path, backend: String) -> u16 {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{ServerConfig, crypto::aws_lc_rs};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .expect("cert.pem")
+        .map(|c| c.expect("a certificate"))
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(key).expect("key.pem");
+    let config =
+        ServerConfig::builder_with_provider(std::sync::Arc::new(aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, backend) = (acceptor.clone(), backend.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(&backend).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+                });
+            }
+        });
+    });
+    port
+}
+
+#[test]
+fn https_works_through_a_tls_terminating_proxy() {
+    let c = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let Some((ca, cert, key)) = make_certs(dir.path()) else {
+        eprintln!("skipped: the openssl CLI is not available");
+        return;
+    };
+    let backend = c.url.trim_start_matches("http://").to_string();
+    let port = tls_proxy(&cert, &key, backend);
+    let url = format!("https://127.0.0.1:{port}");
+    let trusted = [
+        ("CLUSTORIO_URL", url.as_str()),
+        ("CLUSTORIO_TOKEN", c.token.as_str()),
+        ("SSL_CERT_FILE", ca.to_str().unwrap()),
+    ];
+    let r = run_with(&trusted, &["instance", "list", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(serde_json::from_str::<Value>(&r.stdout).unwrap().is_array());
+    let r = run_with(&trusted, &["status"]);
+    assert!(r.stdout.contains(&format!("at {url}")), "{}", r.stdout);
+
+    // A certificate nobody vouches for is refused, in one line.
+    let untrusted = [
+        ("CLUSTORIO_URL", url.as_str()),
+        ("CLUSTORIO_TOKEN", c.token.as_str()),
+        ("SSL_CERT_FILE", cert.to_str().unwrap()),
+    ];
+    run_with(&untrusted, &["instance", "list"])
+        .fails_with("cannot connect to the controller at https://");
+}

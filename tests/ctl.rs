@@ -304,7 +304,9 @@ fn an_instance_goes_from_create_to_delete() {
     let text = ok(&["instance", "logs", "life", "-n", "3"]);
     assert_eq!(text.lines().count(), lines.len(), "{text}");
 
-    let text = ok(&["instance", "restart", "life"]);
+    run(&["instance", "restart", "life", "--timeout", "0"])
+        .fails_with("restarting instance 'life': gave up waiting after 0 s");
+    let text = ok(&["instance", "restart", "life", "--timeout", "60"]);
     assert!(
         text.starts_with("Instance life restarted: running"),
         "{text}"

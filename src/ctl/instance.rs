@@ -9,6 +9,7 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use std::future::Future;
+use std::time::Duration;
 
 pub async fn run(client: &Client, out: &Output, cmd: InstanceCommand) -> anyhow::Result<()> {
     match cmd {
@@ -93,12 +94,17 @@ pub async fn run(client: &Client, out: &Output, cmd: InstanceCommand) -> anyhow:
                 )
             })
         }
-        InstanceCommand::Start { instance, save } => {
+        InstanceCommand::Start {
+            instance,
+            save,
+            timeout,
+        } => {
             let body = match &save {
                 Some(s) => json!({ "save": s }),
                 None => json!({}),
             };
-            let view = lifecycle(client, out, &instance, "start", &body, "Starting").await?;
+            let view =
+                lifecycle(client, out, &instance, "start", &body, "Starting", timeout).await?;
             out.print(&view, |v| {
                 format!(
                     "Instance {} is {} on port {}",
@@ -108,8 +114,17 @@ pub async fn run(client: &Client, out: &Output, cmd: InstanceCommand) -> anyhow:
                 )
             })
         }
-        InstanceCommand::Stop { instance } => {
-            let view = lifecycle(client, out, &instance, "stop", &json!({}), "Stopping").await?;
+        InstanceCommand::Stop { instance, timeout } => {
+            let view = lifecycle(
+                client,
+                out,
+                &instance,
+                "stop",
+                &json!({}),
+                "Stopping",
+                timeout,
+            )
+            .await?;
             out.print(&view, |v| {
                 format!(
                     "Instance {} is {} (saved)",
@@ -118,9 +133,17 @@ pub async fn run(client: &Client, out: &Output, cmd: InstanceCommand) -> anyhow:
                 )
             })
         }
-        InstanceCommand::Restart { instance } => {
-            let view =
-                lifecycle(client, out, &instance, "restart", &json!({}), "Restarting").await?;
+        InstanceCommand::Restart { instance, timeout } => {
+            let view = lifecycle(
+                client,
+                out,
+                &instance,
+                "restart",
+                &json!({}),
+                "Restarting",
+                timeout,
+            )
+            .await?;
             out.print(&view, |v| {
                 format!(
                     "Instance {} restarted: {} on port {}",
@@ -131,7 +154,8 @@ pub async fn run(client: &Client, out: &Output, cmd: InstanceCommand) -> anyhow:
             })
         }
         InstanceCommand::Kill { instance } => {
-            let view = lifecycle(client, out, &instance, "kill", &json!({}), "Killing").await?;
+            let view =
+                lifecycle(client, out, &instance, "kill", &json!({}), "Killing", None).await?;
             out.print(&view, |v| {
                 format!(
                     "Killed instance {} (not saved): {}",
@@ -330,9 +354,21 @@ async fn lifecycle(
     action: &str,
     body: &Value,
     doing: &str,
+    timeout: Option<u64>,
 ) -> anyhow::Result<Value> {
     let path = format!("/instances/{}/{action}", seg(instance));
-    let request = client.post(&path, body);
+    let request = async {
+        match timeout {
+            None => client.post(&path, body).await,
+            Some(secs) => tokio::time::timeout(Duration::from_secs(secs), client.post(&path, body))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "gave up waiting after {secs} s; the instance may still change (see `clustorio ctl instance show {instance}`)"
+                    ))
+                }),
+        }
+    };
     waiting(
         client,
         out,

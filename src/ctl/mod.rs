@@ -122,6 +122,9 @@ pub enum InstanceCommand {
     Start {
         /// Instance name or id.
         instance: String,
+        /// Give up waiting after this many seconds (exit 1; the controller carries on).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
         /// Save to load (default: the newest).
         #[arg(long)]
         save: Option<String>,
@@ -130,11 +133,17 @@ pub enum InstanceCommand {
     Stop {
         /// Instance name or id.
         instance: String,
+        /// Give up waiting after this many seconds (exit 1; the controller carries on).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
     },
     /// Stop and start an instance; waits until it is running again.
     Restart {
         /// Instance name or id.
         instance: String,
+        /// Give up waiting after this many seconds (exit 1; the controller carries on).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
     },
     /// Kill an instance's Factorio process without saving.
     Kill {

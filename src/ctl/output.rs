@@ -75,7 +75,7 @@ impl Output {
     pub fn spinner(&self, message: impl Into<String>) -> ProgressBar {
         let bar = ProgressBar::with_draw_target(None, self.target());
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            ProgressStyle::with_template("{spinner} {wide_msg} {elapsed}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.set_message(message.into());

@@ -801,6 +801,8 @@ fn errors_are_one_line_with_exit_1_and_usage_errors_exit_2() {
         &["instance", "start"],
         &["instance", "config", "set", "x", "key"],
         &["audit", "--limit", "many"],
+        &["instance", "logs", "x", "-f", "-n", "3"],
+        &["user", "token", "x", "--list", "--revoke-all"],
     ] {
         let r = run(args);
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);

@@ -168,7 +168,7 @@ pub enum InstanceCommand {
         /// Instance name or id.
         instance: String,
         /// How many recent lines.
-        #[arg(long, short = 'n')]
+        #[arg(long, short = 'n', conflicts_with = "follow")]
         lines: Option<u64>,
         /// Keep printing new lines as they come (until interrupted).
         #[arg(long, short = 'f')]

@@ -183,7 +183,11 @@ impl Table {
                 };
                 text.push_str(&shown);
                 if i < last {
-                    let pad = widths.get(i).copied().unwrap_or(0) - visible_width(cell);
+                    let pad = widths
+                        .get(i)
+                        .copied()
+                        .unwrap_or(0)
+                        .saturating_sub(visible_width(cell));
                     text.push_str(&" ".repeat(pad + 2));
                 }
             }

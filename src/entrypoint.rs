@@ -4,8 +4,8 @@
 //! edits, the host's saved token) is kept — and then runs that role in this process.
 
 use crate::config::{
-    CONTROLLER_CONFIG_FILE, CONTROLLER_ENV, ControllerConfig, HOST_CONFIG_FILE, HOST_ENV, HostConfig,
-    LogLevel, coerce_env, env_values, init_logging,
+    CONTROLLER_CONFIG_FILE, CONTROLLER_ENV, ControllerConfig, HOST_CONFIG_FILE, HOST_ENV,
+    HostConfig, LogLevel, coerce_env, env_values, init_logging,
 };
 use anyhow::Context;
 use serde_json::Value;
@@ -27,12 +27,18 @@ pub enum Mode {
 }
 
 fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 /// `SERVER_MODE`: master or slave (controller and host accepted), any case.
 pub fn mode() -> Result<Mode, EntrypointError> {
-    match var("SERVER_MODE").map(|m| m.to_ascii_lowercase()).as_deref() {
+    match var("SERVER_MODE")
+        .map(|m| m.to_ascii_lowercase())
+        .as_deref()
+    {
         Some("master" | "controller") => Ok(Mode::Controller),
         Some("slave" | "host") => Ok(Mode::Host),
         Some(other) => Err(EntrypointError::Usage(format!(
@@ -49,7 +55,10 @@ pub fn write_config(dir: &Path, file: &str, env: &[(&str, &str)]) -> anyhow::Res
     let path = dir.join(file);
     let mut value: Value = match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => serde_json::from_str(&text).with_context(|| {
-            format!("{} is not valid JSON; fix it or delete it to start over", path.display())
+            format!(
+                "{} is not valid JSON; fix it or delete it to start over",
+                path.display()
+            )
         })?,
         _ => Value::Object(Default::default()),
     };
@@ -92,7 +101,10 @@ pub fn run(dir: &Path) -> Result<(), EntrypointError> {
         }
         Mode::Host => {
             for (name, what) in [
-                ("MASTER_URL", "the master's address, e.g. http://172.18.0.1:8081"),
+                (
+                    "MASTER_URL",
+                    "the master's address, e.g. http://172.18.0.1:8081",
+                ),
                 ("SLAVE_NAME", "a name for this slave, unique in the cluster"),
             ] {
                 let alias = HOST_ENV
@@ -126,7 +138,11 @@ mod tests {
     fn env_keys_are_set_and_every_other_key_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("x.json");
-        std::fs::write(&file, r#"{"cluster_name": "old", "my_note": "keep me", "port": 1}"#).unwrap();
+        std::fs::write(
+            &file,
+            r#"{"cluster_name": "old", "my_note": "keep me", "port": 1}"#,
+        )
+        .unwrap();
         // SAFETY (test): set_var in a single-threaded test that owns these names.
         unsafe {
             std::env::set_var("CLUSTORIO_TEST_NAME", "from env");

@@ -55,6 +55,8 @@ fn detect_install(dir: &Path, cfg: &HostConfig) -> Option<Install> {
 
 /// Runs the host until shutdown; the error says why the controller refused it, if it did.
 pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
+    // Factorio resolves relative paths against its own working directory: hand it absolute ones.
+    let dir = &std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
     if cfg.host_name.trim().is_empty() {
         bail!("SLAVE_NAME is not set: give this host a name (host_name in {HOST_CONFIG_FILE})");
     }

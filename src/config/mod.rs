@@ -96,6 +96,8 @@ pub const HOST_ENV: &[(&str, &str)] = &[
     ("CONTROLLER_TOKEN", "controller_token"),
     ("SLAVE_NAME", "host_name"),
     ("HOST_NAME", "host_name"),
+    // Extra allocations cannot be seen from inside a panel container: GAME_PORTS lists them all.
+    ("GAME_PORTS", "game_ports"),
     ("SERVER_PORT", "game_ports"),
     ("LOG_LEVEL", "log_level"),
     ("PLUGINS", "plugins"),

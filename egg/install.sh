@@ -1,0 +1,67 @@
+#!/bin/bash
+# clustorio egg install script (runs in the install container, server files at /mnt/server).
+# A slave needs the Factorio headless server; a master needs nothing. Re-running it never
+# touches saves, instances or configuration — only the factorio/ install is replaced.
+mkdir -p /mnt/server
+cd /mnt/server || exit 1
+
+fail() {
+    echo "clustorio install FAILED: $*"
+    exit 1
+}
+
+MODE=$(echo "${SERVER_MODE:-}" | tr '[:upper:]' '[:lower:]')
+case "$MODE" in
+    master|controller)
+        echo "clustorio install: master mode, Factorio is not needed."
+        echo "clustorio install: OK"
+        exit 0 ;;
+    slave|host) ;;
+    *) fail "SERVER_MODE must be master or slave (got '${SERVER_MODE:-}')" ;;
+esac
+
+VERSION=${FACTORIO_VERSION:-stable}
+case "$VERSION" in
+    stable|latest) ;;
+    [0-9]*.[0-9]*.[0-9]*) ;;
+    *) fail "FACTORIO_VERSION must be stable, latest or a version number like 2.0.77 (got '$VERSION')" ;;
+esac
+# Overridable for mirrors and tests: <base>/<version>/headless/linux64 redirects to the tarball.
+DOWNLOAD_BASE=${FACTORIO_DOWNLOAD_URL:-https://factorio.com/get-download}
+SHA256_URL=${FACTORIO_SHA256_URL:-https://factorio.com/download/sha256sums/}
+URL="$DOWNLOAD_BASE/$VERSION/headless/linux64"
+
+command -v curl >/dev/null || fail "curl is missing in the install container"
+command -v xz >/dev/null || fail "xz is missing in the install container"
+
+WORK=$(mktemp -d /mnt/server/.install.XXXXXX) || fail "cannot write to /mnt/server"
+trap 'rm -rf "$WORK"' EXIT
+
+echo "clustorio install: downloading Factorio $VERSION (headless) from $URL"
+FINAL_URL=$(curl -fSL --retry 3 --progress-bar -o "$WORK/factorio.tar.xz" -w '%{url_effective}' "$URL") \
+    || fail "could not download Factorio $VERSION from $URL (does that version exist?)"
+TARBALL=$(basename "${FINAL_URL%%\?*}")
+echo "clustorio install: got $TARBALL ($(du -h "$WORK/factorio.tar.xz" | cut -f1))"
+
+# factorio.com publishes SHA-256 sums of its releases; check when ours is listed.
+if curl -fsSL --retry 2 -o "$WORK/sha256sums" "$SHA256_URL" 2>/dev/null \
+        && grep -q " $TARBALL\$" "$WORK/sha256sums"; then
+    EXPECTED=$(grep " $TARBALL\$" "$WORK/sha256sums" | head -n1 | cut -d' ' -f1)
+    ACTUAL=$(sha256sum "$WORK/factorio.tar.xz" | cut -d' ' -f1)
+    [ "$EXPECTED" = "$ACTUAL" ] || fail "checksum mismatch for $TARBALL (expected $EXPECTED, got $ACTUAL)"
+    echo "clustorio install: checksum OK"
+else
+    echo "clustorio install: no published checksum for $TARBALL; skipping the check"
+fi
+
+tar -xJf "$WORK/factorio.tar.xz" -C "$WORK" || fail "the download is not a valid Factorio archive"
+[ -x "$WORK/factorio/bin/x64/factorio" ] || fail "the archive has no factorio/bin/x64/factorio"
+INSTALLED=$("$WORK/factorio/bin/x64/factorio" --version 2>/dev/null | head -n1)
+[ -n "$INSTALLED" ] || fail "the downloaded Factorio does not run"
+
+rm -rf factorio.old
+[ -d factorio ] && mv factorio factorio.old
+mv "$WORK/factorio" factorio || fail "cannot move Factorio into place"
+rm -rf factorio.old
+echo "clustorio install: installed $INSTALLED"
+echo "clustorio install: OK"

@@ -7,33 +7,75 @@ use serde_json::Value;
 use std::collections::HashSet;
 
 fn egg() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/egg/egg-clustorio.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/egg/egg-clustorio.json"
+    ))
+    .unwrap();
     serde_json::from_str(&text).expect("the egg is valid JSON")
 }
 
-const PTERODACTYL_RESERVED: &[&str] = &["SERVER_MEMORY", "SERVER_IP", "SERVER_PORT", "ENV", "HOME", "USER", "STARTUP", "SERVER_UUID", "UUID"];
+const PTERODACTYL_RESERVED: &[&str] = &[
+    "SERVER_MEMORY",
+    "SERVER_IP",
+    "SERVER_PORT",
+    "ENV",
+    "HOME",
+    "USER",
+    "STARTUP",
+    "SERVER_UUID",
+    "UUID",
+];
 const PELICAN_RESERVED: &[&str] = &[
-    "P_SERVER_UUID", "P_SERVER_ALLOCATION_LIMIT", "MODIFIED_STARTUP", "INTERNAL_IP", "HOSTNAME", "TERM", "LANG", "PWD", "TZ", "TIMEZONE",
+    "P_SERVER_UUID",
+    "P_SERVER_ALLOCATION_LIMIT",
+    "MODIFIED_STARTUP",
+    "INTERNAL_IP",
+    "HOSTNAME",
+    "TERM",
+    "LANG",
+    "PWD",
+    "TZ",
+    "TIMEZONE",
 ];
 /// Laravel rules this egg may use (all real ones).
-const KNOWN_RULES: &[&str] = &["required", "nullable", "string", "max", "min", "in", "regex", "integer", "numeric", "between", "boolean", "url"];
+const KNOWN_RULES: &[&str] = &[
+    "required", "nullable", "string", "max", "min", "in", "regex", "integer", "numeric", "between",
+    "boolean", "url",
+];
 
 /// `rules` applied to `value` the way the panel does when an admin accepts the defaults.
 fn passes(rules: &str, value: &str) -> Result<(), String> {
     let empty = value.is_empty();
     let parts: Vec<&str> = rules.split('|').collect();
     if empty {
-        return if parts.contains(&"required") { Err("required but empty".into()) } else if parts.contains(&"nullable") { Ok(()) } else { Err("empty without nullable".into()) };
+        return if parts.contains(&"required") {
+            Err("required but empty".into())
+        } else if parts.contains(&"nullable") {
+            Ok(())
+        } else {
+            Err("empty without nullable".into())
+        };
     }
     for part in parts {
         let (name, arg) = part.split_once(':').unwrap_or((part, ""));
         match name {
-            "max" => if value.chars().count() > arg.parse::<usize>().unwrap() { return Err(format!("longer than {arg}")) },
-            "in" => if !arg.split(',').any(|a| a == value) { return Err(format!("not in {arg}")) },
+            "max" => {
+                if value.chars().count() > arg.parse::<usize>().unwrap() {
+                    return Err(format!("longer than {arg}"));
+                }
+            }
+            "in" => {
+                if !arg.split(',').any(|a| a == value) {
+                    return Err(format!("not in {arg}"));
+                }
+            }
             "regex" => {
                 let pattern = arg.trim_start_matches('/').trim_end_matches('/');
                 let re = regex_lite::Regex::new(pattern).map_err(|e| e.to_string())?;
-                if !re.is_match(value) { return Err(format!("does not match {arg}")) }
+                if !re.is_match(value) {
+                    return Err(format!("does not match {arg}"));
+                }
             }
             _ => {}
         }
@@ -48,9 +90,31 @@ fn the_egg_follows_the_import_rules() {
     // §1.1/§9.1: version, author, name; only PTDL keys.
     assert_eq!(egg["meta"]["version"], "PTDL_v2");
     let author = egg["author"].as_str().unwrap();
-    assert!(regex_lite::Regex::new(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$").unwrap().is_match(author), "author must be an e-mail");
-    assert!(!egg["name"].as_str().unwrap().is_empty() && egg["name"].as_str().unwrap().len() <= 191);
-    let allowed: HashSet<&str> = ["_comment", "meta", "exported_at", "name", "author", "description", "features", "docker_images", "file_denylist", "startup", "config", "scripts", "variables"].into();
+    assert!(
+        regex_lite::Regex::new(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
+            .unwrap()
+            .is_match(author),
+        "author must be an e-mail"
+    );
+    assert!(
+        !egg["name"].as_str().unwrap().is_empty() && egg["name"].as_str().unwrap().len() <= 191
+    );
+    let allowed: HashSet<&str> = [
+        "_comment",
+        "meta",
+        "exported_at",
+        "name",
+        "author",
+        "description",
+        "features",
+        "docker_images",
+        "file_denylist",
+        "startup",
+        "config",
+        "scripts",
+        "variables",
+    ]
+    .into();
     for k in obj.keys() {
         assert!(allowed.contains(k.as_str()), "unexpected top-level key {k}");
     }
@@ -58,15 +122,21 @@ fn the_egg_follows_the_import_rules() {
     assert!(egg["file_denylist"].is_array());
     // §9.2-3: config fields are JSON strings holding objects.
     for f in ["files", "startup", "logs"] {
-        let s = egg["config"][f].as_str().unwrap_or_else(|| panic!("config.{f} must be a string"));
-        let v: Value = serde_json::from_str(s).unwrap_or_else(|_| panic!("config.{f} must hold JSON"));
+        let s = egg["config"][f]
+            .as_str()
+            .unwrap_or_else(|| panic!("config.{f} must be a string"));
+        let v: Value =
+            serde_json::from_str(s).unwrap_or_else(|_| panic!("config.{f} must hold JSON"));
         assert!(v.is_object(), "config.{f} must decode to an object");
     }
     let startup: Value = serde_json::from_str(egg["config"]["startup"].as_str().unwrap()).unwrap();
     assert_eq!(startup["done"], "Started", "the ready line");
     assert_eq!(startup["strip_ansi"], true);
     let stop = egg["config"]["stop"].as_str().unwrap();
-    assert!(!stop.is_empty() && stop.len() <= 191 && !stop.starts_with('^'), "stop is a console command");
+    assert!(
+        !stop.is_empty() && stop.len() <= 191 && !stop.starts_with('^'),
+        "stop is a console command"
+    );
     assert_eq!(stop, "stop");
     // §9.4: images.
     let images = egg["docker_images"].as_object().unwrap();
@@ -84,20 +154,42 @@ fn the_egg_follows_the_import_rules() {
     let mkdir = script.find("mkdir -p /mnt/server").unwrap();
     let cd = script.find("cd /mnt/server").unwrap();
     assert!(mkdir < cd);
-    let on_disk = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/egg/install.sh")).unwrap();
+    let on_disk =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/egg/install.sh")).unwrap();
     assert_eq!(script, on_disk, "the egg carries egg/install.sh unchanged");
     // §9.6-9.8: variables.
-    let keys: HashSet<&str> = ["name", "description", "env_variable", "default_value", "user_viewable", "user_editable", "rules", "field_type"].into();
+    let keys: HashSet<&str> = [
+        "name",
+        "description",
+        "env_variable",
+        "default_value",
+        "user_viewable",
+        "user_editable",
+        "rules",
+        "field_type",
+    ]
+    .into();
     let mut names = HashSet::new();
     let env_re = regex_lite::Regex::new("^[A-Z0-9_]+$").unwrap();
     for v in egg["variables"].as_array().unwrap() {
         let o = v.as_object().unwrap();
-        assert_eq!(o.keys().map(String::as_str).collect::<HashSet<_>>(), keys, "variable keys of {v}");
+        assert_eq!(
+            o.keys().map(String::as_str).collect::<HashSet<_>>(),
+            keys,
+            "variable keys of {v}"
+        );
         let env = v["env_variable"].as_str().unwrap();
         assert!(env_re.is_match(env));
-        assert!(!PTERODACTYL_RESERVED.contains(&env) && !PELICAN_RESERVED.contains(&env), "{env} is reserved");
+        assert!(
+            !PTERODACTYL_RESERVED.contains(&env) && !PELICAN_RESERVED.contains(&env),
+            "{env} is reserved"
+        );
         assert!(names.insert(env), "{env} twice");
-        assert!(v["name"].as_str().is_some_and(|n| !n.is_empty() && n.len() <= 191));
+        assert!(
+            v["name"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty() && n.len() <= 191)
+        );
         assert!(v["description"].is_string() && v["default_value"].is_string());
         assert!(v["user_viewable"].is_boolean() && v["user_editable"].is_boolean());
         let rules = v["rules"].as_str().unwrap();
@@ -106,33 +198,68 @@ fn the_egg_follows_the_import_rules() {
             let name = part.split(':').next().unwrap();
             assert!(KNOWN_RULES.contains(&name), "{env}: unknown rule {name}");
         }
-        assert!(rules.starts_with("required") || rules.starts_with("nullable"), "{env}: optional variables start with nullable");
-        passes(rules, v["default_value"].as_str().unwrap()).unwrap_or_else(|e| panic!("{env}: default fails its rules: {e}"));
+        assert!(
+            rules.starts_with("required") || rules.starts_with("nullable"),
+            "{env}: optional variables start with nullable"
+        );
+        passes(rules, v["default_value"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{env}: default fails its rules: {e}"));
     }
     // §9.9-10: the mode switch; no {{VAR}} with free text in the startup line.
-    let mode = egg["variables"].as_array().unwrap().iter().find(|v| v["env_variable"] == "SERVER_MODE").unwrap();
+    let mode = egg["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["env_variable"] == "SERVER_MODE")
+        .unwrap();
     for m in ["master", "slave", "controller", "host"] {
         passes(mode["rules"].as_str().unwrap(), m).unwrap();
     }
     assert!(passes(mode["rules"].as_str().unwrap(), "both").is_err());
-    assert!(!egg["startup"].as_str().unwrap().contains("{{"), "values reach the program as env vars");
-    assert!(!":/home/container$ clustorio entrypoint".contains("Started"), "the echoed startup line is not the ready line");
+    assert!(
+        !egg["startup"].as_str().unwrap().contains("{{"),
+        "values reach the program as env vars"
+    );
+    assert!(
+        !":/home/container$ clustorio entrypoint".contains("Started"),
+        "the echoed startup line is not the ready line"
+    );
 }
 
 #[test]
 fn the_egg_variables_are_the_ones_the_binary_reads() {
     let egg = egg();
-    let in_egg: HashSet<String> = egg["variables"].as_array().unwrap().iter().map(|v| v["env_variable"].as_str().unwrap().to_string()).collect();
-    let read: HashSet<&str> = CONTROLLER_ENV.iter().chain(HOST_ENV).map(|(v, _)| *v).collect();
+    let in_egg: HashSet<String> = egg["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["env_variable"].as_str().unwrap().to_string())
+        .collect();
+    let read: HashSet<&str> = CONTROLLER_ENV
+        .iter()
+        .chain(HOST_ENV)
+        .map(|(v, _)| *v)
+        .collect();
     // Read by the install script or the entrypoint itself, not by a config file.
     let extra = ["SERVER_MODE", "FACTORIO_VERSION"];
     for v in &in_egg {
-        assert!(read.contains(v.as_str()) || extra.contains(&v.as_str()), "egg variable {v} is read by nothing");
+        assert!(
+            read.contains(v.as_str()) || extra.contains(&v.as_str()),
+            "egg variable {v} is read by nothing"
+        );
     }
     // Everything the binary reads is offered, except what the panel sets itself and the aliases.
-    let not_offered = ["SERVER_PORT", "CONTROLLER_URL", "CONTROLLER_TOKEN", "HOST_NAME"];
+    let not_offered = [
+        "SERVER_PORT",
+        "CONTROLLER_URL",
+        "CONTROLLER_TOKEN",
+        "HOST_NAME",
+    ];
     for v in read {
-        assert!(in_egg.contains(v) || not_offered.contains(&v), "{v} is read but not in the egg");
+        assert!(
+            in_egg.contains(v) || not_offered.contains(&v),
+            "{v} is read but not in the egg"
+        );
     }
 }
 

@@ -60,16 +60,10 @@ fn passes(rules: &str, value: &str) -> Result<(), String> {
     for part in parts {
         let (name, arg) = part.split_once(':').unwrap_or((part, ""));
         match name {
-            "max" => {
-                if value.chars().count() > arg.parse::<usize>().unwrap() {
-                    return Err(format!("longer than {arg}"));
-                }
+            "max" if value.chars().count() > arg.parse::<usize>().unwrap() => {
+                return Err(format!("longer than {arg}"));
             }
-            "in" => {
-                if !arg.split(',').any(|a| a == value) {
-                    return Err(format!("not in {arg}"));
-                }
-            }
+            "in" if !arg.split(',').any(|a| a == value) => return Err(format!("not in {arg}")),
             "regex" => {
                 let pattern = arg.trim_start_matches('/').trim_end_matches('/');
                 let re = regex_lite::Regex::new(pattern).map_err(|e| e.to_string())?;

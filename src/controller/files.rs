@@ -38,6 +38,14 @@ fn error(e: ApiError) -> Resp {
     .into_response()
 }
 
+/// 201 with the new file's description, or the error.
+fn created(result: Result<Value, ApiError>) -> Resp {
+    match result {
+        Ok(v) => json_reply(201, &v),
+        Err(e) => error(e),
+    }
+}
+
 fn json_reply(status: u16, v: &Value) -> Resp {
     warp::reply::with_status(
         warp::reply::json(v),
@@ -255,10 +263,7 @@ where
         Ok::<_, ApiError>(json!({ "name": name, "size": size }))
     }
     .await;
-    match result {
-        Ok(v) => json_reply(201, &v),
-        Err(e) => error(e),
-    }
+    created(result)
 }
 
 async fn download_save(
@@ -367,10 +372,7 @@ where
         Ok(json!({ "name": name, "size": size, "sha256": sha }))
     }
     .await;
-    match result {
-        Ok(v) => json_reply(201, &v),
-        Err(e) => error(e),
-    }
+    created(result)
 }
 
 async fn host_get_save(
@@ -433,10 +435,7 @@ where
         Ok::<_, ApiError>(json!(rec))
     }
     .await;
-    match result {
-        Ok(v) => json_reply(201, &v),
-        Err(e) => error(e),
-    }
+    created(result)
 }
 
 async fn get_mod(

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 /// Every route, with a body where it takes one. `{i}` is an existing instance.
 const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/me"),
     ("GET", "/api/v1/permissions"),
     ("GET", "/api/v1/users"),
     ("POST", "/api/v1/users"),
@@ -202,6 +203,12 @@ async fn users_without_a_permission_are_refused_what_needs_it() {
     .await;
     assert_eq!(s, StatusCode::CREATED);
     let player_token = t["token"].as_str().unwrap().to_string();
+    let (s, me) = call(&client, &c, "GET", "/api/v1/me", Some(&player_token), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(me["name"], "Player1");
+    let perms = me["permissions"].as_array().unwrap();
+    assert!(perms.iter().any(|p| p == "core.instance.list"));
+    assert!(!perms.iter().any(|p| p == "core.instance.create"));
 
     let (s, _) = call(
         &client,

@@ -42,6 +42,7 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
             public: true,
             ..r("/status", "status", vec![], false)
         },
+        ("GET", ["me"]) => r("/me", "me", vec![], false),
         ("GET", ["permissions"]) => r("/permissions", "permission_list", vec![], false),
         ("GET", ["users"]) => r("/users", "user_list", vec![], false),
         ("POST", ["users"]) => r("/users", "user_create", vec![], true),

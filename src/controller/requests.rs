@@ -109,6 +109,8 @@ pub struct InstanceAssign {
 #[serde(tag = "name", content = "data", rename_all = "snake_case")]
 pub enum ControlRequest {
     Status,
+    /// Who the token belongs to, and what it may do.
+    Me,
     PermissionList,
     UserList,
     UserGet {
@@ -250,7 +252,7 @@ impl ControlRequest {
     fn permissions(&self, actor: &Actor) -> Vec<&'static str> {
         use ControlRequest::*;
         match self {
-            Status => vec![],
+            Status | Me => vec![],
             PermissionList => vec!["core.permission.list"],
             UserList => vec!["core.user.list"],
             UserGet { .. } => vec!["core.user.get"],
@@ -324,6 +326,7 @@ impl ControlRequest {
         let store = &ctl.store;
         match self {
             Status => ok(ctl.status()),
+            Me => ok(json!({ "name": actor.name, "permissions": actor.permissions })),
             PermissionList => ok(crate::permissions::ALL),
             UserList => ok(store.read(store::users::list).await?),
             UserGet { user } => ok(store.read(move |c| store::users::get(c, &user)).await?),

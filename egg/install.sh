@@ -21,18 +21,25 @@ case "$MODE" in
 esac
 
 VERSION=${FACTORIO_VERSION:-stable}
-case "$VERSION" in
-    stable|latest) ;;
-    [0-9]*.[0-9]*.[0-9]*) ;;
-    *) fail "FACTORIO_VERSION must be stable, latest or a version number like 2.0.77 (got '$VERSION')" ;;
-esac
+if [ "$VERSION" != stable ] && [ "$VERSION" != latest ] \
+        && ! [[ "$VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+    fail "FACTORIO_VERSION must be stable, latest or a version number like 2.0.77 (got '$VERSION')"
+fi
 # Overridable for mirrors and tests: <base>/<version>/headless/linux64 redirects to the tarball.
 DOWNLOAD_BASE=${FACTORIO_DOWNLOAD_URL:-https://factorio.com/get-download}
 SHA256_URL=${FACTORIO_SHA256_URL:-https://factorio.com/download/sha256sums/}
 URL="$DOWNLOAD_BASE/$VERSION/headless/linux64"
 
-command -v curl >/dev/null || fail "curl is missing in the install container"
-command -v xz >/dev/null || fail "xz is missing in the install container"
+# The install image normally has curl and xz; add them when it does not (it runs as root).
+need=()
+command -v curl >/dev/null || need+=(curl ca-certificates)
+command -v xz >/dev/null || need+=(xz-utils)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "clustorio install: installing ${need[*]}"
+    { command -v apt-get >/dev/null && apt-get update -qq \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; } \
+        || fail "the install container lacks ${need[*]} and cannot install them"
+fi
 
 WORK=$(mktemp -d /mnt/server/.install.XXXXXX) || fail "cannot write to /mnt/server"
 trap 'rm -rf "$WORK"' EXIT

@@ -4,7 +4,8 @@
 //! a master with two slaves on a Docker network of the test's own.
 //!
 //! The image is built once per run by `docker/build-image.sh` (which makes its base image from
-//! debootstrap when it is missing). These tests need a Docker daemon.
+//! debootstrap when it is missing), tagged as the egg names it. These tests need a Docker daemon;
+//! without one they say so and pass. Containers and networks are removed even when a test fails.
 
 mod common;
 
@@ -15,9 +16,48 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const IMAGE: &str = "ghcr.io/clustorio/clustorio:latest";
 /// The uid a panel runs the container as: not in the image's passwd.
 const UID: &str = "12345:12345";
+
+fn egg() -> &'static Value {
+    static EGG: OnceLock<Value> = OnceLock::new();
+    EGG.get_or_init(|| {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/egg/egg-clustorio.json"
+        ))
+        .unwrap();
+        serde_json::from_str(&text).unwrap()
+    })
+}
+
+/// The egg's `config.startup.done` marker and `config.stop` command.
+fn done_marker() -> String {
+    let startup: Value =
+        serde_json::from_str(egg()["config"]["startup"].as_str().unwrap()).unwrap();
+    startup["done"].as_str().unwrap().to_string()
+}
+
+fn stop_command() -> &'static str {
+    egg()["config"]["stop"].as_str().unwrap()
+}
+
+/// Is there a Docker daemon? Without one the tests print why they skip.
+fn docker_available(test: &str) -> bool {
+    static UP: OnceLock<bool> = OnceLock::new();
+    let up = *UP.get_or_init(|| {
+        Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !up {
+        eprintln!("SKIPPED {test}: no Docker daemon (`docker info` failed)");
+    }
+    up
+}
 
 fn docker(args: &[&str]) -> Output {
     Command::new("docker")
@@ -36,21 +76,25 @@ fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Builds the image once for all tests in this file.
+/// Builds the image the egg names, once for all tests in this file.
 fn image() -> &'static str {
-    static BUILT: OnceLock<()> = OnceLock::new();
+    static BUILT: OnceLock<String> = OnceLock::new();
     BUILT.get_or_init(|| {
+        let images = egg()["docker_images"].as_object().unwrap();
+        let image = images.values().next().unwrap().as_str().unwrap();
+        // `~` means "local, never pull" to Wings; the tag itself follows it.
+        let image = image.trim_start_matches('~').to_string();
         let st = Command::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/docker/build-image.sh"
         ))
-        .arg(IMAGE)
+        .arg(&image)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("docker/build-image.sh");
         assert!(st.success(), "building the image failed");
-    });
-    IMAGE
+        image
+    })
 }
 
 /// A container removed when dropped.
@@ -91,12 +135,66 @@ fn volume(root: &Path, name: &str) -> PathBuf {
     dir
 }
 
-/// `docker create` with the settings Wings uses, then start.
-fn panel_container(name: &str, volume: &Path, env: &[(&str, &str)], extra: &[&str]) -> Container {
+/// The environment Wings gives a server container (research/egg.md §3.3): its own variables
+/// (`STARTUP` raw, as Pterodactyl sends it), then every egg variable — the server's value from
+/// `values`, else the egg's default — and the panel's `P_SERVER_*`.
+fn panel_env(values: &[(&str, &str)]) -> Vec<(String, String)> {
+    let value = |k: &str| {
+        values
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    };
+    let mut env: Vec<(String, String)> = vec![
+        ("TZ".into(), "UTC".into()),
+        ("STARTUP".into(), egg()["startup"].as_str().unwrap().into()),
+        ("SERVER_MEMORY".into(), "0".into()),
+        ("SERVER_IP".into(), "0.0.0.0".into()),
+        (
+            "SERVER_PORT".into(),
+            value("SERVER_PORT").unwrap_or_else(|| "8081".into()),
+        ),
+    ];
+    for v in egg()["variables"].as_array().unwrap() {
+        let name = v["env_variable"].as_str().unwrap();
+        let default = v["default_value"].as_str().unwrap().to_string();
+        env.push((name.to_uppercase(), value(name).unwrap_or(default)));
+    }
+    env.extend([
+        ("P_SERVER_LOCATION".into(), "test".into()),
+        (
+            "P_SERVER_UUID".into(),
+            "00000000-0000-4000-8000-000000000000".into(),
+        ),
+        ("P_SERVER_ALLOCATION_LIMIT".into(), "0".into()),
+    ]);
+    // Anything else a test passes (not a panel variable, e.g. the sim's speed).
+    for (k, v) in values {
+        if !env.iter().any(|(n, _)| n == k) {
+            env.push((k.to_string(), v.to_string()));
+        }
+    }
+    env
+}
+
+/// `docker create` with the settings Wings uses (no entrypoint, command or working directory
+/// override: the image's own run), then start.
+fn panel_container(
+    name: &str,
+    volume: &Path,
+    values: &[(&str, &str)],
+    extra: &[&str],
+) -> Container {
     let mut args: Vec<String> = [
         "create",
         "--name",
         name,
+        "--hostname",
+        name,
+        "--label",
+        "Service=Pterodactyl",
+        "--label",
+        "ContainerType=server_process",
         "-i",
         "-t",
         "--read-only",
@@ -129,13 +227,7 @@ fn panel_container(name: &str, volume: &Path, env: &[(&str, &str)], extra: &[&st
     }
     args.push("-v".into());
     args.push(format!("{}:/home/container", volume.display()));
-    args.extend([
-        "-e".into(),
-        "STARTUP=clustorio entrypoint".into(),
-        "-e".into(),
-        "TZ=UTC".into(),
-    ]);
-    for (k, v) in env {
+    for (k, v) in panel_env(values) {
         args.push("-e".into());
         args.push(format!("{k}={v}"));
     }
@@ -213,28 +305,37 @@ fn read_json(path: &Path) -> Value {
 
 #[test]
 fn the_image_runs_as_a_panel_runs_it_and_keeps_user_edits() {
+    if !docker_available("the_image_runs_as_a_panel_runs_it_and_keeps_user_edits") {
+        return;
+    }
     let root = tempfile::tempdir().unwrap();
     let vol = volume(root.path(), "server");
     let name = unique("wings");
+    // A master with every other variable at the egg's default (the slave ones empty).
     let env = [
         ("SERVER_MODE", "master"),
         ("SERVER_PORT", "8081"),
         ("CLUSTER_NAME", "Panel Cluster"),
-        ("LOG_LEVEL", "info"),
     ];
     let _c = panel_container(&name, &vol, &env, &[]);
-    let out = wait_log(&name, "Started", 1);
+    let done = done_marker();
+    let out = wait_log(&name, &done, 1);
+    let echoed = format!(":/home/container$ {}", egg()["startup"].as_str().unwrap());
+    assert!(out.contains(&echoed), "the entrypoint prints the command");
+    let before_ready = &out[..out.find(&done).unwrap()];
     assert!(
-        out.contains(":/home/container$ clustorio entrypoint"),
-        "the entrypoint prints the command"
+        before_ready.contains(&echoed) && !before_ready.contains(stop_command()),
+        "nothing before the ready line looks like it, or like the stop command"
     );
     assert!(out.contains("Login token (shown once): clu_"));
     let cfg = read_json(&vol.join("config-master.json"));
     assert_eq!(cfg["port"], 8081);
     assert_eq!(cfg["cluster_name"], "Panel Cluster");
+    assert_eq!(cfg["admin_string"], "admin", "the egg's default");
+    assert!(vol.join(".tmp").is_dir(), "TMPDIR is on the volume");
 
-    // The console's `stop` stops it cleanly.
-    console(&name, &["status", "stop"]);
+    // The panel's stop button types the egg's stop command into the console.
+    console(&name, &["status", stop_command()]);
     assert_eq!(exit_code(&name), 0);
     let out = logs(&name);
     assert!(
@@ -253,7 +354,7 @@ fn the_image_runs_as_a_panel_runs_it_and_keeps_user_edits() {
     )
     .unwrap();
     docker_ok(&["start", &name]);
-    wait_log(&name, "Started", 2);
+    wait_log(&name, &done, 2);
     let cfg = read_json(&vol.join("config-master.json"));
     assert_eq!(cfg["my_note"], "kept");
     assert_eq!(cfg["metrics_public"], true);
@@ -265,25 +366,33 @@ fn the_image_runs_as_a_panel_runs_it_and_keeps_user_edits() {
     docker_ok(&["stop", &name]);
     assert_eq!(exit_code(&name), 0);
 
-    // A misconfigured server says what to fix, in one line, with exit code 2.
-    let bad = unique("bad");
-    let _b = panel_container(
-        &bad,
-        &volume(root.path(), "bad"),
-        &[("SERVER_MODE", "slave")],
-        &[],
-    );
-    assert_eq!(exit_code(&bad), 2);
-    assert!(
-        logs(&bad).contains("MASTER_URL is not set"),
-        "{}",
-        logs(&bad)
-    );
+    // A misconfigured server says what to fix, in one line, with exit code 2: a slave created
+    // with the egg's defaults, and a port that is not a number.
+    for (what, env, expect) in [
+        (
+            "slave",
+            vec![("SERVER_MODE", "slave")],
+            "error: MASTER_URL is not set",
+        ),
+        (
+            "port",
+            vec![("SERVER_MODE", "master"), ("SERVER_PORT", "80a")],
+            "error: SERVER_PORT is '80a'; accepted values",
+        ),
+    ] {
+        let bad = unique(&format!("bad-{what}"));
+        let _b = panel_container(&bad, &volume(root.path(), &bad), &env, &[]);
+        assert_eq!(exit_code(&bad), 2, "{}", logs(&bad));
+        let out = logs(&bad);
+        let lines: Vec<&str> = out.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(lines.len(), 1, "one line: {out}");
+        assert!(lines[0].starts_with(expect), "{out}");
+    }
 }
 
 /// Serves a sim tarball shaped like a Factorio release: `/get-download/<v>/headless/linux64`
 /// redirects to `/releases/factorio_headless_x64_<v>.tar.xz`; `/sha256sums/` lists checksums.
-async fn release_server(root: &Path) -> u16 {
+async fn release_server(root: &Path, ip: &str) -> u16 {
     use warp::Filter;
     let sim_root = root.join("sim");
     let st = Command::new(common::bin("factorio-sim"))
@@ -319,6 +428,7 @@ async fn release_server(root: &Path) -> u16 {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(&good))
     };
+    // 2.0.76 is listed with a wrong sum; 2.0.75 is not listed at all (both are cut short).
     let sums = format!(
         "{sha}  factorio_headless_x64_2.0.77.tar.xz\n0000  factorio_headless_x64_2.0.76.tar.xz\n"
     );
@@ -327,7 +437,7 @@ async fn release_server(root: &Path) -> u16 {
         warp::path!("get-download" / String / "headless" / "linux64").map(|v: String| {
             let file = match v.as_str() {
                 "stable" | "latest" | "2.0.77" => "factorio_headless_x64_2.0.77.tar.xz".to_string(),
-                "2.0.76" => "factorio_headless_x64_2.0.76.tar.xz".to_string(),
+                "2.0.76" | "2.0.75" => format!("factorio_headless_x64_{v}.tar.xz"),
                 _ => {
                     return warp::http::Response::builder()
                         .status(404)
@@ -350,7 +460,7 @@ async fn release_server(root: &Path) -> u16 {
         warp::http::Response::builder().body(body).unwrap()
     });
     let sums = warp::path!("sha256sums").map(move || sums.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(
         warp::serve(redirect.or(releases).or(sums))
@@ -360,31 +470,54 @@ async fn release_server(root: &Path) -> u16 {
     port
 }
 
-fn install(dir: &Path, port: u16, mode: &str, version: &str) -> String {
-    let out = docker(&[
+/// The egg's install script run as Wings runs it (research/egg.md §3.6): the script written to
+/// `/mnt/install/install.sh`, the server's directory at `/mnt/server`, a tmpfs `/tmp`, the panel's
+/// environment, `Cmd = [scripts.installation.entrypoint, /mnt/install/install.sh]` with the image's
+/// own ENTRYPOINT kept. The egg's install image cannot be pulled here, so the clustorio image
+/// (bash, curl, xz) stands in for it, as root like an installer image.
+fn install(dir: &Path, net: &str, base: &str, mode: &str, version: &str) -> String {
+    let script_dir = tempfile::tempdir().unwrap();
+    let inst = &egg()["scripts"]["installation"];
+    std::fs::write(
+        script_dir.path().join("install.sh"),
+        inst["script"].as_str().unwrap().replace("\r\n", "\n"),
+    )
+    .unwrap();
+    let mut args: Vec<String> = [
         "run",
         "--rm",
         "--network",
-        "host",
+        net,
+        "--hostname",
+        "installer",
         "--user",
         "0",
-        "--entrypoint",
-        "bash",
-        "-v",
-        &format!("{}:/mnt/server", dir.display()),
-        "-v",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/egg:/mnt/install:ro"),
-        "-e",
-        &format!("SERVER_MODE={mode}"),
-        "-e",
-        &format!("FACTORIO_VERSION={version}"),
-        "-e",
-        &format!("FACTORIO_DOWNLOAD_URL=http://127.0.0.1:{port}/get-download"),
-        "-e",
-        &format!("FACTORIO_SHA256_URL=http://127.0.0.1:{port}/sha256sums"),
-        image(),
-        "/mnt/install/install.sh",
+        "--tmpfs",
+        "/tmp:rw,exec,nosuid,size=100m",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push("-v".into());
+    args.push(format!("{}:/mnt/server", dir.display()));
+    args.push("-v".into());
+    args.push(format!("{}:/mnt/install", script_dir.path().display()));
+    let env = panel_env(&[
+        ("SERVER_MODE", mode),
+        ("SERVER_PORT", "34197"),
+        ("FACTORIO_VERSION", version),
+        ("FACTORIO_DOWNLOAD_URL", &format!("{base}/get-download")),
+        ("FACTORIO_SHA256_URL", &format!("{base}/sha256sums")),
     ]);
+    for (k, v) in env {
+        args.push("-e".into());
+        args.push(format!("{k}={v}"));
+    }
+    args.push(image().to_string());
+    args.push(inst["entrypoint"].as_str().unwrap().to_string());
+    args.push("/mnt/install/install.sh".into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = docker(&refs);
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -394,16 +527,30 @@ fn install(dir: &Path, port: u16, mode: &str, version: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_install_script_installs_factorio_and_fails_clearly() {
+    if !docker_available("the_install_script_installs_factorio_and_fails_clearly") {
+        return;
+    }
     let root = tempfile::tempdir().unwrap();
-    let port = release_server(root.path()).await;
+    // The release server listens on the gateway of a network of the test's own; the install
+    // container reaches it there, and nothing else.
+    let net = Network(unique("install-net"));
+    docker_ok(&["network", "create", &net.0]);
+    let gateway = docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+        &net.0,
+    ]);
+    let port = release_server(root.path(), &gateway).await;
+    let base = format!("http://{gateway}:{port}");
     let dir = volume(root.path(), "slave");
     std::fs::write(dir.join("config-slave.json"), "{\"host_token\": \"keep\"}").unwrap();
-    let out = tokio::task::spawn_blocking({
-        let dir = dir.clone();
-        move || install(&dir, port, "slave", "2.0.77")
-    })
-    .await
-    .unwrap();
+    let run = |dir: PathBuf, mode: &'static str, version: &'static str| {
+        let (net, base) = (net.0.clone(), base.clone());
+        tokio::task::spawn_blocking(move || install(&dir, &net, &base, mode, version))
+    };
+    let out = run(dir.clone(), "slave", "2.0.77").await.unwrap();
     assert!(
         out.contains("checksum OK") && out.contains("clustorio install: OK"),
         "{out}"
@@ -411,11 +558,17 @@ async fn the_install_script_installs_factorio_and_fails_clearly() {
     assert!(out.contains("installed Version: 2.0.77"), "{out}");
     assert!(dir.join("factorio/bin/x64/factorio").exists());
     assert!(dir.join("factorio/data/base/info.json").exists());
+    // A reinstall (here: `stable`) replaces Factorio and keeps everything else.
+    std::fs::create_dir_all(dir.join("instances/east")).unwrap();
+    let out = run(dir.clone(), "slave", "stable").await.unwrap();
+    assert!(out.contains("clustorio install: OK"), "{out}");
     assert_eq!(
         read_json(&dir.join("config-slave.json"))["host_token"],
         "keep",
         "a reinstall keeps configuration"
     );
+    assert!(dir.join("instances/east").is_dir(), "and instances");
+    assert!(!dir.join("factorio.old").exists());
 
     for (mode, version, expect) in [
         (
@@ -423,27 +576,38 @@ async fn the_install_script_installs_factorio_and_fails_clearly() {
             "nightly",
             "FACTORIO_VERSION must be stable, latest or a version number",
         ),
+        (
+            "slave",
+            "2.0",
+            "FACTORIO_VERSION must be stable, latest or a version number",
+        ),
         ("slave", "9.9.9", "could not download Factorio 9.9.9"),
         ("slave", "2.0.76", "checksum mismatch"),
+        (
+            "slave",
+            "2.0.75",
+            "the download is not a valid Factorio archive",
+        ),
         ("bogus", "stable", "SERVER_MODE must be master or slave"),
     ] {
         let d = volume(root.path(), &format!("bad-{version}-{mode}"));
-        let out = tokio::task::spawn_blocking(move || install(&d, port, mode, version))
-            .await
-            .unwrap();
+        let out = run(d.clone(), mode, version).await.unwrap();
         assert!(
             out.contains("clustorio install FAILED") && out.contains(expect),
             "{mode}/{version}: {out}"
         );
+        assert!(!out.contains("clustorio install: OK"), "{out}");
+        assert!(!d.join("factorio").exists(), "nothing half-installed");
+        let left: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
+        assert!(left.is_empty(), "no temporary files left: {left:?}");
     }
     let d = volume(root.path(), "master");
-    let out = tokio::task::spawn_blocking(move || install(&d, port, "master", "stable"))
-        .await
-        .unwrap();
+    let out = run(d.clone(), "master", "stable").await.unwrap();
     assert!(
-        out.contains("Factorio is not needed") && out.contains("OK"),
+        out.contains("Factorio is not needed") && out.contains("clustorio install: OK"),
         "{out}"
     );
+    assert!(!d.join("factorio").exists());
 }
 
 fn published(name: &str, port: &str) -> String {
@@ -461,6 +625,10 @@ fn factorio_pids(name: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_and_two_slaves_on_a_docker_network() {
+    if !docker_available("a_master_and_two_slaves_on_a_docker_network") {
+        return;
+    }
+    let done = done_marker();
     let root = tempfile::tempdir().unwrap();
     let net = Network(unique("net"));
     docker_ok(&["network", "create", &net.0]);
@@ -491,7 +659,7 @@ async fn a_master_and_two_slaves_on_a_docker_network() {
         &[("SERVER_MODE", "master"), ("SERVER_PORT", "8081")],
         &net_args,
     );
-    let out = wait_log(&master, "Started", 1);
+    let out = wait_log(&master, &done, 1);
     let token = out
         .split("Login token (shown once): ")
         .nth(1)
@@ -529,7 +697,7 @@ async fn a_master_and_two_slaves_on_a_docker_network() {
             &env,
             &["--network", net.0.as_str(), "-p", "127.0.0.1::34197/udp"],
         );
-        wait_log(&name, "Started", 1);
+        wait_log(&name, &done, 1);
         slaves.push((name, c));
     }
     let hosts = api.get("/api/v1/hosts").await;
@@ -569,7 +737,7 @@ async fn a_master_and_two_slaves_on_a_docker_network() {
     docker_ok(&["stop", &master]);
     assert_eq!(exit_code(&master), 0);
     docker_ok(&["start", &master]);
-    wait_log(&master, "Started", 2);
+    wait_log(&master, &done, 2);
     let api = Api::new(
         &format!("http://{}", published(&master, "8081/tcp")),
         &token,

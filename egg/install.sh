@@ -70,5 +70,7 @@ rm -rf factorio.old
 [ -d factorio ] && mv factorio factorio.old
 mv "$WORK/factorio" factorio || fail "cannot move Factorio into place"
 rm -rf factorio.old
+# Owned like the server directory (a panel chowns it again at start; Docker compose does not).
+chown -R "$(stat -c %u:%g .)" factorio 2>/dev/null || true
 echo "clustorio install: installed $INSTALLED"
 echo "clustorio install: OK"

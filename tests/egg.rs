@@ -2,7 +2,7 @@
 //! `research/egg.md` §1.2–§1.3, §2 and the §9 checklist that can be checked on the file, and its
 //! variables agree with the configuration the binary reads.
 
-use clustorio::config::{CONTROLLER_ENV, HOST_ENV};
+use clustorio::config::{CONTROLLER_ENV, ControllerConfig, HOST_ENV, HostConfig, LogLevel};
 use serde_json::Value;
 use std::collections::HashSet;
 
@@ -257,6 +257,66 @@ fn the_egg_variables_are_the_ones_the_binary_reads() {
     }
 }
 
+/// The config key `var` sets in `table`, if it is one of its names.
+fn key_of(table: &[(&str, &'static str)], var: &str) -> Option<&'static str> {
+    table.iter().find(|(v, _)| *v == var).map(|(_, k)| *k)
+}
+
+#[test]
+fn the_egg_describes_the_variables_as_the_binary_declares_them() {
+    let egg = egg();
+    let controller_defaults = serde_json::to_value(ControllerConfig::default()).unwrap();
+    let host_defaults = serde_json::to_value(HostConfig::default()).unwrap();
+    for v in egg["variables"].as_array().unwrap() {
+        let var = v["env_variable"].as_str().unwrap();
+        let description = v["description"].as_str().unwrap();
+        let default = v["default_value"].as_str().unwrap();
+        let controller = key_of(CONTROLLER_ENV, var);
+        // FACTORIO_VERSION is read by the install script, which only slaves need.
+        let host = key_of(HOST_ENV, var).or((var == "FACTORIO_VERSION").then_some("-"));
+        // "Master only" / "Slaves only" exactly when only that role reads the variable.
+        match (controller, host) {
+            (Some(_), None) => assert!(description.starts_with("Master only:"), "{var}"),
+            (None, Some(_)) => assert!(description.starts_with("Slaves only:"), "{var}"),
+            _ => assert!(
+                !description.contains("Master only") && !description.contains("Slaves only"),
+                "{var} is read by both roles (or picks the role)"
+            ),
+        }
+        // A default the egg fills in is the binary's own default for that key.
+        for (key, defaults) in [(controller, &controller_defaults), (host, &host_defaults)] {
+            let Some(config_default) = key.and_then(|k| defaults.get(k)) else {
+                continue;
+            };
+            if !default.is_empty() {
+                let config_default = match config_default {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                assert_eq!(default, config_default, "{var}: egg and binary defaults");
+            }
+        }
+    }
+    // The log levels are the binary's, in the rule and in the description.
+    let log = egg["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["env_variable"] == "LOG_LEVEL")
+        .unwrap();
+    let names: Vec<&str> = LogLevel::NAMES.split(", ").collect();
+    assert!(
+        log["rules"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("in:{}", names.join(","))),
+        "LOG_LEVEL rule lists {names:?}"
+    );
+    for n in &names {
+        assert!(log["description"].as_str().unwrap().contains(n), "{n}");
+    }
+}
+
 #[test]
 fn rule_checks_catch_bad_values() {
     assert!(passes("required|string", "").is_err());
@@ -264,4 +324,19 @@ fn rule_checks_catch_bad_values() {
     assert!(passes("nullable|string|max:3", "abcd").is_err());
     assert!(passes("nullable|string|regex:/^[0-9,-]*$/", "34197,34200-34210").is_ok());
     assert!(passes("nullable|string|regex:/^[0-9,-]*$/", "34197; rm").is_err());
+    let url = egg()["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["env_variable"] == "MASTER_URL")
+        .unwrap()["rules"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for good in ["http://172.18.0.1:8081", "https://cluster.example/", ""] {
+        assert!(passes(&url, good).is_ok(), "{good}");
+    }
+    for bad in ["172.18.0.1:8081", "http://", "ws://master:8081"] {
+        assert!(passes(&url, bad).is_err(), "{bad}");
+    }
 }

@@ -51,3 +51,27 @@ impl Shutdown {
         Ok(())
     }
 }
+
+/// Lines typed on stdin (a panel's console box), read on a plain thread: a blocked read must not
+/// hold up runtime shutdown. End of input just ends the stream; the process keeps running.
+/// None when the reader thread cannot be started.
+pub fn console_lines() -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+    use std::io::BufRead;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let spawned = std::thread::Builder::new()
+        .name("console".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    match spawned {
+        Ok(_) => Some(rx),
+        Err(e) => {
+            tracing::warn!(error = %e, "console unavailable");
+            None
+        }
+    }
+}

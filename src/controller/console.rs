@@ -2,33 +2,15 @@
 
 use super::Controller;
 use crate::store;
-use std::io::BufRead;
 use std::sync::Arc;
 
 const HELP: &str = "commands: help | status | stop | token [rotate] (the join token for slaves' MASTER_TOKEN) | admin-token <user> (a new login token)";
 
-/// Reads stdin on a plain thread (a blocked read must not hold up runtime shutdown) and handles
-/// each line. End of input just ends the console; the controller keeps running.
+/// Answers each console line; end of input just ends the console.
 pub fn spawn(ctl: Arc<Controller>) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let spawned = std::thread::Builder::new()
-        .name("console".into())
-        .spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                match line {
-                    Ok(l) => {
-                        if tx.send(l).is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "console unavailable");
+    let Some(mut rx) = crate::shutdown::console_lines() else {
         return;
-    }
+    };
     tokio::spawn(async move {
         while let Some(line) = rx.recv().await {
             println!("{}", command(&ctl, line.trim()).await);

@@ -179,17 +179,9 @@ fn persist_host_token(dir: &Path, token: &str) -> anyhow::Result<()> {
 }
 
 fn console(shutdown: Shutdown, host: Arc<Host>) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let _ = std::thread::Builder::new()
-        .name("console".into())
-        .spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+    let Some(mut rx) = crate::shutdown::console_lines() else {
+        return;
+    };
     tokio::spawn(async move {
         while let Some(line) = rx.recv().await {
             let reply = match line.trim() {

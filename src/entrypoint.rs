@@ -24,6 +24,14 @@ pub enum EntrypointError {
     Failed(#[from] anyhow::Error),
 }
 
+/// A role's own usage errors (an unknown plugin, …) exit 2 like the entrypoint's.
+fn usage_or_failure(e: anyhow::Error) -> EntrypointError {
+    match e.downcast::<crate::UsageError>() {
+        Ok(u) => EntrypointError::Usage(u.0),
+        Err(e) => EntrypointError::Failed(e),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Controller,
@@ -214,14 +222,14 @@ pub fn run(dir: &Path) -> Result<(), EntrypointError> {
             write_config(dir, CONTROLLER_CONFIG_FILE, CONTROLLER_ENV)?;
             let cfg = ControllerConfig::load(dir)?;
             init_logging(cfg.log_level);
-            runtime.block_on(crate::controller::run(dir, cfg))?;
+            runtime.block_on(crate::controller::run(dir, cfg)).map_err(usage_or_failure)?;
         }
         Mode::Host => {
             let merged = write_config(dir, HOST_CONFIG_FILE, HOST_ENV)?;
             check_host_ready(&merged)?;
             let cfg = HostConfig::load(dir)?;
             init_logging(cfg.log_level);
-            runtime.block_on(crate::host::run(dir, cfg))?;
+            runtime.block_on(crate::host::run(dir, cfg)).map_err(usage_or_failure)?;
         }
     }
     Ok(())

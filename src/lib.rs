@@ -9,9 +9,15 @@ pub mod entrypoint;
 pub mod host;
 pub mod link;
 pub mod permissions;
+pub mod plugins;
 pub mod saves;
 pub mod shutdown;
 pub mod store;
+
+/// A configuration mistake the user must fix (an unknown plugin name, …): one line, exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// The async runtime every role runs on. Panels cap processes (threads count), so the blocking
 /// pool is kept small.

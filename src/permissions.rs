@@ -112,13 +112,18 @@ permissions! {
     "core.external.get_latest_releases", false, "Latest releases", "Look up the latest Factorio releases.";
 }
 
+/// The core permissions followed by those the built-in plugins add: the one table.
+pub fn all() -> impl Iterator<Item = &'static Permission> {
+    ALL.iter().chain(crate::plugins::permissions())
+}
+
 pub fn find(name: &str) -> Option<&'static Permission> {
-    ALL.iter().find(|p| p.name == name)
+    all().find(|p| p.name == name)
 }
 
 /// Permissions of the default "Player" role.
 pub fn defaults() -> impl Iterator<Item = &'static str> {
-    ALL.iter().filter(|p| p.grant_by_default).map(|p| p.name)
+    all().filter(|p| p.grant_by_default).map(|p| p.name)
 }
 
 /// Id and name of the two built-in roles, (re)ensured at every start.
@@ -135,7 +140,7 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_admin_is_listed() {
-        let mut names: Vec<_> = ALL.iter().map(|p| p.name).collect();
+        let mut names: Vec<_> = all().map(|p| p.name).collect();
         names.sort_unstable();
         let len = names.len();
         names.dedup();

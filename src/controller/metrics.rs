@@ -10,6 +10,8 @@ pub struct Metrics {
     pub hosts: IntGaugeVec,
     pub instances: IntGaugeVec,
     pub sessions: IntGauge,
+    plugin_messages: IntCounterVec,
+    ipc_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -36,6 +38,22 @@ impl Metrics {
             "link_sessions",
             "Open link sessions (attached or resumable).",
         )?;
+        let plugin_messages = IntCounterVec::new(
+            Opts::new(
+                "plugin_messages_total",
+                "Plugin messages by plugin and direction (in: from hosts, out: to hosts).",
+            ),
+            &["plugin", "direction"],
+        )?;
+        let ipc_errors = IntCounterVec::new(
+            Opts::new(
+                "plugin_ipc_errors_total",
+                "Unusable IPC messages from games, by instance id and kind.",
+            ),
+            &["instance_id", "kind"],
+        )?;
+        registry.register(Box::new(plugin_messages.clone()))?;
+        registry.register(Box::new(ipc_errors.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(link_messages.clone()))?;
         registry.register(Box::new(hosts.clone()))?;
@@ -51,7 +69,19 @@ impl Metrics {
             hosts,
             instances,
             sessions,
+            plugin_messages,
+            ipc_errors,
         })
+    }
+
+    pub fn plugin_message(&self, plugin: &str, direction: &str) {
+        self.plugin_messages
+            .with_label_values(&[plugin, direction])
+            .inc();
+    }
+
+    pub fn ipc_error(&self, instance_id: &str, kind: &str) {
+        self.ipc_errors.with_label_values(&[instance_id, kind]).inc();
     }
 
     pub fn http_request(&self, route: &str, method: &str, status: u16) {

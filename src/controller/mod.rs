@@ -9,6 +9,7 @@ mod history;
 mod hub;
 mod instances;
 mod metrics;
+pub mod plugins;
 pub mod requests;
 mod session;
 mod socket;
@@ -49,6 +50,9 @@ pub struct Controller {
     history: history::History,
     /// How many game ports each host has (it says so when it connects).
     host_ports: std::sync::Mutex<HashMap<i64, usize>>,
+    pub plugins: plugins::Plugins,
+    /// This controller, for the contexts handed to plugins.
+    me: std::sync::Weak<Controller>,
 }
 
 /// What a host last reported about an instance beyond its status.
@@ -63,13 +67,18 @@ struct Live {
 
 /// Runs the controller in `dir` until shutdown.
 pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
+    let plugins = plugins::Plugins::load(&cfg.plugins)?;
     let store = Store::open(dir)?;
+    plugins::migrate(&store, &plugins).await?;
     if let Some((user, token)) = bootstrap(&store, &cfg).await? {
         println!("First start: created admin user '{user}'. Login token (shown once): {token}");
     }
-    let ctl = Arc::new(Controller {
+    let metrics = Metrics::new()?;
+    let ctl = Arc::new_cyclic(|me| Controller {
+        plugins,
+        me: me.clone(),
         hub: Hub::new(100_000),
-        metrics: Metrics::new()?,
+        metrics,
         started: Instant::now(),
         shutdown: Shutdown::new(),
         data_dir: dir.to_path_buf(),
@@ -539,10 +548,13 @@ impl Controller {
     /// Requests a host sends to the controller.
     async fn host_request(
         &self,
-        _host_id: i64,
+        host_id: i64,
         name: &str,
-        _data: Value,
+        data: Value,
     ) -> Result<Value, ApiError> {
+        if let Some(result) = self.plugin_request(host_id, name, data).await {
+            return result.map_err(|e| ApiError::new(400, "plugin_error", format!("{}: {}", e.code, e.message)));
+        }
         Err(ApiError::new(
             400,
             "unknown_request",
@@ -616,7 +628,19 @@ impl Controller {
                     ports.insert(host_id, n as usize);
                 }
             }
-            other => tracing::debug!(host_id, event = other, "unhandled host event"),
+            "ipc_error" => {
+                let instance = data["instance_id"].as_i64().unwrap_or(-1).to_string();
+                let kind = data["kind"].as_str().unwrap_or("unknown");
+                self.metrics.ipc_error(&instance, kind);
+            }
+            "player_event" => {
+                tracing::info!(host_id, instance_id = data["instance_id"].as_i64(), kind = data["type"].as_str(), player = data["name"].as_str(), "player event");
+            }
+            other => {
+                if !self.plugin_event(host_id, other, data).await {
+                    tracing::debug!(host_id, event = other, "unhandled host event");
+                }
+            }
         }
     }
 

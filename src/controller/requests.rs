@@ -112,6 +112,8 @@ pub enum ControlRequest {
     /// Who the token belongs to, and what it may do.
     Me,
     PermissionList,
+    /// Every built-in plugin: enabled on the cluster, and on which hosts, in which version.
+    PluginList,
     UserList,
     UserGet {
         user: String,
@@ -254,6 +256,7 @@ impl ControlRequest {
         match self {
             Status | Me => vec![],
             PermissionList => vec!["core.permission.list"],
+            PluginList => vec!["core.plugin.list"],
             UserList => vec!["core.user.list"],
             UserGet { .. } => vec!["core.user.get"],
             UserCreate(fields) => {
@@ -327,7 +330,8 @@ impl ControlRequest {
         match self {
             Status => ok(ctl.status()),
             Me => ok(json!({ "name": actor.name, "permissions": actor.permissions })),
-            PermissionList => ok(crate::permissions::ALL),
+            PermissionList => ok(crate::permissions::all().collect::<Vec<_>>()),
+            PluginList => ok(ctl.plugin_list().await),
             UserList => ok(store.read(store::users::list).await?),
             UserGet { user } => ok(store.read(move |c| store::users::get(c, &user)).await?),
             UserCreate(fields) => {

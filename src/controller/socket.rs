@@ -175,6 +175,9 @@ async fn handshake(
         ));
     }
     let (peer, host_token) = authenticate(ctl, &hello, address).await?;
+    if let Peer::Host { id, .. } = &peer {
+        ctl.plugins.host_said(*id, hello.plugins.clone());
+    }
 
     // Resume the old session if it still exists and belongs to the same peer.
     if let Some(resume) = &hello.resume
@@ -222,6 +225,11 @@ fn ready_frame(
         resume_window_ms: ctl.cfg.resume_window_ms,
         resumed,
         last_seq: session.last_received(),
+        plugins: if host.is_some() {
+            ctl.plugins.versions()
+        } else {
+            Vec::new()
+        },
         host,
         host_token,
         user,

@@ -4,6 +4,8 @@
 
 use super::Host;
 use super::backend::GameServer;
+use super::patch::{self, PatchOptions};
+use super::plugins::{RconQueue, lua_string};
 use super::factorio::{CreateSpec, ExitReport, SaveToLoad, ServerArgs, ServerEvent, StartSpec};
 use crate::saves;
 use serde::{Deserialize, Serialize};
@@ -16,6 +18,8 @@ use std::time::{Duration, Instant};
 
 /// Output lines kept per instance for `logs` and crash reports.
 const LOG_LINES: usize = 1000;
+/// A start found the save's Lua modules gone from the running game; it is patched and started again.
+const PATCH_UNDONE: &str = "the game runs without the cluster's Lua modules (a Factorio update replaced the level script)";
 /// File in the instance directory with what the host must remember across restarts.
 pub const STATE_FILE: &str = "instance.json";
 
@@ -85,6 +89,10 @@ pub struct Instance {
     /// Start, stop and kill run one at a time.
     pub ops: tokio::sync::Mutex<()>,
     crashes: Mutex<(u32, Option<Instant>)>,
+    /// The plugins running for this instance since its last start.
+    active_plugins: Mutex<Vec<&'static str>>,
+    /// Ordered RCON commands while the game runs.
+    rcon_queue: Mutex<Option<Arc<RconQueue>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -105,7 +113,17 @@ impl Instance {
             generation: AtomicU64::new(0),
             ops: tokio::sync::Mutex::new(()),
             crashes: Mutex::new((0, None)),
+            active_plugins: Mutex::new(Vec::new()),
+            rcon_queue: Mutex::new(None),
         }
+    }
+
+    pub fn active_plugins(&self) -> Vec<&'static str> {
+        lock(&self.active_plugins).clone()
+    }
+
+    pub fn rcon_queue(&self) -> Option<Arc<RconQueue>> {
+        lock(&self.rcon_queue).clone()
     }
 
     pub fn saves_dir(&self) -> PathBuf {
@@ -199,7 +217,11 @@ impl Host {
             }
             inst.update_saved(|s| s.desired = "running".into())
                 .map_err(|e| e.to_string())?;
-            let result = host.launch(&inst, save).await;
+            let mut result = host.launch(&inst, save.clone()).await;
+            if matches!(&result, Err(e) if e == PATCH_UNDONE) {
+                tracing::warn!(instance = %inst.name, "the save's Lua modules were gone (Factorio replaced the level script); patching again and restarting once");
+                result = host.launch(&inst, save).await;
+            }
             if let Err(e) = &result {
                 inst.set_status(Status::Stopped);
                 *lock(&inst.server) = None;
@@ -273,6 +295,8 @@ impl Host {
             },
         };
 
+        let patched = self.prepare_plugins(inst, &config, &save_path).await?;
+
         let port = self.allocate_port(inst)?;
         let rcon_port = super::ports::free_loopback_tcp()
             .map_err(|e| format!("finding a port for RCON: {e}"))?;
@@ -312,8 +336,36 @@ impl Host {
             ))
             .await
             .map_err(|e| e.to_string())?;
+        let queue = Arc::new(RconQueue::start(server.clone(), inst.name.clone()));
+        *lock(&inst.rcon_queue) = Some(queue.clone());
+        if patched && config["script_commands"].as_bool() != Some(false) {
+            let reply = queue
+                .call(format!(
+                    "/sc clusterio_private.update_instance({}, {})",
+                    inst.id,
+                    lua_string(&inst.name)
+                ))
+                .await;
+            match reply {
+                Ok(out) if out.contains("clusterio_private") => {
+                    // A Factorio update reverted the level script: the game runs without modules.
+                    *lock(&inst.rcon_queue) = None;
+                    server
+                        .stop(Duration::from_secs(self.cfg.stop_timeout_s.max(1)))
+                        .await;
+                    *lock(&inst.server) = None;
+                    return Err(PATCH_UNDONE.into());
+                }
+                Ok(out) if !out.trim().is_empty() => {
+                    tracing::warn!(instance = %inst.name, output = %out.trim(), "update_instance answered unexpectedly")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(instance = %inst.name, error = %e, "update_instance failed"),
+            }
+        }
         inst.set_status(Status::Running);
-        tracing::info!(instance = %inst.name, port, "instance running");
+        tracing::info!(instance = %inst.name, port, plugins = ?inst.active_plugins(), "instance running");
+        self.plugins_started(inst);
         self.report(inst, None);
         self.spawn_backup_timer(inst, generation);
         Ok(())
@@ -362,7 +414,62 @@ impl Host {
         self.mark_stopped(inst);
     }
 
+    /// Decides the instance's plugins and, unless `save_patching` is off, patches the save with
+    /// the core module and their Lua. Returns whether the save is patched.
+    async fn prepare_plugins(
+        &self,
+        inst: &Instance,
+        config: &Value,
+        save: &std::path::Path,
+    ) -> Result<bool, String> {
+        let active = self.plugins_for(inst).await;
+        *lock(&inst.active_plugins) = active.clone();
+        if config["save_patching"].as_bool() == Some(false) {
+            return Ok(false);
+        }
+        let mut modules = vec![crate::plugins::CORE_MODULE.to_module()];
+        modules.extend(
+            self.plugins
+                .iter()
+                .filter(|p| active.contains(&p.info().name))
+                .filter_map(|p| p.info().lua)
+                .map(|l| l.to_module()),
+        );
+        let opts = PatchOptions {
+            allow_unknown_scenario: config["patch_unknown_scenario"].as_bool() == Some(true),
+        };
+        let path = save.to_path_buf();
+        let report = tokio::task::spawn_blocking(move || patch::patch(&path, &modules, &opts))
+            .await
+            .map_err(|e| format!("patching the save: {e}"))?
+            .map_err(|e| e.to_string())?;
+        tracing::info!(instance = %inst.name, patch_number = report.patch_number, modules = ?report.modules, reset = report.level_was_reset, "save patched");
+        Ok(true)
+    }
+
+    /// A `player_event` from the core Lua module.
+    fn player_event(&self, inst: &Instance, data: Value) {
+        let name = data["name"].as_str().unwrap_or_default().to_string();
+        match data["type"].as_str().unwrap_or_default() {
+            "join" => {
+                lock(&inst.players).insert(name);
+                self.report(inst, None);
+            }
+            "leave" => {
+                lock(&inst.players).remove(&name);
+                self.report(inst, None);
+            }
+            kind => {
+                tracing::info!(instance = %inst.name, player = %name, kind, "player event");
+                let mut event = data.clone();
+                event["instance_id"] = json!(inst.id);
+                self.link.send_event("player_event", event);
+            }
+        }
+    }
+
     fn mark_stopped(&self, inst: &Instance) {
+        *lock(&inst.rcon_queue) = None;
         *lock(&inst.server) = None;
         lock(&inst.players).clear();
         let _ = inst.update_saved(|s| s.pid = None);
@@ -384,6 +491,20 @@ impl Host {
                     self.link.send_event(
                         "instance_log",
                         json!({ "id": inst.id, "name": inst.name, "line": line.raw }),
+                    );
+                }
+                ServerEvent::Ipc { channel, data } => {
+                    if channel == "player_event" {
+                        self.player_event(&inst, data);
+                    } else {
+                        self.route_ipc(&inst, &channel, data);
+                    }
+                }
+                ServerEvent::IpcError { kind, message } => {
+                    tracing::warn!(instance = %inst.name, kind, %message, "unusable IPC message from the game");
+                    self.link.send_event(
+                        "ipc_error",
+                        json!({ "instance_id": inst.id, "kind": kind }),
                     );
                 }
                 ServerEvent::PlayerJoined { name } => {
@@ -413,6 +534,7 @@ impl Host {
                 return;
             }
             *lock(&inst.server) = None;
+            *lock(&inst.rcon_queue) = None;
             lock(&inst.players).clear();
             let _ = inst.update_saved(|s| s.pid = None);
             inst.set_status(Status::Crashed);

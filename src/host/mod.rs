@@ -5,6 +5,8 @@
 pub mod backend;
 pub mod factorio;
 pub mod instance;
+pub mod patch;
+pub mod plugins;
 mod lists;
 pub mod ports;
 mod transfer;
@@ -38,6 +40,10 @@ pub struct Host {
     instances: Mutex<HashMap<i64, Arc<Instance>>>,
     lists: Mutex<UserLists>,
     cluster_name: Mutex<String>,
+    /// Plugins this binary runs here (`PLUGINS`, or all built-ins).
+    plugins: Vec<Box<dyn crate::plugins::HostPlugin>>,
+    /// The cluster's plugin set, once the controller has named it.
+    cluster_plugins: tokio::sync::watch::Sender<Option<Vec<crate::plugins::PluginVersion>>>,
 }
 
 /// Where Factorio is: `factorio_directory`, else `./factorio`, else the working dir itself.
@@ -76,6 +82,7 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
             tracing::warn!("no Factorio install found (factorio_directory); instances cannot start")
         }
     }
+    let plugins = plugins::load(&cfg.plugins).map_err(crate::UsageError)?;
     let shutdown = Shutdown::new();
     shutdown.listen_for_signals()?;
     let (link, mut incoming, mut link_task) = Link::spawn(
@@ -85,11 +92,14 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
             token,
             name: Some(cfg.host_name.clone()),
             software: env!("CARGO_PKG_VERSION").into(),
+            plugins: Host::plugin_versions(&plugins),
             max_backoff: Duration::from_secs(cfg.max_reconnect_delay_s.max(1)),
         },
         shutdown.clone(),
     );
     let host = Arc::new(Host {
+        plugins,
+        cluster_plugins: tokio::sync::watch::Sender::new(None),
         transfer: Transfer::new(&cfg.controller_url, link.clone()),
         dir: dir.to_path_buf(),
         install,
@@ -110,6 +120,8 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
         tokio::select! {
             msg = incoming.recv() => match msg {
                 Some(Incoming::Connected(ready)) => {
+                    // Before anything else: starts wait for the cluster's plugin set.
+                    host.set_cluster_plugins(ready.plugins.clone());
                     if let Some(token) = &ready.host_token
                         && let Err(e) = persist_host_token(dir, token)
                     {
@@ -515,7 +527,11 @@ impl Host {
                     .unwrap_or_default();
                 self.run_on_all(cmds);
             }
-            other => tracing::debug!(event = other, "unhandled event"),
+            other => {
+                if !self.route_plugin_event(other, data) {
+                    tracing::debug!(event = other, "unhandled event");
+                }
+            }
         }
     }
 

@@ -41,6 +41,8 @@ pub struct ClientOptions {
     pub name: Option<String>,
     pub software: String,
     pub max_backoff: Duration,
+    /// Hosts: the plugins this host runs (told in the hello).
+    pub plugins: Vec<crate::plugins::PluginVersion>,
 }
 
 /// What the link hands to its owner.
@@ -166,6 +168,7 @@ impl Link {
             token: self.token(),
             name: opts.name.clone(),
             software: opts.software.clone(),
+            plugins: opts.plugins.clone(),
             resume: session.map(|session| ResumeInfo {
                 session,
                 last_seq: self.shared.link.last_received(),

@@ -40,6 +40,9 @@ pub struct Hello {
     pub software: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<ResumeInfo>,
+    /// Hosts: the plugins this host runs, with their versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<crate::plugins::PluginVersion>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +64,9 @@ pub struct Ready {
     /// Control clients: the user's name and permissions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<Value>,
+    /// Hosts: the plugins the cluster enables (the host runs those it also has).
+    #[serde(default)]
+    pub plugins: Vec<crate::plugins::PluginVersion>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

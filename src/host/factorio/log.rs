@@ -120,6 +120,16 @@ pub struct ExitReport {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ServerEvent {
     Line(LogLine),
+    /// A message from the game's Lua on an IPC channel (`\f$ipc:` line; see [`super::ipc`]).
+    Ipc {
+        channel: String,
+        data: serde_json::Value,
+    },
+    /// An `\f$ipc:` line that could not be used: counted and logged, never fatal.
+    IpcError {
+        kind: &'static str,
+        message: String,
+    },
     /// `changing state from(X) to(Y)` of the server's multiplayer state machine (§3.3).
     StateChanged {
         from: String,

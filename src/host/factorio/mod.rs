@@ -5,11 +5,13 @@
 //! - [`cli`]: install layout, `config.ini`, exact flags for `--start-server*` and `--create`.
 //! - [`version`]: which Factorio an install is.
 //! - [`log`]: streaming stdout parser → [`ServerEvent`]s.
+//! - [`ipc`]: the game → host channel (`\f$ipc:` lines and `script-output/` files).
 //! - [`rcon`]: RCON client with Factorio quirks, timeouts and reconnection.
 //! - [`server`]: launch, wait for ready, RCON, graceful stop, exit report.
 //! - [`save`]: `--create` a new map.
 
 pub mod cli;
+pub mod ipc;
 pub mod log;
 pub mod rcon;
 pub mod save;

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::cli::{self, Install, ServerArgs};
+use super::ipc;
 use super::log::{ExitReport, LineParser, ServerEvent, parse_line};
 use super::rcon::{RconClient, RconError, RconTimeouts};
 
@@ -166,7 +167,10 @@ impl FactorioServer {
         let requested = Arc::new(AtomicBool::new(false));
 
         let out_task = stdout
-            .map(|s| tokio::spawn(read_stdout(s, tx.clone(), status_tx.clone(), tail.clone())));
+            .map(|s| {
+                let script_output = spec.write_dir.join("script-output");
+                tokio::spawn(read_stdout(s, tx.clone(), status_tx.clone(), tail.clone(), script_output))
+            });
         let err_task = stderr.map(|s| tokio::spawn(read_stderr(s, tx.clone(), tail.clone())));
         tokio::spawn(wait_child(
             child,
@@ -203,10 +207,10 @@ fn push_tail(tail: &Mutex<VecDeque<String>>, line: &str) {
 }
 
 /// Read lines as bytes: Factorio output is UTF-8, but a mod can print anything.
-async fn next_line<R: AsyncRead + Unpin>(
+async fn next_raw_line<'b, R: AsyncRead + Unpin>(
     r: &mut BufReader<R>,
-    buf: &mut Vec<u8>,
-) -> Option<String> {
+    buf: &'b mut Vec<u8>,
+) -> Option<&'b [u8]> {
     buf.clear();
     match r.read_until(b'\n', buf).await {
         Ok(0) | Err(_) => None,
@@ -214,9 +218,41 @@ async fn next_line<R: AsyncRead + Unpin>(
             while matches!(buf.last(), Some(b'\n' | b'\r')) {
                 buf.pop();
             }
-            Some(String::from_utf8_lossy(buf).into_owned())
+            Some(buf.as_slice())
         }
     }
+}
+
+async fn next_line<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    buf: &mut Vec<u8>,
+) -> Option<String> {
+    next_raw_line(r, buf)
+        .await
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+/// An `\f$ipc:` line becomes one [`ServerEvent::Ipc`] (file payloads are read here, inline, so
+/// they keep their place in the order) or one [`ServerEvent::IpcError`]. It is sent with
+/// back-pressure, never dropped, and never shown as a log line.
+async fn forward_ipc(
+    parsed: Result<ipc::IpcLine, ipc::IpcError>,
+    script_output: &std::path::Path,
+    tx: &mpsc::Sender<ServerEvent>,
+) {
+    let event = match parsed.and_then(|line| match line.payload {
+        ipc::Payload::Json(data) => Ok((line.channel, data)),
+        ipc::Payload::File(name) => {
+            ipc::read_file_payload(script_output, &line.channel, &name).map(|d| (line.channel, d))
+        }
+    }) {
+        Ok((channel, data)) => ServerEvent::Ipc { channel, data },
+        Err(error) => ServerEvent::IpcError {
+            kind: error.kind(),
+            message: error.to_string(),
+        },
+    };
+    let _ = tx.send(event).await;
 }
 
 async fn read_stdout(
@@ -224,11 +260,17 @@ async fn read_stdout(
     tx: mpsc::Sender<ServerEvent>,
     status: Arc<watch::Sender<Status>>,
     tail: Arc<Mutex<VecDeque<String>>>,
+    script_output: PathBuf,
 ) {
     let mut parser = LineParser::new();
     let mut r = BufReader::new(out);
     let mut buf = Vec::new();
-    while let Some(raw) = next_line(&mut r, &mut buf).await {
+    while let Some(bytes) = next_raw_line(&mut r, &mut buf).await {
+        if let Some(parsed) = ipc::parse(bytes) {
+            forward_ipc(parsed, &script_output, &tx).await;
+            continue;
+        }
+        let raw = String::from_utf8_lossy(bytes).into_owned();
         push_tail(&tail, &raw);
         let (line, events) = parser.feed(&raw);
         for e in &events {

@@ -222,14 +222,18 @@ pub fn run(dir: &Path) -> Result<(), EntrypointError> {
             write_config(dir, CONTROLLER_CONFIG_FILE, CONTROLLER_ENV)?;
             let cfg = ControllerConfig::load(dir)?;
             init_logging(cfg.log_level);
-            runtime.block_on(crate::controller::run(dir, cfg)).map_err(usage_or_failure)?;
+            runtime
+                .block_on(crate::controller::run(dir, cfg))
+                .map_err(usage_or_failure)?;
         }
         Mode::Host => {
             let merged = write_config(dir, HOST_CONFIG_FILE, HOST_ENV)?;
             check_host_ready(&merged)?;
             let cfg = HostConfig::load(dir)?;
             init_logging(cfg.log_level);
-            runtime.block_on(crate::host::run(dir, cfg)).map_err(usage_or_failure)?;
+            runtime
+                .block_on(crate::host::run(dir, cfg))
+                .map_err(usage_or_failure)?;
         }
     }
     Ok(())

@@ -44,6 +44,7 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         },
         ("GET", ["me"]) => r("/me", "me", vec![], false),
         ("GET", ["permissions"]) => r("/permissions", "permission_list", vec![], false),
+        ("GET", ["plugins"]) => r("/plugins", "plugin_list", vec![], false),
         ("GET", ["users"]) => r("/users", "user_list", vec![], false),
         ("POST", ["users"]) => r("/users", "user_create", vec![], true),
         ("GET", ["users", u]) => r("/users/{name}", "user_get", vec![("user", s(u))], false),

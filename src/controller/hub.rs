@@ -45,6 +45,16 @@ impl Event {
         }
     }
 
+    /// A player event a game's Lua reported (ban, unban, promote, demote).
+    pub fn player_event(data: Value) -> Self {
+        Event {
+            name: "player_event",
+            data,
+            permission: "core.instance.subscribe",
+            to_hosts: false,
+        }
+    }
+
     pub fn instance_log(data: Value) -> Self {
         Event {
             name: "instance_log",

@@ -81,7 +81,9 @@ impl Metrics {
     }
 
     pub fn ipc_error(&self, instance_id: &str, kind: &str) {
-        self.ipc_errors.with_label_values(&[instance_id, kind]).inc();
+        self.ipc_errors
+            .with_label_values(&[instance_id, kind])
+            .inc();
     }
 
     pub fn http_request(&self, route: &str, method: &str, status: u16) {

@@ -546,14 +546,11 @@ impl Controller {
     }
 
     /// Requests a host sends to the controller.
-    async fn host_request(
-        &self,
-        host_id: i64,
-        name: &str,
-        data: Value,
-    ) -> Result<Value, ApiError> {
+    async fn host_request(&self, host_id: i64, name: &str, data: Value) -> Result<Value, ApiError> {
         if let Some(result) = self.plugin_request(host_id, name, data).await {
-            return result.map_err(|e| ApiError::new(400, "plugin_error", format!("{}: {}", e.code, e.message)));
+            return result.map_err(|e| {
+                ApiError::new(400, "plugin_error", format!("{}: {}", e.code, e.message))
+            });
         }
         Err(ApiError::new(
             400,
@@ -634,7 +631,14 @@ impl Controller {
                 self.metrics.ipc_error(&instance, kind);
             }
             "player_event" => {
-                tracing::info!(host_id, instance_id = data["instance_id"].as_i64(), kind = data["type"].as_str(), player = data["name"].as_str(), "player event");
+                tracing::info!(
+                    host_id,
+                    instance_id = data["instance_id"].as_i64(),
+                    kind = data["type"].as_str(),
+                    player = data["name"].as_str(),
+                    "player event"
+                );
+                self.hub.publish(Event::player_event(data));
             }
             other => {
                 if !self.plugin_event(host_id, other, data).await {

@@ -213,7 +213,13 @@ impl Controller {
                 .await
                 .is_ok_and(|r| r.host_id == Some(host_id));
             if !owned {
-                tracing::warn!(plugin = pname, host_id, instance_id = id, event = name, "plugin event for an instance this host does not run; ignored");
+                tracing::warn!(
+                    plugin = pname,
+                    host_id,
+                    instance_id = id,
+                    event = name,
+                    "plugin event for an instance this host does not run; ignored"
+                );
                 return true;
             }
         }
@@ -245,7 +251,12 @@ impl Controller {
             .await
             .map(|l| l.into_iter().map(|h| (h.id, h.name)).collect())
             .unwrap_or_default();
-        let hosts = self.plugins.hosts.lock().map(|h| h.clone()).unwrap_or_default();
+        let hosts = self
+            .plugins
+            .hosts
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default();
         let mut out = Vec::new();
         for b in plugins::builtins() {
             let info = b.info;

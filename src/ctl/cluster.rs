@@ -174,3 +174,42 @@ pub async fn permissions(client: &Client, out: &Output) -> anyhow::Result<()> {
         t.render(out, "No permissions.")
     })
 }
+
+pub async fn plugins(client: &Client, out: &Output) -> anyhow::Result<()> {
+    let plugins = client.get("/plugins").await.context("listing plugins")?;
+    out.print(&plugins, |plugins| {
+        let mut t = Table::new(&["NAME", "VERSION", "ENABLED", "HOSTS", "DESCRIPTION"]);
+        for p in plugins.as_array().into_iter().flatten() {
+            let hosts: Vec<String> = p["hosts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|h| {
+                    let state = if h["connected"] == json!(true) {
+                        ""
+                    } else {
+                        ", away"
+                    };
+                    format!("{} ({}{state})", cell(&h["host"]), cell(&h["version"]))
+                })
+                .collect();
+            t.row(vec![
+                cell(&p["name"]),
+                cell(&p["version"]),
+                if p["enabled"] == json!(true) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_string(),
+                if hosts.is_empty() {
+                    "-".to_string()
+                } else {
+                    hosts.join(", ")
+                },
+                cell(&p["description"]),
+            ]);
+        }
+        t.render(out, "No plugins are built in.")
+    })
+}

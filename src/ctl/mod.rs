@@ -61,6 +61,9 @@ pub enum CtlCommand {
     /// Permissions roles can grant.
     #[command(subcommand)]
     Permission(PermissionCommand),
+    /// Plugins: which the cluster enables, and what each host runs.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// The audit log, newest first.
     Audit {
         /// How many entries.
@@ -395,6 +398,13 @@ pub enum PermissionCommand {
     List,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// List the built-in plugins: version, enabled on the cluster, the version each host runs.
+    #[command(visible_alias = "ls")]
+    List,
+}
+
 /// Runs one ctl command to completion.
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
     // One thread is plenty for one command, and starts fastest.
@@ -418,6 +428,7 @@ async fn dispatch(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Permission(PermissionCommand::List) => {
             cluster::permissions(&client, &out).await
         }
+        CtlCommand::Plugin(PluginCommand::List) => cluster::plugins(&client, &out).await,
         CtlCommand::Instance(cmd) => instance::run(&client, &out, cmd).await,
         CtlCommand::Save(cmd) => files::save(&client, &out, cmd).await,
         CtlCommand::Mod(cmd) => files::mods(&client, &out, cmd).await,

@@ -4,9 +4,9 @@
 
 use super::Host;
 use super::backend::GameServer;
+use super::factorio::{CreateSpec, ExitReport, SaveToLoad, ServerArgs, ServerEvent, StartSpec};
 use super::patch::{self, PatchOptions};
 use super::plugins::{RconQueue, lua_string};
-use super::factorio::{CreateSpec, ExitReport, SaveToLoad, ServerArgs, ServerEvent, StartSpec};
 use crate::saves;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 /// Output lines kept per instance for `logs` and crash reports.
 const LOG_LINES: usize = 1000;
 /// A start found the save's Lua modules gone from the running game; it is patched and started again.
-const PATCH_UNDONE: &str = "the game runs without the cluster's Lua modules (a Factorio update replaced the level script)";
+const PATCH_UNDONE: &str =
+    "the game runs without the cluster's Lua modules (a Factorio update replaced the level script)";
 /// File in the instance directory with what the host must remember across restarts.
 pub const STATE_FILE: &str = "instance.json";
 
@@ -360,7 +361,9 @@ impl Host {
                     tracing::warn!(instance = %inst.name, output = %out.trim(), "update_instance answered unexpectedly")
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(instance = %inst.name, error = %e, "update_instance failed"),
+                Err(e) => {
+                    tracing::warn!(instance = %inst.name, error = %e, "update_instance failed")
+                }
             }
         }
         inst.set_status(Status::Running);
@@ -502,10 +505,8 @@ impl Host {
                 }
                 ServerEvent::IpcError { kind, message } => {
                     tracing::warn!(instance = %inst.name, kind, %message, "unusable IPC message from the game");
-                    self.link.send_event(
-                        "ipc_error",
-                        json!({ "instance_id": inst.id, "kind": kind }),
-                    );
+                    self.link
+                        .send_event("ipc_error", json!({ "instance_id": inst.id, "kind": kind }));
                 }
                 ServerEvent::PlayerJoined { name } => {
                     lock(&inst.players).insert(name);

@@ -5,9 +5,9 @@
 pub mod backend;
 pub mod factorio;
 pub mod instance;
+mod lists;
 pub mod patch;
 pub mod plugins;
-mod lists;
 pub mod ports;
 mod transfer;
 

@@ -102,7 +102,8 @@ impl Host {
     /// Remembers the cluster's plugin set (from the handshake) and wakes starts waiting for it.
     pub(super) fn set_cluster_plugins(&self, set: Vec<PluginVersion>) {
         if let Ok(text) = serde_json::to_string(&set)
-            && let Err(e) = crate::saves::write_atomic(&self.dir.join(PLUGIN_CACHE_FILE), text.as_bytes())
+            && let Err(e) =
+                crate::saves::write_atomic(&self.dir.join(PLUGIN_CACHE_FILE), text.as_bytes())
         {
             tracing::warn!(error = %e, "could not cache the cluster's plugin set");
         }
@@ -294,10 +295,7 @@ mod tests {
     #[test]
     fn lua_strings_are_escaped() {
         assert_eq!(lua_string("plain"), "\"plain\"");
-        assert_eq!(
-            lua_string("a\"b'c\\d\ne\rf"),
-            "\"a\\\"b\\'c\\\\d\\ne\\rf\""
-        );
+        assert_eq!(lua_string("a\"b'c\\d\ne\rf"), "\"a\\\"b\\'c\\\\d\\ne\\rf\"");
         // NUL before a digit must not merge with it into another escape.
         assert_eq!(lua_string("\01"), "\"\\0001\"");
         assert_eq!(lua_string("\u{1}x\u{7f}"), "\"\\001x\\127\"");

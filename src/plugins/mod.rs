@@ -64,7 +64,10 @@ pub static CORE_MODULE: LuaModule = LuaModule {
     require: &[],
     files: &[
         ("api.lua", include_str!("../host/lua/clusterio/api.lua")),
-        ("compat.lua", include_str!("../host/lua/clusterio/compat.lua")),
+        (
+            "compat.lua",
+            include_str!("../host/lua/clusterio/compat.lua"),
+        ),
         ("impl.lua", include_str!("../host/lua/clusterio/impl.lua")),
     ],
 };

@@ -12,6 +12,7 @@ import * as users from "./pages/users.js";
 import * as roles from "./pages/roles.js";
 import * as mods from "./pages/mods.js";
 import * as audit from "./pages/audit.js";
+import * as plugins from "./pages/plugins.js";
 
 /** Nav entries: route, label, the permission needed to see the page. */
 const NAV = [
@@ -21,10 +22,11 @@ const NAV = [
   ["users", "Users", "core.user.list"],
   ["roles", "Roles", "core.role.list"],
   ["mods", "Mods", "core.mod.list"],
+  ["plugins", "Plugins", "core.plugin.list"],
   ["audit", "Audit log", "core.log.query"],
 ];
 
-const PAGES = { overview, hosts, instances, users, roles, mods, audit };
+const PAGES = { overview, hosts, instances, users, roles, mods, plugins, audit };
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");

@@ -279,7 +279,10 @@ mod tests {
         assert_eq!(bad(b"\x0c$ipc:?j1"), IpcError::EmptyChannel);
         assert_eq!(bad(b"\x0c$ipc:x?"), IpcError::UnknownType('\0'));
         assert_eq!(bad(b"\x0c$ipc:x?q{}"), IpcError::UnknownType('q'));
-        assert!(matches!(bad(b"\x0c$ipc:x?j{oops"), IpcError::BadJson { .. }));
+        assert!(matches!(
+            bad(b"\x0c$ipc:x?j{oops"),
+            IpcError::BadJson { .. }
+        ));
         assert_eq!(bad(b"\x0c$ipc:a\\x4?j1"), IpcError::BadEscape);
         assert_eq!(bad(b"\x0c$ipc:a\\y41?j1"), IpcError::BadEscape);
         assert_eq!(bad(b"\x0c$ipc:a\\xzz?j1"), IpcError::BadEscape);

@@ -166,11 +166,16 @@ impl FactorioServer {
         let (sig_tx, sig_rx) = mpsc::unbounded_channel();
         let requested = Arc::new(AtomicBool::new(false));
 
-        let out_task = stdout
-            .map(|s| {
-                let script_output = spec.write_dir.join("script-output");
-                tokio::spawn(read_stdout(s, tx.clone(), status_tx.clone(), tail.clone(), script_output))
-            });
+        let out_task = stdout.map(|s| {
+            let script_output = spec.write_dir.join("script-output");
+            tokio::spawn(read_stdout(
+                s,
+                tx.clone(),
+                status_tx.clone(),
+                tail.clone(),
+                script_output,
+            ))
+        });
         let err_task = stderr.map(|s| tokio::spawn(read_stderr(s, tx.clone(), tail.clone())));
         tokio::spawn(wait_child(
             child,

@@ -83,7 +83,8 @@ impl ControllerPlugin for PingController {
             if let Err(e) = stored {
                 tracing::warn!(plugin = "ping", error = %e, "recording a ping");
             }
-            let pong = json!({ "text": data["text"], "number": data["number"], "delivered": delivered });
+            let pong =
+                json!({ "text": data["text"], "number": data["number"], "delivered": delivered });
             ctx.send_to_instance(from, "ping.pong", pong).await;
         })
     }
@@ -93,8 +94,10 @@ impl ControllerPlugin for PingController {
             let n = ctx
                 .store()
                 .read(|c| {
-                    c.query_row("SELECT COUNT(*) FROM ping_messages", [], |r| r.get::<_, i64>(0))
-                        .map_err(StoreError::from)
+                    c.query_row("SELECT COUNT(*) FROM ping_messages", [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .map_err(StoreError::from)
                 })
                 .await
                 .unwrap_or(0);

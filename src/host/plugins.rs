@@ -30,13 +30,15 @@ pub fn load(list: &str) -> Result<Vec<Box<dyn HostPlugin>>, String> {
 /// One ordered queue of RCON commands per running instance: commands run one after another in
 /// the order they were queued, whoever queued them.
 pub struct RconQueue {
-    tx: mpsc::Sender<(String, Option<oneshot::Sender<Result<String, String>>>)>,
+    tx: mpsc::Sender<QueuedCommand>,
 }
+
+/// A command and, when someone waits for it, where its reply goes.
+type QueuedCommand = (String, Option<oneshot::Sender<Result<String, String>>>);
 
 impl RconQueue {
     pub fn start(server: Arc<dyn super::backend::GameServer>, instance: String) -> RconQueue {
-        let (tx, mut rx) =
-            mpsc::channel::<(String, Option<oneshot::Sender<Result<String, String>>>)>(RCON_QUEUE);
+        let (tx, mut rx) = mpsc::channel::<QueuedCommand>(RCON_QUEUE);
         tokio::spawn(async move {
             while let Some((command, reply)) = rx.recv().await {
                 let result = server.rcon(&command).await.map_err(|e| e.to_string());
@@ -297,7 +299,7 @@ mod tests {
         assert_eq!(lua_string("plain"), "\"plain\"");
         assert_eq!(lua_string("a\"b'c\\d\ne\rf"), "\"a\\\"b\\'c\\\\d\\ne\\rf\"");
         // NUL before a digit must not merge with it into another escape.
-        assert_eq!(lua_string("\01"), "\"\\0001\"");
+        assert_eq!(lua_string("\u{0}1"), "\"\\0001\"");
         assert_eq!(lua_string("\u{1}x\u{7f}"), "\"\\001x\\127\"");
         assert_eq!(lua_string("ünï ✓"), "\"ünï ✓\"");
     }

@@ -384,7 +384,17 @@ async fn run(start: Instant, argv: Vec<String>) -> i32 {
     let cwd = std::env::current_dir().unwrap_or_default();
 
     if let Some(file) = a.get("create") {
-        return create(&log, &ident, &timing, &cwd, &cfg.write_data, file, &a).await;
+        return create(
+            &log,
+            &ident,
+            &timing,
+            &cwd,
+            &cfg.write_data,
+            file,
+            &a,
+            &mods,
+        )
+        .await;
     }
 
     let source = if let Some(f) = a.get("start-server") {
@@ -438,6 +448,9 @@ async fn run(start: Instant, argv: Vec<String>) -> i32 {
 }
 
 /// `--create FILE`: the real create transcript; writes `FILE(.zip)` via `.tmp.zip`; exit 0.
+/// The map gets the stock freeplay `control.lua` (or, with `FACTORIO_STANDIN_SCENARIO=unknown`,
+/// a custom one), whose `on_init` runs here, as in the real game.
+#[allow(clippy::too_many_arguments)]
 async fn create(
     log: &Log,
     ident: &Identity,
@@ -446,6 +459,7 @@ async fn create(
     write: &Path,
     file: &str,
     a: &args::Args,
+    mods: &[(String, String)],
 ) -> i32 {
     let given = if Path::new(file).is_absolute() {
         PathBuf::from(file)
@@ -489,7 +503,23 @@ async fn create(
     let fail = server::env_list("FACTORIO_STANDIN_FAIL")
         .iter()
         .any(|f| f == "create");
-    let state = save::GameState::fresh(seed);
+    let mut state = save::GameState::fresh(seed);
+    let control = match std::env::var("FACTORIO_STANDIN_SCENARIO").as_deref() {
+        Ok("unknown") => lua::UNKNOWN_SCENARIO,
+        _ => lua::stock_control_lua(ident.is_1_1()),
+    };
+    state.set_file("control.lua", control.as_bytes().to_vec());
+    state.set_file("info.json", b"null\n".to_vec());
+    let ran = server::level_runtime(&state, ident, mods, &write.join("script-output"), log, &[])
+        .and_then(|rt| rt.snapshot());
+    match ran {
+        Ok(snapshot) => state.lua = Some(snapshot),
+        Err(e) => {
+            log.bare(&format!("Error: {e}"));
+            log.plain("Goodbye");
+            return 1;
+        }
+    }
     let written = if fail {
         Err(std::io::Error::other("simulated failure"))
     } else {

@@ -743,6 +743,7 @@ function api.has_level()
 end
 
 function api.init()
+  parsing = false
   if on_init_f then
     local ok, err = xpcall(on_init_f, on_error)
     if not ok then
@@ -753,6 +754,7 @@ function api.init()
 end
 
 function api.load(t)
+  parsing = false
   set_storage(t)
   if on_load_f then
     local ok, err = xpcall(on_load_f, on_error)

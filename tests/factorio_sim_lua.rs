@@ -566,3 +566,103 @@ fn migrate_level_knob_puts_the_stock_control_lua_back() {
     // Files outside the patch's reach stay.
     assert!(entry(&save, "locale/en/test-strings.cfg").is_some());
 }
+
+const MOD_CONTROL: &str = r#"script.on_init(function()
+  storage.inits = (storage.inits or 0) + 1
+  storage.seen = {}
+end)
+script.on_event(defines.events.on_player_joined_game, function(e)
+  storage.seen[#storage.seen + 1] = game.get_player(e.player_index).name
+end)
+remote.add_interface("standin-mod", {
+  echo = function(x) return x, storage.inits end,
+})
+function mod_global() return "mine" end
+"#;
+
+/// Install a mod with a control stage into the instance's mods dir and enable it.
+fn install_mod(dir: &Path) {
+    let mods = dir.join("mods");
+    std::fs::create_dir_all(&mods).unwrap();
+    write_zip(
+        &mods.join("standin-mod_0.1.0.zip"),
+        &[
+            (
+                "standin-mod_0.1.0/info.json".into(),
+                br#"{"name": "standin-mod", "version": "0.1.0", "title": "Standin Mod"}"#.to_vec(),
+            ),
+            (
+                "standin-mod_0.1.0/control.lua".into(),
+                MOD_CONTROL.as_bytes().to_vec(),
+            ),
+        ],
+    );
+    std::fs::write(
+        mods.join("mod-list.json"),
+        r#"{"mods": [{"name": "base", "enabled": true}, {"name": "standin-mod", "enabled": true}]}"#,
+    )
+    .unwrap();
+}
+
+#[test]
+fn mods_run_in_their_own_lua_state() {
+    let inst = SimInstall::new();
+    let dir = inst.instance("a");
+    install_mod(&dir);
+    let save = fresh_patched_save(&dir);
+    let (mut p, mut c) = start(&inst, &dir, &save, &[]);
+    assert_eq!(
+        c.exec(
+            2,
+            "/sc __standin-mod__ rcon.print(mod_global() .. script.mod_name)"
+        ),
+        "minestandin-mod\n"
+    );
+    // The level does not see the mod's globals; remote calls cross the states, copying data.
+    assert_eq!(c.exec(3, "/sc rcon.print(type(mod_global))"), "nil\n");
+    assert_eq!(
+        c.exec(
+            4,
+            "/sc local t, n = remote.call('standin-mod', 'echo', {a = 1}) rcon.print(t.a .. n)"
+        ),
+        "11\n"
+    );
+    assert_eq!(
+        c.exec(5, "/sc __standin-mod__ rcon.print(tostring(remote.interfaces.freeplay ~= nil) .. tostring(remote.call('freeplay', 'get_skip_intro')))"),
+        "truefalse\n"
+    );
+    assert_eq!(
+        c.exec(6, "/sc rcon.print(remote.interfaces['standin-mod'].echo)"),
+        "true\n"
+    );
+    c.exec(7, "/standin join Alice");
+    assert_eq!(
+        c.exec(
+            8,
+            "/sc __standin-mod__ rcon.print(storage.inits .. storage.seen[1])"
+        ),
+        "1Alice\n"
+    );
+    quit(&mut p, &mut c);
+    // The mod's storage is saved with the map; a restart runs its on_load, not on_init.
+    let (mut p, mut c) = start(&inst, &dir, &save, &[]);
+    assert_eq!(
+        c.exec(
+            2,
+            "/sc __standin-mod__ rcon.print(storage.inits .. #storage.seen)"
+        ),
+        "11\n"
+    );
+    // A mod's handler error names the mod, like the real crash transcript.
+    c.exec(
+        3,
+        "/sc __standin-mod__ script.on_nth_tick(1, function() error('mod bug') end)",
+    );
+    c.send(4, 2, "/standin tick 1");
+    assert_eq!(p.wait_exit(T), Some(1), "{}", p.text());
+    let text = p.text();
+    assert!(
+        text.contains(": The mod Standin Mod (0.1.0) caused a non-recoverable error.\nPlease report this error to the mod author.\n\nError while running event standin-mod::on_nth_tick(1)\n"),
+        "{text}"
+    );
+}

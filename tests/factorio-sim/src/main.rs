@@ -392,7 +392,7 @@ async fn run(start: Instant, argv: Vec<String>) -> i32 {
             &cfg.write_data,
             file,
             &a,
-            &mods,
+            (&mods, &mods_dir),
         )
         .await;
     }
@@ -459,7 +459,7 @@ async fn create(
     write: &Path,
     file: &str,
     a: &args::Args,
-    mods: &[(String, String)],
+    (mods, mods_dir): (&[(String, String)], &Path),
 ) -> i32 {
     let given = if Path::new(file).is_absolute() {
         PathBuf::from(file)
@@ -510,8 +510,16 @@ async fn create(
     };
     state.set_file("control.lua", control.as_bytes().to_vec());
     state.set_file("info.json", b"null\n".to_vec());
-    let ran = server::level_runtime(&state, ident, mods, &write.join("script-output"), log, &[])
-        .and_then(|rt| rt.snapshot());
+    let ran = server::level_runtime(
+        &state,
+        ident,
+        mods,
+        mods_dir,
+        &write.join("script-output"),
+        log,
+        &[],
+    )
+    .and_then(|rt| rt.snapshot());
     match ran {
         Ok(snapshot) => state.lua = Some(snapshot),
         Err(e) => {

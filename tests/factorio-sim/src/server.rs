@@ -141,7 +141,7 @@ pub struct Game {
     hang_until: Option<Instant>,
     after_reply: Option<After>,
     /// The level script's Lua state (research/plugins.md §5.1).
-    pub lua: crate::lua::Runtime,
+    pub lua: crate::lua::Scripts,
     /// The last tick whose `on_tick`/`on_nth_tick` handlers ran.
     lua_tick: u64,
 }
@@ -941,11 +941,14 @@ pub fn level_runtime(
     state: &GameState,
     ident: &Identity,
     mods: &[(String, String)],
+    mods_dir: &Path,
     script_output: &Path,
     log: &Log,
     admins: &[String],
-) -> Result<crate::lua::Runtime, String> {
-    let rt = crate::lua::Runtime::new(
+) -> Result<crate::lua::Scripts, String> {
+    let with_control =
+        crate::lua::load_mods(mods_dir, mods, crate::install::builtin_mods(&ident.version));
+    crate::lua::Scripts::start(
         crate::lua::Setup {
             is_1_1: ident.is_1_1(),
             version: ident.version.clone(),
@@ -954,24 +957,17 @@ pub fn level_runtime(
             files: state.files.clone(),
             script_output: script_output.to_path_buf(),
         },
-        log.clone(),
-    )?;
-    rt.set_tick(state.tick);
-    for p in &state.players {
-        let admin = admins.iter().any(|a| a.eq_ignore_ascii_case(&p.name));
-        rt.player(p.index, &p.name, false, admin);
-    }
-    if rt.has_level() {
-        rt.run_main()?;
-    }
-    match &state.lua {
-        None => rt.init()?,
-        Some(saved) => {
-            rt.load(saved)?;
-            rt.configuration_changed(saved)?;
-        }
-    }
-    Ok(rt)
+        &with_control,
+        state.lua.as_ref(),
+        log,
+        |rt| {
+            rt.set_tick(state.tick);
+            for p in &state.players {
+                let admin = admins.iter().any(|a| a.eq_ignore_ascii_case(&p.name));
+                rt.player(p.index, &p.name, false, admin);
+            }
+        },
+    )
 }
 
 /// Startup failure after `CreatingGame`: the real `InitializationFailed` transcript, exit 1.
@@ -1225,6 +1221,7 @@ pub async fn run(o: ServerOpts) -> i32 {
         &state,
         &ident,
         &mods,
+        &o.mods_dir,
         &o.write_dir.join("script-output"),
         &log,
         &admins,

@@ -44,6 +44,7 @@ pub fn stock_control_lua(is_1_1: bool) -> &'static str {
     if is_1_1 { FREEPLAY_0_17 } else { FREEPLAY_2_0 }
 }
 
+#[derive(Clone)]
 pub struct Setup {
     pub is_1_1: bool,
     pub version: String,
@@ -54,11 +55,75 @@ pub struct Setup {
     pub script_output: PathBuf,
 }
 
+/// A mod with a control stage: its own Lua state, files addressed as `__name__/…`.
+#[derive(Clone, Debug)]
+pub struct ModInfo {
+    pub name: String,
+    pub version: String,
+    pub title: String,
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// What the Lua states of one game share: every state's source files (`level`, `mod:<name>`)
+/// and the remote interfaces (which state owns which).
+#[derive(Default)]
+pub struct Shared {
+    sources: RefCell<HashMap<String, HashMap<String, Vec<u8>>>>,
+    states: RefCell<Vec<(String, Lua, Table)>>,
+    remotes: RefCell<HashMap<String, String>>,
+}
+
+impl Shared {
+    pub fn new(level_files: &[(String, Vec<u8>)], mods: &[ModInfo]) -> Rc<Shared> {
+        let s = Shared::default();
+        {
+            let mut src = s.sources.borrow_mut();
+            src.insert("level".into(), level_files.iter().cloned().collect());
+            for m in mods {
+                src.insert(format!("mod:{}", m.name), m.files.iter().cloned().collect());
+            }
+        }
+        Rc::new(s)
+    }
+
+    fn state(&self, owner: &str) -> Option<(Lua, Table)> {
+        self.states
+            .borrow()
+            .iter()
+            .find(|(o, _, _)| o == owner)
+            .map(|(_, l, a)| (l.clone(), a.clone()))
+    }
+}
+
 pub struct Runtime {
     lua: Lua,
     api: Table,
     rcon: Rc<RefCell<String>>,
     mods: Json,
+    pub owner: String,
+}
+
+fn object_ref(t: &Table) -> Option<String> {
+    t.metatable()
+        .and_then(|m| m.raw_get::<Option<String>>("__sim_object").ok().flatten())
+}
+
+/// Copy values from one Lua state into another (remote calls): data only, as in Factorio.
+fn copy_values(
+    values: mlua::MultiValue,
+    to: &Lua,
+    to_api: &Table,
+) -> mlua::Result<mlua::MultiValue> {
+    let object = to_api.get::<Function>("object")?;
+    let lookup = |r: &str| object.call::<Value>(r);
+    let mut out = mlua::MultiValue::new();
+    for v in values {
+        let j = json::Encoder::new(&object_ref)
+            .encode(&v, "remote call argument")
+            .map_err(mlua::Error::RuntimeError)?;
+        out.push_back(json::decode(to, &j, &mut HashMap::new(), &lookup)?);
+    }
+    Ok(out)
 }
 
 /// `helpers.write_file`'s target: relative, no `..`, no NUL, no backslash.
@@ -103,14 +168,50 @@ fn err_text(e: mlua::Error) -> String {
 }
 
 impl Runtime {
+    /// The level's state, alone (tests; a game without mods).
+    #[cfg(test)]
     pub fn new(setup: Setup, log: Log) -> Result<Runtime, String> {
+        let shared = Shared::new(&setup.files, &[]);
+        Runtime::with(setup, None, log, shared)
+    }
+
+    /// The level's state (`module` None) or a mod's, registered in `shared`.
+    pub fn with(
+        setup: Setup,
+        module: Option<&ModInfo>,
+        log: Log,
+        shared: Rc<Shared>,
+    ) -> Result<Runtime, String> {
         // SAFETY: the debug library is loaded on purpose (Factorio's Lua has `debug`); the
         // prelude removes io/os and the other functions Factorio does not offer.
         let lua = unsafe {
             Lua::unsafe_new_with(StdLib::ALL_SAFE | StdLib::DEBUG, LuaOptions::default())
         };
         let rcon = Rc::new(RefCell::new(String::new()));
-        let api = Self::build(&lua, &setup, log, rcon.clone()).map_err(err_text)?;
+        let owner = module
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| "level".into());
+        let prefix = match module {
+            Some(m) => format!(
+                "The mod {} ({}) caused a non-recoverable error.\nPlease report this error to the mod author.\n\n",
+                m.title, m.version
+            ),
+            None => String::new(),
+        };
+        let api = Self::build(
+            &lua,
+            &setup,
+            log,
+            rcon.clone(),
+            &owner,
+            &prefix,
+            shared.clone(),
+        )
+        .map_err(err_text)?;
+        shared
+            .states
+            .borrow_mut()
+            .push((owner.clone(), lua.clone(), api.clone()));
         let mods: serde_json::Map<String, Json> = setup
             .active_mods
             .iter()
@@ -121,12 +222,100 @@ impl Runtime {
             api,
             rcon,
             mods: Json::Object(mods),
+            owner,
         })
     }
 
-    fn build(lua: &Lua, s: &Setup, log: Log, rcon: Rc<RefCell<String>>) -> mlua::Result<Table> {
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        lua: &Lua,
+        s: &Setup,
+        log: Log,
+        rcon: Rc<RefCell<String>>,
+        owner: &str,
+        crash_prefix: &str,
+        shared: Rc<Shared>,
+    ) -> mlua::Result<Table> {
         let sim = lua.create_table()?;
         sim.set("is_1_1", s.is_1_1)?;
+        sim.set("owner", owner)?;
+        sim.set("crash_prefix", crash_prefix)?;
+        let (sh, me) = (shared.clone(), owner.to_string());
+        sim.set(
+            "remote_add",
+            lua.create_function(move |_, name: String| {
+                let mut r = sh.remotes.borrow_mut();
+                if r.contains_key(&name) {
+                    return Ok(false);
+                }
+                r.insert(name, me.clone());
+                Ok(true)
+            })?,
+        )?;
+        let sh = shared.clone();
+        sim.set(
+            "remote_remove",
+            lua.create_function(move |_, name: String| {
+                sh.remotes.borrow_mut().remove(&name);
+                Ok(())
+            })?,
+        )?;
+        let (sh, me) = (shared.clone(), owner.to_string());
+        sim.set(
+            "remote_interfaces",
+            lua.create_function(move |lua, ()| {
+                let out = lua.create_table()?;
+                let owners: Vec<String> = sh
+                    .states
+                    .borrow()
+                    .iter()
+                    .map(|(o, _, _)| o.clone())
+                    .filter(|o| *o != me)
+                    .collect();
+                for o in owners {
+                    let Some((_, api)) = sh.state(&o) else {
+                        continue;
+                    };
+                    let list = api.get::<Function>("local_interfaces")?.call::<Table>(())?;
+                    for pair in list.pairs::<String, Table>() {
+                        let (name, fns) = pair?;
+                        let copy = lua.create_table()?;
+                        for f in fns.pairs::<String, bool>() {
+                            let (f, _) = f?;
+                            copy.set(f, true)?;
+                        }
+                        out.set(name, copy)?;
+                    }
+                }
+                Ok(out)
+            })?,
+        )?;
+        let (sh, me) = (shared.clone(), owner.to_string());
+        sim.set(
+            "remote_call",
+            lua.create_function(
+                move |_, (name, func, args): (String, String, mlua::Variadic<Value>)| {
+                    let owner = sh.remotes.borrow().get(&name).cloned();
+                    let Some((to, to_api)) = owner.and_then(|o| sh.state(&o)) else {
+                        return Err(mlua::Error::RuntimeError(format!(
+                            "Unknown interface: {name}"
+                        )));
+                    };
+                    let Some((from, from_api)) = sh.state(&me) else {
+                        return Err(mlua::Error::RuntimeError("no such state".into()));
+                    };
+                    let mut call_args = mlua::MultiValue::new();
+                    call_args.push_back(Value::String(to.create_string(&name)?));
+                    call_args.push_back(Value::String(to.create_string(&func)?));
+                    call_args.extend(copy_values(args.into_iter().collect(), &to, &to_api)?);
+                    let results = to_api
+                        .get::<Function>("remote_invoke")?
+                        .call::<mlua::MultiValue>(call_args)
+                        .map_err(|e| mlua::Error::RuntimeError(err_text(e)))?;
+                    copy_values(results, &from, &from_api)
+                },
+            )?,
+        )?;
         sim.set("seed", s.seed as f64)?;
         let mods = lua.create_table()?;
         for (n, v) in &s.active_mods {
@@ -184,16 +373,21 @@ impl Runtime {
                 Ok(write_file(&out, &name, &data, append).err())
             })?,
         )?;
-        let level: HashMap<String, Vec<u8>> = s.files.iter().cloned().collect();
+        let sh = shared;
         sim.set(
             "source",
             lua.create_function(move |lua, (kind, path): (String, String)| {
                 let text = match kind.as_str() {
-                    "level" => level.get(&path).cloned(),
-                    _ => LUALIB
+                    "lualib" => LUALIB
                         .iter()
                         .find(|(n, _)| *n == path)
                         .map(|(_, t)| t.as_bytes().to_vec()),
+                    k => sh
+                        .sources
+                        .borrow()
+                        .get(k)
+                        .and_then(|files| files.get(&path))
+                        .cloned(),
                 };
                 text.map(|t| lua.create_string(t)).transpose()
             })?,
@@ -397,3 +591,231 @@ impl Runtime {
 
 #[cfg(test)]
 mod tests;
+
+/// Every Lua state of a game: enabled mods' control stages (in load order), then the level.
+/// Engine events, ticks and player changes reach each of them; `/sc __mod__ …` picks a mod's.
+pub struct Scripts {
+    mods: Vec<Runtime>,
+    level: Runtime,
+}
+
+impl Scripts {
+    /// Build the states and run `control.lua` of each mod and of the level, then `on_init` for a
+    /// state with no saved data (a new map, or a mod added to this save), else the saved data
+    /// and `on_load` (+ `on_configuration_changed` when the mod set changed).
+    pub fn start(
+        setup: Setup,
+        mods: &[ModInfo],
+        saved: Option<&Json>,
+        log: &Log,
+        before_main: impl Fn(&Runtime),
+    ) -> Result<Scripts, String> {
+        let shared = Shared::new(&setup.files, mods);
+        let mut states = Vec::new();
+        for m in mods {
+            let rt = Runtime::with(setup.clone(), Some(m), log.clone(), shared.clone())?;
+            states.push(rt);
+        }
+        let level = Runtime::with(setup, None, log.clone(), shared)?;
+        for rt in states.iter().chain(std::iter::once(&level)) {
+            before_main(rt);
+            if rt.has_level() {
+                rt.run_main()?;
+            }
+        }
+        let mod_states = saved.and_then(|s| s.get("mod_states"));
+        for rt in &states {
+            match mod_states.and_then(|m| m.get(&rt.owner)) {
+                Some(s) => {
+                    rt.load(s)?;
+                    rt.configuration_changed(s)?;
+                }
+                None => rt.init()?,
+            }
+        }
+        match saved {
+            None => level.init()?,
+            Some(s) => {
+                level.load(s)?;
+                level.configuration_changed(s)?;
+            }
+        }
+        Ok(Scripts {
+            mods: states,
+            level,
+        })
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Runtime> {
+        self.mods.iter().chain(std::iter::once(&self.level))
+    }
+
+    fn each(&self, f: impl Fn(&Runtime) -> Result<(), String>) -> Result<(), String> {
+        for rt in self.all() {
+            f(rt)?;
+        }
+        Ok(())
+    }
+
+    pub fn snapshot(&self) -> Result<Json, String> {
+        let mut snap = self.level.snapshot()?;
+        let mut mods = serde_json::Map::new();
+        for rt in &self.mods {
+            mods.insert(rt.owner.clone(), rt.snapshot()?);
+        }
+        if let Some(o) = snap.as_object_mut() {
+            o.insert("mod_states".into(), Json::Object(mods));
+        }
+        Ok(snap)
+    }
+
+    pub fn set_tick(&self, t: u64) {
+        self.all().for_each(|rt| rt.set_tick(t));
+    }
+
+    pub fn wants_ticks(&self) -> bool {
+        self.all().any(Runtime::wants_ticks)
+    }
+
+    pub fn tick(&self, t: u64) -> Result<(), String> {
+        self.each(|rt| rt.tick(t))
+    }
+
+    pub fn raise(&self, event: &str, data: Json) -> Result<(), String> {
+        self.each(|rt| rt.raise(event, data.clone()))
+    }
+
+    /// `/sc <code>` in the level, `/sc __mod__ <code>` in that mod's state.
+    pub fn command(&self, code: &str) -> Result<String, (String, String)> {
+        if let Some(rest) = code.strip_prefix("__")
+            && let Some((name, code)) = rest.split_once("__")
+            && let Some(rt) = self.mods.iter().find(|m| m.owner == name)
+        {
+            return rt.command(code.trim_start());
+        }
+        self.level.command(code)
+    }
+
+    pub fn has_command(&self, name: &str) -> bool {
+        self.all().any(|rt| rt.has_command(name))
+    }
+
+    pub fn custom_command(&self, name: &str, parameter: Option<&str>) -> Result<String, String> {
+        match self.all().find(|rt| rt.has_command(name)) {
+            Some(rt) => rt.custom_command(name, parameter),
+            None => Ok(String::new()),
+        }
+    }
+
+    pub fn player(&self, index: u32, name: &str, connected: bool, admin: bool) {
+        self.all()
+            .for_each(|rt| rt.player(index, name, connected, admin));
+    }
+
+    pub fn set_admin(&self, index: u32, admin: bool) {
+        self.all().for_each(|rt| rt.set_admin(index, admin));
+    }
+
+    pub fn player_joined(&self, index: u32, first: bool) -> Result<(), String> {
+        self.each(|rt| rt.player_joined(index, first))
+    }
+
+    pub fn player_left(&self, index: u32, reason: &str) -> Result<(), String> {
+        self.each(|rt| rt.player_left(index, reason))
+    }
+
+    pub fn research(
+        &self,
+        tech: &str,
+        level: Option<u32>,
+        progress: Option<f64>,
+    ) -> Result<(), String> {
+        self.each(|rt| rt.research(tech, level, progress))
+    }
+}
+
+/// Enabled mods with a control stage, from `<mods>/<name>_<version>.zip` (one top directory)
+/// or an unpacked `<mods>/<name>_<version>/` or `<mods>/<name>/` directory.
+pub fn load_mods(mods_dir: &Path, enabled: &[(String, String)], builtin: &[&str]) -> Vec<ModInfo> {
+    let mut out = Vec::new();
+    for (name, version) in enabled {
+        if builtin.contains(&name.as_str()) {
+            continue;
+        }
+        let zip = mods_dir.join(format!("{name}_{version}.zip"));
+        let files = if zip.is_file() {
+            read_mod_zip(&zip)
+        } else {
+            [format!("{name}_{version}"), name.clone()]
+                .iter()
+                .map(|d| mods_dir.join(d))
+                .find(|d| d.is_dir())
+                .map(|d| read_dir_files(&d))
+                .unwrap_or_default()
+        };
+        if !files.iter().any(|(n, _)| n == "control.lua") {
+            continue;
+        }
+        let title = files
+            .iter()
+            .find(|(n, _)| n == "info.json")
+            .and_then(|(_, d)| serde_json::from_slice::<Json>(d).ok())
+            .and_then(|v| v.get("title").and_then(|t| t.as_str()).map(String::from))
+            .unwrap_or_else(|| name.clone());
+        out.push(ModInfo {
+            name: name.clone(),
+            version: version.clone(),
+            title,
+            files,
+        });
+    }
+    out
+}
+
+fn read_mod_zip(path: &Path) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let Ok(f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let Ok(mut z) = zip::ZipArchive::new(f) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for i in 0..z.len() {
+        let Ok(mut e) = z.by_index(i) else { continue };
+        if e.is_dir() {
+            continue;
+        }
+        let Some(rel) = e
+            .name()
+            .ok()
+            .and_then(|n| n.split_once('/').map(|(_, r)| r.to_string()))
+        else {
+            continue;
+        };
+        let mut d = Vec::new();
+        if e.read_to_end(&mut d).is_ok() {
+            out.push((rel, d));
+        }
+    }
+    out
+}
+
+fn read_dir_files(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let (Ok(rel), Ok(data)) = (p.strip_prefix(root), std::fs::read(&p)) {
+                out.push((rel.to_string_lossy().into_owned(), data));
+            }
+        }
+    }
+    out
+}

@@ -2,6 +2,8 @@
 -- Written for the sim; Rust passes its primitives in `sim` and keeps the returned `api`.
 local sim = ...
 local is_1_1 = sim.is_1_1
+local owner = sim.owner           -- "level", or the mod's name
+local crash_prefix = sim.crash_prefix
 local raw_load, raw_error, raw_type, raw_pairs = load, error, type, pairs
 local traceback = debug.traceback
 
@@ -193,7 +195,7 @@ end
 
 local active_mods = sim.active_mods
 script = {
-  mod_name = "level",
+  mod_name = owner,
   level = { level_name = "freeplay", campaign_name = nil, is_simulation = false, is_tutorial = false },
   active_mods = active_mods,
   on_init = function(f)
@@ -522,22 +524,50 @@ rcon = {
 
 -- remote ----------------------------------------------------------------------------------------
 local interfaces = {}
+-- Interfaces live in the state that added them; calls into another state (a mod's, or the
+-- level's from a mod) copy arguments and results across, as Factorio does.
+local function local_interfaces()
+  local copy = {}
+  for name, i in raw_pairs(interfaces) do
+    local fs = {}
+    for k in raw_pairs(i) do
+      fs[k] = true
+    end
+    copy[name] = fs
+  end
+  return copy
+end
+
+local function all_interfaces()
+  local all = sim.remote_interfaces()
+  for k, v in raw_pairs(local_interfaces()) do
+    all[k] = v
+  end
+  return all
+end
+
 remote = {
   add_interface = function(name, funcs)
-    if interfaces[name] then
+    if raw_type(name) ~= "string" or raw_type(funcs) ~= "table" then
+      raw_error("bad argument to 'add_interface'", 2)
+    end
+    if interfaces[name] or not sim.remote_add(name) then
       raw_error("Remote interface with name " .. tostring(name) .. " already exists.", 2)
     end
     interfaces[name] = funcs
   end,
   remove_interface = function(name)
     local had = interfaces[name] ~= nil
-    interfaces[name] = nil
+    if had then
+      interfaces[name] = nil
+      sim.remote_remove(name)
+    end
     return had
   end,
   call = function(name, fn, ...)
     local i = interfaces[name]
     if not i then
-      raw_error("Unknown interface: " .. tostring(name), 2)
+      return sim.remote_call(name, fn, ...)
     end
     local f = i[fn]
     if not f then
@@ -548,26 +578,10 @@ remote = {
 }
 remote.interfaces = setmetatable({}, {
   __index = function(_, name)
-    local i = interfaces[name]
-    if not i then
-      return nil
-    end
-    local out = {}
-    for k in raw_pairs(i) do
-      out[k] = true
-    end
-    return out
+    return all_interfaces()[name]
   end,
   __pairs = function()
-    local copy = {}
-    for name, i in raw_pairs(interfaces) do
-      local fs = {}
-      for k in raw_pairs(i) do
-        fs[k] = true
-      end
-      copy[name] = fs
-    end
-    return next, copy, nil
+    return next, all_interfaces(), nil
   end,
 })
 
@@ -628,20 +642,29 @@ require = function(name)
   end
   local info = debug.getinfo(2, "S")
   local src = info and info.source or ""
-  local dir = src:match("^@__level__/(.*/)[^/]*$") or ""
+  -- the requiring file: "@__<owner>__/<path>"
+  local from, from_path = src:match("^@__([^/]-)__/(.*)$")
+  local from_kind = from and (from == "level" and "level" or (from ~= "core" and "mod:" .. from)) or nil
+  local dir = from_path and from_path:match("^(.*/)[^/]*$") or ""
   local n = normalise(name)
   local candidates = {}
-  local lvl = n:match("^__level__/(.*)$")
-  local core = n:match("^__core__/lualib/(.*)$")
-  if lvl then
-    candidates[1] = { "level", lvl }
-  elseif core then
-    candidates[1] = { "lualib", core }
-  elseif not n:match("^__") then
-    if src:match("^@__level__/") then
-      candidates[#candidates + 1] = { "level", join(dir, n) }
+  local prefix, rest = n:match("^__([^/]-)__/(.*)$")
+  if prefix then
+    if prefix == "core" then
+      local lib = rest:match("^lualib/(.*)$")
+      if lib then
+        candidates[1] = { "lualib", lib }
+      end
+    elseif prefix == "level" then
+      candidates[1] = { "level", rest }
+    else
+      candidates[1] = { "mod:" .. prefix, rest }
+    end
+  else
+    if from_kind then
+      candidates[#candidates + 1] = { from_kind, join(dir, n) }
       if dir ~= "" then
-        candidates[#candidates + 1] = { "level", join("", n) }
+        candidates[#candidates + 1] = { from_kind, join("", n) }
       end
     end
     candidates[#candidates + 1] = { "lualib", n }
@@ -655,7 +678,14 @@ require = function(name)
         return loaded[key]
       end
       local text = sim.source(kind, path .. ".lua")
-      local chunkname = (kind == "level" and "@__level__/" or "@__core__/lualib/") .. path .. ".lua"
+      local chunkname
+      if kind == "level" then
+        chunkname = "@__level__/" .. path .. ".lua"
+      elseif kind == "lualib" then
+        chunkname = "@__core__/lualib/" .. path .. ".lua"
+      else
+        chunkname = "@__" .. kind:sub(5) .. "__/" .. path .. ".lua"
+      end
       if text then
         local f, err = raw_load(text, chunkname, "t")
         if not f then
@@ -704,17 +734,14 @@ end
 local function run(label, f, ...)
   local ok, err = xpcall(f, on_error, ...)
   if not ok then
-    return false, label .. "\n" .. err
+    return false, crash_prefix .. label .. "\n" .. err
   end
   return true
 end
 
 local function event_label(id)
-  local n = event_name_of[id]
-  if n then
-    return "Error while running event level::" .. n .. " (ID " .. tostring(id) .. ")"
-  end
-  return "Error while running event level::" .. tostring(id) .. " (ID " .. tostring(id) .. ")"
+  local n = event_name_of[id] or tostring(id)
+  return "Error while running event " .. owner .. "::" .. n .. " (ID " .. tostring(id) .. ")"
 end
 
 local function dispatch(id, data)
@@ -727,19 +754,37 @@ local function dispatch(id, data)
   return run(event_label(id), f, ev)
 end
 
+local own_kind = owner == "level" and "level" or "mod:" .. owner
+
 function api.run_main()
   local ok, err = xpcall(function()
-    return require("__level__/control")
+    return require("__" .. owner .. "__/control")
   end, on_error)
   parsing = false
   if not ok then
-    return false, err
+    return false, crash_prefix .. err
   end
   return true
 end
 
 function api.has_level()
-  return sim.source("level", "control.lua") ~= nil
+  return sim.source(own_kind, "control.lua") ~= nil
+end
+
+function api.local_interfaces()
+  return local_interfaces()
+end
+
+function api.remote_invoke(name, fn, ...)
+  local i = interfaces[name]
+  if not i then
+    raw_error("Unknown interface: " .. tostring(name), 0)
+  end
+  local f = i[fn]
+  if not f then
+    raw_error("No such function: " .. tostring(name) .. "." .. tostring(fn), 0)
+  end
+  return f(...)
 end
 
 function api.init()
@@ -747,7 +792,7 @@ function api.init()
   if on_init_f then
     local ok, err = xpcall(on_init_f, on_error)
     if not ok then
-      return false, "Error while running on_init: " .. err
+      return false, crash_prefix .. "Error while running on_init: " .. err
     end
   end
   return true
@@ -759,7 +804,7 @@ function api.load(t)
   if on_load_f then
     local ok, err = xpcall(on_load_f, on_error)
     if not ok then
-      return false, "Error while running on_load: " .. err
+      return false, crash_prefix .. "Error while running on_load: " .. err
     end
   end
   return true
@@ -769,7 +814,7 @@ function api.configuration_changed(data)
   if on_config_f then
     local ok, err = xpcall(on_config_f, on_error, data)
     if not ok then
-      return false, "Error while running on_configuration_changed: " .. err
+      return false, crash_prefix .. "Error while running on_configuration_changed: " .. err
     end
   end
   return true
@@ -802,7 +847,7 @@ function api.tick(t)
   for _, n in ipairs(nth_order) do
     local g = nth[n]
     if g and t % n == 0 then
-      local ok, err = run("Error while running event level::on_nth_tick(" .. n .. ")", g, { tick = t, nth_tick = n })
+      local ok, err = run("Error while running event " .. owner .. "::on_nth_tick(" .. n .. ")", g, { tick = t, nth_tick = n })
       if not ok then
         return false, err
       end

@@ -32,6 +32,14 @@ end
 
 test_api = { send = send, loads = 0 }
 
+-- What the core module provides to mods (clusterio_lib calls it); registered at file load.
+remote.add_interface("clusterio_api", {
+  get_file_no = function()
+    storage.test.file_no = storage.test.file_no + 1
+    return storage.test.file_no
+  end,
+})
+
 function test_api.big(n)
   local data = helpers.table_to_json({ pad = string.rep("x", n) })
   storage.test.file_no = storage.test.file_no + 1
@@ -664,5 +672,97 @@ fn mods_run_in_their_own_lua_state() {
     assert!(
         text.contains(": The mod Standin Mod (0.1.0) caused a non-recoverable error.\nPlease report this error to the mod author.\n\nError while running event standin-mod::on_nth_tick(1)\n"),
         "{text}"
+    );
+}
+
+#[test]
+fn subspace_storage_stand_in_mod_speaks_the_real_channels() {
+    let inst = SimInstall::new();
+    let dir = inst.instance("a");
+    let st = std::process::Command::new(common::bin("factorio-sim"))
+        .arg("install-mod")
+        .arg("subspace_storage")
+        .arg(dir.join("mods"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(dir.join("mods/subspace_storage_2.2.20.zip").is_file());
+    let save = fresh_patched_save(&dir);
+    let (p, mut c) = start(&inst, &dir, &save, &[]);
+    p.wait_for("Loading mod subspace_storage 2.2.20 (data.lua)");
+    let ping = "/sc __subspace_storage__ global.ticksSinceMasterPinged = 0";
+    assert_eq!(c.exec(2, ping), "");
+    assert_eq!(c.exec(3, "/standin subspace put iron-plate 100"), "ok\n");
+    assert_eq!(c.exec(4, "/standin tick 62"), "ok\n");
+    assert_eq!(
+        wait_ipc(&p, "subspace_storage:output", 0),
+        vec![json!([["iron-plate", 100, "normal"]])]
+    );
+    assert_eq!(
+        c.exec(5, "/standin subspace request copper-plate 50"),
+        "ok\n"
+    );
+    assert_eq!(c.exec(6, "/standin tick 62"), "ok\n");
+    assert_eq!(
+        wait_ipc(&p, "subspace_storage:orders", 0),
+        vec![json!([["copper-plate", 50, "normal"]])]
+    );
+    // The host grants 30: the extractor takes them, the next order is for the rest.
+    assert_eq!(
+        c.exec(
+            7,
+            "/sc __subspace_storage__ Import('[[\"copper-plate\",30,\"normal\"]]')"
+        ),
+        ""
+    );
+    assert_eq!(c.exec(8, ping), "");
+    assert_eq!(c.exec(9, "/standin tick 62"), "ok\n");
+    assert_eq!(
+        wait_ipc(&p, "subspace_storage:orders", 1)[1],
+        json!([["copper-plate", 20, "normal"]])
+    );
+    assert_eq!(
+        c.exec(
+            10,
+            "/sc __subspace_storage__ rcon.print(global.extracted['copper-plate:normal'])"
+        ),
+        "30\n"
+    );
+    // Without pings for 300 ticks the mod stops exchanging.
+    assert_eq!(c.exec(11, "/standin tick 300"), "ok\n");
+    assert_eq!(c.exec(12, "/standin subspace put iron-plate 5"), "ok\n");
+    assert_eq!(c.exec(13, "/standin tick 62"), "ok\n");
+    assert_eq!(
+        c.exec(
+            14,
+            "/sc __subspace_storage__ rcon.print(global.injected['iron-plate:normal'][2])"
+        ),
+        "5\n"
+    );
+    assert_eq!(ipc(&p, "subspace_storage:output").len(), 1);
+    // The controller's inventory, as the host sends it.
+    assert_eq!(
+        c.exec(
+            15,
+            "/sc __subspace_storage__ UpdateInvData('[[\"iron-plate\",7,\"normal\"]]', true)"
+        ),
+        ""
+    );
+    let inv: Value = serde_json::from_str(
+        c.exec(
+            16,
+            "/sc __subspace_storage__ rcon.print(helpers.table_to_json(global.invdata))",
+        )
+        .trim_end(),
+    )
+    .unwrap();
+    assert_eq!(
+        inv,
+        json!({"iron-plate:normal": ["iron-plate", 7, "normal"]})
+    );
+    // Bad verb input is refused, not a crash.
+    assert!(
+        c.exec(17, "/standin subspace put 'x' 1")
+            .starts_with("usage:")
     );
 }

@@ -422,6 +422,35 @@ impl Game {
         }
     }
 
+    /// `/standin subspace put|request <item> <count> [quality]`: drive the stand-in Subspace
+    /// Storage mod's injector / extractor counters (research/plugins.md §5.1 item 10).
+    fn subspace(&mut self, verb: &str, tail: &[&str]) -> Result<(), String> {
+        let usage = "usage: /standin subspace put|request <item> <count> [quality]";
+        let ok_name = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        let (Some(item), Some(count)) = (tail.first(), tail.get(1)) else {
+            return Err(usage.into());
+        };
+        let count: u64 = count.parse().map_err(|_| usage)?;
+        let quality = tail.get(2).copied().unwrap_or("normal");
+        if !ok_name(item) || !ok_name(quality) {
+            return Err(usage.into());
+        }
+        if !self.lua.has_mod("subspace_storage") {
+            return Err("the subspace_storage mod is not loaded".into());
+        }
+        self.lua_sync();
+        if self.exit.is_some() {
+            return Ok(());
+        }
+        let code =
+            format!("__subspace_storage__ standin_subspace.{verb}('{item}', {count}, '{quality}')");
+        self.lua.command(&code).map(|_| ()).map_err(|(e, _)| e)
+    }
+
     /// `/standin research <tech> [level] [progress]`.
     fn research(&mut self, tech: &str, tail: &[&str]) -> Result<(), String> {
         let level = match tail.first() {
@@ -534,8 +563,11 @@ impl Game {
                 Err(_) => Err("usage: /standin hang <ms>".into()),
             },
             "research" if !name.is_empty() => self.research(&name, &tail),
+            "subspace" if matches!(name.as_str(), "put" | "request") => {
+                self.subspace(&name, &tail)
+            }
             _ => Err(
-                "usage: /standin join|leave|chat|command|refuse|crash|tick|hang|research|ban|unban|promote|demote …".into(),
+                "usage: /standin join|leave|chat|command|refuse|crash|tick|hang|research|ban|unban|promote|demote|subspace …".into(),
             ),
         };
         match r {

@@ -31,6 +31,9 @@ fn main() {
     if argv.get(1).map(String::as_str) == Some("install") {
         std::process::exit(install::run(&argv[2..]));
     }
+    if argv.get(1).map(String::as_str) == Some("install-mod") {
+        std::process::exit(install::install_mod(&argv[2..]));
+    }
     match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -700,6 +700,10 @@ impl Scripts {
         self.all().any(|rt| rt.has_command(name))
     }
 
+    pub fn has_mod(&self, name: &str) -> bool {
+        self.mods.iter().any(|m| m.owner == name)
+    }
+
     pub fn custom_command(&self, name: &str, parameter: Option<&str>) -> Result<String, String> {
         match self.all().find(|rt| rt.has_command(name)) {
             Some(rt) => rt.custom_command(name, parameter),

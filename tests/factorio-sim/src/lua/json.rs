@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use mlua::{Lua, Table, Value};
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 
 const MAX_DEPTH: usize = 200;
 
@@ -155,12 +155,18 @@ pub fn to_lua(lua: &Lua, v: &Json) -> mlua::Result<Value> {
     })
 }
 
-/// Lossless encoding of a Lua value for the save.
+/// Lossless encoding of a Lua value for the save: `{"root": v, "tables": [[id, [[k, v], …]], …]}`
+/// where a table value is `{"ref": id}` — flat, so shared tables and cycles survive and the
+/// JSON stays shallow however deep the Lua data is.
 pub struct Encoder<'a> {
     ids: HashMap<usize, u64>,
     next: u64,
+    tables: Vec<Json>,
+    /// Tables met but not written yet: (slot in `tables`, id, table, path) — a work list, so
+    /// deep data never deepens the Rust stack.
+    pending: Vec<(usize, u64, Table, String)>,
     /// Reference text of a game object (`player:1`) from its metatable, if it is one.
-    pub object_of: &'a dyn Fn(&Table) -> Option<String>,
+    object_of: &'a dyn Fn(&Table) -> Option<String>,
 }
 
 impl<'a> Encoder<'a> {
@@ -168,11 +174,34 @@ impl<'a> Encoder<'a> {
         Encoder {
             ids: HashMap::new(),
             next: 1,
+            tables: Vec::new(),
+            pending: Vec::new(),
             object_of,
         }
     }
 
-    pub fn encode(&mut self, v: &Value, path: &str) -> Result<Json, String> {
+    /// Encode `v` (named `path` in error messages) with every table it reaches.
+    pub fn encode_root(mut self, v: &Value, path: &str) -> Result<Json, String> {
+        let root = self.encode(v, path)?;
+        while let Some((slot, id, t, tpath)) = self.pending.pop() {
+            let mut entries = Vec::new();
+            for pair in t.pairs::<Value, Value>() {
+                let (k, x) = pair.map_err(|e| e.to_string())?;
+                let kp = if tpath.len() < 200 {
+                    format!("{tpath}[{}]", key_text(&k))
+                } else {
+                    tpath.clone()
+                };
+                let ke = self.encode(&k, &kp)?;
+                let xe = self.encode(&x, &kp)?;
+                entries.push(Json::Array(vec![ke, xe]));
+            }
+            self.tables[slot] = json!([id, entries]);
+        }
+        Ok(json!({"root": root, "tables": self.tables}))
+    }
+
+    fn encode(&mut self, v: &Value, path: &str) -> Result<Json, String> {
         Ok(match v {
             Value::Nil => Json::Null,
             Value::Boolean(b) => Json::Bool(*b),
@@ -199,15 +228,10 @@ impl<'a> Encoder<'a> {
                 let id = self.next;
                 self.next += 1;
                 self.ids.insert(p, id);
-                let mut entries = Vec::new();
-                for pair in t.pairs::<Value, Value>() {
-                    let (k, x) = pair.map_err(|e| e.to_string())?;
-                    let kp = format!("{path}[{}]", key_text(&k));
-                    let ke = self.encode(&k, &kp)?;
-                    let xe = self.encode(&x, &kp)?;
-                    entries.push(Json::Array(vec![ke, xe]));
-                }
-                json!({"id": id, "t": entries})
+                let slot = self.tables.len();
+                self.tables.push(Json::Null);
+                self.pending.push((slot, id, t.clone(), path.to_string()));
+                json!({"ref": id})
             }
             other => {
                 return Err(format!(
@@ -239,65 +263,82 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Inverse of [`Encoder::encode`]; unknown shapes decode to nil (a damaged save loses data,
-/// never crashes the sim).
+/// Inverse of [`Encoder::encode_root`]; unknown shapes decode to nil (a damaged save loses
+/// data, never crashes the sim).
 pub fn decode(
     lua: &Lua,
     v: &Json,
-    tables: &mut HashMap<u64, Table>,
     object: &dyn Fn(&str) -> mlua::Result<Value>,
 ) -> mlua::Result<Value> {
-    Ok(match v {
-        Json::Null => Value::Nil,
-        Json::Bool(b) => Value::Boolean(*b),
-        Json::Number(n) => Value::Number(n.as_f64().unwrap_or(0.0)),
-        Json::String(s) => Value::String(lua.create_string(s)?),
-        Json::Array(_) => Value::Nil,
-        Json::Object(m) => decode_object(lua, m, tables, object)?,
-    })
-}
-
-fn decode_object(
-    lua: &Lua,
-    m: &Map<String, Json>,
-    tables: &mut HashMap<u64, Table>,
-    object: &dyn Fn(&str) -> mlua::Result<Value>,
-) -> mlua::Result<Value> {
-    if let Some(bits) = m.get("f").and_then(|f| f.as_str()) {
-        return Ok(Value::Number(
-            u64::from_str_radix(bits, 16)
-                .map(f64::from_bits)
-                .unwrap_or(0.0),
-        ));
+    let mut tables: HashMap<u64, Table> = HashMap::new();
+    let list = v
+        .get("tables")
+        .and_then(|t| t.as_array())
+        .cloned()
+        .unwrap_or_default();
+    for e in &list {
+        if let Some(id) = e.get(0).and_then(|i| i.as_u64()) {
+            tables.insert(id, lua.create_table()?);
+        }
     }
-    if let Some(b) = m.get("bytes").and_then(|f| f.as_str()) {
-        return Ok(Value::String(lua.create_string(unhex(b))?));
-    }
-    if let Some(r) = m.get("obj").and_then(|f| f.as_str()) {
-        return object(r);
-    }
-    if let Some(id) = m.get("ref").and_then(|f| f.as_u64()) {
-        return Ok(tables
-            .get(&id)
-            .cloned()
-            .map(Value::Table)
-            .unwrap_or(Value::Nil));
-    }
-    let t = lua.create_table()?;
-    if let Some(id) = m.get("id").and_then(|f| f.as_u64()) {
-        tables.insert(id, t.clone());
-    }
-    if let Some(entries) = m.get("t").and_then(|e| e.as_array()) {
-        for e in entries {
-            let Some([k, x]) = e.as_array().map(Vec::as_slice) else {
+    for e in &list {
+        let (Some(t), Some(entries)) = (
+            e.get(0)
+                .and_then(|i| i.as_u64())
+                .and_then(|id| tables.get(&id)),
+            e.get(1).and_then(|x| x.as_array()),
+        ) else {
+            continue;
+        };
+        for kv in entries {
+            let Some([k, x]) = kv.as_array().map(Vec::as_slice) else {
                 continue;
             };
-            let k = decode(lua, k, tables, object)?;
-            let x = decode(lua, x, tables, object)?;
-            if !matches!(k, Value::Nil) {
+            let k = scalar(lua, k, &tables, object)?;
+            let x = scalar(lua, x, &tables, object)?;
+            let nan = matches!(k, Value::Number(n) if n.is_nan());
+            if !matches!(k, Value::Nil) && !nan {
                 t.raw_set(k, x)?;
             }
         }
     }
-    Ok(Value::Table(t))
+    match v.get("root") {
+        Some(r) => scalar(lua, r, &tables, object),
+        None => Ok(Value::Nil),
+    }
+}
+
+fn scalar(
+    lua: &Lua,
+    v: &Json,
+    tables: &HashMap<u64, Table>,
+    object: &dyn Fn(&str) -> mlua::Result<Value>,
+) -> mlua::Result<Value> {
+    Ok(match v {
+        Json::Null | Json::Array(_) => Value::Nil,
+        Json::Bool(b) => Value::Boolean(*b),
+        Json::Number(n) => Value::Number(n.as_f64().unwrap_or(0.0)),
+        Json::String(s) => Value::String(lua.create_string(s)?),
+        Json::Object(m) => {
+            if let Some(bits) = m.get("f").and_then(|f| f.as_str()) {
+                Value::Number(
+                    u64::from_str_radix(bits, 16)
+                        .map(f64::from_bits)
+                        .unwrap_or(0.0),
+                )
+            } else if let Some(b) = m.get("bytes").and_then(|f| f.as_str()) {
+                Value::String(lua.create_string(unhex(b))?)
+            } else if let Some(r) = m.get("obj").and_then(|f| f.as_str()) {
+                object(r)?
+            } else if let Some(id) = m.get("ref").and_then(|f| f.as_u64()) {
+                tables
+                    .get(&id)
+                    .cloned()
+                    .map(Value::Table)
+                    .unwrap_or(Value::Nil)
+            } else {
+                Value::Nil
+            }
+        }
+    })
 }

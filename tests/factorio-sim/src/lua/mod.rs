@@ -119,9 +119,9 @@ fn copy_values(
     let mut out = mlua::MultiValue::new();
     for v in values {
         let j = json::Encoder::new(&object_ref)
-            .encode(&v, "remote call argument")
+            .encode_root(&v, "remote call argument")
             .map_err(mlua::Error::RuntimeError)?;
-        out.push_back(json::decode(to, &j, &mut HashMap::new(), &lookup)?);
+        out.push_back(json::decode(to, &j, &lookup)?);
     }
     Ok(out)
 }
@@ -478,7 +478,7 @@ impl Runtime {
     fn decode(&self, v: &Json) -> mlua::Result<Value> {
         let object = self.api.get::<Function>("object")?;
         let lookup = |r: &str| object.call::<Value>(r);
-        json::decode(&self.lua, v, &mut HashMap::new(), &lookup)
+        json::decode(&self.lua, v, &lookup)
     }
 
     /// The persisted state: storage, technologies, the mods it ran with.
@@ -489,10 +489,10 @@ impl Runtime {
         };
         let storage = self.f("storage")?.call::<Value>(()).map_err(err_text)?;
         let name = if self.is_1_1() { "global" } else { "storage" };
-        let storage = json::Encoder::new(&object_of).encode(&storage, name)?;
+        let storage = json::Encoder::new(&object_of).encode_root(&storage, name)?;
         let techs = self.f("tech_state")?.call::<Value>(()).map_err(err_text)?;
         let no_objects = |_: &Table| None;
-        let techs = json::Encoder::new(&no_objects).encode(&techs, "techs")?;
+        let techs = json::Encoder::new(&no_objects).encode_root(&techs, "techs")?;
         Ok(json!({
             "initialized": true,
             "storage": storage,

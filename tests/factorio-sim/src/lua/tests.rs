@@ -282,6 +282,29 @@ fn level_script_require_events_storage_and_save_roundtrip() {
         ),
         "truetruefivestrtruetrueAlicetrue2511\n"
     );
+    // Deep data survives the save's JSON text (which parsers read with a depth limit).
+    eval(
+        &r2,
+        "local t = storage for i = 1, 300 do t.next = {i = i} t = t.next end",
+    );
+    let text = serde_json::to_string(&r2.snapshot().unwrap()).unwrap();
+    let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let r3 = rt(&patched());
+    r3.run_main().unwrap();
+    r3.load(&back).unwrap();
+    assert_eq!(
+        eval(
+            &r3,
+            "local t, n = storage, 0 while t.next do t = t.next n = n + 1 end rcon.print(n .. ' ' .. t.i)"
+        ),
+        "300 300\n"
+    );
+    eval(
+        &r3,
+        "local t = storage for i = 1, 20000 do t.deep = {} t = t.deep end",
+    );
+    let deep = serde_json::to_string(&r3.snapshot().unwrap()).unwrap();
+    assert!(serde_json::from_str::<serde_json::Value>(&deep).is_ok());
     // Functions in storage are refused at save time.
     eval(&r2, "storage.f = function() end");
     let e = r2.snapshot().unwrap_err();

@@ -5,6 +5,14 @@
 //! channel a manager uses: argv, files, stdout/log lines, exit status, signals, RCON, UDP port.
 //! Simulated players and faults come only through sim-only channels (`/standin …` commands and
 //! `FACTORIO_STANDIN_*` environment variables, see `script.rs` and `server.rs`).
+//!
+//! The level script and mods' control stages run in a real Lua 5.2 (`lua/`): `--create` writes
+//! the stock freeplay `control.lua` (2.0 or 0.17.63 text by dialect; `FACTORIO_STANDIN_SCENARIO=unknown`
+//! writes another one) and runs its `on_init`; a start runs the save's `control.lua` (`on_init`
+//! when the script never ran on the map, else `on_load`); `FACTORIO_STANDIN_MIGRATE_LEVEL=1`
+//! puts the stock `control.lua` back and drops `modules/`, `scenario.lua` and `clusterio.json`
+//! at load, as a Factorio update migrating the level does. `factorio-sim install-mod
+//! subspace_storage <mods-dir>` installs the stand-in Subspace Storage mod (a test fixture).
 
 mod args;
 mod commands;

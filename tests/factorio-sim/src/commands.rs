@@ -1,12 +1,13 @@
 //! Console commands (stdin and RCON run the same code, as the admin `<server>`): the built-ins
-//! managers use (research/factorio.md §4.4), script commands through the tiny Lua of `lua.rs`,
-//! chat for text without a slash, and the sim-only `/standin …` verbs of §8.9.
+//! managers use (research/factorio.md §4.4), script commands in the level's real Lua state
+//! (`lua/`), commands added by the script (`commands.add_command`), chat for text without a
+//! slash, and the sim-only `/standin …` verbs of §8.9. Every one that the real game reports to
+//! scripts raises the matching event (`on_player_banned`, `on_player_promoted`, …).
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::lua;
 use crate::server::{Game, Origin};
 use crate::texts;
 
@@ -239,7 +240,7 @@ impl Game {
             self.write_lists();
         }
         if self.is_online(name) {
-            let _ = self.leave(name, true);
+            let _ = self.leave(name, true, "banned");
             self.log.event(
                 "BAN",
                 &format!("{name} was banned by <server>. Reason: {reason}."),
@@ -250,6 +251,11 @@ impl Game {
                 &format!("{name} (not on map) was banned by <server>. Reason: {reason}."),
             );
         }
+        let index = self.player_index(name);
+        self.raise(
+            "on_player_banned",
+            json!({"player_index": index, "player_name": name, "reason": reason}),
+        );
         String::new()
     }
 
@@ -262,6 +268,11 @@ impl Game {
         self.write_lists();
         self.log
             .event("UNBANNED", &format!("{name} was unbanned by <server>."));
+        let index = self.player_index(name);
+        self.raise(
+            "on_player_unbanned",
+            json!({"player_index": index, "player_name": name}),
+        );
         String::new()
     }
 
@@ -314,6 +325,10 @@ impl Game {
         } else {
             self.log.event("PROMOTE", &format!("{name} was added to the admin list by <server> and will be promoted upon joining the game."));
         }
+        if let Some(i) = self.player_index(name) {
+            self.lua.set_admin(i, true);
+            self.raise("on_player_promoted", json!({"player_index": i}));
+        }
         String::new()
     }
 
@@ -327,6 +342,10 @@ impl Game {
             "DEMOTE",
             &format!("{name} was demoted from admin by <server>."),
         );
+        if let Some(i) = self.player_index(name) {
+            self.lua.set_admin(i, false);
+            self.raise("on_player_demoted", json!({"player_index": i}));
+        }
         String::new()
     }
 
@@ -373,32 +392,90 @@ impl Game {
             self.gate_pending = None;
             self.state.achievements = false;
         }
-        let script_output = self.write_dir.join("script-output");
-        let ctx = lua::Ctx {
-            tick: self.tick(),
-            players: self.state.players.len(),
-            connected: self.online_names().len(),
-            seed: self.state.seed,
-            is_1_1: self.ident.is_1_1(),
-            script_output: &script_output,
-        };
-        match lua::run(code, &ctx) {
-            Ok(outs) => {
-                let mut body = String::new();
-                for o in outs {
-                    match o {
-                        lua::Out::Rcon(s) => body += &nl(s),
-                        lua::Out::Print(s) => self.log.bare(&s),
-                        lua::Out::Log(s) => self.log.engine("Script", "=(command):1", &s),
-                    }
-                }
-                body
-            }
-            Err(e) => {
+        self.lua_sync();
+        if self.exit.is_some() {
+            return String::new();
+        }
+        match self.lua.command(code) {
+            Ok(body) => body,
+            Err((e, body)) => {
                 self.log.dated(&e);
-                nl(e)
+                body + &nl(e)
             }
         }
+    }
+
+    /// `/name parameters` for a command the script added: runs with `player_index = nil`
+    /// (console/RCON); an error in it crashes the game like an event handler's.
+    fn custom_command(&mut self, name: &str, parameter: &str) -> String {
+        self.lua_sync();
+        if self.exit.is_some() {
+            return String::new();
+        }
+        let p = (!parameter.is_empty()).then_some(parameter);
+        match self.lua.custom_command(name, p) {
+            Ok(body) => body,
+            Err(e) => {
+                self.crash(&e);
+                String::new()
+            }
+        }
+    }
+
+    /// `/standin subspace put|request <item> <count> [quality]`: drive the stand-in Subspace
+    /// Storage mod's injector / extractor counters (research/plugins.md §5.1 item 10).
+    fn subspace(&mut self, verb: &str, tail: &[&str]) -> Result<(), String> {
+        let usage = "usage: /standin subspace put|request <item> <count> [quality]";
+        let ok_name = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        let (Some(item), Some(count)) = (tail.first(), tail.get(1)) else {
+            return Err(usage.into());
+        };
+        let count: u64 = count.parse().map_err(|_| usage)?;
+        let quality = tail.get(2).copied().unwrap_or("normal");
+        if !ok_name(item) || !ok_name(quality) {
+            return Err(usage.into());
+        }
+        if !self.lua.has_mod("subspace_storage") {
+            return Err("the subspace_storage mod is not loaded".into());
+        }
+        self.lua_sync();
+        if self.exit.is_some() {
+            return Ok(());
+        }
+        let code =
+            format!("__subspace_storage__ standin_subspace.{verb}('{item}', {count}, '{quality}')");
+        self.lua.command(&code).map(|_| ()).map_err(|(e, _)| e)
+    }
+
+    /// `/standin research <tech> [level] [progress]`.
+    fn research(&mut self, tech: &str, tail: &[&str]) -> Result<(), String> {
+        let level = match tail.first() {
+            Some(l) => Some(
+                l.parse::<u32>()
+                    .map_err(|_| "usage: /standin research <tech> [level] [progress]")?,
+            ),
+            None => None,
+        };
+        let progress = match tail.get(1) {
+            Some(p) => Some(
+                p.parse::<f64>()
+                    .ok()
+                    .filter(|p| p.is_finite() && *p >= 0.0)
+                    .ok_or("usage: /standin research <tech> [level] [progress]")?,
+            ),
+            None => None,
+        };
+        self.lua_sync();
+        if self.exit.is_some() {
+            return Ok(());
+        }
+        let r = self.lua.research(tech, level, progress);
+        self.lua_result(r);
+        Ok(())
     }
 
     /// Sim-only verbs (§8.9). Real managers never send `/standin`; the real server would answer
@@ -417,9 +494,37 @@ impl Game {
                     .and_then(|i| tail.get(i + 1).copied());
                 self.join(&name, pw)
             }
-            "leave" if !name.is_empty() => self.leave(&name, tail.contains(&"--silent")),
+            "leave" if !name.is_empty() => {
+                let reason = tail
+                    .iter()
+                    .position(|w| *w == "--reason")
+                    .and_then(|i| tail.get(i + 1).copied())
+                    .unwrap_or("quit");
+                self.leave(&name, tail.contains(&"--silent"), reason)
+            }
             "chat" if !name.is_empty() => {
                 self.log.event("CHAT", &format!("{name}: {text}"));
+                let index = self.player_index(&name);
+                self.raise(
+                    "on_console_chat",
+                    json!({"player_index": index, "message": text}),
+                );
+                Ok(())
+            }
+            "ban" if !name.is_empty() => {
+                self.ban(&name, &text);
+                Ok(())
+            }
+            "unban" if !name.is_empty() => {
+                self.unban(&name);
+                Ok(())
+            }
+            "promote" if !name.is_empty() => {
+                self.promote(&name);
+                Ok(())
+            }
+            "demote" if !name.is_empty() => {
+                self.demote(&name);
                 Ok(())
             }
             "command" if !name.is_empty() => {
@@ -457,21 +562,12 @@ impl Game {
                 }
                 Err(_) => Err("usage: /standin hang <ms>".into()),
             },
-            "research" if !name.is_empty() => {
-                let e = self.state.storage.as_object_mut().map(|m| {
-                    m.entry("standin_research")
-                        .or_insert_with(|| json!([]))
-                        .clone()
-                });
-                let mut list = e.and_then(|v| v.as_array().cloned()).unwrap_or_default();
-                list.push(Value::String(name.clone()));
-                if let Some(m) = self.state.storage.as_object_mut() {
-                    m.insert("standin_research".into(), Value::Array(list));
-                }
-                Ok(())
+            "research" if !name.is_empty() => self.research(&name, &tail),
+            "subspace" if matches!(name.as_str(), "put" | "request") => {
+                self.subspace(&name, &tail)
             }
             _ => Err(
-                "usage: /standin join|leave|chat|command|refuse|crash|tick|hang|research …".into(),
+                "usage: /standin join|leave|chat|command|refuse|crash|tick|hang|research|ban|unban|promote|demote|subspace …".into(),
             ),
         };
         match r {
@@ -484,6 +580,7 @@ impl Game {
         let Some(cmdline) = text.strip_prefix('/') else {
             let _ = origin;
             self.log.event("CHAT", &format!("<server>: {text}"));
+            self.raise("on_console_chat", json!({"message": text}));
             return String::new();
         };
         let (cmd, rest) = cmdline.split_once(' ').unwrap_or((cmdline, ""));
@@ -508,7 +605,7 @@ impl Game {
                 if !self.is_online(first) {
                     return nl(texts::player_not_found(first));
                 }
-                let _ = self.leave(first, true);
+                let _ = self.leave(first, true, "kicked");
                 let reason = if after_first.is_empty() {
                     "unspecified"
                 } else {
@@ -517,6 +614,11 @@ impl Game {
                 self.log.event(
                     "KICK",
                     &format!("{first} was kicked by <server>. Reason: {reason}."),
+                );
+                let index = self.player_index(first);
+                self.raise(
+                    "on_player_kicked",
+                    json!({"player_index": index, "reason": reason}),
                 );
                 String::new()
             }
@@ -565,6 +667,7 @@ impl Game {
                 self.script(cmd, rest).await
             }
             "standin" => self.standin(rest).await,
+            other if self.lua.has_command(other) => self.custom_command(other, rest),
             other => nl(texts::unknown_command(other)),
         }
     }

@@ -373,3 +373,77 @@ const MAP_SETTINGS_EXAMPLE: &str = r#"{
   }
 }
 "#;
+
+/// Stand-in mods the sim can install as test fixtures (`factorio-sim install-mod <name> <mods-dir>`):
+/// name, version, files.
+pub type StandinMod = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+pub const STANDIN_MODS: &[StandinMod] = &[(
+    "subspace_storage",
+    "2.2.20",
+    &[
+        (
+            "info.json",
+            include_str!("lua/mods/subspace_storage/info.json"),
+        ),
+        (
+            "control.lua",
+            include_str!("lua/mods/subspace_storage/control.lua"),
+        ),
+    ],
+)];
+
+/// `factorio-sim install-mod <name> <mods-dir>`: write `<name>_<version>.zip` and enable it in
+/// `mod-list.json` (other entries kept).
+pub fn install_mod(args: &[String]) -> i32 {
+    let usage = "usage: factorio-sim install-mod subspace_storage <mods-dir>";
+    let (Some(name), Some(dir), None) = (args.first(), args.get(1), args.get(2)) else {
+        eprintln!("{usage}");
+        return 2;
+    };
+    let Some((name, version, files)) = STANDIN_MODS.iter().find(|(n, _, _)| n == name) else {
+        eprintln!("unknown stand-in mod {name}; {usage}");
+        return 2;
+    };
+    match write_mod(Path::new(dir), name, version, files) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("install-mod into {dir} failed: {e}");
+            1
+        }
+    }
+}
+
+fn write_mod(dir: &Path, name: &str, version: &str, files: &[(&str, &str)]) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let zip_path = dir.join(format!("{name}_{version}.zip"));
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&zip_path)?);
+    for (f, text) in files {
+        z.start_file(
+            format!("{name}_{version}/{f}"),
+            zip::write::SimpleFileOptions::default(),
+        )
+        .map_err(std::io::Error::other)?;
+        z.write_all(text.as_bytes())?;
+    }
+    z.finish().map_err(std::io::Error::other)?;
+    let list_path = dir.join("mod-list.json");
+    let mut mods: Vec<serde_json::Value> = std::fs::read_to_string(&list_path)
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v.get("mods").and_then(|m| m.as_array()).cloned())
+        .unwrap_or_else(|| vec![serde_json::json!({"name": "base", "enabled": true})]);
+    mods.retain(|m| m.get("name").and_then(|n| n.as_str()) != Some(name));
+    mods.push(serde_json::json!({"name": name, "enabled": true}));
+    std::fs::write(
+        list_path,
+        serde_json::to_string_pretty(&serde_json::json!({"mods": mods}))
+            .map_err(std::io::Error::other)?
+            + "\n",
+    )
+}

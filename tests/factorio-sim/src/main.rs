@@ -5,6 +5,14 @@
 //! channel a manager uses: argv, files, stdout/log lines, exit status, signals, RCON, UDP port.
 //! Simulated players and faults come only through sim-only channels (`/standin …` commands and
 //! `FACTORIO_STANDIN_*` environment variables, see `script.rs` and `server.rs`).
+//!
+//! The level script and mods' control stages run in a real Lua 5.2 (`lua/`): `--create` writes
+//! the stock freeplay `control.lua` (2.0 or 0.17.63 text by dialect; `FACTORIO_STANDIN_SCENARIO=unknown`
+//! writes another one) and runs its `on_init`; a start runs the save's `control.lua` (`on_init`
+//! when the script never ran on the map, else `on_load`); `FACTORIO_STANDIN_MIGRATE_LEVEL=1`
+//! puts the stock `control.lua` back and drops `modules/`, `scenario.lua` and `clusterio.json`
+//! at load, as a Factorio update migrating the level does. `factorio-sim install-mod
+//! subspace_storage <mods-dir>` installs the stand-in Subspace Storage mod (a test fixture).
 
 mod args;
 mod commands;
@@ -30,6 +38,9 @@ fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("install") {
         std::process::exit(install::run(&argv[2..]));
+    }
+    if argv.get(1).map(String::as_str) == Some("install-mod") {
+        std::process::exit(install::install_mod(&argv[2..]));
     }
     match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -384,7 +395,17 @@ async fn run(start: Instant, argv: Vec<String>) -> i32 {
     let cwd = std::env::current_dir().unwrap_or_default();
 
     if let Some(file) = a.get("create") {
-        return create(&log, &ident, &timing, &cwd, &cfg.write_data, file, &a).await;
+        return create(
+            &log,
+            &ident,
+            &timing,
+            &cwd,
+            &cfg.write_data,
+            file,
+            &a,
+            (&mods, &mods_dir),
+        )
+        .await;
     }
 
     let source = if let Some(f) = a.get("start-server") {
@@ -438,6 +459,9 @@ async fn run(start: Instant, argv: Vec<String>) -> i32 {
 }
 
 /// `--create FILE`: the real create transcript; writes `FILE(.zip)` via `.tmp.zip`; exit 0.
+/// The map gets the stock freeplay `control.lua` (or, with `FACTORIO_STANDIN_SCENARIO=unknown`,
+/// a custom one), whose `on_init` runs here, as in the real game.
+#[allow(clippy::too_many_arguments)]
 async fn create(
     log: &Log,
     ident: &Identity,
@@ -446,6 +470,7 @@ async fn create(
     write: &Path,
     file: &str,
     a: &args::Args,
+    (mods, mods_dir): (&[(String, String)], &Path),
 ) -> i32 {
     let given = if Path::new(file).is_absolute() {
         PathBuf::from(file)
@@ -489,7 +514,31 @@ async fn create(
     let fail = server::env_list("FACTORIO_STANDIN_FAIL")
         .iter()
         .any(|f| f == "create");
-    let state = save::GameState::fresh(seed);
+    let mut state = save::GameState::fresh(seed);
+    let control = match std::env::var("FACTORIO_STANDIN_SCENARIO").as_deref() {
+        Ok("unknown") => lua::UNKNOWN_SCENARIO,
+        _ => lua::stock_control_lua(ident.is_1_1()),
+    };
+    state.set_file("control.lua", control.as_bytes().to_vec());
+    state.set_file("info.json", b"null\n".to_vec());
+    let ran = server::level_runtime(
+        &state,
+        ident,
+        mods,
+        mods_dir,
+        &write.join("script-output"),
+        log,
+        &[],
+    )
+    .and_then(|rt| rt.snapshot());
+    match ran {
+        Ok(snapshot) => state.lua = Some(snapshot),
+        Err(e) => {
+            log.bare(&format!("Error: {e}"));
+            log.plain("Goodbye");
+            return 1;
+        }
+    }
     let written = if fail {
         Err(std::io::Error::other("simulated failure"))
     } else {

@@ -1,6 +1,9 @@
 //! Save zips in the real layout (research/factorio.md §5.5): one top-level directory holding
 //! `level.dat0`, `level.datmetadata`, `level-init.dat` (with the version header), `control.lua`,
-//! `script.dat`, `info.json`, plus the sim-only `standin.json` with the fake game state.
+//! `script.dat`, plus the sim-only `standin.json` with the fake game state (and the Lua state of
+//! the level script under its `lua` key). Every other entry (`control.lua`, `scenario.lua`,
+//! `clusterio.json`, `modules/**`, `locale/**`, `info.json`, …) is a script file: kept from the
+//! loaded save and written back on every save, as Factorio does.
 //! Writes go to `<name>.tmp.zip` first and are renamed at the end, like the real server.
 
 use std::io::{Read, Write};
@@ -22,7 +25,11 @@ pub struct GameState {
     pub achievements: bool,
     pub seed: u64,
     pub next_autosave_slot: u32,
-    pub storage: Value,
+    /// The level script's persisted state (`storage`/`global`, technologies, mods seen), or
+    /// None when the script never ran on this map (then the next start runs `on_init`).
+    pub lua: Option<Value>,
+    /// Script files of the level, relative to the save's root directory, in zip order.
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 impl GameState {
@@ -33,7 +40,15 @@ impl GameState {
             achievements: true,
             seed,
             next_autosave_slot: 1,
-            storage: json!({}),
+            lua: None,
+            files: Vec::new(),
+        }
+    }
+
+    pub fn set_file(&mut self, rel: &str, data: Vec<u8>) {
+        match self.files.iter_mut().find(|(n, _)| n == rel) {
+            Some(e) => e.1 = data,
+            None => self.files.push((rel.to_string(), data)),
         }
     }
 
@@ -44,7 +59,7 @@ impl GameState {
             "achievements": self.achievements,
             "seed": self.seed,
             "next_autosave_slot": self.next_autosave_slot,
-            "storage": self.storage,
+            "lua": self.lua,
         })
     }
 
@@ -66,7 +81,8 @@ impl GameState {
             achievements: v["achievements"].as_bool().unwrap_or(true),
             seed: v["seed"].as_u64().unwrap_or(0),
             next_autosave_slot: v["next_autosave_slot"].as_u64().unwrap_or(1) as u32,
-            storage: v.get("storage").cloned().unwrap_or_else(|| json!({})),
+            lua: v.get("lua").filter(|l| l.is_object()).cloned(),
+            files: Vec::new(),
         }
     }
 }
@@ -144,7 +160,7 @@ pub fn write_tmp(
     let mut level = header(version);
     level.extend_from_slice(format!("tick={}\n", state.tick).as_bytes());
     let level = zlib_stored(&level);
-    let entries: Vec<(String, Vec<u8>, bool)> = vec![
+    let mut entries: Vec<(String, Vec<u8>, bool)> = vec![
         (format!("{root}/level.dat0"), level, false),
         (
             format!("{root}/level.datmetadata"),
@@ -152,20 +168,16 @@ pub fn write_tmp(
             false,
         ),
         (format!("{root}/level-init.dat"), header(version), true),
-        (
-            format!("{root}/control.lua"),
-            b"local handler = require(\"event_handler\")\nhandler.add_lib(require(\"freeplay\"))\n"
-                .to_vec(),
-            true,
-        ),
         (format!("{root}/script.dat"), vec![0u8; 16], true),
-        (format!("{root}/info.json"), b"null\n".to_vec(), true),
         (
             format!("{root}/standin.json"),
             serde_json::to_vec_pretty(&state.to_json()).unwrap_or_default(),
             true,
         ),
     ];
+    for (rel, data) in &state.files {
+        entries.push((format!("{root}/{rel}"), data.clone(), true));
+    }
     for (name, data, deflate) in entries {
         zip.start_file(name, if deflate { deflated } else { stored })
             .map_err(std::io::Error::other)?;
@@ -232,7 +244,7 @@ pub fn load(path: &Path, my_version: (u32, u32, u32)) -> Result<GameState, LoadE
             }
         }
     }
-    let state = match zip.by_name(&format!("{root}/standin.json")) {
+    let mut state = match zip.by_name(&format!("{root}/standin.json")) {
         Ok(mut f) => {
             let mut s = String::new();
             let _ = f.read_to_string(&mut s);
@@ -246,7 +258,40 @@ pub fn load(path: &Path, my_version: (u32, u32, u32)) -> Result<GameState, LoadE
             g
         }
     };
+    let prefix = format!("{root}/");
+    for i in 0..zip.len() {
+        let Ok(mut f) = zip.by_index(i) else {
+            continue;
+        };
+        if f.is_dir() {
+            continue;
+        }
+        let Some(rel) = f
+            .name()
+            .ok()
+            .and_then(|n| n.strip_prefix(&prefix).map(str::to_string))
+        else {
+            continue;
+        };
+        if !is_script_file(&rel) {
+            continue;
+        }
+        let mut data = Vec::new();
+        if f.read_to_end(&mut data).is_ok() {
+            state.files.push((rel, data));
+        }
+    }
     Ok(state)
+}
+
+/// Entries the game regenerates on every save (`level*`, `script*.dat`, the sim's own state)
+/// versus script files, which it keeps as they are.
+fn is_script_file(rel: &str) -> bool {
+    let top = !rel.contains('/');
+    !(top
+        && (rel.starts_with("level")
+            || (rel.starts_with("script") && rel.ends_with(".dat"))
+            || rel == "standin.json"))
 }
 
 #[cfg(test)]
@@ -267,8 +312,17 @@ mod tests {
         let tmp = write_tmp(&path, &st, (2, 0, 77)).unwrap();
         assert!(tmp.ends_with("world.tmp.zip"));
         commit(&tmp, &path).unwrap();
+        st.files
+            .push(("control.lua".into(), b"-- level\n".to_vec()));
+        st.files
+            .push(("modules/m/a.lua".into(), b"return 1\n".to_vec()));
+        st.lua = Some(json!({"initialized": true}));
+        let tmp = write_tmp(&path, &st, (2, 0, 77)).unwrap();
+        commit(&tmp, &path).unwrap();
         let back = load(&path, (2, 0, 77)).ok().unwrap();
         assert_eq!(back.tick, 1234);
+        assert_eq!(back.files, st.files);
+        assert_eq!(back.lua, st.lua);
         assert_eq!(back.players[0].name, "Alice");
         assert!(matches!(
             load(&path, (1, 1, 110)),

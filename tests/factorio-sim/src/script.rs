@@ -7,6 +7,15 @@
 //!   `at_ms` counts from the moment the game is ready (`CreatingGame→InGame`).
 //! * `FACTORIO_STANDIN_CONTROL=<path>`: a UNIX socket accepting the same console lines (e.g.
 //!   `/standin join Alice`), one per line, each answered with its output and a blank line.
+//!
+//! The `/standin` verbs raise the events the real game raises for what they simulate:
+//! `join <name>` → `on_player_created` (first visit) + `on_player_joined_game`; `leave <name>
+//! [--silent] [--reason quit|dropped|afk|…]` → `on_pre_player_left_game` + `on_player_left_game`;
+//! `ban|unban|promote|demote <name>` (as the console commands, which raise them too);
+//! `chat <name> <text>` → `on_console_chat`; `research <tech> [level] [progress]` → progress < 1:
+//! current research + `on_research_started`, else `on_research_finished`; `tick <n>` runs n ticks
+//! of `on_tick`/`on_nth_tick`; `subspace put|request <item> <count> [quality]` drives the
+//! stand-in Subspace Storage mod.
 
 use std::time::Duration;
 

@@ -134,12 +134,16 @@ pub struct Game {
     empty_save_at: Option<Instant>,
     pub gate_pending: Option<String>,
     ignore: Vec<String>,
-    exit: Option<i32>,
+    pub exit: Option<i32>,
     udp: Vec<std::net::UdpSocket>,
     rcon_closed: Option<watch::Sender<bool>>,
     mods_dir: PathBuf,
     hang_until: Option<Instant>,
     after_reply: Option<After>,
+    /// The level script's Lua state (research/plugins.md §5.1).
+    pub lua: crate::lua::Scripts,
+    /// The last tick whose `on_tick`/`on_nth_tick` handlers ran.
+    lua_tick: u64,
 }
 
 fn read_json(path: &Path, explicit: bool) -> Result<Option<Value>, String> {
@@ -279,8 +283,63 @@ impl Game {
     }
 
     fn save_zip(&mut self, path: &Path) -> std::io::Result<PathBuf> {
+        self.lua_sync();
         self.state.tick = self.tick();
+        self.state.lua = Some(self.lua.snapshot().map_err(std::io::Error::other)?);
         save::write_tmp(path, &self.state, self.ident.parts())
+    }
+
+    /// Run the handlers of every tick the game advanced since the last call (none while
+    /// paused), so Lua sees the current `game.tick` before anything else enters it.
+    pub fn lua_sync(&mut self) {
+        if self.exit.is_some() {
+            return;
+        }
+        let now = self.tick();
+        if now <= self.lua_tick {
+            self.lua.set_tick(now);
+            return;
+        }
+        if self.lua.wants_ticks() {
+            while self.lua_tick < now {
+                self.lua_tick += 1;
+                if let Err(e) = self.lua.tick(self.lua_tick) {
+                    self.crash_at(self.lua_tick, &e);
+                    return;
+                }
+            }
+        }
+        self.lua_tick = now;
+        self.lua.set_tick(now);
+    }
+
+    /// Turn the result of a Lua entry point into a crash when a handler failed.
+    pub fn lua_result(&mut self, r: Result<(), String>) {
+        if let Err(e) = r {
+            self.crash(&e);
+        }
+    }
+
+    /// Raise an engine event (after catching up on ticks); a handler error crashes the game.
+    pub fn raise(&mut self, event: &str, data: Value) {
+        self.lua_sync();
+        if self.exit.is_some() {
+            return;
+        }
+        let r = self.lua.raise(event, data);
+        self.lua_result(r);
+    }
+
+    pub fn player_index(&self, name: &str) -> Option<u32> {
+        self.state
+            .players
+            .iter()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+            .map(|p| p.index)
+    }
+
+    pub fn is_admin(&self, name: &str) -> bool {
+        self.admins.iter().any(|a| a.eq_ignore_ascii_case(name))
     }
 
     /// `/server-save`, autosave and empty-server save: `Saving game as` / `Saving to _autosaveN`
@@ -415,6 +474,13 @@ impl Game {
     /// Crash (sim-only trigger): the real multi-line transcript of §3.7, no save, exit 1.
     pub fn crash(&mut self, message: &str) {
         let t = self.tick();
+        self.crash_at(t, message);
+    }
+
+    fn crash_at(&mut self, t: u64, message: &str) {
+        if self.exit.is_some() {
+            return;
+        }
         let msg = if message.is_empty() {
             "The mod Standin Crash (0.1.0) caused a non-recoverable error.\nPlease report this error to the mod author.\n\nError while running event standin-crash::on_tick (ID 0)\nsimulated crash\nstack traceback:\n[C]: in function 'error'\n__standin-crash__/control.lua:1: in function <__standin-crash__/control.lua:1>".to_string()
         } else {
@@ -558,6 +624,21 @@ impl Game {
             name: name.to_string(),
             peer,
         });
+        if let Some(i) = self.player_index(name) {
+            let pname = self
+                .state
+                .players
+                .iter()
+                .find(|p| p.index == i)
+                .map(|p| p.name.clone())
+                .unwrap_or_default();
+            self.lua_sync();
+            self.lua.player(i, &pname, false, self.is_admin(name));
+            if self.exit.is_none() {
+                let r = self.lua.player_joined(i, mode == "create");
+                self.lua_result(r);
+            }
+        }
         Ok(())
     }
 
@@ -586,7 +667,7 @@ impl Game {
 
     /// `/standin leave` (and kick/ban of an online player): engine lines + `[LEAVE]`; the last
     /// player leaving an auto-paused server schedules the empty-server save.
-    pub fn leave(&mut self, name: &str, silent: bool) -> Result<(), String> {
+    pub fn leave(&mut self, name: &str, silent: bool, reason: &str) -> Result<(), String> {
         let Some(pos) = self
             .online
             .iter()
@@ -613,6 +694,13 @@ impl Game {
             self.log
                 .event("LEAVE", &format!("{} left the game", o.name));
         }
+        if let Some(i) = self.player_index(&o.name) {
+            self.lua_sync();
+            if self.exit.is_none() {
+                let r = self.lua.player_left(i, reason);
+                self.lua_result(r);
+            }
+        }
         if self.online.is_empty() && self.setting_bool("auto_pause") {
             self.empty_save_at = Some(Instant::now() + self.timing.empty_save);
         }
@@ -621,6 +709,7 @@ impl Game {
 
     pub fn advance_ticks(&mut self, n: u64) {
         self.tick_base += n;
+        self.lua_sync();
     }
 
     pub fn hang(&mut self, d: Duration) {
@@ -632,6 +721,10 @@ impl Game {
     }
 
     async fn periodic(&mut self) {
+        self.lua_sync();
+        if self.exit.is_some() {
+            return;
+        }
         if let Some(at) = self.empty_save_at
             && Instant::now() >= at
         {
@@ -827,6 +920,54 @@ fn latest_save(saves: &Path) -> Option<PathBuf> {
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .max_by_key(|(t, _)| *t)
         .map(|(_, p)| p)
+}
+
+/// `FACTORIO_STANDIN_MIGRATE_LEVEL=1`: what a Factorio update migrating the level does to a
+/// patched save — the stock `control.lua` is back and the patch's files are gone.
+pub fn migrate_level(state: &mut GameState, is_1_1: bool) {
+    state.files.retain(|(n, _)| {
+        !(n.starts_with("modules/") || n == "scenario.lua" || n == "clusterio.json")
+    });
+    state.set_file(
+        "control.lua",
+        crate::lua::stock_control_lua(is_1_1).as_bytes().to_vec(),
+    );
+}
+
+/// Build the level's Lua state and run its `control.lua`: `on_init` for a map the script never
+/// ran on, else the saved `storage` + `on_load` (+ `on_configuration_changed` when the mods
+/// changed). Err: the error text with its Lua traceback.
+pub fn level_runtime(
+    state: &GameState,
+    ident: &Identity,
+    mods: &[(String, String)],
+    mods_dir: &Path,
+    script_output: &Path,
+    log: &Log,
+    admins: &[String],
+) -> Result<crate::lua::Scripts, String> {
+    let with_control =
+        crate::lua::load_mods(mods_dir, mods, crate::install::builtin_mods(&ident.version));
+    crate::lua::Scripts::start(
+        crate::lua::Setup {
+            is_1_1: ident.is_1_1(),
+            version: ident.version.clone(),
+            active_mods: mods.to_vec(),
+            seed: state.seed,
+            files: state.files.clone(),
+            script_output: script_output.to_path_buf(),
+        },
+        &with_control,
+        state.lua.as_ref(),
+        log,
+        |rt| {
+            rt.set_tick(state.tick);
+            for p in &state.players {
+                let admin = admins.iter().any(|a| a.eq_ignore_ascii_case(&p.name));
+                rt.player(p.index, &p.name, false, admin);
+            }
+        },
+    )
 }
 
 /// Startup failure after `CreatingGame`: the real `InitializationFailed` transcript, exit 1.
@@ -1063,6 +1204,33 @@ pub async fn run(o: ServerOpts) -> i32 {
     );
     log.plain("Loading script.dat: 44018 bytes.");
     log.plain("Checksum for script __level__/control.lua: 2401794522");
+    let mut state = state;
+    if scenario.is_some() {
+        state.set_file(
+            "control.lua",
+            crate::lua::stock_control_lua(ident.is_1_1())
+                .as_bytes()
+                .to_vec(),
+        );
+    } else if std::env::var("FACTORIO_STANDIN_MIGRATE_LEVEL").as_deref() == Ok("1") {
+        migrate_level(&mut state, ident.is_1_1());
+    }
+    let mods = enabled_mods(&o.mods_dir, &ident.version);
+    let admins = names(&lists[0]);
+    let runtime = match level_runtime(
+        &state,
+        &ident,
+        &mods,
+        &o.mods_dir,
+        &o.write_dir.join("script-output"),
+        &log,
+        &admins,
+    ) {
+        Ok(rt) => rt,
+        Err(e) => {
+            return init_failed(&log, &ident, &format!("MultiplayerManager failed: \"{e}\"")).await;
+        }
+    };
     tokio::time::sleep(o.timing.startup).await;
 
     // Bind the game port (UDP); failure is fatal at startup.
@@ -1116,7 +1284,7 @@ pub async fn run(o: ServerOpts) -> i32 {
         scenario,
         settings,
         settings_path: o.settings.0.clone(),
-        admins: names(&lists[0]),
+        admins,
         whitelist: names(&lists[1]),
         bans,
         paths: (
@@ -1140,6 +1308,8 @@ pub async fn run(o: ServerOpts) -> i32 {
         mods_dir: o.mods_dir.clone(),
         hang_until: None,
         after_reply: None,
+        lua: runtime,
+        lua_tick: tick_start,
     };
     if !game.setting_bool("auto_pause") {
         game.resume();

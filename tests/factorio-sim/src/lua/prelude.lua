@@ -1,0 +1,995 @@
+-- factorio-sim: the Factorio runtime surface for the level script (research/plugins.md §5.3).
+-- Written for the sim; Rust passes its primitives in `sim` and keeps the returned `api`.
+local sim = ...
+local is_1_1 = sim.is_1_1
+local owner = sim.owner           -- "level", or the mod's name
+local crash_prefix = sim.crash_prefix
+local raw_load, raw_error, raw_type, raw_pairs = load, error, type, pairs
+local traceback = debug.traceback
+
+-- Factorio's sandbox: no io, os, loadfile, dofile, package.loadlib, string.dump, bytecode.
+io, os, loadfile, dofile, loadstring, module = nil, nil, nil, nil, nil, nil
+string.dump = nil
+math.randomseed(0)
+math.randomseed = nil
+load = function(chunk, chunkname, _mode, env)
+  if env == nil then
+    return raw_load(chunk, chunkname, "t")
+  end
+  return raw_load(chunk, chunkname, "t", env)
+end
+
+local api = {}
+local tick = 0
+local handlers = {}      -- event id -> function
+local nth = {}           -- n -> function
+local nth_order = {}     -- sorted n
+local on_init_f, on_load_f, on_config_f
+local parsing = true     -- true while control.lua's main chunk runs
+local rcon_active = false
+
+-- print: a raw stdout line (how `\f$ipc:` lines leave the game).
+print = function(...)
+  local n = select("#", ...)
+  local parts = {}
+  for i = 1, n do
+    parts[i] = tostring((select(i, ...)))
+  end
+  sim.print(table.concat(parts, "\t"))
+end
+
+local function where(level)
+  local info = debug.getinfo(level, "Sl")
+  if not info then
+    return "=(command):1"
+  end
+  local src = info.source or "?"
+  if src:sub(1, 1) ~= "@" then
+    src = "=(command)"
+  end
+  return src .. ":" .. tostring(info.currentline or 0)
+end
+
+local function text_of(v)
+  if raw_type(v) == "table" then
+    -- a localised string: its key, then its parameters
+    local parts = {}
+    for i, p in ipairs(v) do
+      parts[i] = text_of(p)
+    end
+    return table.concat(parts, " ")
+  end
+  return tostring(v)
+end
+
+log = function(msg)
+  sim.log(where(3), text_of(msg))
+end
+
+localised_print = function(msg)
+  sim.print(text_of(msg))
+end
+
+table_size = function(t)
+  local n = 0
+  for _ in raw_pairs(t) do
+    n = n + 1
+  end
+  return n
+end
+
+-- defines -------------------------------------------------------------------------------------
+local event_names = {
+  "on_tick", "on_gui_click", "on_gui_text_changed", "on_gui_checked_state_changed",
+  "on_entity_died", "on_picked_up_item", "on_built_entity", "on_sector_scanned",
+  "on_player_mined_item", "on_put_item", "on_rocket_launched", "on_pre_player_mined_item",
+  "on_chunk_generated", "on_player_crafted_item", "on_robot_built_entity",
+  "on_robot_pre_mined", "on_robot_mined", "on_research_started", "on_research_finished",
+  "on_player_rotated_entity", "on_marked_for_deconstruction", "on_cancelled_deconstruction",
+  "on_trigger_created_entity", "on_train_changed_state", "on_player_created",
+  "on_resource_depleted", "on_player_driving_changed_state", "on_force_created",
+  "on_forces_merging", "on_player_cursor_stack_changed", "on_pre_entity_settings_pasted",
+  "on_entity_settings_pasted", "on_player_main_inventory_changed", "on_player_armor_inventory_changed",
+  "on_player_ammo_inventory_changed", "on_player_gun_inventory_changed", "on_player_placed_equipment",
+  "on_player_removed_equipment", "on_pre_player_died", "on_player_died", "on_player_respawned",
+  "on_player_joined_game", "on_player_left_game", "on_player_built_tile", "on_player_mined_tile",
+  "on_robot_built_tile", "on_robot_mined_tile", "on_player_selected_area", "on_player_alt_selected_area",
+  "on_player_changed_surface", "on_selected_entity_changed", "on_market_item_purchased",
+  "on_player_dropped_item", "on_biter_base_built", "on_player_changed_force", "on_entity_damaged",
+  "on_player_cancelled_crafting", "on_pre_player_crafted_item", "on_player_promoted",
+  "on_player_demoted", "on_combat_robot_expired", "on_player_changed_position",
+  "on_mod_item_opened", "on_gui_opened", "on_gui_closed", "on_gui_value_changed",
+  "on_player_muted", "on_player_unmuted", "on_player_cheat_mode_enabled",
+  "on_player_cheat_mode_disabled", "on_character_corpse_expired", "on_pre_ghost_deconstructed",
+  "on_player_pipette", "on_player_display_resolution_changed", "on_player_display_scale_changed",
+  "on_pre_player_crafted_item", "on_player_kicked", "on_player_banned", "on_player_unbanned",
+  "on_pre_player_left_game", "on_pre_player_removed", "on_player_removed", "on_console_chat",
+  "on_console_command", "on_gui_selection_state_changed", "on_gui_elem_changed",
+  "on_gui_confirmed", "on_gui_location_changed", "on_gui_selected_tab_changed",
+  "on_gui_switch_state_changed", "on_research_reversed", "on_research_cancelled",
+  "on_research_queued", "on_technology_effects_reset", "on_surface_created", "on_surface_deleted",
+  "on_pre_surface_deleted", "on_player_toggled_map_editor", "on_player_configured_blueprint",
+  "on_cutscene_cancelled", "on_cutscene_finished", "on_string_translated", "on_player_locale_changed",
+  "on_udp_packet_received", "on_space_platform_changed_state", "on_runtime_mod_setting_changed",
+  "on_player_input_method_changed", "script_raised_built", "script_raised_destroy",
+  "script_raised_revive", "script_raised_teleported", "script_raised_set_tiles",
+}
+local events, event_name_of, next_event = {}, {}, 0
+for _, name in ipairs(event_names) do
+  if events[name] == nil then
+    events[name] = next_event
+    event_name_of[next_event] = name
+    next_event = next_event + 1
+  end
+end
+setmetatable(events, {
+  __index = function(t, k)
+    if raw_type(k) ~= "string" or not k:match("^on_") and not k:match("^script_raised_") then
+      return nil
+    end
+    local id = next_event
+    next_event = next_event + 1
+    rawset(t, k, id)
+    event_name_of[id] = k
+    return id
+  end,
+})
+
+local function enum(names, first)
+  local t = {}
+  for i, n in ipairs(names) do
+    t[n] = (first or 0) + i - 1
+  end
+  return t
+end
+
+local function open_enum()
+  local n = 0
+  return setmetatable({}, {
+    __index = function(t, k)
+      n = n + 1
+      rawset(t, k, n)
+      return n
+    end,
+  })
+end
+
+defines = setmetatable({
+  events = events,
+  disconnect_reason = {
+    quit = 0, dropped = 1, reconnect = 2, wrong_input = 3, desync_limit_reached = 4,
+    cannot_keep_up = 5, afk = 6, kicked = 7, kicked_and_deleted = 8, banned = 9,
+    switching_servers = 11,
+  },
+  controllers = enum({ "ghost", "character", "god", "editor", "cutscene", "spectator", "remote" }),
+  inventory = open_enum(),
+  print_sound = enum({ "always", "never", "use_player_settings" }),
+  print_skip = enum({ "never", "if_redundant", "if_visible" }),
+}, {
+  __index = function(t, k)
+    local e = open_enum()
+    rawset(t, k, e)
+    return e
+  end,
+})
+
+-- script --------------------------------------------------------------------------------------
+local generated = 0
+local function event_id(e)
+  if raw_type(e) == "number" then
+    return e
+  end
+  if raw_type(e) == "string" then
+    return e
+  end
+  raw_error("Invalid event id", 3)
+end
+
+local function sort_nth()
+  nth_order = {}
+  for n in raw_pairs(nth) do
+    nth_order[#nth_order + 1] = n
+  end
+  table.sort(nth_order)
+end
+
+local active_mods = sim.active_mods
+script = {
+  mod_name = owner,
+  level = { level_name = "freeplay", campaign_name = nil, is_simulation = false, is_tutorial = false },
+  active_mods = active_mods,
+  on_init = function(f)
+    on_init_f = f
+  end,
+  on_load = function(f)
+    on_load_f = f
+  end,
+  on_configuration_changed = function(f)
+    on_config_f = f
+  end,
+  on_event = function(e, f, _filters)
+    if raw_type(e) == "table" then
+      for _, x in ipairs(e) do
+        handlers[event_id(x)] = f
+      end
+    else
+      handlers[event_id(e)] = f
+    end
+  end,
+  on_nth_tick = function(n, f)
+    if n == nil then
+      nth = {}
+    elseif raw_type(n) == "table" then
+      for _, x in ipairs(n) do
+        nth[x] = f
+      end
+    else
+      if raw_type(n) ~= "number" or n < 1 or n % 1 ~= 0 then
+        raw_error("Invalid nth tick: " .. tostring(n), 2)
+      end
+      nth[n] = f
+    end
+    sort_nth()
+  end,
+  get_event_handler = function(e)
+    return handlers[e]
+  end,
+  generate_event_name = function()
+    generated = generated + 1
+    local id = next_event
+    next_event = next_event + 1
+    event_name_of[id] = "custom-event-" .. generated
+    return id
+  end,
+  raise_event = function(e, data)
+    local f = handlers[e]
+    if f then
+      local ev = {}
+      for k, v in raw_pairs(data or {}) do
+        ev[k] = v
+      end
+      ev.name, ev.tick = e, tick
+      f(ev)
+    end
+  end,
+  register_on_object_destroyed = function()
+    return 0
+  end,
+  register_metatable = function() end,
+}
+if is_1_1 then
+  script.register_on_entity_destroyed = script.register_on_object_destroyed
+end
+
+-- game objects --------------------------------------------------------------------------------
+local function object(kind, key, fields)
+  return setmetatable(fields, { __sim_object = kind .. ":" .. tostring(key) })
+end
+
+local players = {}          -- index -> player object
+local by_name = {}          -- name -> player object
+local player_list = setmetatable({}, {
+  __index = function(_, k)
+    if raw_type(k) == "string" then
+      return by_name[k]
+    end
+    return players[k]
+  end,
+  __len = function()
+    return #players
+  end,
+  __pairs = function()
+    return next, players, nil
+  end,
+  __ipairs = function()
+    return ipairs(players)
+  end,
+  __newindex = function()
+    raw_error("LuaCustomTable is read-only", 2)
+  end,
+})
+
+local forces = {}
+local techs = {}
+local function tech_list()
+  return setmetatable({}, {
+    __index = function(_, k)
+      return techs[k]
+    end,
+    __pairs = function()
+      return next, techs, nil
+    end,
+    __len = function()
+      return table_size(techs)
+    end,
+    __newindex = function()
+      raw_error("LuaCustomTable is read-only", 2)
+    end,
+  })
+end
+
+local function no_op() end
+local function make_force(name, index)
+  local f = object("force", name, {
+    name = name,
+    index = index,
+    valid = true,
+    research_progress = 0,
+    current_research = nil,
+    print = no_op,
+    play_sound = no_op,
+    players = {},
+    connected_players = {},
+  })
+  if name == "player" then
+    f.technologies = tech_list()
+    f.add_research = function(t)
+      if raw_type(t) == "string" then
+        t = techs[t]
+      end
+      if t and not t.researched then
+        f.current_research = t
+        return true
+      end
+      return false
+    end
+    f.cancel_current_research = function()
+      f.current_research = nil
+    end
+    f.get_saved_technology_progress = function(t)
+      if raw_type(t) == "string" then
+        t = techs[t]
+      end
+      return t and t.saved_progress or nil
+    end
+    f.set_saved_technology_progress = function(t, p)
+      if raw_type(t) == "string" then
+        t = techs[t]
+      end
+      if t then
+        t.saved_progress = p
+      end
+    end
+    f.get_item_production_statistics = function()
+      return { input_counts = {}, output_counts = {} }
+    end
+  end
+  forces[name] = f
+  return f
+end
+make_force("player", 1)
+make_force("enemy", 2)
+make_force("neutral", 3)
+
+local function new_tech(name, max_level, level)
+  local t
+  t = object("technology", name, {
+    name = name,
+    valid = true,
+    enabled = true,
+    visible_when_disabled = false,
+    researched = false,
+    level = level or 1,
+    saved_progress = 0,
+    force = forces.player,
+    prototype = { name = name, max_level = max_level or 1, level = level or 1, valid = true },
+    upgrade = (max_level or 1) > 1,
+    research_unit_count = 10,
+  })
+  techs[name] = t
+  return t
+end
+for _, n in ipairs({
+  "automation", "automation-2", "automation-3", "logistics", "logistics-2", "logistics-3",
+  "electronics", "advanced-circuit", "steel-processing", "oil-processing", "plastics",
+  "sulfur-processing", "battery", "electric-energy-distribution-1", "fast-inserter",
+  "military", "military-2", "turrets", "stone-wall", "optics", "engine", "railway",
+  "automobilism", "rocket-silo", "space-science-pack", "logistic-science-pack",
+  "chemical-science-pack", "production-science-pack", "utility-science-pack",
+  "toolbelt", "steel-axe", "construction-robotics", "logistic-robotics", "robotics",
+}) do
+  new_tech(n, 1, 1)
+end
+new_tech("mining-productivity-1", 1, 1)
+new_tech("mining-productivity-3", 4294967295, 3)
+new_tech("worker-robots-speed-6", 4294967295, 6)
+new_tech("follower-robot-count-5", 4294967295, 5)
+new_tech("physical-projectile-damage-7", 4294967295, 7)
+
+local surfaces = { nauvis = object("surface", "nauvis", { name = "nauvis", index = 1, valid = true }) }
+surfaces[1] = surfaces.nauvis
+
+local function new_player(index, name)
+  local p = object("player", index, {
+    name = name,
+    index = index,
+    valid = true,
+    connected = false,
+    admin = false,
+    online_time = 0,
+    afk_time = 0,
+    tag = "",
+    color = { r = 1, g = 0.6, b = 0, a = 1 },
+    force = forces.player,
+    surface = surfaces.nauvis,
+    print = no_op,
+    play_sound = no_op,
+  })
+  players[index] = p
+  by_name[name] = p
+  return p
+end
+
+local function connected_players()
+  local out = {}
+  for _, p in ipairs(players) do
+    if p.connected then
+      out[#out + 1] = p
+    end
+  end
+  return out
+end
+
+local function write_file(name, data, append, for_player)
+  if for_player ~= nil and for_player ~= 0 then
+    return
+  end
+  local err = sim.write_file(tostring(name), text_of(data), append and true or false)
+  if err then
+    raw_error(err, 3)
+  end
+end
+
+local function table_to_json(t)
+  local s, err = sim.table_to_json(t)
+  if not s then
+    raw_error(err, 3)
+  end
+  return s
+end
+
+local game_fields = {
+  players = player_list,
+  forces = forces,
+  surfaces = surfaces,
+  get_player = function(k)
+    if raw_type(k) == "string" then
+      return by_name[k]
+    end
+    return players[k]
+  end,
+  get_surface = function(k)
+    return surfaces[k]
+  end,
+  print = no_op,
+  play_sound = no_op,
+  disable_replay = no_op,
+  is_multiplayer = function()
+    return true
+  end,
+  is_valid_sound_path = function()
+    return true
+  end,
+  tick_paused = false,
+  speed = 1,
+  object_name = "LuaGameScript",
+  default_map_gen_settings = { seed = sim.seed },
+}
+if is_1_1 then
+  game_fields.table_to_json = table_to_json
+  game_fields.json_to_table = sim.json_to_table
+  game_fields.write_file = write_file
+  game_fields.active_mods = active_mods
+  game_fields.item_prototypes = {}
+  game_fields.technology_prototypes = {}
+end
+
+game = setmetatable({}, {
+  __index = function(_, k)
+    if k == "tick" or k == "ticks_played" then
+      return tick
+    elseif k == "connected_players" then
+      return connected_players()
+    end
+    return game_fields[k]
+  end,
+  __newindex = function(_, k, v)
+    if k == "tick_paused" or k == "speed" then
+      game_fields[k] = v
+    else
+      raw_error("LuaGameScript doesn't contain key " .. tostring(k) .. ".", 2)
+    end
+  end,
+})
+
+if not is_1_1 then
+  helpers = {
+    table_to_json = table_to_json,
+    json_to_table = sim.json_to_table,
+    write_file = write_file,
+    is_valid_sound_path = function()
+      return true
+    end,
+  }
+  prototypes = { item = {}, technology = {}, entity = {}, fluid = {}, quality = { normal = { name = "normal", level = 0 } } }
+end
+
+settings = { global = {}, startup = {}, player = {} }
+
+rcon = {
+  print = function(v)
+    sim.rcon_print(text_of(v))
+  end,
+}
+
+-- remote ----------------------------------------------------------------------------------------
+local interfaces = {}
+-- Interfaces live in the state that added them; calls into another state (a mod's, or the
+-- level's from a mod) copy arguments and results across, as Factorio does.
+local function local_interfaces()
+  local copy = {}
+  for name, i in raw_pairs(interfaces) do
+    local fs = {}
+    for k in raw_pairs(i) do
+      fs[k] = true
+    end
+    copy[name] = fs
+  end
+  return copy
+end
+
+local function all_interfaces()
+  local all = sim.remote_interfaces()
+  for k, v in raw_pairs(local_interfaces()) do
+    all[k] = v
+  end
+  return all
+end
+
+remote = {
+  add_interface = function(name, funcs)
+    if raw_type(name) ~= "string" or raw_type(funcs) ~= "table" then
+      raw_error("bad argument to 'add_interface'", 2)
+    end
+    if interfaces[name] or not sim.remote_add(name) then
+      raw_error("Remote interface with name " .. tostring(name) .. " already exists.", 2)
+    end
+    interfaces[name] = funcs
+  end,
+  remove_interface = function(name)
+    local had = interfaces[name] ~= nil
+    if had then
+      interfaces[name] = nil
+      sim.remote_remove(name)
+    end
+    return had
+  end,
+  call = function(name, fn, ...)
+    local i = interfaces[name]
+    if not i then
+      return sim.remote_call(name, fn, ...)
+    end
+    local f = i[fn]
+    if not f then
+      raw_error("No such function: " .. tostring(name) .. "." .. tostring(fn), 2)
+    end
+    return f(...)
+  end,
+}
+remote.interfaces = setmetatable({}, {
+  __index = function(_, name)
+    return all_interfaces()[name]
+  end,
+  __pairs = function()
+    return next, all_interfaces(), nil
+  end,
+})
+
+-- commands --------------------------------------------------------------------------------------
+local custom = {}
+commands = {
+  add_command = function(name, help, f)
+    if custom[name] then
+      raw_error("Command \"" .. tostring(name) .. "\" already exists.", 2)
+    end
+    custom[name] = { help = help, f = f }
+  end,
+  remove_command = function(name)
+    local had = custom[name] ~= nil
+    custom[name] = nil
+    return had
+  end,
+  commands = setmetatable({}, {
+    __index = function(_, k)
+      return custom[k] and custom[k].help or nil
+    end,
+  }),
+  game_commands = {},
+}
+
+-- require ---------------------------------------------------------------------------------------
+local loaded = {}
+package = { loaded = {} }
+local function normalise(name)
+  name = name:gsub("%.lua$", "")
+  if not name:find("/", 1, true) then
+    name = name:gsub("%.", "/")
+  end
+  return name
+end
+
+local function join(dir, name)
+  local parts = {}
+  for piece in (dir .. name):gmatch("[^/]+") do
+    if piece == ".." then
+      if #parts == 0 then
+        return nil
+      end
+      parts[#parts] = nil
+    elseif piece ~= "." then
+      parts[#parts + 1] = piece
+    end
+  end
+  return table.concat(parts, "/")
+end
+
+require = function(name)
+  if raw_type(name) ~= "string" then
+    raw_error("bad argument #1 to 'require' (string expected, got " .. raw_type(name) .. ")", 2)
+  end
+  if not parsing then
+    raw_error("Require can't be used outside of control.lua parsing.", 2)
+  end
+  local info = debug.getinfo(2, "S")
+  local src = info and info.source or ""
+  -- the requiring file: "@__<owner>__/<path>"
+  local from, from_path = src:match("^@__([^/]-)__/(.*)$")
+  local from_kind = from and (from == "level" and "level" or (from ~= "core" and "mod:" .. from)) or nil
+  local dir = from_path and from_path:match("^(.*/)[^/]*$") or ""
+  local n = normalise(name)
+  local candidates = {}
+  local prefix, rest = n:match("^__([^/]-)__/(.*)$")
+  if prefix then
+    if prefix == "core" then
+      local lib = rest:match("^lualib/(.*)$")
+      if lib then
+        candidates[1] = { "lualib", lib }
+      end
+    elseif prefix == "level" then
+      candidates[1] = { "level", rest }
+    else
+      candidates[1] = { "mod:" .. prefix, rest }
+    end
+  else
+    if from_kind then
+      candidates[#candidates + 1] = { from_kind, join(dir, n) }
+      if dir ~= "" then
+        candidates[#candidates + 1] = { from_kind, join("", n) }
+      end
+    end
+    candidates[#candidates + 1] = { "lualib", n }
+  end
+  local tried = {}
+  for _, c in ipairs(candidates) do
+    local kind, path = c[1], c[2]
+    if path then
+      local key = kind .. ":" .. path
+      if loaded[key] ~= nil then
+        return loaded[key]
+      end
+      local text = sim.source(kind, path .. ".lua")
+      local chunkname
+      if kind == "level" then
+        chunkname = "@__level__/" .. path .. ".lua"
+      elseif kind == "lualib" then
+        chunkname = "@__core__/lualib/" .. path .. ".lua"
+      else
+        chunkname = "@__" .. kind:sub(5) .. "__/" .. path .. ".lua"
+      end
+      if text then
+        local f, err = raw_load(text, chunkname, "t")
+        if not f then
+          raw_error(err, 0)
+        end
+        local r = f(name)
+        if r == nil then
+          r = true
+        end
+        loaded[key] = r
+        package.loaded[name] = r
+        return r
+      end
+      tried[#tried + 1] = chunkname:sub(2)
+    end
+  end
+  raw_error("module " .. name .. " not found;  no such file(s): " .. table.concat(tried, ", "), 2)
+end
+
+-- storage ---------------------------------------------------------------------------------------
+local function set_storage(t)
+  if is_1_1 then
+    global = t
+  else
+    storage = t
+  end
+end
+set_storage({})
+
+-- running handlers ------------------------------------------------------------------------------
+local function clean(tb)
+  local out = {}
+  for line in (tb .. "\n"):gmatch("(.-)\n") do
+    line = line:gsub("^\t", "")
+    if not line:find("[sim]", 1, true) and line ~= "[C]: in function 'xpcall'" then
+      out[#out + 1] = line
+    end
+  end
+  return table.concat(out, "\n")
+end
+
+local function on_error(e)
+  return clean(traceback(tostring(e), 2))
+end
+
+local function run(label, f, ...)
+  local ok, err = xpcall(f, on_error, ...)
+  if not ok then
+    return false, crash_prefix .. label .. "\n" .. err
+  end
+  return true
+end
+
+local function event_label(id)
+  local n = event_name_of[id] or tostring(id)
+  return "Error while running event " .. owner .. "::" .. n .. " (ID " .. tostring(id) .. ")"
+end
+
+local function dispatch(id, data)
+  local f = handlers[id]
+  if not f then
+    return true
+  end
+  local ev = data or {}
+  ev.name, ev.tick = id, tick
+  return run(event_label(id), f, ev)
+end
+
+local own_kind = owner == "level" and "level" or "mod:" .. owner
+
+function api.run_main()
+  local ok, err = xpcall(function()
+    return require("__" .. owner .. "__/control")
+  end, on_error)
+  parsing = false
+  if not ok then
+    return false, crash_prefix .. err
+  end
+  return true
+end
+
+function api.has_level()
+  return sim.source(own_kind, "control.lua") ~= nil
+end
+
+function api.local_interfaces()
+  return local_interfaces()
+end
+
+function api.remote_invoke(name, fn, ...)
+  local i = interfaces[name]
+  if not i then
+    raw_error("Unknown interface: " .. tostring(name), 0)
+  end
+  local f = i[fn]
+  if not f then
+    raw_error("No such function: " .. tostring(name) .. "." .. tostring(fn), 0)
+  end
+  return f(...)
+end
+
+function api.init()
+  parsing = false
+  if on_init_f then
+    local ok, err = xpcall(on_init_f, on_error)
+    if not ok then
+      return false, crash_prefix .. "Error while running on_init: " .. err
+    end
+  end
+  return true
+end
+
+function api.load(t)
+  parsing = false
+  set_storage(t)
+  if on_load_f then
+    local ok, err = xpcall(on_load_f, on_error)
+    if not ok then
+      return false, crash_prefix .. "Error while running on_load: " .. err
+    end
+  end
+  return true
+end
+
+function api.configuration_changed(data)
+  if on_config_f then
+    local ok, err = xpcall(on_config_f, on_error, data)
+    if not ok then
+      return false, crash_prefix .. "Error while running on_configuration_changed: " .. err
+    end
+  end
+  return true
+end
+
+function api.storage()
+  if is_1_1 then
+    return global
+  end
+  return storage
+end
+
+function api.set_tick(t)
+  tick = t
+end
+
+function api.wants_ticks()
+  return handlers[0] ~= nil or #nth_order > 0
+end
+
+function api.tick(t)
+  tick = t
+  local f = handlers[0]
+  if f then
+    local ok, err = run(event_label(0), f, { name = 0, tick = t })
+    if not ok then
+      return false, err
+    end
+  end
+  for _, n in ipairs(nth_order) do
+    local g = nth[n]
+    if g and t % n == 0 then
+      local ok, err = run("Error while running event " .. owner .. "::on_nth_tick(" .. n .. ")", g, { tick = t, nth_tick = n })
+      if not ok then
+        return false, err
+      end
+    end
+  end
+  return true
+end
+
+function api.raise(name, data)
+  return dispatch(events[name], data)
+end
+
+function api.command(code)
+  local f, err = raw_load(code, code, "t")
+  if not f then
+    return "Cannot execute command. Error: " .. err
+  end
+  local ok, e = pcall(f)
+  if not ok then
+    return "Cannot execute command. Error: " .. tostring(e)
+  end
+  return nil
+end
+
+function api.has_command(name)
+  return custom[name] ~= nil
+end
+
+function api.custom_command(name, parameter)
+  local c = custom[name]
+  if not c then
+    return true
+  end
+  return run("Error while running command \"" .. name .. "\"", c.f, {
+    name = name, tick = tick, parameter = parameter, player_index = nil,
+  })
+end
+
+function api.player(index, name, connected, admin)
+  local p = players[index] or new_player(index, name)
+  p.connected, p.admin = connected, admin
+end
+
+function api.player_joined(index, first)
+  local p = players[index]
+  if not p then
+    return true
+  end
+  p.connected = true
+  if first then
+    local ok, err = dispatch(events.on_player_created, { player_index = index })
+    if not ok then
+      return false, err
+    end
+  end
+  return dispatch(events.on_player_joined_game, { player_index = index })
+end
+
+function api.player_left(index, reason)
+  local p = players[index]
+  if not p then
+    return true
+  end
+  local r = defines.disconnect_reason[reason] or 0
+  local ok, err = dispatch(events.on_pre_player_left_game, { player_index = index, reason = r })
+  if not ok then
+    return false, err
+  end
+  p.connected = false
+  return dispatch(events.on_player_left_game, { player_index = index, reason = r })
+end
+
+function api.set_admin(index, admin)
+  local p = players[index]
+  if p then
+    p.admin = admin
+  end
+end
+
+function api.research(name, level, progress)
+  local t = techs[name] or new_tech(name, level and level > 1 and 4294967295 or 1, level or 1)
+  local force = forces.player
+  if level then
+    t.level = level
+  end
+  if progress and progress < 1 then
+    local last = force.current_research
+    force.current_research = t
+    force.research_progress = progress
+    t.saved_progress = progress
+    return dispatch(events.on_research_started, { research = t, last_research = last })
+  end
+  if t.prototype.max_level > t.level then
+    t.level = t.level + 1
+  else
+    t.researched = true
+  end
+  t.saved_progress = 0
+  if force.current_research == t then
+    force.current_research = nil
+    force.research_progress = 0
+  end
+  return dispatch(events.on_research_finished, { research = t, by_script = false })
+end
+
+function api.tech_state()
+  local out = {}
+  for name, t in raw_pairs(techs) do
+    if t.researched or (t.saved_progress or 0) ~= 0 or t.level ~= t.prototype.level then
+      out[name] = { level = t.level, researched = t.researched, saved_progress = t.saved_progress or 0, max_level = t.prototype.max_level }
+    end
+  end
+  local f = forces.player
+  return {
+    techs = out,
+    current = f.current_research and f.current_research.name or nil,
+    progress = f.research_progress or 0,
+  }
+end
+
+function api.set_tech_state(s)
+  for name, v in raw_pairs(s.techs or {}) do
+    local t = techs[name] or new_tech(name, v.max_level or 1, v.level or 1)
+    t.level, t.researched, t.saved_progress = v.level or 1, v.researched and true or false, v.saved_progress or 0
+  end
+  local f = forces.player
+  f.current_research = s.current and techs[s.current] or nil
+  f.research_progress = s.progress or 0
+end
+
+function api.object(ref)
+  local kind, key = ref:match("^(%a+):(.*)$")
+  if kind == "player" then
+    return players[tonumber(key)]
+  elseif kind == "force" then
+    return forces[key]
+  elseif kind == "technology" then
+    return techs[key]
+  elseif kind == "surface" then
+    return surfaces[key]
+  end
+  return nil
+end
+
+return api

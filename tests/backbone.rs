@@ -277,7 +277,7 @@ async fn a_patched_save_runs_the_modules_and_is_patched_again_at_every_start() {
     // A promotion in game raises the real event; the module's own player_event reaches the
     // controller.
     rcon(&api, "p", "/standin join Alice").await;
-    api.wait_for("/api/v1/instances/p", |v| v["players"] == json!(["Alice"]))
+    api.wait_for("/api/v1/instances/p", |v| v["players_online"] == json!(["Alice"]))
         .await;
     let mut link = LinkClient::connect(&c.ws_url(), "control", &c.first_token, None, None).await;
     rcon(&api, "p", "/standin promote Alice").await;

@@ -339,7 +339,18 @@ impl Host {
             .map_err(|e| e.to_string())?;
         let queue = Arc::new(RconQueue::start(server.clone(), inst.name.clone()));
         *lock(&inst.rcon_queue) = Some(queue.clone());
-        if patched && config["script_commands"].as_bool() != Some(false) {
+        let script_commands = config["script_commands"].as_bool() != Some(false);
+        if script_commands {
+            // Factorio asks for the first Lua command to be repeated (it disables achievements).
+            for _ in 0..2 {
+                if let Ok(out) = queue.call("/sc rcon.print('disabled')".into()).await
+                    && out.trim() == "disabled"
+                {
+                    break;
+                }
+            }
+        }
+        if patched && script_commands {
             let reply = queue
                 .call(format!(
                     "/sc clusterio_private.update_instance({}, {})",

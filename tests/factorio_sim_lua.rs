@@ -194,9 +194,14 @@ fn patch(save: &Path) {
         .find(|(n, _)| *n == format!("{root}/control.lua"))
         .map(|(_, d)| d.clone())
         .expect("control.lua in the save");
+    let replaced: Vec<String> = module_files()
+        .into_iter()
+        .map(|(rel, _)| format!("{root}/{rel}"))
+        .chain([format!("{root}/scenario.lua")])
+        .collect();
     let mut new: Vec<(String, Vec<u8>)> = old
         .into_iter()
-        .filter(|(n, _)| *n != format!("{root}/control.lua"))
+        .filter(|(n, _)| !replaced.contains(n))
         .collect();
     new.push((format!("{root}/scenario.lua"), control));
     for (rel, d) in module_files() {
@@ -573,6 +578,26 @@ fn migrate_level_knob_puts_the_stock_control_lua_back() {
     }
     // Files outside the patch's reach stay.
     assert!(entry(&save, "locale/en/test-strings.cfg").is_some());
+    // Like the real update, once per save: a re-patched save keeps its patch with the knob on.
+    patch(&save);
+    let (mut p, mut c) = start(
+        &inst,
+        &dir,
+        &save,
+        &[("FACTORIO_STANDIN_MIGRATE_LEVEL", "1")],
+    );
+    wait_ipc(&p, "test:load", 0);
+    assert_eq!(c.exec(2, "/sc rcon.print(type(test_api))"), "table\n");
+    quit(&mut p, &mut c);
+    // `always` migrates at every load.
+    let (mut p, mut c) = start(
+        &inst,
+        &dir,
+        &save,
+        &[("FACTORIO_STANDIN_MIGRATE_LEVEL", "always")],
+    );
+    assert_eq!(c.exec(2, "/sc rcon.print(type(test_api))"), "nil\n");
+    quit(&mut p, &mut c);
 }
 
 const MOD_CONTROL: &str = r#"script.on_init(function()

@@ -11,7 +11,8 @@
 //! writes another one) and runs its `on_init`; a start runs the save's `control.lua` (`on_init`
 //! when the script never ran on the map, else `on_load`); `FACTORIO_STANDIN_MIGRATE_LEVEL=1`
 //! puts the stock `control.lua` back and drops `modules/`, `scenario.lua` and `clusterio.json`
-//! at load, as a Factorio update migrating the level does. `factorio-sim install-mod
+//! at the first load of a save, as a Factorio update migrating the level does (`=always`: at
+//! every load). `factorio-sim install-mod
 //! subspace_storage <mods-dir>` installs the stand-in Subspace Storage mod (a test fixture).
 
 mod args;

@@ -25,6 +25,8 @@ pub struct GameState {
     pub achievements: bool,
     pub seed: u64,
     pub next_autosave_slot: u32,
+    /// `FACTORIO_STANDIN_MIGRATE_LEVEL` already put the stock control.lua back in this save.
+    pub level_migrated: bool,
     /// The level script's persisted state (`storage`/`global`, technologies, mods seen), or
     /// None when the script never ran on this map (then the next start runs `on_init`).
     pub lua: Option<Value>,
@@ -40,6 +42,7 @@ impl GameState {
             achievements: true,
             seed,
             next_autosave_slot: 1,
+            level_migrated: false,
             lua: None,
             files: Vec::new(),
         }
@@ -59,6 +62,7 @@ impl GameState {
             "achievements": self.achievements,
             "seed": self.seed,
             "next_autosave_slot": self.next_autosave_slot,
+            "level_migrated": self.level_migrated,
             "lua": self.lua,
         })
     }
@@ -81,6 +85,7 @@ impl GameState {
             achievements: v["achievements"].as_bool().unwrap_or(true),
             seed: v["seed"].as_u64().unwrap_or(0),
             next_autosave_slot: v["next_autosave_slot"].as_u64().unwrap_or(1) as u32,
+            level_migrated: v["level_migrated"].as_bool().unwrap_or(false),
             lua: v.get("lua").filter(|l| l.is_object()).cloned(),
             files: Vec::new(),
         }

@@ -923,8 +923,11 @@ fn latest_save(saves: &Path) -> Option<PathBuf> {
 }
 
 /// `FACTORIO_STANDIN_MIGRATE_LEVEL=1`: what a Factorio update migrating the level does to a
-/// patched save — the stock `control.lua` is back and the patch's files are gone.
+/// patched save — the stock `control.lua` is back and the patch's files are gone. Like the
+/// real update it happens once per save (the flag is saved with it); `=always` does it on
+/// every load.
 pub fn migrate_level(state: &mut GameState, is_1_1: bool) {
+    state.level_migrated = true;
     state.files.retain(|(n, _)| {
         !(n.starts_with("modules/") || n == "scenario.lua" || n == "clusterio.json")
     });
@@ -1212,8 +1215,12 @@ pub async fn run(o: ServerOpts) -> i32 {
                 .as_bytes()
                 .to_vec(),
         );
-    } else if std::env::var("FACTORIO_STANDIN_MIGRATE_LEVEL").as_deref() == Ok("1") {
-        migrate_level(&mut state, ident.is_1_1());
+    } else {
+        match std::env::var("FACTORIO_STANDIN_MIGRATE_LEVEL").as_deref() {
+            Ok("1") if !state.level_migrated => migrate_level(&mut state, ident.is_1_1()),
+            Ok("always") => migrate_level(&mut state, ident.is_1_1()),
+            _ => {}
+        }
     }
     let mods = enabled_mods(&o.mods_dir, &ident.version);
     let admins = names(&lists[0]);

@@ -202,23 +202,29 @@ async fn a_message_from_game_a_reaches_game_b_and_a_dropped_host_loses_and_repea
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "IPC files left behind: {leftovers:?}");
 
-    // 60 pings while h1's link is cut twice: every one arrives, once.
-    let sender = {
-        let api = api.clone();
-        tokio::spawn(async move {
-            for i in 0..60 {
-                rcon(&api, "a", &format!("/sc ping.send('burst {i}')")).await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    // Two bursts of 200 pings, h1's link cut right after each leaves the game: every one
+    // arrives, once, in order.
+    for burst in 0..2 {
+        let command = format!(
+            "/sc for i = {}, {} do ping.send('burst ' .. i) end",
+            burst * 200,
+            burst * 200 + 199
+        );
+        loop {
+            let (s, v) = api
+                .post("/api/v1/instances/a/rcon", json!({ "command": command }))
+                .await;
+            if s == 200 {
+                break;
             }
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    relay.cut();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    relay.cut();
-    sender.await.unwrap();
-    wait_until("b receives the whole burst", 60, || async {
-        received(&ping_state(&api, "b").await).len() >= 63
+            // The host is still reconnecting from the last cut; nothing was sent.
+            assert_eq!(v["error"]["code"], "host_disconnected", "{v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        relay.cut();
+    }
+    wait_until("b receives both bursts", 60, || async {
+        received(&ping_state(&api, "b").await).len() >= 403
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -227,14 +233,14 @@ async fn a_message_from_game_a_reaches_game_b_and_a_dropped_host_loses_and_repea
         .iter()
         .map(|m| m["text"].as_str().unwrap().to_string())
         .collect();
-    let expected: Vec<String> = (0..60).map(|i| format!("burst {i}")).collect();
+    let expected: Vec<String> = (0..400).map(|i| format!("burst {i}")).collect();
     assert_eq!(burst, expected, "lost, repeated or reordered");
 
     // Counted on the controller.
     let (_, metrics) = api.call("GET", "/metrics", None).await;
     let metrics = metrics.as_str().unwrap_or_default().to_string();
     assert!(
-        metrics.contains("clustorio_plugin_messages_total{direction=\"in\",plugin=\"ping\"} 63"),
+        metrics.contains("clustorio_plugin_messages_total{direction=\"in\",plugin=\"ping\"} 403"),
         "{metrics}"
     );
 }
@@ -277,8 +283,10 @@ async fn a_patched_save_runs_the_modules_and_is_patched_again_at_every_start() {
     // A promotion in game raises the real event; the module's own player_event reaches the
     // controller.
     rcon(&api, "p", "/standin join Alice").await;
-    api.wait_for("/api/v1/instances/p", |v| v["players_online"] == json!(["Alice"]))
-        .await;
+    api.wait_for("/api/v1/instances/p", |v| {
+        v["players_online"] == json!(["Alice"])
+    })
+    .await;
     let mut link = LinkClient::connect(&c.ws_url(), "control", &c.first_token, None, None).await;
     rcon(&api, "p", "/standin promote Alice").await;
     let event = loop {

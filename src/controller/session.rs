@@ -52,6 +52,9 @@ pub struct Session {
     dead: AtomicBool,
     /// Woken when the session ends, so its event pump stops.
     pub ended: Notify,
+    /// Held while one inbound frame is applied: after a resume, the old socket may still be
+    /// applying a frame when the new one delivers the next, which must wait its turn.
+    pub applying: tokio::sync::Mutex<()>,
 }
 
 impl Session {
@@ -64,6 +67,7 @@ impl Session {
             generation: AtomicU64::new(0),
             dead: AtomicBool::new(false),
             ended: Notify::new(),
+            applying: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -321,6 +321,7 @@ async fn authenticate(
 /// Handles one frame. A host's events are applied here, in order, before the next frame is read:
 /// a response that follows a status event must not overtake it.
 async fn handle_frame(ctl: &Arc<Controller>, session: &Arc<Session>, frame: Frame) {
+    let _in_order = session.applying.lock().await;
     if let Some(ack) = frame.ack() {
         session.acked(ack);
     }

@@ -366,6 +366,8 @@ async fn a_patched_save_runs_the_modules_and_is_patched_again_at_every_start() {
         .await;
     let message = v["message"].as_str().unwrap_or_default();
     assert!(message.contains("boom in a module"), "{v}");
+    assert!(message.contains("Error while running event"), "{v}");
+    assert!(message.contains("stack traceback:"), "{v}");
 }
 
 /// A save whose level a Factorio update put back to stock freeplay is patched again and started

@@ -37,6 +37,8 @@ pub trait GameServer: Send + Sync {
     }
     fn wait_ready(&self, timeout: Duration) -> BoxFuture<'_, Result<(), LaunchError>>;
     fn rcon<'a>(&'a self, command: &'a str) -> BoxFuture<'a, Result<String, LaunchError>>;
+    /// Types a line into the server console: the child's stdin, or the container's attach.
+    fn console<'a>(&'a self, line: &'a str) -> BoxFuture<'a, std::io::Result<()>>;
     /// Graceful: saves, then exits; killed when `timeout` passes.
     fn stop(&self, timeout: Duration) -> BoxFuture<'_, ExitReport>;
     fn kill(&self) -> BoxFuture<'_, ExitReport>;
@@ -90,6 +92,10 @@ impl GameServer for ServerHandle {
 
     fn rcon<'a>(&'a self, command: &'a str) -> BoxFuture<'a, Result<String, LaunchError>> {
         Box::pin(ServerHandle::rcon(self, command))
+    }
+
+    fn console<'a>(&'a self, line: &'a str) -> BoxFuture<'a, std::io::Result<()>> {
+        Box::pin(ServerHandle::send_console(self, line))
     }
 
     fn stop(&self, timeout: Duration) -> BoxFuture<'_, ExitReport> {

@@ -897,6 +897,10 @@ impl GameServer for ContainerServer {
         GameServer::rcon(&self.handle, command)
     }
 
+    fn console<'a>(&'a self, line: &'a str) -> BoxFuture<'a, std::io::Result<()>> {
+        GameServer::console(&self.handle, line)
+    }
+
     fn stop(&self, timeout: Duration) -> BoxFuture<'_, ExitReport> {
         GameServer::stop(&self.handle, timeout)
     }

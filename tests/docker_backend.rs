@@ -1,0 +1,582 @@
+//! The Docker backend against the real daemon: factorio-sim in sibling containers, the way a host
+//! with `factorio_backend = docker` runs Factorio (research/docker-backend.md §5).
+//!
+//! The image is made once per run from this machine's own C library and loader (`docker import`,
+//! a few seconds, no registry and no network): the sim and the clustorio binary are mounted into
+//! it, as the host's Factorio install is in production. Without a Docker daemon the tests say
+//! `SKIPPED` and pass, except the one that is about having no daemon. Containers and networks are
+//! found by their labels and removed even when a test fails.
+
+mod common;
+
+use clustorio::host::backend::docker::{DockerBackend, Limits, Settings};
+use clustorio::host::backend::{Backend, GameServer};
+use clustorio::host::factorio::{
+    CreateSpec, Install, SaveToLoad, ServerArgs, ServerEvent, StartSpec,
+};
+use clustorio::host::instance::{Instance, Saved};
+use common::cluster::{free_udp_ports, install_sim};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const IMAGE: &str = "clustorio-test-runtime:latest";
+
+fn docker_available(test: &str) -> bool {
+    static UP: OnceLock<bool> = OnceLock::new();
+    let up = *UP.get_or_init(|| {
+        Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !up {
+        eprintln!("SKIPPED {test}: no Docker daemon (`docker info` failed)");
+    }
+    up
+}
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("running docker")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn inspect(container: &str) -> Value {
+    let v: Value = serde_json::from_str(&docker_ok(&["inspect", container])).unwrap();
+    v[0].clone()
+}
+
+/// The runtime image: this machine's loader and C library (all the sim and clustorio link
+/// against), `sh` and `cat` for `docker exec`. Made once per run, reused while its recipe holds.
+fn image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let files = [
+            "/lib64/ld-linux-x86-64.so.2",
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "/lib/x86_64-linux-gnu/libm.so.6",
+            "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+            "/bin/sh",
+            "/bin/cat",
+        ];
+        let mut recipe = String::from("v1");
+        for f in files {
+            let meta = std::fs::metadata(f).unwrap_or_else(|e| panic!("{f}: {e}"));
+            recipe.push_str(&format!(" {f}:{}", meta.len()));
+        }
+        let have = docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"clustorio.test-runtime\"}}",
+            IMAGE,
+        ]);
+        if have.status.success() && String::from_utf8_lossy(&have.stdout).trim() == recipe {
+            return;
+        }
+        let stage = tempfile::tempdir().unwrap();
+        for f in files {
+            let to = stage.path().join(f.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(f, &to).unwrap();
+        }
+        for d in ["tmp", "etc", "proc", "sys", "dev"] {
+            std::fs::create_dir_all(stage.path().join(d)).unwrap();
+        }
+        std::fs::write(stage.path().join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(stage.path())
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let st = Command::new("docker")
+            .args(["import", "--change"])
+            .arg(format!("LABEL clustorio.test-runtime=\"{recipe}\""))
+            .args(["-", IMAGE])
+            .stdin(tar.stdout.unwrap())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "docker import failed");
+    });
+    IMAGE
+}
+
+fn unique(what: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "t{}-{what}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    )
+}
+
+/// Removes every container and network labelled with these host names when dropped.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for host in &self.0 {
+            let label = format!("label=clustorio.host={host}");
+            let ids = docker(&["ps", "-aq", "--filter", &label]);
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = docker(&["rm", "-f", id]);
+            }
+            let nets = docker(&["network", "ls", "-q", "--filter", &label]);
+            for id in String::from_utf8_lossy(&nets.stdout).split_whitespace() {
+                let _ = docker(&["network", "rm", id]);
+            }
+        }
+    }
+}
+
+/// Directories under the target dir (not /tmp, which is a tmpfs inside the containers).
+fn workdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("docker-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+}
+
+struct Bench {
+    backend: DockerBackend,
+    install: Install,
+    root: tempfile::TempDir,
+    _cleanup: Cleanup,
+    host: String,
+}
+
+fn settings(host: &str, root: &Path) -> Settings {
+    Settings {
+        host_name: host.to_string(),
+        host_dir: root.to_path_buf(),
+        endpoint: None,
+        image: image().to_string(),
+        network: String::new(),
+        data_dir: String::new(),
+        limits: Limits::default(),
+        publish_ip: "0.0.0.0".into(),
+        stop_timeout_s: 5,
+        keep_running: true,
+    }
+}
+
+impl Bench {
+    fn new(tweak: impl FnOnce(&mut Settings)) -> Bench {
+        let host = unique("h");
+        let root = workdir();
+        install_sim(root.path());
+        let mut s = settings(&host, root.path());
+        tweak(&mut s);
+        Bench {
+            backend: DockerBackend::new(s),
+            install: Install::new(root.path().join("factorio")),
+            _cleanup: Cleanup(vec![host.clone()]),
+            root,
+            host,
+        }
+    }
+
+    fn instance(&self, id: i64, config: Value) -> Instance {
+        let name = format!("i{id}");
+        let dir = self.root.path().join("instances").join(&name);
+        std::fs::create_dir_all(dir.join("saves")).unwrap();
+        Instance::new(
+            dir,
+            Saved {
+                id,
+                name,
+                config,
+                desired: "running".into(),
+                game_port: None,
+                pid: None,
+            },
+        )
+    }
+
+    /// A new map made in a one-shot container, then the server on it.
+    async fn start(
+        &self,
+        inst: &Instance,
+        env: &[(&str, &str)],
+        rcon: bool,
+    ) -> (Arc<dyn GameServer>, mpsc::Receiver<ServerEvent>, u16) {
+        let save = inst.dir.join("saves/world.zip");
+        if !save.exists() {
+            let created = self
+                .backend
+                .create_save(
+                    inst,
+                    CreateSpec::new(self.install.clone(), &inst.dir, save.clone()),
+                )
+                .await
+                .expect("--create in a container");
+            assert_eq!(created, save);
+        }
+        let port = free_udp_ports(1)[0];
+        let mut args = ServerArgs::new(SaveToLoad::File(save));
+        args.port = port;
+        args.bind = Some("0.0.0.0".into());
+        if rcon {
+            args.rcon = Some(("127.0.0.1:0".parse().unwrap(), "secret".into()));
+        }
+        let mut spec = StartSpec::new(self.install.clone(), &inst.dir, args);
+        spec.env = [("FACTORIO_STANDIN_SPEED", "0.2")]
+            .iter()
+            .chain(env)
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let (server, events) = self.backend.spawn(inst, spec).await.expect("spawn");
+        server
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .expect("ready");
+        (server, events, port)
+    }
+}
+
+/// Events until `pred` matches one (or the server exits, which fails the test).
+async fn wait_event(
+    events: &mut mpsc::Receiver<ServerEvent>,
+    pred: impl Fn(&ServerEvent) -> bool,
+) -> ServerEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the expected event did not come")
+            .expect("the event channel closed");
+        if pred(&ev) {
+            return ev;
+        }
+        if let ServerEvent::Exited(r) = &ev {
+            panic!("exited before the expected event: {r:?}");
+        }
+    }
+}
+
+async fn exited(events: &mut mpsc::Receiver<ServerEvent>) -> clustorio::host::factorio::ExitReport {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+            Ok(Some(ServerEvent::Exited(r))) => return r,
+            Ok(Some(_)) => {}
+            other => panic!("no exit report: {other:?}"),
+        }
+    }
+}
+
+fn container_id(server: &Arc<dyn GameServer>) -> String {
+    server.container().expect("a container")["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn gone(id: &str) -> bool {
+    !docker(&["inspect", id]).status.success()
+}
+
+/// `cat` inside the container; the first of `paths` that exists (cgroup v1, then v2).
+fn cat_in(id: &str, paths: &[&str]) -> String {
+    for p in paths {
+        let out = docker(&["exec", id, "cat", p]);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+    }
+    panic!("none of {paths:?} in {id}");
+}
+
+fn udp_in_datagrams(id: &str) -> u64 {
+    let snmp = cat_in(id, &["/proc/net/snmp"]);
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "InDatagrams")
+        .unwrap();
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_runs_in_a_hardened_limited_container_and_stops_gracefully() {
+    if !docker_available("an_instance_runs_in_a_hardened_limited_container_and_stops_gracefully") {
+        return;
+    }
+    let b = Bench::new(|s| {
+        s.limits = Limits {
+            memory_mb: 1024,
+            cpus: 2.0,
+        }
+    });
+    // The instance's own limits win over the host's.
+    let inst = b.instance(1, json!({"memory_limit_mb": 300, "cpu_limit": 0.5}));
+    let (server, mut events, port) = b.start(&inst, &[], true).await;
+    let id = container_id(&server);
+    assert_eq!(server.container().unwrap()["memory_limit_mb"], 300);
+    assert_eq!(server.pid(), None, "no process of the host's to find again");
+
+    let c = inspect(&id);
+    let hc = &c["HostConfig"];
+    assert_eq!(c["Config"]["Labels"]["clustorio.host"], b.host);
+    assert_eq!(c["Config"]["Labels"]["clustorio.instance"], "1");
+    assert_eq!(c["Config"]["Tty"], false);
+    assert_eq!(c["Config"]["OpenStdin"], true);
+    assert_eq!(c["Config"]["StopSignal"], "SIGINT");
+    assert_eq!(hc["ReadonlyRootfs"], true);
+    assert_eq!(hc["CapDrop"], json!(["ALL"]));
+    assert_eq!(hc["SecurityOpt"], json!(["no-new-privileges"]));
+    assert_eq!(hc["PidsLimit"], 512);
+    assert_eq!(hc["Init"], true);
+    assert_eq!(hc["Memory"], 300 << 20);
+    assert_eq!(hc["NanoCpus"], 500_000_000);
+    assert_eq!(hc["LogConfig"]["Type"], "local");
+    assert!(hc["Tmpfs"]["/tmp"].as_str().unwrap().contains("size=100m"));
+    assert!(
+        ["", "no"].contains(&hc["RestartPolicy"]["Name"].as_str().unwrap_or("")),
+        "no Docker restart policy: {}",
+        hc["RestartPolicy"]
+    );
+    let mounts = c["Mounts"].as_array().unwrap();
+    let install = mounts
+        .iter()
+        .find(|m| m["Destination"] == b.install.root.to_str().unwrap())
+        .expect("the install is mounted at the host's path");
+    assert_eq!(install["RW"], false, "read-only");
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["Destination"] == inst.dir.to_str().unwrap() && m["RW"] == true)
+    );
+
+    // The limits are the container's cgroup's.
+    let mem = cat_in(
+        &id,
+        &[
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory.max",
+        ],
+    );
+    assert_eq!(mem, (300u64 << 20).to_string());
+    assert_eq!(
+        cat_in(
+            &id,
+            &["/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/pids.max"]
+        ),
+        "512"
+    );
+    let cpu = cat_in(
+        &id,
+        &[
+            "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+            "/sys/fs/cgroup/cpu.max",
+        ],
+    );
+    assert!(cpu.starts_with("50000"), "half a CPU: {cpu}");
+    let root_write = docker(&["exec", &id, "/bin/sh", "-c", "echo x > /x"]);
+    assert!(
+        !root_write.status.success(),
+        "the root filesystem is read-only"
+    );
+
+    // The game port is published with the same number, UDP only; RCON is not published.
+    let ports = &c["NetworkSettings"]["Ports"];
+    let published: Vec<&String> = ports
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(published, [&format!("{port}/udp")], "{ports}");
+    assert_eq!(
+        ports[format!("{port}/udp")][0]["HostPort"],
+        port.to_string()
+    );
+    let before = udp_in_datagrams(&id);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..5 {
+        sock.send_to(b"ping", ("127.0.0.1", port)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while udp_in_datagrams(&id) < before + 5 {
+        assert!(
+            Instant::now() < deadline,
+            "datagrams to 127.0.0.1:{port} did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // RCON over the host's network; the console through the attach.
+    let players = server.rcon("/players").await.expect("rcon");
+    assert!(players.contains("Players"), "{players}");
+    server.console("/standin join Alice").await.unwrap();
+    wait_event(
+        &mut events,
+        |e| matches!(e, ServerEvent::PlayerJoined { name } if name == "Alice"),
+    )
+    .await;
+
+    // A graceful stop writes the save in the mounted directory, and the container goes.
+    let save = inst.dir.join("saves/world.zip");
+    let mtime = std::fs::metadata(&save).unwrap().modified().unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let report = server.stop(Duration::from_secs(10)).await;
+    assert!(report.graceful && report.requested, "{report:?}");
+    assert_eq!(report.code, Some(0));
+    assert!(
+        std::fs::metadata(&save).unwrap().modified().unwrap() > mtime,
+        "saved"
+    );
+    assert!(matches!(exited(&mut events).await, r if r == report));
+    assert!(gone(&id), "the container is removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_rcon_the_console_stops_it_and_an_ignored_stop_ends_in_a_kill() {
+    if !docker_available("without_rcon_the_console_stops_it_and_an_ignored_stop_ends_in_a_kill") {
+        return;
+    }
+    let b = Bench::new(|_| {});
+    // No RCON: `/quit` goes through the attached console, and Factorio saves and quits.
+    let inst = b.instance(2, json!({}));
+    let (server, _events, _) = b.start(&inst, &[], false).await;
+    let report = server.stop(Duration::from_secs(10)).await;
+    assert!(report.graceful, "{report:?}");
+    assert!(gone(&container_id(&server)));
+
+    // A Factorio that ignores /quit, SIGINT and SIGTERM is killed when the time is up.
+    let inst = b.instance(3, json!({}));
+    let (server, _events, _) = b
+        .start(
+            &inst,
+            &[("FACTORIO_STANDIN_IGNORE", "quit,sigint,sigterm")],
+            true,
+        )
+        .await;
+    let report = server.stop(Duration::from_secs(2)).await;
+    assert!(!report.graceful && report.requested, "{report:?}");
+    assert_eq!(report.signal, Some(9), "{report:?}");
+    assert!(!report.oom_killed);
+    assert!(gone(&container_id(&server)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_and_an_oom_kill_are_reported_with_the_last_lines() {
+    if !docker_available("a_crash_and_an_oom_kill_are_reported_with_the_last_lines") {
+        return;
+    }
+    let b = Bench::new(|_| {});
+    let inst = b.instance(4, json!({}));
+    let (server, mut events, _) = b.start(&inst, &[], true).await;
+    server.console("/standin crash boom").await.unwrap();
+    let report = exited(&mut events).await;
+    assert!(!report.requested, "nobody asked: a crash");
+    assert_eq!(report.code, Some(1), "{report:?}");
+    assert!(!report.oom_killed);
+    assert!(
+        report.last_lines.iter().any(|l| l.contains("boom")),
+        "{:?}",
+        report.last_lines
+    );
+    assert!(gone(&container_id(&server)));
+
+    let inst = b.instance(5, json!({"memory_limit_mb": 64}));
+    let (server, mut events, _) = b.start(&inst, &[], true).await;
+    server.console("/standin alloc 256").await.unwrap();
+    let report = exited(&mut events).await;
+    assert!(report.oom_killed, "{report:?}");
+    assert!(!report.requested);
+    assert_eq!(report.signal, Some(9), "{report:?}");
+}
+
+/// A unix → TCP forwarder for the daemon's socket: `DOCKER_HOST=tcp://127.0.0.1:<port>`.
+async fn tcp_forwarder() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut unix) = tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_host_over_tcp_runs_the_same_lifecycle() {
+    if !docker_available("docker_host_over_tcp_runs_the_same_lifecycle") {
+        return;
+    }
+    let port = tcp_forwarder().await;
+    let b = Bench::new(|s| s.endpoint = Some(format!("tcp://127.0.0.1:{port}")));
+    let inst = b.instance(6, json!({}));
+    let (server, mut events, _) = b.start(&inst, &[], true).await;
+    server.console("/standin join Bob").await.unwrap();
+    wait_event(&mut events, |e| {
+        matches!(e, ServerEvent::PlayerJoined { .. })
+    })
+    .await;
+    let report = server.stop(Duration::from_secs(10)).await;
+    assert!(report.graceful, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_daemon_the_backend_says_why_and_starts_fail_with_it() {
+    let root = workdir();
+    install_sim(root.path());
+    let mut s = settings("nodaemon", root.path());
+    s.image = String::new();
+    s.endpoint = Some("unix:///nonexistent/docker.sock".into());
+    let backend = DockerBackend::new(s);
+    let err = backend.connect().await.unwrap_err();
+    assert!(err.contains("/nonexistent/docker.sock"), "{err}");
+    assert_eq!(backend.unavailable().as_deref(), Some(err.as_str()));
+    let inst = Instance::new(
+        root.path().join("instances/x"),
+        Saved {
+            id: 1,
+            name: "x".into(),
+            config: json!({}),
+            desired: "running".into(),
+            game_port: None,
+            pid: None,
+        },
+    );
+    let spec = StartSpec::new(
+        Install::new(root.path().join("factorio")),
+        &inst.dir,
+        ServerArgs::new(SaveToLoad::Latest),
+    );
+    let Err(e) = backend.spawn(&inst, spec).await else {
+        panic!("started without a daemon")
+    };
+    assert!(
+        e.to_string().contains("Docker backend is unavailable"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("/nonexistent/docker.sock"), "{e}");
+}

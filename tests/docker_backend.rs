@@ -92,27 +92,31 @@ fn image() -> &'static str {
             return;
         }
         let stage = tempfile::tempdir().unwrap();
+        let rootfs = stage.path().join("rootfs");
         for f in files {
-            let to = stage.path().join(f.trim_start_matches('/'));
+            let to = rootfs.join(f.trim_start_matches('/'));
             std::fs::create_dir_all(to.parent().unwrap()).unwrap();
             std::fs::copy(f, &to).unwrap();
         }
         for d in ["tmp", "etc", "proc", "sys", "dev"] {
-            std::fs::create_dir_all(stage.path().join(d)).unwrap();
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
-        std::fs::write(stage.path().join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
-        let tar = Command::new("tar")
+        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
+        let tarball = stage.path().join("rootfs.tar");
+        let st = Command::new("tar")
             .arg("-C")
-            .arg(stage.path())
-            .args(["-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tarball)
+            .arg(".")
+            .status()
             .unwrap();
+        assert!(st.success(), "tar failed");
         let st = Command::new("docker")
             .args(["import", "--change"])
             .arg(format!("LABEL clustorio.test-runtime=\"{recipe}\""))
-            .args(["-", IMAGE])
-            .stdin(tar.stdout.unwrap())
+            .arg(&tarball)
+            .arg(IMAGE)
             .stdout(Stdio::null())
             .status()
             .unwrap();

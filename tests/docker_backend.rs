@@ -15,7 +15,8 @@ use clustorio::host::factorio::{
     CreateSpec, Install, SaveToLoad, ServerArgs, ServerEvent, StartSpec,
 };
 use clustorio::host::instance::{Instance, Saved};
-use common::cluster::{free_udp_ports, install_sim};
+use common::cluster::{Api, HostProcess, free_udp_ports, install_sim};
+use common::{ControllerProcess, join_token};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -583,4 +584,351 @@ async fn without_a_daemon_the_backend_says_why_and_starts_fail_with_it() {
         "{e}"
     );
     assert!(e.to_string().contains("/nonexistent/docker.sock"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole hosts (`clustorio host run` with FACTORIO_BACKEND=docker) under a controller.
+
+struct Cluster {
+    c: ControllerProcess,
+    api: Api,
+    join: String,
+    root: tempfile::TempDir,
+}
+
+fn cluster() -> Cluster {
+    let root = workdir();
+    let cdir = root.path().join("controller");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let c = ControllerProcess::start(&cdir);
+    let api = Api::new(&c.url(""), &c.first_token);
+    let join = join_token(&cdir);
+    Cluster { c, api, join, root }
+}
+
+impl Cluster {
+    fn docker_host(&self, name: &str, env: &[(&str, &str)]) -> HostProcess {
+        let mut all = vec![("FACTORIO_BACKEND", "docker"), ("DOCKER_IMAGE", image())];
+        all.extend_from_slice(env);
+        HostProcess::start(
+            &self.root.path().join(name),
+            &self.c.url(""),
+            &self.join,
+            name,
+            &all,
+        )
+    }
+
+    async fn create(&self, name: &str, host: &str, config: Value) {
+        let (s, v) = self
+            .api
+            .post("/api/v1/instances", json!({"name": name, "config": config}))
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let (s, v) = self
+            .api
+            .post(
+                &format!("/api/v1/instances/{name}/assign"),
+                json!({"host": host}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+
+    async fn start(&self, name: &str) -> Value {
+        let (s, v) = self
+            .api
+            .post(&format!("/api/v1/instances/{name}/start"), json!({}))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["status"], "running");
+        self.api
+            .wait_for(&format!("/api/v1/instances/{name}"), |v| {
+                v["status"] == "running"
+            })
+            .await
+    }
+
+    async fn rcon(&self, name: &str, command: &str) -> String {
+        let (s, v) = self
+            .api
+            .post(
+                &format!("/api/v1/instances/{name}/rcon"),
+                json!({ "command": command }),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v["output"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+fn container_of(view: &Value) -> String {
+    view["container"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no container in {view}"))
+        .to_string()
+}
+
+fn started_at(id: &str) -> String {
+    inspect(id)["State"]["StartedAt"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_container_is_restarted_and_a_killed_host_adopts_it() {
+    if !docker_available("a_crashed_container_is_restarted_and_a_killed_host_adopts_it") {
+        return;
+    }
+    let cl = cluster();
+    let host = unique("adopt");
+    let other = unique("other");
+    let _cleanup = Cleanup(vec![host.clone(), other.clone()]);
+    let mut h1 = cl.docker_host(&host, &[]);
+    let hosts = cl
+        .api
+        .wait_for("/api/v1/hosts", |h| h[0]["backend"].is_object())
+        .await;
+    assert_eq!(hosts[0]["backend"]["name"], "docker", "{hosts}");
+    assert!(hosts[0]["backend"]["error"].is_null(), "{hosts}");
+    cl.create(
+        "east",
+        &host,
+        json!({"restart_on_crash": true, "memory_limit_mb": 256}),
+    )
+    .await;
+    let v = cl.start("east").await;
+    let first = container_of(&v);
+    assert_eq!(v["container"]["memory_limit_mb"], 256);
+
+    // A crash: reported with the exit code and the last lines, then restarted after a backoff,
+    // in a fresh container.
+    // The reply may never come: the game dies on it.
+    let _ = cl
+        .api
+        .post(
+            "/api/v1/instances/east/rcon",
+            json!({"command": "/standin crash boom"}),
+        )
+        .await;
+    let crashed = cl
+        .api
+        .wait_for("/api/v1/instances/east", |v| v["status"] == "crashed")
+        .await;
+    let message = crashed["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("exited with code 1") && message.contains("boom"),
+        "{crashed}"
+    );
+    let v = cl
+        .api
+        .wait_for("/api/v1/instances/east", |v| {
+            v["status"] == "running" && v["container"]["id"].is_string()
+        })
+        .await;
+    let second = container_of(&v);
+    assert_ne!(second, first, "every start is a fresh container");
+    assert!(gone(&first));
+
+    // Leftovers: a container of an instance this host does not have, and another host's.
+    for h in [&host, &other] {
+        docker_ok(&[
+            "run",
+            "-d",
+            "-i",
+            // Like clustorio's own containers: an init, so the stop signal reaches `sh`.
+            "--init",
+            "--label",
+            &format!("clustorio.host={h}"),
+            "--label",
+            "clustorio.instance=999",
+            "--label",
+            "clustorio.role=server",
+            image(),
+            "/bin/sh",
+            "-c",
+            "read x",
+        ]);
+    }
+    let _ = cl.rcon("east", "/standin join alice").await;
+    cl.api
+        .wait_for("/api/v1/instances/east", |v| {
+            v["players_online"] == json!(["alice"])
+        })
+        .await;
+    let since = started_at(&second);
+
+    // The host is killed (an upgrade, an OOM of the host): the game keeps running.
+    h1.kill9();
+    assert_eq!(inspect(&second)["State"]["Running"], true);
+    let _h2 = cl.docker_host(&host, &[]);
+    let v = cl
+        .api
+        .wait_for("/api/v1/instances/east", |v| {
+            v["status"] == "running" && v["container"]["id"].is_string()
+        })
+        .await;
+    assert_eq!(container_of(&v), second, "the same container, adopted");
+    assert_eq!(started_at(&second), since, "the game never stopped");
+    assert_eq!(
+        v["players_online"],
+        json!(["alice"]),
+        "replayed from its log: {v}"
+    );
+    assert!(cl.rcon("east", "/players").await.contains("alice"));
+    let label = |h: &str| {
+        docker_ok(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=clustorio.host={h}"),
+        ])
+        .split_whitespace()
+        .count()
+    };
+    // Stopped gracefully in the background, then removed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while label(&host) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        label(&host),
+        1,
+        "the orphan is removed, the instance's container stays: {}",
+        docker_ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=clustorio.host={host}")
+        ])
+    );
+    assert_eq!(
+        label(&other),
+        1,
+        "another host's container is never touched"
+    );
+
+    let (s, v) = cl.api.post("/api/v1/instances/east/stop", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["status"], "stopped", "{v}");
+    let backups = cl
+        .root
+        .path()
+        .join(format!("controller/saves/{}/backups", v["id"]));
+    assert!(
+        std::fs::read_dir(&backups).map(|d| d.count()).unwrap_or(0) >= 1,
+        "the adopted game stopped gracefully and was backed up"
+    );
+    assert!(gone(&second));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_main_scenario_with_one_host_on_each_backend() {
+    if !docker_available("the_main_scenario_with_one_host_on_each_backend") {
+        return;
+    }
+    let cl = cluster();
+    let dock = unique("dock");
+    let _cleanup = Cleanup(vec![dock.clone()]);
+    let _d = cl.docker_host(&dock, &[]);
+    let _p = HostProcess::start(
+        &cl.root.path().join("proc"),
+        &cl.c.url(""),
+        &cl.join,
+        "proc",
+        &[],
+    );
+    // One instance starts on each backend, then moves to the other one.
+    for (name, first, second) in [
+        ("alpha", dock.as_str(), "proc"),
+        ("beta", "proc", dock.as_str()),
+    ] {
+        cl.create(name, first, json!({})).await;
+        let v = cl.start(name).await;
+        assert_eq!(v["container"].is_object(), first == dock, "{v}");
+        // Like the real game, the first Lua command only warns; repeated, it runs.
+        let lua = "/sc rcon.print(\"hi\")";
+        assert!(cl.rcon(name, lua).await.contains("achievements"));
+        assert_eq!(cl.rcon(name, lua).await.trim(), "hi", "{name}");
+        let _ = cl.rcon(name, "/standin join alice").await;
+        cl.api
+            .wait_for(&format!("/api/v1/instances/{name}"), |v| {
+                v["players_online"] == json!(["alice"])
+            })
+            .await;
+        let _ = cl.rcon(name, "/standin leave alice").await;
+        let tick = |out: String| -> u64 {
+            out.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("not a tick: {out}"))
+        };
+        let before = tick(cl.rcon(name, "/sc rcon.print(game.tick)").await);
+        let (s, v) = cl
+            .api
+            .post(&format!("/api/v1/instances/{name}/stop"), json!({}))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["status"], "stopped", "{v}");
+        let id = v["id"].as_i64().unwrap();
+        let backups = cl
+            .root
+            .path()
+            .join(format!("controller/saves/{id}/backups"));
+        assert_eq!(
+            std::fs::read_dir(&backups).map(|d| d.count()).unwrap_or(0),
+            1,
+            "saved and backed up to the controller"
+        );
+        // On the other host, the controller's backup is restored and the game goes on from it.
+        let (s, v) = cl
+            .api
+            .post(
+                &format!("/api/v1/instances/{name}/assign"),
+                json!({"host": second}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let v = cl.start(name).await;
+        assert_eq!(v["container"].is_object(), second == dock, "{v}");
+        // The backup, not a new map: the game goes on from where it stopped.
+        let after = tick(cl.rcon(name, "/sc rcon.print(game.tick)").await);
+        assert!(after >= before, "{name}: tick {after} after {before}");
+        let (s, v) = cl
+            .api
+            .post(&format!("/api/v1/instances/{name}/stop"), json!({}))
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_without_a_daemon_runs_and_says_why_starts_fail() {
+    let cl = cluster();
+    let _h = HostProcess::start(
+        &cl.root.path().join("h"),
+        &cl.c.url(""),
+        &cl.join,
+        "nodaemon",
+        &[
+            ("FACTORIO_BACKEND", "docker"),
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ],
+    );
+    let hosts = cl
+        .api
+        .wait_for("/api/v1/hosts", |h| h[0]["backend"].is_object())
+        .await;
+    assert_eq!(hosts[0]["connected"], true, "the host runs: {hosts}");
+    assert_eq!(hosts[0]["backend"]["name"], "docker");
+    let why = hosts[0]["backend"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("/nonexistent/docker.sock"), "{hosts}");
+    cl.create("x", "nodaemon", json!({})).await;
+    let (s, v) = cl.api.post("/api/v1/instances/x/start", json!({})).await;
+    assert_ne!(s, 200, "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("Docker backend is unavailable") && message.contains("/nonexistent"),
+        "{v}"
+    );
 }

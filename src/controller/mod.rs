@@ -49,6 +49,8 @@ pub struct Controller {
     history: history::History,
     /// How many game ports each host has (it says so when it connects).
     host_ports: std::sync::Mutex<HashMap<i64, usize>>,
+    /// How each host runs Factorio (`process`/`docker`) and why it cannot, if it says so.
+    host_backends: std::sync::Mutex<HashMap<i64, Value>>,
 }
 
 /// What a host last reported about an instance beyond its status.
@@ -59,6 +61,8 @@ struct Live {
     confirmed: bool,
     players: Vec<String>,
     message: Option<String>,
+    /// The Docker backend's container: id, name, image, limits.
+    container: Option<Value>,
 }
 
 /// Runs the controller in `dir` until shutdown.
@@ -76,6 +80,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         live: std::sync::Mutex::new(HashMap::new()),
         history: history::History::default(),
         host_ports: std::sync::Mutex::new(HashMap::new()),
+        host_backends: std::sync::Mutex::new(HashMap::new()),
         store,
         cfg,
     });
@@ -301,6 +306,7 @@ impl Controller {
             "game_port": rec.game_port,
             "players_online": live.players,
             "message": live.message,
+            "container": live.container,
             "desired": rec.desired,
             "config": rec.config,
             "created_at": rec.created_at,
@@ -344,6 +350,12 @@ impl Controller {
         let mut v = serde_json::to_value(&host)
             .map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
         v["connected"] = json!(self.hub.host_connected(host.id));
+        v["backend"] = self
+            .host_backends
+            .lock()
+            .ok()
+            .and_then(|b| b.get(&host.id).cloned())
+            .unwrap_or(Value::Null);
         v["instances"] = json!(instances);
         Ok(v)
     }
@@ -573,6 +585,7 @@ impl Controller {
                         })
                         .unwrap_or_default();
                     entry.message = data["message"].as_str().map(String::from);
+                    entry.container = Some(data["container"].clone()).filter(|c| !c.is_null());
                 }
                 let result = self
                     .store
@@ -614,6 +627,14 @@ impl Controller {
                     (data["game_ports"].as_u64(), self.host_ports.lock())
                 {
                     ports.insert(host_id, n as usize);
+                }
+                if let (Some(name), Ok(mut backends)) =
+                    (data["backend"].as_str(), self.host_backends.lock())
+                {
+                    backends.insert(
+                        host_id,
+                        json!({ "name": name, "error": data["backend_error"] }),
+                    );
                 }
             }
             other => tracing::debug!(host_id, event = other, "unhandled host event"),

@@ -301,16 +301,6 @@ impl DockerBackend {
         }
     }
 
-    /// A graceful stop (Factorio saves), then removal.
-    async fn stop_and_remove(&self, d: &Daemon, id: &str) {
-        let t = i32::try_from(self.settings.stop_timeout_s).unwrap_or(i32::MAX);
-        let _ = d
-            .docker
-            .stop_container(id, Some(StopContainerOptionsBuilder::new().t(t).build()))
-            .await;
-        remove(d, id).await;
-    }
-
     async fn recover_all(&self, instances: &[Arc<Instance>]) -> Vec<(i64, Spawned)> {
         let d = match self.daemon().await {
             Ok(d) => d,
@@ -327,14 +317,15 @@ impl DockerBackend {
             }
         };
         let mut adopted = Vec::new();
+        let mut leftovers = Vec::new();
         for c in list {
             let Some(id) = c.id.clone() else { continue };
             let running = c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
-            let server = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_ROLE))
-                .is_some_and(|r| r == "server");
+            // Only what this backend made carries a role (not, say, the host's own container).
+            let Some(role) = c.labels.as_ref().and_then(|l| l.get(LABEL_ROLE)) else {
+                continue;
+            };
+            let server = role == "server";
             let inst = instance_of(&c).and_then(|i| instances.iter().find(|x| x.id == i));
             match inst {
                 Some(inst) if running && server && !adopted.iter().any(|(i, _)| *i == inst.id) => {
@@ -345,21 +336,33 @@ impl DockerBackend {
                         }
                         Err(e) => {
                             tracing::warn!(instance = %inst.name, error = %e, "cannot adopt its running container; stopping it");
-                            self.stop_and_remove(&d, &id).await;
+                            leftovers.push(id);
                         }
                     }
                 }
-                Some(_) => remove(&d, &id).await,
+                Some(_) if !running => remove(&d, &id).await,
+                Some(_) => leftovers.push(id),
                 None => {
                     tracing::info!(container = %id, "removing a container of an instance this host no longer has");
-                    if running {
-                        self.stop_and_remove(&d, &id).await;
-                    } else {
-                        remove(&d, &id).await;
-                    }
+                    leftovers.push(id);
                 }
             }
         }
+        // Running leftovers get a graceful stop (Factorio saves), in the background: the host
+        // must not wait for them to come up.
+        let timeout = i32::try_from(self.settings.stop_timeout_s).unwrap_or(i32::MAX);
+        tokio::spawn(async move {
+            for id in leftovers {
+                let _ = d
+                    .docker
+                    .stop_container(
+                        &id,
+                        Some(StopContainerOptionsBuilder::new().t(timeout).build()),
+                    )
+                    .await;
+                remove(&d, &id).await;
+            }
+        });
         adopted
     }
 

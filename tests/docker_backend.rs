@@ -76,8 +76,10 @@ fn image() -> &'static str {
             "/lib/x86_64-linux-gnu/libgcc_s.so.1",
             "/bin/sh",
             "/bin/cat",
+            // clustorio's HTTP client wants the system's CA certificates.
+            "/etc/ssl/certs/ca-certificates.crt",
         ];
-        let mut recipe = String::from("v1");
+        let mut recipe = String::from("v2");
         for f in files {
             let meta = std::fs::metadata(f).unwrap_or_else(|e| panic!("{f}: {e}"));
             recipe.push_str(&format!(" {f}:{}", meta.len()));
@@ -929,6 +931,206 @@ async fn a_host_without_a_daemon_runs_and_says_why_starts_fail() {
     let message = v["error"]["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("Docker backend is unavailable") && message.contains("/nonexistent"),
+        "{v}"
+    );
+}
+
+/// The host in a container as compose or Swarm runs it: the socket mounted, its data at
+/// `/home/container` (another path on the machine), an arbitrary uid with or without the
+/// socket's group.
+fn host_container(
+    name: &str,
+    net: &str,
+    data: &Path,
+    url: &str,
+    join: &str,
+    group: Option<&str>,
+) -> String {
+    let bin = common::bin("clustorio");
+    let port = free_udp_ports(1)[0].to_string();
+    let mut args: Vec<String> = [
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--hostname",
+        "panel-like",
+        "--network",
+        net,
+        "--user",
+        "12345:12345",
+        "-w",
+        "/home/container",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(g) = group {
+        args.extend(["--group-add".into(), g.into()]);
+    }
+    for (k, v) in [
+        ("MASTER_URL", url),
+        ("MASTER_TOKEN", join),
+        ("SLAVE_NAME", name),
+        ("SERVER_PORT", &port),
+        ("FACTORIO_BACKEND", "docker"),
+        ("FACTORIO_STANDIN_SPEED", "0.2"),
+    ] {
+        args.extend(["-e".into(), format!("{k}={v}")]);
+    }
+    args.extend([
+        "-v".into(),
+        "/var/run/docker.sock:/var/run/docker.sock".into(),
+        "-v".into(),
+        format!("{}:/home/container", data.display()),
+        "-v".into(),
+        format!("{}:/usr/local/bin/clustorio:ro", bin.display()),
+        image().into(),
+        "/usr/local/bin/clustorio".into(),
+        "host".into(),
+        "run".into(),
+        "--dir".into(),
+        "/home/container".into(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker_ok(&refs)
+}
+
+/// Removes a container and then a network when dropped (the host container first: it is on
+/// the network).
+struct Remove(Vec<String>, Option<String>);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let _ = docker(&["rm", "-f", c]);
+        }
+        if let Some(n) = &self.1 {
+            let _ = docker(&["network", "rm", n]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_in_a_container_starts_siblings_with_the_daemons_paths() {
+    if !docker_available("a_host_in_a_container_starts_siblings_with_the_daemons_paths") {
+        return;
+    }
+    let cl = cluster();
+    let (good, denied) = (unique("inbox"), unique("nogroup"));
+    let _cleanup = Cleanup(vec![good.clone(), denied.clone()]);
+    let net = unique("net");
+    docker_ok(&["network", "create", &net]);
+    let _remove = Remove(vec![good.clone(), denied.clone()], Some(net.clone()));
+    let gateway = docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+        &net,
+    ]);
+    let url = format!("http://{gateway}:{}", cl.c.port);
+    let sock_gid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/var/run/docker.sock")
+            .unwrap()
+            .gid()
+            .to_string()
+    };
+    let data = cl.root.path().join("hostdata");
+    install_sim(&data);
+    let st = Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    host_container(&good, &net, &data, &url, &cl.join, Some(&sock_gid));
+    cl.api
+        .wait_for("/api/v1/hosts", |h| {
+            h.as_array().is_some_and(|h| {
+                h.iter()
+                    .any(|h| h["name"] == good.as_str() && h["backend"]["name"] == "docker")
+            })
+        })
+        .await;
+    cl.create("west", &good, json!({})).await;
+    let v = cl.start("west").await;
+    let sibling = inspect(&container_of(&v));
+    let mounts = sibling["Mounts"].as_array().unwrap();
+    let dir = mounts
+        .iter()
+        .find(|m| m["Destination"] == "/home/container/instances/west")
+        .unwrap_or_else(|| panic!("{mounts:?}"));
+    assert_eq!(
+        dir["Source"],
+        data.join("instances/west").to_str().unwrap(),
+        "the daemon's path for the host's /home/container"
+    );
+    let install = mounts
+        .iter()
+        .find(|m| m["Destination"] == "/home/container/factorio")
+        .unwrap_or_else(|| panic!("{mounts:?}"));
+    assert_eq!(install["Source"], data.join("factorio").to_str().unwrap());
+    assert_eq!(
+        sibling["Config"]["Image"],
+        image(),
+        "the host's own image by default"
+    );
+    assert!(data.join("instances/west/saves/world.zip").exists());
+    // RCON over the host's network, from the host's container.
+    let lua = "/sc rcon.print(\"in a box\")";
+    let _ = cl.rcon("west", lua).await;
+    assert_eq!(cl.rcon("west", lua).await.trim(), "in a box");
+    let (s, v) = cl.api.post("/api/v1/instances/west/stop", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+
+    // Without the socket's group: one clear line, the host runs, starts fail with the reason.
+    let data2 = cl.root.path().join("hostdata2");
+    install_sim(&data2);
+    let st = Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(&data2)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    host_container(&denied, &net, &data2, &url, &cl.join, None);
+    let hosts = cl
+        .api
+        .wait_for("/api/v1/hosts", |h| {
+            h.as_array().is_some_and(|h| {
+                h.iter()
+                    .any(|h| h["name"] == denied.as_str() && h["backend"]["error"].is_string())
+            })
+        })
+        .await;
+    let why = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == denied.as_str())
+        .unwrap()["backend"]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        why.contains("no permission to use the Docker socket"),
+        "{why}"
+    );
+    let logs = docker(&["logs", &denied]);
+    let text =
+        String::from_utf8_lossy(&logs.stderr).to_string() + &String::from_utf8_lossy(&logs.stdout);
+    assert_eq!(
+        text.lines().filter(|l| l.contains("no permission")).count(),
+        1,
+        "{text}"
+    );
+    cl.create("east", &denied, json!({})).await;
+    let (s, v) = cl.api.post("/api/v1/instances/east/start", json!({})).await;
+    assert_ne!(s, 200, "{v}");
+    assert!(
+        v.to_string()
+            .contains("no permission to use the Docker socket"),
         "{v}"
     );
 }

@@ -305,7 +305,8 @@ impl DockerBackend {
         let d = match self.daemon().await {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(error = %e, "Docker backend unavailable: containers left by a previous run are not checked");
+                // Already said once, at connect.
+                tracing::debug!(error = %e, "containers left by a previous run are not checked");
                 return Vec::new();
             }
         };

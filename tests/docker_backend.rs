@@ -1134,3 +1134,55 @@ async fn a_host_in_a_container_starts_siblings_with_the_daemons_paths() {
         "{v}"
     );
 }
+
+#[test]
+fn the_swarm_stack_file_is_what_docker_stack_deploys() {
+    // `docker stack config` parses and resolves the file as `docker stack deploy` would; it
+    // needs the CLI only, no swarm.
+    let out = Command::new("docker")
+        .args(["stack", "config", "-c"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/docker/stack.yml"))
+        .env("JOIN_TOKEN", "clu_join")
+        .output();
+    let Ok(out) = out else {
+        eprintln!("SKIPPED the_swarm_stack_file_is_what_docker_stack_deploys: no docker CLI");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One service's lines: from `  name:` to the next line indented by two spaces only.
+    let service = |name: &str| -> String {
+        let mut lines = text.lines().skip_while(|l| *l != format!("  {name}:"));
+        let head = lines
+            .next()
+            .unwrap_or_else(|| panic!("no service {name}: {text}"));
+        let body: Vec<&str> = lines
+            .take_while(|l| l.starts_with("   ") || l.is_empty())
+            .collect();
+        format!("{head}\n{}", body.join("\n"))
+    };
+    let master = service("master");
+    assert!(master.contains("replicas: 1"), "{master}");
+    let slave = service("slave");
+    for needed in [
+        "mode: global",
+        "FACTORIO_BACKEND: docker",
+        "MASTER_TOKEN: clu_join",
+        "SLAVE_NAME: '{{.Node.Hostname}}'",
+        "source: /var/run/docker.sock",
+        "target: /home/container",
+    ] {
+        assert!(
+            slave.contains(needed),
+            "the slave service lacks {needed}: {slave}"
+        );
+    }
+    assert!(
+        !slave.contains("published"),
+        "the slave publishes nothing itself: {slave}"
+    );
+}

@@ -248,6 +248,14 @@ fn the_egg_variables_are_the_ones_the_binary_reads() {
         "CONTROLLER_URL",
         "CONTROLLER_TOKEN",
         "HOST_NAME",
+        // The Docker backend: a panel server has no Docker socket (research/egg.md §8).
+        "FACTORIO_BACKEND",
+        "DOCKER_IMAGE",
+        "DOCKER_NETWORK",
+        "DOCKER_DATA_DIR",
+        "DOCKER_MEMORY_LIMIT_MB",
+        "DOCKER_CPU_LIMIT",
+        "DOCKER_KEEP_RUNNING",
     ];
     for v in read {
         assert!(

@@ -101,7 +101,25 @@ pub const HOST_ENV: &[(&str, &str)] = &[
     ("SERVER_PORT", "game_ports"),
     ("LOG_LEVEL", "log_level"),
     ("PLUGINS", "plugins"),
+    // How Factorio runs (README "Docker backend"); DOCKER_HOST is read by the Docker client itself.
+    ("FACTORIO_BACKEND", "factorio_backend"),
+    ("DOCKER_IMAGE", "docker_image"),
+    ("DOCKER_NETWORK", "docker_network"),
+    ("DOCKER_DATA_DIR", "docker_data_dir"),
+    ("DOCKER_MEMORY_LIMIT_MB", "docker_memory_limit_mb"),
+    ("DOCKER_CPU_LIMIT", "docker_cpu_limit"),
+    ("DOCKER_KEEP_RUNNING", "docker_keep_running"),
 ];
+
+/// How a host runs Factorio (`factorio_backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FactorioBackend {
+    /// Child processes of the host: the only choice inside a panel server.
+    Process,
+    /// One sibling container per instance, on the Docker daemon of `DOCKER_HOST`.
+    Docker,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -132,6 +150,23 @@ pub struct HostConfig {
     pub stop_timeout_s: u64,
     /// Maximum delay between reconnection attempts, in seconds.
     pub max_reconnect_delay_s: u64,
+    /// `process` (Factorio as child processes) or `docker` (a container per instance).
+    pub factorio_backend: FactorioBackend,
+    /// Docker backend: the image instances run in (Factorio itself is mounted from the host's
+    /// install); empty = the host's own image when it runs in a container, else the clustorio image.
+    pub docker_image: String,
+    /// Docker backend: the bridge network RCON uses (never published); empty = `clustorio-<host_name>`.
+    pub docker_network: String,
+    /// Docker backend: where the daemon sees this host's working directory; empty = found by
+    /// inspecting the host's own container, or the same path when the host is not in one.
+    pub docker_data_dir: String,
+    /// Docker backend: memory limit per instance in MB unless its config sets `memory_limit_mb`; 0 = none.
+    pub docker_memory_limit_mb: u64,
+    /// Docker backend: CPUs per instance unless its config sets `cpu_limit` (e.g. 1.5); 0 = no limit.
+    pub docker_cpu_limit: f64,
+    /// Docker backend: leave instances running when the host stops, so the next host start adopts
+    /// them and players stay connected across a host upgrade; false stops them like `process`.
+    pub docker_keep_running: bool,
 }
 
 impl Default for HostConfig {
@@ -150,6 +185,13 @@ impl Default for HostConfig {
             plugins: String::new(),
             stop_timeout_s: 30,
             max_reconnect_delay_s: 30,
+            factorio_backend: FactorioBackend::Process,
+            docker_image: String::new(),
+            docker_network: String::new(),
+            docker_data_dir: String::new(),
+            docker_memory_limit_mb: 0,
+            docker_cpu_limit: 0.0,
+            docker_keep_running: true,
         }
     }
 }
@@ -219,8 +261,16 @@ pub fn coerce_env(map: serde_json::Map<String, serde_json::Value>) -> serde_json
         .into_iter()
         .map(|(k, v)| {
             let v = match v.as_str() {
-                Some(s) if k == "port" => {
-                    s.parse::<u64>().map(serde_json::Value::from).unwrap_or(v)
+                Some(s)
+                    if matches!(
+                        k.as_str(),
+                        "port" | "docker_memory_limit_mb" | "docker_cpu_limit"
+                    ) =>
+                {
+                    s.parse::<u64>()
+                        .map(serde_json::Value::from)
+                        .or_else(|_| s.parse::<f64>().map(serde_json::Value::from))
+                        .unwrap_or(v)
                 }
                 Some("true") => serde_json::Value::Bool(true),
                 Some("false") => serde_json::Value::Bool(false),

@@ -53,6 +53,8 @@ pub struct Controller {
     pub plugins: plugins::Plugins,
     /// This controller, for the contexts handed to plugins.
     me: std::sync::Weak<Controller>,
+    /// How each host runs Factorio (`process`/`docker`) and why it cannot, if it says so.
+    host_backends: std::sync::Mutex<HashMap<i64, Value>>,
 }
 
 /// What a host last reported about an instance beyond its status.
@@ -63,6 +65,8 @@ struct Live {
     confirmed: bool,
     players: Vec<String>,
     message: Option<String>,
+    /// The Docker backend's container: id, name, image, limits.
+    container: Option<Value>,
 }
 
 /// Runs the controller in `dir` until shutdown.
@@ -85,6 +89,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         live: std::sync::Mutex::new(HashMap::new()),
         history: history::History::default(),
         host_ports: std::sync::Mutex::new(HashMap::new()),
+        host_backends: std::sync::Mutex::new(HashMap::new()),
         store,
         cfg,
     });
@@ -310,6 +315,7 @@ impl Controller {
             "game_port": rec.game_port,
             "players_online": live.players,
             "message": live.message,
+            "container": live.container,
             "desired": rec.desired,
             "config": rec.config,
             "created_at": rec.created_at,
@@ -353,6 +359,12 @@ impl Controller {
         let mut v = serde_json::to_value(&host)
             .map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
         v["connected"] = json!(self.hub.host_connected(host.id));
+        v["backend"] = self
+            .host_backends
+            .lock()
+            .ok()
+            .and_then(|b| b.get(&host.id).cloned())
+            .unwrap_or(Value::Null);
         v["instances"] = json!(instances);
         Ok(v)
     }
@@ -582,6 +594,7 @@ impl Controller {
                         })
                         .unwrap_or_default();
                     entry.message = data["message"].as_str().map(String::from);
+                    entry.container = Some(data["container"].clone()).filter(|c| !c.is_null());
                 }
                 let result = self
                     .store
@@ -623,6 +636,14 @@ impl Controller {
                     (data["game_ports"].as_u64(), self.host_ports.lock())
                 {
                     ports.insert(host_id, n as usize);
+                }
+                if let (Some(name), Ok(mut backends)) =
+                    (data["backend"].as_str(), self.host_backends.lock())
+                {
+                    backends.insert(
+                        host_id,
+                        json!({ "name": name, "error": data["backend_error"] }),
+                    );
                 }
             }
             "ipc_error" => {

@@ -189,6 +189,7 @@ impl Instance {
             "game_port": lock(&self.saved).game_port,
             "players": self.players(),
             "message": message,
+            "container": self.server().and_then(|s| s.container()),
         })
     }
 
@@ -282,7 +283,7 @@ impl Host {
                             &inst.dir,
                             saves_dir.join("world.zip"),
                         );
-                        let p = self.backend.create_save(spec).await?;
+                        let p = self.backend.create_save(inst, spec).await?;
                         inst.set_status(Status::Starting);
                         self.report(inst, None);
                         p
@@ -320,7 +321,11 @@ impl Host {
             spec.ready_timeout = Duration::from_secs(t);
         }
 
-        let (server, events) = self.backend.spawn(spec).map_err(|e| e.to_string())?;
+        let (server, events) = self
+            .backend
+            .spawn(inst, spec)
+            .await
+            .map_err(|e| e.to_string())?;
         let generation = inst.generation.fetch_add(1, Ordering::SeqCst) + 1;
         *lock(&inst.server) = Some(server.clone());
         lock(&inst.players).clear();
@@ -400,6 +405,7 @@ impl Host {
             return Ok(ExitReport {
                 code: Some(0),
                 signal: None,
+                oom_killed: false,
                 graceful: true,
                 requested: true,
                 last_lines: Vec::new(),
@@ -552,6 +558,9 @@ impl Host {
             inst.set_status(Status::Crashed);
         }
         let how = match (report.code, report.signal) {
+            _ if report.oom_killed => {
+                "was killed for running out of memory (its memory limit)".into()
+            }
             (_, Some(sig)) => format!("killed by signal {sig}"),
             (Some(code), None) => format!("exited with code {code}"),
             _ => "exited".into(),
@@ -588,6 +597,61 @@ impl Host {
                 let _ = host.start_instance(&inst, None).await;
             }
         });
+    }
+
+    /// Takes over a server a previous run of this host left running (the Docker backend's
+    /// containers): it is reconnected, not restarted, so players stay connected.
+    pub(super) async fn resume(
+        self: &Arc<Self>,
+        inst: &Arc<Instance>,
+        (server, events): super::backend::Spawned,
+    ) -> Result<(), String> {
+        let _op = inst.ops.lock().await;
+        let generation = inst.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        *lock(&inst.server) = Some(server.clone());
+        lock(&inst.players).clear();
+        inst.set_status(Status::Starting);
+        tokio::spawn(self.clone().pump(inst.clone(), events, generation));
+        if let Err(e) = server.wait_ready(Duration::from_secs(30)).await {
+            // Not reachable over RCON: it was stopped; the caller starts it again.
+            *lock(&inst.server) = None;
+            inst.set_status(Status::Stopped);
+            return Err(e.to_string());
+        }
+        // The running game has the modules its save was patched with when it started.
+        let patched: Option<Vec<String>> = saves::list(&inst.saves_dir())
+            .ok()
+            .and_then(|l| l.into_iter().next())
+            .and_then(|s| patch::read_patch_info(&inst.saves_dir().join(s.name)).ok().flatten())
+            .map(|info| info.modules.into_iter().map(|m| m.name).collect());
+        let active: Vec<&'static str> = self
+            .plugins_for(inst)
+            .await
+            .into_iter()
+            .filter(|name| {
+                let lua = self
+                    .plugins
+                    .iter()
+                    .find(|p| p.info().name == *name)
+                    .and_then(|p| p.info().lua);
+                match (lua, &patched) {
+                    (None, _) => true,
+                    (Some(l), Some(modules)) => modules.iter().any(|m| m == l.name),
+                    (Some(_), None) => false,
+                }
+            })
+            .collect();
+        *lock(&inst.active_plugins) = active;
+        *lock(&inst.rcon_queue) = Some(Arc::new(RconQueue::start(
+            server.clone(),
+            inst.name.clone(),
+        )));
+        inst.set_status(Status::Running);
+        tracing::info!(instance = %inst.name, plugins = ?inst.active_plugins(), "instance running (found running)");
+        self.report(inst, None);
+        self.plugins_started(inst);
+        self.spawn_backup_timer(inst, generation);
+        Ok(())
     }
 
     /// Copies the newest save to the controller.
@@ -817,7 +881,7 @@ impl Host {
                 .clone()
                 .ok_or("no Factorio install on this host")?;
             self.backend
-                .create_save(CreateSpec::new(install, &inst.dir, target.clone()))
+                .create_save(inst, CreateSpec::new(install, &inst.dir, target.clone()))
                 .await?;
         }
         let info = saves::list(&inst.saves_dir())

@@ -11,12 +11,13 @@ pub mod plugins;
 pub mod ports;
 mod transfer;
 
+use crate::config::FactorioBackend;
 use crate::config::{HOST_CONFIG_FILE, HostConfig};
 use crate::link::ErrorBody;
 use crate::link::client::{ClientOptions, Incoming, Link};
 use crate::shutdown::Shutdown;
 use anyhow::{Context, bail};
-use backend::{Backend, ProcessBackend};
+use backend::{Backend, ProcessBackend, docker::DockerBackend};
 use factorio::Install;
 use instance::{Instance, STATE_FILE, Saved, Status};
 use lists::UserLists;
@@ -83,6 +84,17 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
         }
     }
     let plugins = plugins::load(&cfg.plugins).map_err(crate::UsageError)?;
+    let backend: Box<dyn Backend> = match cfg.factorio_backend {
+        FactorioBackend::Process => Box::new(ProcessBackend),
+        FactorioBackend::Docker => {
+            let docker = DockerBackend::new(backend::docker::Settings::from_config(&cfg, dir));
+            // The host runs without its daemon; instances fail to start with this reason.
+            if let Err(e) = docker.connect().await {
+                tracing::error!("Docker backend unavailable: {e}");
+            }
+            Box::new(docker)
+        }
+    };
     let shutdown = Shutdown::new();
     shutdown.listen_for_signals()?;
     let (link, mut incoming, mut link_task) = Link::spawn(
@@ -103,7 +115,7 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
         transfer: Transfer::new(&cfg.controller_url, link.clone()),
         dir: dir.to_path_buf(),
         install,
-        backend: Box::new(ProcessBackend),
+        backend,
         link,
         ports,
         port_lock: Mutex::new(()),
@@ -129,7 +141,12 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
                     }
                     host.link.send_event(
                         "host_info",
-                        json!({ "game_ports": host.ports.len(), "factorio": host.install.is_some() }),
+                        json!({
+                            "game_ports": host.ports.len(),
+                            "factorio": host.install.is_some(),
+                            "backend": host.backend.name(),
+                            "backend_error": host.backend.unavailable(),
+                        }),
                     );
                     if !ready.resumed {
                         // A new session: the controller knows nothing of our current state.
@@ -272,10 +289,12 @@ impl Host {
     }
 
     /// Instances from disk. A Factorio left running by a crashed host is stopped (it saves),
-    /// so it is never started twice; instances the controller wanted running start again.
+    /// so it is never started twice — unless the backend can take it over as it runs (Docker
+    /// containers); instances the controller wanted running start again.
     async fn load_instances(self: &Arc<Self>) -> anyhow::Result<()> {
         let dir = self.instances_dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut loaded = Vec::new();
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
             let Ok(text) = std::fs::read_to_string(path.join(STATE_FILE)) else {
@@ -301,8 +320,23 @@ impl Host {
             if let Ok(mut m) = self.instances.lock() {
                 m.insert(inst.id, inst.clone());
             }
-            if inst.saved().desired == "running"
-                || inst.config()["auto_start"].as_bool().unwrap_or(false)
+            loaded.push(inst);
+        }
+        let mut resumed = Vec::new();
+        for (id, server) in self.backend.recover(&loaded).await {
+            if let Some(inst) = loaded.iter().find(|i| i.id == id) {
+                match self.resume(inst, server).await {
+                    Ok(()) => resumed.push(id),
+                    Err(e) => {
+                        tracing::warn!(instance = %inst.name, error = %e, "could not take over the running server")
+                    }
+                }
+            }
+        }
+        for inst in loaded {
+            if !resumed.contains(&inst.id)
+                && (inst.saved().desired == "running"
+                    || inst.config()["auto_start"].as_bool().unwrap_or(false))
             {
                 let host = self.clone();
                 tokio::spawn(async move {
@@ -373,6 +407,20 @@ impl Host {
     }
 
     async fn stop_all(self: &Arc<Self>) {
+        if self.backend.keeps_running() {
+            let n = self
+                .instances()
+                .iter()
+                .filter(|i| i.server().is_some())
+                .count();
+            if n > 0 {
+                tracing::info!(
+                    instances = n,
+                    "leaving instances running in Docker: the next host start takes them over"
+                );
+            }
+            return;
+        }
         let stops = self
             .instances()
             .into_iter()

@@ -107,6 +107,8 @@ pub struct ExitReport {
     pub code: Option<i32>,
     /// Terminating signal, if it was killed by one.
     pub signal: Option<i32>,
+    /// The kernel killed it for going over its memory limit (Docker backend).
+    pub oom_killed: bool,
     /// `Goodbye` was printed after the quit save completed: nothing was lost.
     pub graceful: bool,
     /// The launcher asked for the stop (`stop`/`kill`); otherwise the exit was unrequested.

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -79,6 +79,9 @@ pub enum LaunchError {
     Rcon(#[from] RconError),
     #[error("this server was started without RCON")]
     NoRcon,
+    /// What runs Factorio refused (e.g. the Docker daemon); the message says what to fix.
+    #[error("{0}")]
+    Backend(String),
 }
 
 /// Progress seen in the output so far.
@@ -95,11 +98,37 @@ struct Status {
     exited: Option<ExitReport>,
 }
 
+/// The console input: a child's stdin pipe, or a container's attach stream.
+pub(crate) type ConsoleInput = Box<dyn AsyncWrite + Send + Unpin>;
+pub(crate) type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// How a Factorio ended, as whatever ran it saw it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Ended {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+}
+
+/// A Factorio that has been started, in whatever runs it (a child process here, a container in
+/// the Docker backend): its console and output, and `run`, which delivers the signals it is given
+/// while Factorio lives and then says how it ended. [`ServerHandle::supervise`] does the rest the
+/// same way for every backend: output parsing, readiness, RCON, the stop escalation, the report.
+pub(crate) struct Started<O, E> {
+    pub pid: Option<u32>,
+    pub stdin: Option<ConsoleInput>,
+    pub stdout: Option<O>,
+    pub stderr: Option<E>,
+    pub run: Box<dyn FnOnce(mpsc::UnboundedReceiver<i32>) -> BoxFuture<Ended> + Send>,
+    /// Where the game's `script-output/` is on this machine (IPC file payloads).
+    pub script_output: PathBuf,
+}
+
 struct Inner {
     pid: Option<u32>,
     status: watch::Receiver<Status>,
     signals: mpsc::UnboundedSender<i32>,
-    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+    stdin: tokio::sync::Mutex<Option<ConsoleInput>>,
     rcon: OnceLock<Arc<RconClient>>,
     rcon_config: Option<(SocketAddr, String)>,
     rcon_timeouts: RconTimeouts,
@@ -155,19 +184,54 @@ impl FactorioServer {
             message: e.to_string(),
         })?;
         let pid = child.id();
-        let stdin = child.stdin.take();
+        let stdin = child.stdin.take().map(|s| Box::new(s) as ConsoleInput);
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
+        let started = Started {
+            pid,
+            stdin,
+            stdout,
+            stderr,
+            run: Box::new(move |signals| Box::pin(wait_child(child, signals))),
+            script_output: spec.write_dir.join("script-output"),
+        };
+        Ok(ServerHandle::supervise(
+            started,
+            spec.args.rcon.clone(),
+            spec.rcon_timeouts,
+            false,
+        ))
+    }
+}
 
+impl ServerHandle {
+    /// Watches a started Factorio: parses its output into events, tracks its progress, and sends
+    /// the exit report as the last event. `running` is for a server found already running (a
+    /// container adopted after a host restart): it counts as ready, with RCON at `rcon`.
+    pub(crate) fn supervise<O, E>(
+        started: Started<O, E>,
+        rcon: Option<(SocketAddr, String)>,
+        rcon_timeouts: RconTimeouts,
+        running: bool,
+    ) -> (ServerHandle, mpsc::Receiver<ServerEvent>)
+    where
+        O: AsyncRead + Unpin + Send + 'static,
+        E: AsyncRead + Unpin + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
-        let (status_tx, status_rx) = watch::channel(Status::default());
+        let mut initial = Status::default();
+        if running {
+            initial.game_ready = true;
+            initial.rcon_listening = rcon.as_ref().map(|(a, _)| a.to_string());
+        }
+        let (status_tx, status_rx) = watch::channel(initial);
         let status_tx = Arc::new(status_tx);
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
         let (sig_tx, sig_rx) = mpsc::unbounded_channel();
         let requested = Arc::new(AtomicBool::new(false));
 
-        let out_task = stdout.map(|s| {
-            let script_output = spec.write_dir.join("script-output");
+        let script_output = started.script_output;
+        let out_task = started.stdout.map(|s| {
             tokio::spawn(read_stdout(
                 s,
                 tx.clone(),
@@ -176,10 +240,11 @@ impl FactorioServer {
                 script_output,
             ))
         });
-        let err_task = stderr.map(|s| tokio::spawn(read_stderr(s, tx.clone(), tail.clone())));
-        tokio::spawn(wait_child(
-            child,
-            sig_rx,
+        let err_task = started
+            .stderr
+            .map(|s| tokio::spawn(read_stderr(s, tx.clone(), tail.clone())));
+        tokio::spawn(report_exit(
+            (started.run)(sig_rx),
             [out_task, err_task],
             tx,
             status_tx,
@@ -189,17 +254,17 @@ impl FactorioServer {
 
         let handle = ServerHandle {
             inner: Arc::new(Inner {
-                pid,
+                pid: started.pid,
                 status: status_rx,
                 signals: sig_tx,
-                stdin: tokio::sync::Mutex::new(stdin),
+                stdin: tokio::sync::Mutex::new(started.stdin),
                 rcon: OnceLock::new(),
-                rcon_config: spec.args.rcon.clone(),
-                rcon_timeouts: spec.rcon_timeouts,
+                rcon_config: rcon,
+                rcon_timeouts,
                 requested,
             }),
         };
-        Ok((handle, rx))
+        (handle, rx)
     }
 }
 
@@ -260,8 +325,8 @@ async fn forward_ipc(
     let _ = tx.send(event).await;
 }
 
-async fn read_stdout(
-    out: tokio::process::ChildStdout,
+async fn read_stdout<R: AsyncRead + Unpin + Send>(
+    out: R,
     tx: mpsc::Sender<ServerEvent>,
     status: Arc<watch::Sender<Status>>,
     tail: Arc<Mutex<VecDeque<String>>>,
@@ -301,8 +366,8 @@ async fn read_stdout(
     }
 }
 
-async fn read_stderr(
-    err: tokio::process::ChildStderr,
+async fn read_stderr<R: AsyncRead + Unpin + Send>(
+    err: R,
     tx: mpsc::Sender<ServerEvent>,
     tail: Arc<Mutex<VecDeque<String>>>,
 ) {
@@ -315,16 +380,8 @@ async fn read_stderr(
 }
 
 /// Owns the child: delivers signals while it is alive (so a pid is never signalled after it was
-/// reaped and possibly reused), then reports the exit as the last event.
-async fn wait_child(
-    mut child: Child,
-    mut signals: mpsc::UnboundedReceiver<i32>,
-    readers: [Option<tokio::task::JoinHandle<()>>; 2],
-    tx: mpsc::Sender<ServerEvent>,
-    status: Arc<watch::Sender<Status>>,
-    tail: Arc<Mutex<VecDeque<String>>>,
-    requested: Arc<AtomicBool>,
-) {
+/// reaped and possibly reused), then says how it ended.
+async fn wait_child(mut child: Child, mut signals: mpsc::UnboundedReceiver<i32>) -> Ended {
     let pid = child.id();
     let exit = loop {
         tokio::select! {
@@ -338,19 +395,40 @@ async fn wait_child(
             }
         }
     };
+    use std::os::unix::process::ExitStatusExt;
+    match &exit {
+        Ok(st) => Ended {
+            code: st.code(),
+            signal: st.signal(),
+            oom_killed: false,
+        },
+        Err(_) => Ended::default(),
+    }
+}
+
+/// Waits for the end, then reports it as the last event.
+async fn report_exit(
+    ended: BoxFuture<Ended>,
+    readers: [Option<tokio::task::JoinHandle<()>>; 2],
+    tx: mpsc::Sender<ServerEvent>,
+    status: Arc<watch::Sender<Status>>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    requested: Arc<AtomicBool>,
+) {
+    let Ended {
+        code,
+        signal,
+        oom_killed,
+    } = ended.await;
     // Let the readers drain what is left in the pipes, so `Exited` comes after the last line.
     for r in readers.into_iter().flatten() {
         let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
     }
-    use std::os::unix::process::ExitStatusExt;
-    let (code, signal) = match &exit {
-        Ok(st) => (st.code(), st.signal()),
-        Err(_) => (None, None),
-    };
     let s = status.borrow().clone();
     let report = ExitReport {
         code,
         signal,
+        oom_killed,
         graceful: s.goodbye && s.quit_saved && signal.is_none(),
         requested: requested.load(Ordering::SeqCst),
         last_lines: tail
@@ -498,6 +576,7 @@ impl ServerHandle {
         ExitReport {
             code: None,
             signal: None,
+            oom_killed: false,
             graceful: false,
             requested: true,
             last_lines: Vec::new(),

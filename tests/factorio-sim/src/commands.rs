@@ -562,12 +562,23 @@ impl Game {
                 }
                 Err(_) => Err("usage: /standin hang <ms>".into()),
             },
+            // Memory that is used and kept (a leak), to be killed by a memory limit.
+            "alloc" => match name.parse::<usize>() {
+                Ok(mb) => {
+                    let block = Box::leak(vec![0u8; mb << 20].into_boxed_slice());
+                    for page in block.chunks_mut(4096) {
+                        page[0] = 1;
+                    }
+                    Ok(())
+                }
+                Err(_) => Err("usage: /standin alloc <MB>".into()),
+            },
             "research" if !name.is_empty() => self.research(&name, &tail),
             "subspace" if matches!(name.as_str(), "put" | "request") => {
                 self.subspace(&name, &tail)
             }
             _ => Err(
-                "usage: /standin join|leave|chat|command|refuse|crash|tick|hang|research|ban|unban|promote|demote|subspace …".into(),
+                "usage: /standin join|leave|chat|command|refuse|crash|tick|hang|alloc|research|ban|unban|promote|demote|subspace …".into(),
             ),
         };
         match r {

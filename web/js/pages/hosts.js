@@ -73,7 +73,7 @@ export function mount(main) {
       h(
         "table",
         { id: "hosts-table" },
-        h("thead", {}, h("tr", {}, ["Name", "Status", "Version", "Address", "Last seen", "Instances", ""].map((c) => h("th", { scope: "col" }, c)))),
+        h("thead", {}, h("tr", {}, ["Name", "Status", "Version", "Backend", "Address", "Last seen", "Instances", ""].map((c) => h("th", { scope: "col" }, c)))),
         h(
           "tbody",
           {},
@@ -101,6 +101,7 @@ export function mount(main) {
               h("th", { scope: "row" }, host.name),
               h("td", {}, h("span", { class: ["badge", `st-${status}`] }, status)),
               h("td", {}, host.version || ""),
+              h("td", { class: host.backend?.error ? "err" : null, title: host.backend?.error || null }, host.backend ? (host.backend.error ? `${host.backend.name} (unavailable)` : host.backend.name) : ""),
               h("td", {}, host.address || ""),
               h("td", {}, host.connected ? "now" : timeEl(host.last_seen_at)),
               h(

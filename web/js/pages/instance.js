@@ -37,6 +37,8 @@ const CONFIG_KEYS = {
   backup_interval_minutes: [(v) => isInt(v) && v >= 0, "a whole number of minutes (0 = off)"],
   backup_retention: [(v) => isInt(v) && v >= 1, "a whole number of copies (1 or more)"],
   sync_lists: [(v) => typeof v === "boolean", "true or false"],
+  memory_limit_mb: [(v) => isInt(v) && v >= 0, "a whole number of MB (0 = none; Docker backend)"],
+  cpu_limit: [(v) => typeof v === "number" && v >= 0, "a number of CPUs, e.g. 1.5 (0 = none; Docker backend)"],
 };
 
 /** Returns {config, errors, warnings} for the editor's text. */
@@ -155,6 +157,7 @@ function overviewTab(inst, box) {
       row("Status", statusBadge(i.status)),
       row("Host", i.host ? h("a", { href: "#/hosts" }, i.host) : "not assigned"),
       row("Game port", i.game_port ? String(i.game_port) : "chosen at start"),
+      i.container ? row("Container", `${i.container.name} (${i.container.id.slice(0, 12)}), memory ${i.container.memory_limit_mb ? `${i.container.memory_limit_mb} MB` : "unlimited"}, CPU ${i.container.cpu_limit ?? "unlimited"}`) : null,
       row("Created", timeEl(i.created_at)),
       row("Updated", timeEl(i.updated_at)),
       i.message ? row("Last message", i.message) : null,

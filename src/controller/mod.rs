@@ -11,10 +11,11 @@ mod instances;
 mod metrics;
 pub mod requests;
 mod session;
+mod settings;
 mod socket;
 mod web;
 
-use crate::config::ControllerConfig;
+use crate::config::{ControllerConfig, Schema};
 use crate::link::SOCKET_PATH;
 use crate::shutdown::Shutdown;
 use crate::store::{self, HostRecord, InstanceRecord, Store};
@@ -36,7 +37,13 @@ use warp::Filter;
 const HOST_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct Controller {
+    /// The settings it started with.
     pub cfg: ControllerConfig,
+    /// The settings as `config-master.json` now says (edits apply live where their field
+    /// allows, else at the next start).
+    settings: std::sync::Mutex<ControllerConfig>,
+    /// Every instance setting: the core's and the plugins'.
+    pub instance_schema: Schema,
     pub store: Store,
     hub: Hub,
     metrics: Metrics,
@@ -77,6 +84,8 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         history: history::History::default(),
         host_ports: std::sync::Mutex::new(HashMap::new()),
         store,
+        settings: std::sync::Mutex::new(cfg.clone()),
+        instance_schema: crate::config::instance_schema(&[]),
         cfg,
     });
     ctl.shutdown.listen_for_signals()?;
@@ -225,7 +234,7 @@ fn routes(
         .and(with_ctl)
         .then(
             |authorization: Option<String>, ctl: Arc<Controller>| async move {
-                let result = if ctl.cfg.metrics_public {
+                let result = if ctl.settings().metrics_public {
                     Ok(())
                 } else {
                     match auth::bearer(authorization.as_deref()) {
@@ -263,7 +272,29 @@ fn routes(
         .or(web::routes())
 }
 
+/// What an instance view shows only to readers of its config.
+const CONFIG_KEYS: [&str; 3] = ["config", "secrets", "pending_restart"];
+
+/// An instance view as `actor` may see it: without `core.instance.get_config` just the name,
+/// status, host, port and players.
+pub fn view_for(has_config: bool, mut view: Value) -> Value {
+    if !has_config && let Value::Object(m) = &mut view {
+        for k in CONFIG_KEYS {
+            m.remove(k);
+        }
+    }
+    view
+}
+
 impl Controller {
+    /// The controller's settings as `config-master.json` now says.
+    pub fn settings(&self) -> ControllerConfig {
+        self.settings
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
     pub fn status(&self) -> Value {
         json!({
             "name": "clustorio",
@@ -292,6 +323,12 @@ impl Controller {
         } else {
             live
         };
+        // Secrets never enter a view: readers see whether each is set.
+        let (config, secrets) = self.instance_schema.redact(&rec.config);
+        let pending = match &rec.running_config {
+            Some(running) => self.instance_schema.pending_restart(running, &rec.config),
+            None => Vec::new(),
+        };
         json!({
             "id": rec.id,
             "name": rec.name,
@@ -302,7 +339,9 @@ impl Controller {
             "players_online": live.players,
             "message": live.message,
             "desired": rec.desired,
-            "config": rec.config,
+            "config": config,
+            "secrets": secrets,
+            "pending_restart": pending,
             "created_at": rec.created_at,
             "updated_at": rec.updated_at,
         })

@@ -350,8 +350,7 @@ pub static HOST: &[Field] = &[
     Field::new("host_token", text(255), D::Str(""))
         .title("Host token")
         .about("This host's own token, saved here after it registered with the join token.")
-        .secret()
-        .restart(),
+        .secret(),
     Field::new("host_name", text_rule(64, PLAIN_NAME), D::Str(""))
         .title("Host name")
         .about("This slave's name in the cluster (letters, digits, - _ .), unique.")

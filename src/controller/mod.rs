@@ -39,8 +39,10 @@ const HOST_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Controller {
     /// The settings it started with.
     pub cfg: ControllerConfig,
-    /// The settings as `config-master.json` now says (edits apply live where their field
-    /// allows, else at the next start).
+    /// The settings as `config-master.json` and the environment said at the start (without
+    /// command-line overrides such as `--port`), and as they say now: edits apply live where
+    /// their field allows, else at the next start.
+    loaded: ControllerConfig,
     settings: std::sync::Mutex<ControllerConfig>,
     /// Every instance setting: the core's and the plugins'.
     pub instance_schema: Schema,
@@ -71,6 +73,7 @@ struct Live {
 /// Runs the controller in `dir` until shutdown.
 pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     let store = Store::open(dir)?;
+    let loaded = ControllerConfig::load(dir).unwrap_or_else(|_| cfg.clone());
     if let Some((user, token)) = bootstrap(&store, &cfg).await? {
         println!("First start: created admin user '{user}'. Login token (shown once): {token}");
     }
@@ -84,7 +87,8 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         history: history::History::default(),
         host_ports: std::sync::Mutex::new(HashMap::new()),
         store,
-        settings: std::sync::Mutex::new(cfg.clone()),
+        loaded: loaded.clone(),
+        settings: std::sync::Mutex::new(loaded),
         instance_schema: crate::config::instance_schema(&[]),
         cfg,
     });

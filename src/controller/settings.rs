@@ -49,7 +49,7 @@ impl Controller {
         let to_json = |c: &ControllerConfig| serde_json::to_value(c).unwrap_or(Value::Null);
         config::settings_view(
             &config::controller_schema(&[]),
-            &to_json(&self.cfg),
+            &to_json(&self.loaded),
             &to_json(&self.settings()),
         )
     }

@@ -12,6 +12,7 @@ import * as users from "./pages/users.js";
 import * as roles from "./pages/roles.js";
 import * as mods from "./pages/mods.js";
 import * as audit from "./pages/audit.js";
+import * as settings from "./pages/settings.js";
 
 /** Nav entries: route, label, the permission needed to see the page. */
 const NAV = [
@@ -22,9 +23,10 @@ const NAV = [
   ["roles", "Roles", "core.role.list"],
   ["mods", "Mods", "core.mod.list"],
   ["audit", "Audit log", "core.log.query"],
+  ["settings", "Settings", "core.controller.get_config"],
 ];
 
-const PAGES = { overview, hosts, instances, users, roles, mods, audit };
+const PAGES = { overview, hosts, instances, users, roles, mods, audit, settings };
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");

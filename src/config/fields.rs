@@ -68,7 +68,7 @@ pub static INSTANCE: &[Field] = &[
     // Server: how players find and join it.
     Field::new("server_settings.name", text(200), D::Str(""))
         .title("Server name")
-        .about("Name in the server browser; empty: \"<cluster name> - <instance name>\".")
+        .about("Name in the server browser; empty: the cluster's name, a dash and the instance's name.")
         .section(SERVER)
         .restart(),
     Field::new("server_settings.description", text(5000), D::Str(""))
@@ -198,7 +198,7 @@ pub static INSTANCE: &[Field] = &[
         .section(GAME)
         .restart(),
     // Backups: copies of the save on the controller.
-    Field::new("backup_interval_minutes", Kind::Number { min: 0.0, max: 10080.0 }, D::Num(0.0))
+    Field::new("backup_interval_minutes", Kind::Number { min: 0.0, max: 10080.0 }, D::Int(0))
         .title("Backup interval")
         .about("Copy the save to the controller this often (minutes) while running; 0 = off.")
         .section(BACKUPS)

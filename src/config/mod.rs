@@ -53,6 +53,54 @@ pub fn host_schema(extra: &[&'static [Field]]) -> Schema {
     )
 }
 
+/// One plugin's settings, by kind; `const`-constructible, so a plugin declares it once:
+/// `pub const SETTINGS: PluginSettings = PluginSettings { instance: &[Field::new(…)], ..PluginSettings::NONE };`
+#[derive(Debug, Clone, Copy)]
+pub struct PluginSettings {
+    pub instance: &'static [Field],
+    pub controller: &'static [Field],
+    pub host: &'static [Field],
+}
+
+impl PluginSettings {
+    pub const NONE: PluginSettings = PluginSettings {
+        instance: &[],
+        controller: &[],
+        host: &[],
+    };
+}
+
+/// The three schemas a running controller or host uses: the core's fields and its plugins'.
+#[derive(Debug, Clone)]
+pub struct Schemas {
+    pub instance: Schema,
+    pub controller: Schema,
+    pub host: Schema,
+}
+
+impl Schemas {
+    /// The core's fields and those of `plugins` (the enabled ones, in the registry's order).
+    pub fn new(plugins: &[PluginSettings]) -> Schemas {
+        let pick = |f: fn(&PluginSettings) -> &'static [Field]| -> Vec<&'static [Field]> {
+            plugins.iter().map(f).collect()
+        };
+        Schemas {
+            instance: instance_schema(&pick(|p| p.instance)),
+            controller: controller_schema(&pick(|p| p.controller)),
+            host: host_schema(&pick(|p| p.host)),
+        }
+    }
+
+    /// `GET /api/v1/config/schema`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "instance": self.instance.to_json(),
+            "controller": self.controller.to_json(),
+            "host": self.host.to_json(),
+        })
+    }
+}
+
 fn with_extra(
     read: &'static str,
     write: &'static str,

@@ -4,17 +4,22 @@
 //! link, ctl, web UI), JSON merge patches, secret masking, the environment variables the
 //! entrypoint reads, `GET /api/v1/config/schema`, the web UI's forms and the README's tables.
 //!
-//! Fields are `const`-constructible, so a plugin declares its own as a `static` slice and hands it
-//! to [`Schema::new`] next to the core's:
+//! Fields are `const`-constructible, so a plugin declares its own once, as a constant, and the
+//! registry hands it to [`super::Schemas::new`] next to the core's (one line per plugin):
 //!
 //! ```
-//! use clustorio::config::schema::{Field, Kind, Default};
-//! pub static FIELDS: &[Field] = &[Field::new("research_sync.enabled", Kind::Bool, Default::Bool(true))
-//!     .title("Research sync")
-//!     .about("Share researched technologies between the cluster's instances.")
-//!     .restart()];
-//! let schema = clustorio::config::instance_schema(&[FIELDS]);
-//! assert!(schema.field("research_sync.enabled").is_some());
+//! use clustorio::config::schema::{Default, Field, Kind};
+//! use clustorio::config::{PluginSettings, Schemas};
+//! pub const SETTINGS: PluginSettings = PluginSettings {
+//!     instance: &[Field::new("research_sync.enabled", Kind::Bool, Default::Bool(true))
+//!         .title("Research sync")
+//!         .about("Share researched technologies between the cluster's instances.")
+//!         .restart()],
+//!     ..PluginSettings::NONE
+//! };
+//! let schemas = Schemas::new(&[SETTINGS]);
+//! assert!(schemas.instance.field("research_sync.enabled").is_some());
+//! assert!(schemas.instance.field("server_settings.max_players").is_some());
 //! ```
 //!
 //! Dotted names nest: `server_settings.max_players` is stored as

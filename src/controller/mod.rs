@@ -15,7 +15,7 @@ mod settings;
 mod socket;
 mod web;
 
-use crate::config::{ControllerConfig, Schema};
+use crate::config::{ControllerConfig, Schemas};
 use crate::link::SOCKET_PATH;
 use crate::shutdown::Shutdown;
 use crate::store::{self, HostRecord, InstanceRecord, Store};
@@ -44,8 +44,8 @@ pub struct Controller {
     /// their field allows, else at the next start.
     loaded: ControllerConfig,
     settings: std::sync::Mutex<ControllerConfig>,
-    /// Every instance setting: the core's and the plugins'.
-    pub instance_schema: Schema,
+    /// Every setting (instance, controller, host): the core's and the plugins'.
+    pub schemas: Schemas,
     pub store: Store,
     hub: Hub,
     metrics: Metrics,
@@ -89,7 +89,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         store,
         loaded: loaded.clone(),
         settings: std::sync::Mutex::new(loaded),
-        instance_schema: crate::config::instance_schema(&[]),
+        schemas: Schemas::new(&[]),
         cfg,
     });
     ctl.shutdown.listen_for_signals()?;
@@ -328,9 +328,9 @@ impl Controller {
             live
         };
         // Secrets never enter a view: readers see whether each is set.
-        let (config, secrets) = self.instance_schema.redact(&rec.config);
+        let (config, secrets) = self.schemas.instance.redact(&rec.config);
         let pending = match &rec.running_config {
-            Some(running) => self.instance_schema.pending_restart(running, &rec.config),
+            Some(running) => self.schemas.instance.pending_restart(running, &rec.config),
             None => Vec::new(),
         };
         json!({

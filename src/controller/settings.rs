@@ -22,12 +22,13 @@ impl Controller {
         field: &str,
     ) -> Result<Value, ApiError> {
         let f = self
-            .instance_schema
+            .schemas
+            .instance
             .field(field)
             .filter(|f| f.secret)
             .ok_or_else(|| ApiError::bad_request(format!("{field} is not a secret setting")))?;
         let rec = self.record(&instance).await?;
-        let value = schema::get_path(&self.instance_schema.resolve(&rec.config), f.name)
+        let value = schema::get_path(&self.schemas.instance.resolve(&rec.config), f.name)
             .cloned()
             .unwrap_or(Value::Null);
         let (w, name) = (who.to_string(), rec.name.clone());
@@ -48,7 +49,7 @@ impl Controller {
     pub fn controller_config_view(&self) -> Value {
         let to_json = |c: &ControllerConfig| serde_json::to_value(c).unwrap_or(Value::Null);
         config::settings_view(
-            &config::controller_schema(&[]),
+            &self.schemas.controller,
             &to_json(&self.loaded),
             &to_json(&self.settings()),
         )
@@ -60,9 +61,9 @@ impl Controller {
         who: &str,
         patch: &Value,
     ) -> Result<Value, ApiError> {
-        let schema = config::controller_schema(&[]);
+        let schema = &self.schemas.controller;
         let file = self.data_dir.join(CONTROLLER_CONFIG_FILE);
-        config::patch_file(&file, &schema, patch)
+        config::patch_file(&file, schema, patch)
             .map_err(|e| ApiError::new(500, "internal", format!("{e:#}")))?
             .map_err(ApiError::refused)?;
         let now = ControllerConfig::load(&self.data_dir)
@@ -101,7 +102,7 @@ impl Controller {
                 .await
                 .map_err(host_error);
         };
-        let schema = config::host_schema(&[]);
+        let schema = &self.schemas.host;
         schema.check_patch(&patch).map_err(ApiError::refused)?;
         let view = self
             .hub

@@ -178,7 +178,7 @@ impl Instance {
 impl Host {
     /// An instance's effective settings: the schema's defaults with its stored config over them.
     pub fn settings(&self, inst: &Instance) -> Value {
-        self.instance_schema.resolve(&inst.stored_config())
+        self.schemas.instance.resolve(&inst.stored_config())
     }
 
     pub fn report(&self, inst: &Instance, message: Option<&str>) {

@@ -38,8 +38,8 @@ pub struct Host {
     instances: Mutex<HashMap<i64, Arc<Instance>>>,
     lists: Mutex<UserLists>,
     cluster_name: Mutex<String>,
-    /// Every instance setting (the core's and the plugins'), for their defaults.
-    pub instance_schema: crate::config::Schema,
+    /// Every setting (the core's and the plugins'): instance defaults, this host's config.
+    pub schemas: crate::config::Schemas,
 }
 
 /// Where Factorio is: `factorio_directory`, else `./factorio`, else the working dir itself.
@@ -102,7 +102,7 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
         instances: Mutex::new(HashMap::new()),
         lists: Mutex::new(UserLists::default()),
         cluster_name: Mutex::new(String::new()),
-        instance_schema: crate::config::instance_schema(&[]),
+        schemas: crate::config::Schemas::new(&[]),
         cfg,
     });
     host.load_instances().await?;
@@ -382,9 +382,9 @@ impl Host {
     /// This host's settings view, after applying `data.config` (a merge patch) when `update`.
     /// Secrets are masked here: their values never leave the host.
     fn config_request(&self, data: &Value, update: bool) -> Result<Value, ErrorBody> {
-        let schema = crate::config::host_schema(&[]);
+        let schema = &self.schemas.host;
         if update {
-            crate::config::patch_file(&self.dir.join(HOST_CONFIG_FILE), &schema, &data["config"])
+            crate::config::patch_file(&self.dir.join(HOST_CONFIG_FILE), schema, &data["config"])
                 .map_err(|e| err("io", format!("{e:#}")))?
                 .map_err(|r| err("bad_request", r.message))?;
             tracing::info!("config-slave.json changed from the controller");
@@ -392,7 +392,7 @@ impl Host {
         let now = HostConfig::load(&self.dir).map_err(|e| err("bad_request", format!("{e:#}")))?;
         let to_json = |c: &HostConfig| serde_json::to_value(c).unwrap_or(Value::Null);
         Ok(crate::config::settings_view(
-            &schema,
+            schema,
             &to_json(&self.cfg),
             &to_json(&now),
         ))

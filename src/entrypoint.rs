@@ -8,8 +8,8 @@
 //! before anything is written. Values are never echoed for secrets (`MASTER_TOKEN`).
 
 use crate::config::{
-    CONTROLLER_CONFIG_FILE, CONTROLLER_ENV, ControllerConfig, HOST_CONFIG_FILE, HOST_ENV,
-    HostConfig, LogLevel, coerce_env, env_values, init_logging,
+    CONTROLLER_CONFIG_FILE, ControllerConfig, HOST_CONFIG_FILE, HostConfig, LogLevel, Schema,
+    coerce_env, controller_env, controller_schema, env_values, host_env, host_schema, init_logging,
 };
 use anyhow::Context;
 use serde_json::Value;
@@ -98,9 +98,10 @@ fn main_name(table: &[(&'static str, &'static str)], key: &str) -> &'static str 
 /// Checks the values that are set; unset ones are the config file's or the defaults' business.
 fn check_values(mode: Mode, get: Lookup) -> Result<(), EntrypointError> {
     let table = match mode {
-        Mode::Controller => CONTROLLER_ENV,
-        Mode::Host => HOST_ENV,
+        Mode::Controller => controller_env(),
+        Mode::Host => host_env(),
     };
+    let table = table.as_slice();
     if let Some((var, level)) = setting(table, "log_level", get) {
         let quoted = Value::String(level.to_ascii_lowercase());
         if serde_json::from_value::<LogLevel>(quoted).is_err() {
@@ -165,19 +166,19 @@ fn check_host_ready(file: &Value) -> Result<(), EntrypointError> {
     if !has("controller_url") {
         return Err(usage(format!(
             "{} is not set: the master's address, like http://172.18.0.1:8081",
-            main_name(HOST_ENV, "controller_url")
+            main_name(&host_env(), "controller_url")
         )));
     }
     if !has("host_name") {
         return Err(usage(format!(
             "{} is not set: a name for this slave, unique in the cluster (letters, digits, - _ .)",
-            main_name(HOST_ENV, "host_name")
+            main_name(&host_env(), "host_name")
         )));
     }
     if !has("controller_token") && !has("host_token") {
         return Err(usage(format!(
             "{} is not set: copy the join token from the master's console (type `token`)",
-            main_name(HOST_ENV, "controller_token")
+            main_name(&host_env(), "controller_token")
         )));
     }
     Ok(())
@@ -185,7 +186,12 @@ fn check_host_ready(file: &Value) -> Result<(), EntrypointError> {
 
 /// Writes `file` in `dir`: keys from `env` set, every other key kept; tmp + fsync + rename.
 /// Returns the merged document.
-pub fn write_config(dir: &Path, file: &str, env: &[(&str, &str)]) -> anyhow::Result<Value> {
+pub fn write_config(
+    dir: &Path,
+    file: &str,
+    schema: &Schema,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Value> {
     let path = dir.join(file);
     let mut value: Value = match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => serde_json::from_str(&text).with_context(|| {
@@ -201,7 +207,7 @@ pub fn write_config(dir: &Path, file: &str, env: &[(&str, &str)]) -> anyhow::Res
     let Some(map) = value.as_object_mut() else {
         anyhow::bail!("{} must hold a JSON object", path.display());
     };
-    if let Value::Object(from_env) = coerce_env(env_values(env)) {
+    if let Value::Object(from_env) = coerce_env(schema, env_values(env)) {
         for (k, v) in from_env {
             map.insert(k, v);
         }
@@ -219,7 +225,8 @@ pub fn run(dir: &Path) -> Result<(), EntrypointError> {
     let runtime = crate::runtime().map_err(EntrypointError::Failed)?;
     match mode {
         Mode::Controller => {
-            write_config(dir, CONTROLLER_CONFIG_FILE, CONTROLLER_ENV)?;
+            let schema = controller_schema(&[]);
+            write_config(dir, CONTROLLER_CONFIG_FILE, &schema, &schema.env())?;
             let cfg = ControllerConfig::load(dir)?;
             init_logging(cfg.log_level);
             runtime
@@ -227,7 +234,8 @@ pub fn run(dir: &Path) -> Result<(), EntrypointError> {
                 .map_err(usage_or_failure)?;
         }
         Mode::Host => {
-            let merged = write_config(dir, HOST_CONFIG_FILE, HOST_ENV)?;
+            let schema = host_schema(&[]);
+            let merged = write_config(dir, HOST_CONFIG_FILE, &schema, &schema.env())?;
             check_host_ready(&merged)?;
             let cfg = HostConfig::load(dir)?;
             init_logging(cfg.log_level);
@@ -280,7 +288,7 @@ mod tests {
             ("CLUSTORIO_TEST_PORT", "port"),
             ("CLUSTORIO_TEST_EMPTY", "my_note"),
         ];
-        let merged = write_config(dir.path(), "x.json", &env).unwrap();
+        let merged = write_config(dir.path(), "x.json", &controller_schema(&[]), &env).unwrap();
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         assert_eq!(v, merged, "what is returned is what was written");
         assert_eq!(v["cluster_name"], "from env");
@@ -296,7 +304,7 @@ mod tests {
     #[test]
     fn a_missing_file_is_created() {
         let dir = tempfile::tempdir().unwrap();
-        let merged = write_config(dir.path(), "new.json", &[]).unwrap();
+        let merged = write_config(dir.path(), "new.json", &controller_schema(&[]), &[]).unwrap();
         assert_eq!(merged, serde_json::json!({}));
         assert!(dir.path().join("new.json").is_file());
     }
@@ -305,14 +313,14 @@ mod tests {
     fn a_broken_config_file_is_a_clear_error_and_stays_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("x.json"), "{oops").unwrap();
-        let e = write_config(dir.path(), "x.json", &[]).unwrap_err();
+        let e = write_config(dir.path(), "x.json", &controller_schema(&[]), &[]).unwrap_err();
         assert!(format!("{e:#}").contains("not valid JSON"));
         assert_eq!(
             std::fs::read_to_string(dir.path().join("x.json")).unwrap(),
             "{oops"
         );
         std::fs::write(dir.path().join("x.json"), "[1]").unwrap();
-        let e = write_config(dir.path(), "x.json", &[]).unwrap_err();
+        let e = write_config(dir.path(), "x.json", &controller_schema(&[]), &[]).unwrap_err();
         assert!(format!("{e:#}").contains("must hold a JSON object"));
     }
 

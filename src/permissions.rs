@@ -48,6 +48,7 @@ permissions! {
     "core.instance.create", false, "Create instance", "Create new instances.";
     "core.instance.get_config", false, "Read instance config", "Read an instance's configuration.";
     "core.instance.update_config", false, "Modify instance config", "Change an instance's configuration.";
+    "core.instance.reveal_secret", false, "Reveal instance secrets", "See the value of an instance's secret setting (game password, factorio.com token) on request; each reveal is audited.";
     "core.instance.assign", false, "Assign instance", "Assign an instance to a host.";
     "core.instance.save.list", false, "List saves", "See an instance's saves.";
     "core.instance.save.subscribe", false, "Subscribe to saves", "Receive live save list updates.";

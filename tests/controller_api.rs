@@ -377,7 +377,7 @@ async fn users_roles_instances_and_audit_round_trip() {
         "POST",
         "/api/v1/instances",
         Some(&t),
-        Some(json!({"name": "nauvis", "config": {"max_players": 10}})),
+        Some(json!({"name": "nauvis", "config": {"server_settings": {"max_players": 10}}})),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED);
@@ -398,11 +398,14 @@ async fn users_roles_instances_and_audit_round_trip() {
         "PATCH",
         "/api/v1/instances/nauvis",
         Some(&t),
-        Some(json!({"config": {"description": "main", "max_players": null}})),
+        Some(json!({"config": {"server_settings": {"description": "main", "max_players": null}}})),
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(i["config"], json!({"description": "main"}));
+    assert_eq!(
+        i["config"],
+        json!({"server_settings": {"description": "main"}})
+    );
     let (s, by_id) = call(
         &client,
         &c,

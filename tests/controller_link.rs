@@ -146,7 +146,7 @@ async fn requests_over_the_link_are_answered_and_checked() {
     let id = link
         .request(
             "instance_create",
-            json!({"name": "via-link", "config": {"a": 1}}),
+            json!({"name": "via-link", "config": {"auto_start": true}}),
         )
         .await;
     let r = link.response(id).await;

@@ -765,6 +765,86 @@ fn login_saves_the_connection_and_later_commands_use_it() {
 }
 
 #[test]
+fn config_values_are_read_by_their_type_and_refusals_name_the_rule() {
+    json(&["instance", "create", "typed"]);
+    // A number-looking name stays text; a comma list is a list; yes is true.
+    let set = |key: &str, value: &str| ok(&["instance", "config", "set", "typed", key, value]);
+    assert_eq!(
+        set("server_settings.name", "2024").trim(),
+        "typed: server_settings.name = \"2024\""
+    );
+    set("server_settings.tags", "pvp,modded");
+    set("auto_start", "yes");
+    let cfg = json(&["instance", "config", "show", "typed"]);
+    assert_eq!(cfg["server_settings"]["name"], "2024");
+    assert_eq!(cfg["server_settings"]["tags"], json!(["pvp", "modded"]));
+    assert_eq!(cfg["auto_start"], true);
+    // The controller's refusal, as it says it; nothing changes.
+    run(&[
+        "instance",
+        "config",
+        "set",
+        "typed",
+        "server_settings.max_players",
+        "lots",
+    ])
+    .fails_with("server_settings.max_players must be an integer from 0 to 65535");
+    run(&["instance", "config", "set", "typed", "game_port", "99999"])
+        .fails_with("game_port must be a port number from 1 to 65535");
+    run(&["instance", "config", "set", "typed", "no_such_setting", "1"])
+        .fails_with("no_such_setting is not a setting");
+    run(&[
+        "instance",
+        "create",
+        "typed2",
+        "--set",
+        "backup_retention=0",
+    ])
+    .fails_with("backup_retention must be an integer from 1 to 1000");
+    assert_eq!(json(&["instance", "config", "show", "typed"]), cfg);
+    // Secrets: marked, never printed.
+    assert_eq!(
+        set("server_settings.game_password", "s3cret-pw").trim(),
+        "typed: server_settings.game_password = <secret: set>"
+    );
+    let text = ok(&["instance", "config", "show", "typed"]);
+    assert!(
+        text.contains("\"game_password\": \"<secret: set>\""),
+        "{text}"
+    );
+    assert!(text.contains("\"token\": \"<secret: not set>\""), "{text}");
+    assert!(!text.contains("s3cret-pw"), "{text}");
+    assert!(!ok(&["instance", "show", "typed"]).contains("s3cret-pw"));
+    // The schema, for people and for scripts.
+    let text = ok(&["config", "schema"]);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("server_settings.max_players")
+                && l.contains("integer")
+                && l.contains("restart")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("server_settings.game_password") && l.contains("secret")),
+        "{text}"
+    );
+    assert!(
+        text.contains("controller settings") && text.contains("host settings"),
+        "{text}"
+    );
+    let schema = json(&["config", "schema", "--kind", "instance"]);
+    assert!(schema.get("controller").is_none());
+    assert!(
+        schema["instance"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "save_patching")
+    );
+}
+
+#[test]
 fn errors_are_one_line_with_exit_1_and_usage_errors_exit_2() {
     let c = cluster();
     run(&["instance", "show", "nosuch"])
@@ -772,8 +852,8 @@ fn errors_are_one_line_with_exit_1_and_usage_errors_exit_2() {
     run(&["instance", "start", "nosuch"]).fails_with("starting instance 'nosuch'");
     run(&["instance", "rcon", "nosuch", "/help"]).fails_with("sending RCON to instance 'nosuch'");
     run(&["instance", "logs", "nosuch", "-f"]).fails_with("following the log of instance 'nosuch'");
-    run(&["instance", "config", "set", "nosuch", "a.b", "1"])
-        .fails_with("getting instance 'nosuch'");
+    run(&["instance", "config", "set", "nosuch", "auto_start", "true"])
+        .fails_with("changing the config of instance 'nosuch'");
     run(&["--json", "instance", "show", "987654"]).fails_with("no instance '987654'");
 
     // No permission.

@@ -2,7 +2,9 @@
 //! `research/egg.md` §1.2–§1.3, §2 and the §9 checklist that can be checked on the file, and its
 //! variables agree with the configuration the binary reads.
 
-use clustorio::config::{CONTROLLER_ENV, ControllerConfig, HOST_ENV, HostConfig, LogLevel};
+use clustorio::config::{
+    LogLevel, Schema, controller_env, controller_schema, host_env, host_schema,
+};
 use serde_json::Value;
 use std::collections::HashSet;
 
@@ -229,10 +231,10 @@ fn the_egg_variables_are_the_ones_the_binary_reads() {
         .iter()
         .map(|v| v["env_variable"].as_str().unwrap().to_string())
         .collect();
-    let read: HashSet<&str> = CONTROLLER_ENV
-        .iter()
-        .chain(HOST_ENV)
-        .map(|(v, _)| *v)
+    let read: HashSet<&str> = controller_env()
+        .into_iter()
+        .chain(host_env())
+        .map(|(v, _)| v)
         .collect();
     // Read by the install script or the entrypoint itself, not by a config file.
     let extra = ["SERVER_MODE", "FACTORIO_VERSION"];
@@ -265,40 +267,48 @@ fn the_egg_variables_are_the_ones_the_binary_reads() {
     }
 }
 
-/// The config key `var` sets in `table`, if it is one of its names.
-fn key_of(table: &[(&str, &'static str)], var: &str) -> Option<&'static str> {
-    table.iter().find(|(v, _)| *v == var).map(|(_, k)| *k)
+/// The field `var` sets in `schema`, if it is one of its environment variables.
+fn field_of(schema: &Schema, var: &str) -> Option<&'static clustorio::config::Field> {
+    schema.fields().find(|f| f.env.contains(&var))
 }
 
 #[test]
 fn the_egg_describes_the_variables_as_the_binary_declares_them() {
     let egg = egg();
-    let controller_defaults = serde_json::to_value(ControllerConfig::default()).unwrap();
-    let host_defaults = serde_json::to_value(HostConfig::default()).unwrap();
+    let (controller_schema, host_schema) = (controller_schema(&[]), host_schema(&[]));
     for v in egg["variables"].as_array().unwrap() {
         let var = v["env_variable"].as_str().unwrap();
         let description = v["description"].as_str().unwrap();
         let default = v["default_value"].as_str().unwrap();
-        let controller = key_of(CONTROLLER_ENV, var);
+        let controller = field_of(&controller_schema, var);
+        let host = field_of(&host_schema, var);
         // FACTORIO_VERSION is read by the install script, which only slaves need.
-        let host = key_of(HOST_ENV, var).or((var == "FACTORIO_VERSION").then_some("-"));
+        let slaves_only = host.is_some() || var == "FACTORIO_VERSION";
         // "Master only" / "Slaves only" exactly when only that role reads the variable.
-        match (controller, host) {
-            (Some(_), None) => assert!(description.starts_with("Master only:"), "{var}"),
-            (None, Some(_)) => assert!(description.starts_with("Slaves only:"), "{var}"),
-            _ => assert!(
-                !description.contains("Master only") && !description.contains("Slaves only"),
-                "{var} is read by both roles (or picks the role)"
-            ),
-        }
-        // A default the egg fills in is the binary's own default for that key.
-        for (key, defaults) in [(controller, &controller_defaults), (host, &host_defaults)] {
-            let Some(config_default) = key.and_then(|k| defaults.get(k)) else {
-                continue;
-            };
+        let rest = match (controller.is_some(), slaves_only) {
+            (true, false) => description.strip_prefix("Master only: "),
+            (false, true) => description.strip_prefix("Slaves only: "),
+            _ => (!description.contains("Master only") && !description.contains("Slaves only"))
+                .then_some(description),
+        };
+        let rest = rest.unwrap_or_else(|| {
+            panic!("{var}: \"Master only: \" / \"Slaves only: \" exactly when one role reads it: {description}")
+        });
+        for field in [controller, host].into_iter().flatten() {
+            // The egg says what the field's declaration says (then what the panel user needs).
+            let declared = field.description.trim_end_matches('.');
+            let (first, tail) = declared.split_at(1);
+            assert!(
+                rest.starts_with(&format!("{}{tail}", first.to_lowercase()))
+                    || rest.starts_with(&format!("{}{tail}", first.to_uppercase())),
+                "{var}: the egg's description drifted from {}'s declaration\n egg:      {rest}\n declared: {}",
+                field.name,
+                field.description
+            );
+            // A default the egg fills in is the binary's own default for that key.
             if !default.is_empty() {
-                let config_default = match config_default {
-                    Value::String(s) => s.clone(),
+                let config_default = match field.default.to_value() {
+                    Value::String(s) => s,
                     other => other.to_string(),
                 };
                 assert_eq!(default, config_default, "{var}: egg and binary defaults");

@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A secret of instance beta that no page may show.
+const GAME_PASSWORD: &str = "pw-not-for-players-4711";
+
 /// How long a step waits for the page to show something.
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -535,27 +538,74 @@ async fn web_ui_in_a_real_browser() {
     })
     .await;
 
-    ui.step("config_editor_validates_and_saves", async {
+    ui.step("config_form_saves_shows_the_servers_message_and_restart_marks", async {
+        let (s, v) = api
+            .call(
+                "PATCH",
+                "/api/v1/instances/beta",
+                Some(json!({"config": {"server_settings": {"game_password": GAME_PASSWORD, "name": "Beta World"}}})),
+            )
+            .await;
+        if s != 200 {
+            bail!("setting a password: {s} {v}");
+        }
         ui.click("#tab-config").await?;
-        ui.fill("#config-editor", r#"{"game_port": "high"}"#)
-            .await?;
-        ui.wait_text("#config-problems", "\"game_port\" must be a port number")
-            .await?;
-        ui.wait_js(
-            "save disabled",
-            "document.querySelector('#config-save').disabled",
+        let max = "#cfg-server_settings-max_players";
+        ui.wait_js("the generated form", &format!("document.querySelector('{max}')")).await?;
+        // Sections, the right inputs, the restart mark on a restart-required field only.
+        for section in ["Server", "Game", "Backups", "Advanced"] {
+            ui.wait_text(&format!("#cfg-section-{section} legend"), section).await?;
+        }
+        ui.wait_js("a number input with the schema's range", &format!("document.querySelector('{max}').type === 'number' && document.querySelector('{max}').max === '65535'")).await?;
+        ui.wait_js("a checkbox for a bool", "document.querySelector('#cfg-auto_start').type === 'checkbox'").await?;
+        ui.wait_js("a select for an enum", "document.querySelector('#cfg-server_settings-allow_commands').tagName === 'SELECT'").await?;
+        ui.wait_text("[data-setting='server_settings.max_players'] .restart-mark", "restart to apply").await?;
+        ui.wait_js("no mark on a live field", "!document.querySelector(\"[data-setting='auto_start'] .restart-mark\")").await?;
+        // The secret shows as set, never its value.
+        ui.wait_text("#cfg-server_settings-game_password-note", "Set (hidden)").await?;
+        let page = ui.js("return document.documentElement.outerHTML + [...document.querySelectorAll('input')].map(i => i.value).join(' ')", vec![]).await?;
+        if page.as_str().unwrap_or_default().contains(GAME_PASSWORD) {
+            bail!("the game password is on the page");
+        }
+
+        // Edit max_players in the form: saved, siblings kept, and (it runs) waiting for a restart.
+        ui.fill(max, "24").await?;
+        ui.click("#cfg-save").await?;
+        ui.wait_text("#cfg-problem", "Saved.").await?;
+        let v = api.get("/api/v1/instances/beta").await;
+        if v["config"]["server_settings"]["max_players"] != 24 || v["config"]["server_settings"]["name"] != "Beta World" {
+            bail!("the form did not save max_players alone: {}", v["config"]);
+        }
+        if v["secrets"]["server_settings.game_password"] != "set" {
+            bail!("the password was lost: {v}");
+        }
+        ui.wait_text("#cfg-server_settings-max_players-note", "waits for a restart").await?;
+
+        // An invalid value: the server's message, beside the field; nothing stored.
+        ui.fill(max, "70000").await?;
+        ui.click("#cfg-save").await?;
+        ui.wait_text(
+            "#cfg-server_settings-max_players-error",
+            "server_settings.max_players must be an integer from 0 to 65535",
         )
         .await?;
+        ui.wait_js("the field marked invalid", &format!("document.querySelector('{max}').getAttribute('aria-invalid') === 'true'")).await?;
+        let v = api.get("/api/v1/instances/beta").await;
+        if v["config"]["server_settings"]["max_players"] != 24 {
+            bail!("a refused value was stored: {}", v["config"]);
+        }
+
+        // The raw JSON, behind Advanced: the server's message there too, then a save.
+        ui.click("#config-advanced summary").await?;
+        ui.fill("#config-editor", r#"{"game_port": "high"}"#).await?;
+        ui.click("#config-save").await?;
+        ui.wait_text("#config-problems", "game_port must be a port number from 1 to 65535").await?;
         ui.fill("#config-editor", "{ not json").await?;
+        ui.click("#config-save").await?;
         ui.wait_text("#config-problems", "Not valid JSON").await?;
         ui.fill(
             "#config-editor",
-            r#"{"restart_on_crash": true, "backup_retention": 3}"#,
-        )
-        .await?;
-        ui.wait_js(
-            "save enabled",
-            "!document.querySelector('#config-save').disabled",
+            r#"{"restart_on_crash": true, "backup_retention": 3, "server_settings": {"max_players": 24, "name": "Beta World"}}"#,
         )
         .await?;
         ui.click("#config-save").await?;
@@ -563,6 +613,9 @@ async fn web_ui_in_a_real_browser() {
         loop {
             let v = api.get("/api/v1/instances/beta").await;
             if v["config"]["restart_on_crash"] == true && v["config"]["backup_retention"] == 3 {
+                if v["secrets"]["server_settings.game_password"] != "set" {
+                    bail!("the raw editor dropped the hidden password: {v}");
+                }
                 break;
             }
             if Instant::now() > deadline {
@@ -570,8 +623,53 @@ async fn web_ui_in_a_real_browser() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The form follows the change.
+        ui.wait_js("the checkbox follows", "document.querySelector('#cfg-restart_on_crash').checked").await?;
+        // The two refusals are the only errors the browser saw (it logs every 400).
+        let errors = ui.browser_errors().await?;
+        if errors.len() != 2 || !errors.iter().all(|e| e.contains("400 (Bad Request)")) {
+            bail!("expected the two refused saves in the browser log, got {errors:#?}");
+        }
         Ok(())
     })
+    .await;
+
+    ui.step(
+        "settings_page_shows_controller_and_host_config_with_secrets_masked",
+        async {
+            ui.route("#/settings").await?;
+            ui.wait_text("main h1", "Settings").await?;
+            ui.wait_js(
+                "the controller form",
+                "document.querySelector('#controller-settings-cluster_name')",
+            )
+            .await?;
+            ui.wait_js(
+                "the host form",
+                "document.querySelector('#host-settings-controller_token')",
+            )
+            .await?;
+            ui.wait_text("#host-settings-controller_token-note", "Set (hidden)")
+                .await?;
+            ui.click("#controller-settings-metrics_public").await?;
+            ui.click("#controller-settings-save").await?;
+            ui.wait_text("#controller-settings-problem", "Saved.")
+                .await?;
+            let v = api.get("/api/v1/controller/config").await;
+            if v["config"]["metrics_public"] != true {
+                bail!("the controller setting was not saved: {v}");
+            }
+            let page = ui
+                .js("return document.documentElement.outerHTML", vec![])
+                .await?;
+            if page.as_str().unwrap_or_default().contains(&join) {
+                bail!("the host's token is on the page");
+            }
+            ui.route("#/instances/beta/config").await?;
+            ui.wait_text("main h1", "beta").await?;
+            Ok(())
+        },
+    )
     .await;
 
     let save = save_zip(root.path(), "uploaded-map.zip");
@@ -712,6 +810,7 @@ async fn web_ui_in_a_real_browser() {
             ("roles", "#/roles", "Roles"),
             ("mods", "#/mods", "Mods"),
             ("audit", "#/audit", "Audit log"),
+            ("settings", "#/settings", "Settings"),
         ];
         // A full load first: the errors a fresh page would log count too.
         ui.goto("#/overview").await?;
@@ -795,6 +894,37 @@ async fn web_ui_in_a_real_browser() {
         if !stored.is_null() {
             bail!("the token is still stored after logout");
         }
+        Ok(())
+    })
+    .await;
+
+    let (s, v) = api.post("/api/v1/users", json!({ "name": "pat" })).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = api.post("/api/v1/tokens", json!({ "user": "pat" })).await;
+    assert_eq!(s, 201, "{v}");
+    let player_token = v["token"].as_str().expect("token").to_string();
+    ui.step("a_player_sees_no_config_and_no_secret", async {
+        ui.fill("#token", &player_token).await?;
+        ui.click("#login-button").await?;
+        ui.wait_text("#who", "pat").await?;
+        ui.route("#/instances/beta/config").await?;
+        ui.wait_text("main h1", "beta").await?;
+        ui.wait_text("#instance-status", "running").await?;
+        let shown = ui
+            .js("return [!!document.querySelector('#tab-config'), !!document.querySelector('#cfg-form, #config-editor'), document.documentElement.outerHTML]", vec![])
+            .await?;
+        if shown[0] == true || shown[1] == true {
+            bail!("a player is offered the config tab");
+        }
+        let html = shown[2].as_str().unwrap_or_default();
+        if html.contains(GAME_PASSWORD) || html.contains("Beta World") {
+            bail!("a player's page shows the config");
+        }
+        if ui.js("return [...document.querySelectorAll('#nav a')].some(a => a.dataset.page === 'settings')", vec![]).await? == json!(true) {
+            bail!("a player is offered the settings page");
+        }
+        ui.click("#logout").await?;
+        ui.wait_js("the login form", "document.querySelector('#login-form')").await?;
         Ok(())
     })
     .await;

@@ -16,6 +16,9 @@ pub enum LogLevel {
 
 impl LogLevel {
     pub const NAMES: &'static str = "none, fatal, error, warn, audit, info, verbose";
+    /// The same names, for the `log_level` fields.
+    pub const LIST: &'static [&'static str] =
+        &["none", "fatal", "error", "warn", "audit", "info", "verbose"];
 
     fn filter(self) -> &'static str {
         match self {

@@ -1,10 +1,16 @@
-//! Configuration: every key declared once, in a serde struct with its default and doc comment.
+//! Configuration: every key declared once, as a [`schema::Field`] in `fields.rs` (type, default,
+//! text, secrecy, restart rule, permissions, environment variables). The serde structs below are
+//! the typed view the program reads; their defaults and the environment they read come from the
+//! fields, and a unit test keeps their keys equal to the fields' names.
 //! Layering (figment): defaults < `config-<role>.json` in the working directory < environment.
 //! Panels set every egg variable, often to an empty string: empty means unset.
 
+pub mod fields;
 mod logging;
+pub mod schema;
 
 pub use logging::{LogLevel, init_logging};
+pub use schema::{Field, Refusal, Schema};
 
 use anyhow::Context;
 use figment::Figment;
@@ -17,65 +23,129 @@ pub const CONTROLLER_CONFIG_FILE: &str = "config-master.json";
 /// Default HTTP/WebSocket/web UI port of the controller.
 pub const DEFAULT_CONTROLLER_PORT: u16 = 8081;
 
-/// Environment variables the controller reads, and the config key each sets (DESIGN §1).
-/// The first name of a key wins over its aliases.
-pub const CONTROLLER_ENV: &[(&str, &str)] = &[
-    ("SERVER_PORT", "port"),
-    ("CLUSTER_NAME", "cluster_name"),
-    ("LOG_LEVEL", "log_level"),
-    ("ADMIN_STRING", "admin_string"),
-    ("PLUGINS", "plugins"),
-];
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ControllerConfig {
-    /// Name of the cluster, shown in the web UI and in server names.
-    pub cluster_name: String,
-    /// Address to listen on.
-    pub bind_address: String,
-    /// Port of the HTTP API, link socket and web UI.
-    pub port: u16,
-    /// none, fatal, error, warn, audit, info or verbose.
-    pub log_level: LogLevel,
-    /// Comma-separated names of the first admin user(s), created on first boot.
-    pub admin_string: String,
-    /// Comma-separated list of plugins to load.
-    pub plugins: String,
-    /// Serve `/metrics` without a token.
-    pub metrics_public: bool,
-    /// Link heartbeat interval in milliseconds.
-    pub heartbeat_interval_ms: u64,
-    /// How long a dropped link session may be resumed, in milliseconds.
-    pub resume_window_ms: u64,
-    /// Largest accepted request body (JSON) in bytes.
-    pub max_body_bytes: usize,
-    /// Largest accepted link message in bytes.
-    pub max_message_bytes: usize,
+/// An instance's settings: the core's fields and `extra` (plugins').
+pub fn instance_schema(extra: &[&'static [Field]]) -> Schema {
+    with_extra(
+        "core.instance.get_config",
+        "core.instance.update_config",
+        fields::INSTANCE,
+        extra,
+    )
 }
 
-impl Default for ControllerConfig {
-    fn default() -> Self {
-        ControllerConfig {
-            cluster_name: "Your Cluster".into(),
-            bind_address: "0.0.0.0".into(),
-            port: DEFAULT_CONTROLLER_PORT,
-            log_level: LogLevel::Info,
-            admin_string: "admin".into(),
-            plugins: String::new(),
-            metrics_public: false,
-            heartbeat_interval_ms: 15_000,
-            resume_window_ms: 60_000,
-            max_body_bytes: 1 << 20,
-            max_message_bytes: 4 << 20,
+/// The controller's settings (`config-master.json`) and `extra` (plugins').
+pub fn controller_schema(extra: &[&'static [Field]]) -> Schema {
+    with_extra(
+        "core.controller.get_config",
+        "core.controller.update_config",
+        fields::CONTROLLER,
+        extra,
+    )
+}
+
+/// A host's settings (`config-slave.json`) and `extra` (plugins').
+pub fn host_schema(extra: &[&'static [Field]]) -> Schema {
+    with_extra(
+        "core.host.get_config",
+        "core.host.update_config",
+        fields::HOST,
+        extra,
+    )
+}
+
+/// One plugin's settings, by kind; `const`-constructible, so a plugin declares it once:
+/// `pub const SETTINGS: PluginSettings = PluginSettings { instance: &[Field::new(…)], ..PluginSettings::NONE };`
+#[derive(Debug, Clone, Copy)]
+pub struct PluginSettings {
+    pub instance: &'static [Field],
+    pub controller: &'static [Field],
+    pub host: &'static [Field],
+}
+
+impl PluginSettings {
+    pub const NONE: PluginSettings = PluginSettings {
+        instance: &[],
+        controller: &[],
+        host: &[],
+    };
+}
+
+/// The three schemas a running controller or host uses: the core's fields and its plugins'.
+#[derive(Debug, Clone)]
+pub struct Schemas {
+    pub instance: Schema,
+    pub controller: Schema,
+    pub host: Schema,
+}
+
+impl Schemas {
+    /// The core's fields and those of `plugins` (the enabled ones, in the registry's order).
+    pub fn new(plugins: &[PluginSettings]) -> Schemas {
+        let pick = |f: fn(&PluginSettings) -> &'static [Field]| -> Vec<&'static [Field]> {
+            plugins.iter().map(f).collect()
+        };
+        Schemas {
+            instance: instance_schema(&pick(|p| p.instance)),
+            controller: controller_schema(&pick(|p| p.controller)),
+            host: host_schema(&pick(|p| p.host)),
         }
     }
+
+    /// `GET /api/v1/config/schema`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "instance": self.instance.to_json(),
+            "controller": self.controller.to_json(),
+            "host": self.host.to_json(),
+        })
+    }
+}
+
+fn with_extra(
+    read: &'static str,
+    write: &'static str,
+    core: &'static [Field],
+    extra: &[&'static [Field]],
+) -> Schema {
+    let mut parts = vec![core];
+    parts.extend_from_slice(extra);
+    Schema::new(read, write, &parts)
+}
+
+/// Environment variables the controller reads, and the config key each sets (DESIGN §1).
+/// The first name of a key wins over its aliases.
+pub fn controller_env() -> Vec<(&'static str, &'static str)> {
+    controller_schema(&[]).env()
+}
+
+/// Environment variables the host reads (DESIGN §1); aliases follow their main name.
+pub fn host_env() -> Vec<(&'static str, &'static str)> {
+    host_schema(&[]).env()
+}
+
+/// The controller's settings, typed; each key is a field of [`fields::CONTROLLER`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControllerConfig {
+    pub cluster_name: String,
+    pub bind_address: String,
+    pub port: u16,
+    pub log_level: LogLevel,
+    pub admin_string: String,
+    pub plugins: String,
+    pub metrics_public: bool,
+    pub heartbeat_interval_ms: u64,
+    pub resume_window_ms: u64,
+    pub max_body_bytes: usize,
+    pub max_message_bytes: usize,
 }
 
 impl ControllerConfig {
     /// Loads defaults < `config-master.json` in `dir` < environment.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        load_layered(dir.join(CONTROLLER_CONFIG_FILE).as_path(), CONTROLLER_ENV)
+        load_layered(
+            dir.join(CONTROLLER_CONFIG_FILE).as_path(),
+            &controller_schema(&[]),
+        )
     }
 
     pub fn admin_names(&self) -> Vec<String> {
@@ -88,29 +158,6 @@ pub const HOST_CONFIG_FILE: &str = "config-slave.json";
 /// Default Factorio game port.
 pub const DEFAULT_GAME_PORT: u16 = 34197;
 
-/// Environment variables the host reads (DESIGN §1); aliases follow their main name.
-pub const HOST_ENV: &[(&str, &str)] = &[
-    ("MASTER_URL", "controller_url"),
-    ("CONTROLLER_URL", "controller_url"),
-    ("MASTER_TOKEN", "controller_token"),
-    ("CONTROLLER_TOKEN", "controller_token"),
-    ("SLAVE_NAME", "host_name"),
-    ("HOST_NAME", "host_name"),
-    // Extra allocations cannot be seen from inside a panel container: GAME_PORTS lists them all.
-    ("GAME_PORTS", "game_ports"),
-    ("SERVER_PORT", "game_ports"),
-    ("LOG_LEVEL", "log_level"),
-    ("PLUGINS", "plugins"),
-    // How Factorio runs (README "Docker backend"); DOCKER_HOST is read by the Docker client itself.
-    ("FACTORIO_BACKEND", "factorio_backend"),
-    ("DOCKER_IMAGE", "docker_image"),
-    ("DOCKER_NETWORK", "docker_network"),
-    ("DOCKER_DATA_DIR", "docker_data_dir"),
-    ("DOCKER_MEMORY_LIMIT_MB", "docker_memory_limit_mb"),
-    ("DOCKER_CPU_LIMIT", "docker_cpu_limit"),
-    ("DOCKER_KEEP_RUNNING", "docker_keep_running"),
-];
-
 /// How a host runs Factorio (`factorio_backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -121,34 +168,21 @@ pub enum FactorioBackend {
     Docker,
 }
 
+/// A host's settings, typed; each key is a field of [`fields::HOST`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
 pub struct HostConfig {
-    /// URL of the controller, e.g. `http://172.18.0.1:8081`.
     pub controller_url: String,
-    /// The join token (or this host's own token) from the controller.
     pub controller_token: String,
-    /// This host's own token, saved here after it registered with the join token.
     pub host_token: String,
-    /// Name of this host in the cluster.
     pub host_name: String,
-    /// Game ports instances may use: a list and/or ranges, e.g. `34197,34200-34210`.
     pub game_ports: String,
-    /// Address Factorio binds its game port to.
     pub bind_address: String,
-    /// Address players use to reach this host (shown in the UI); empty = the controller's view.
     pub public_address: String,
-    /// Factorio install; empty = auto-detect `factorio/` in the working directory.
     pub factorio_directory: String,
-    /// Where instance directories live.
     pub instances_directory: String,
-    /// none, fatal, error, warn, audit, info or verbose.
     pub log_level: LogLevel,
-    /// Comma-separated list of plugins to load.
     pub plugins: String,
-    /// Seconds a stopping Factorio gets before it is killed.
     pub stop_timeout_s: u64,
-    /// Maximum delay between reconnection attempts, in seconds.
     pub max_reconnect_delay_s: u64,
     /// `process` (Factorio as child processes) or `docker` (a container per instance).
     pub factorio_backend: FactorioBackend,
@@ -169,38 +203,78 @@ pub struct HostConfig {
     pub docker_keep_running: bool,
 }
 
-impl Default for HostConfig {
-    fn default() -> Self {
-        HostConfig {
-            controller_url: format!("http://localhost:{DEFAULT_CONTROLLER_PORT}"),
-            controller_token: String::new(),
-            host_token: String::new(),
-            host_name: String::new(),
-            game_ports: DEFAULT_GAME_PORT.to_string(),
-            bind_address: "0.0.0.0".into(),
-            public_address: String::new(),
-            factorio_directory: String::new(),
-            instances_directory: "instances".into(),
-            log_level: LogLevel::Info,
-            plugins: String::new(),
-            stop_timeout_s: 30,
-            max_reconnect_delay_s: 30,
-            factorio_backend: FactorioBackend::Process,
-            docker_image: String::new(),
-            docker_network: String::new(),
-            docker_data_dir: String::new(),
-            docker_memory_limit_mb: 0,
-            docker_cpu_limit: 0.0,
-            docker_keep_running: true,
-        }
-    }
-}
-
 impl HostConfig {
     /// Loads defaults < `config-slave.json` in `dir` < environment.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        load_layered(dir.join(HOST_CONFIG_FILE).as_path(), HOST_ENV)
+        load_layered(dir.join(HOST_CONFIG_FILE).as_path(), &host_schema(&[]))
     }
+}
+
+/// What a settings page shows: the values (secrets masked), the fields an environment variable
+/// sets (edit those in the panel), and the changes that wait for a restart.
+pub fn settings_view(
+    schema: &Schema,
+    started: &serde_json::Value,
+    current: &serde_json::Value,
+) -> serde_json::Value {
+    let (config, secrets) = schema.redact(current);
+    let from_env: Vec<&str> = schema
+        .fields()
+        .filter(|f| env_var_of(f).is_some())
+        .map(|f| f.name)
+        .collect();
+    serde_json::json!({
+        "config": config,
+        "secrets": secrets,
+        "from_env": from_env,
+        "pending_restart": schema.pending_restart(started, current),
+    })
+}
+
+/// The environment variable that sets `f` in this process, if one does.
+fn env_var_of(f: &Field) -> Option<&'static str> {
+    f.env
+        .iter()
+        .copied()
+        .find(|v| std::env::var(v).is_ok_and(|x| !x.trim().is_empty()))
+}
+
+/// Applies a JSON merge patch to a config file (other keys kept; tmp + rename). Refused, with
+/// nothing written: what the schema refuses, and fields an environment variable sets (the
+/// entrypoint would overwrite them at the next start).
+pub fn patch_file(
+    path: &Path,
+    schema: &Schema,
+    patch: &serde_json::Value,
+) -> anyhow::Result<Result<serde_json::Value, Refusal>> {
+    if let Err(r) = schema.check_patch(patch) {
+        return Ok(Err(r));
+    }
+    for f in schema.touched(patch) {
+        if let Some(var) = env_var_of(f) {
+            return Ok(Err(Refusal::new(
+                f.name,
+                format!(
+                    "{} is set by the environment variable {var}; change it there",
+                    f.name
+                ),
+            )));
+        }
+    }
+    let current: serde_json::Value = match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?,
+        Ok(_) => serde_json::json!({}),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let next = match schema.apply_patch(&current, patch) {
+        Ok(v) => v,
+        Err(r) => return Ok(Err(r)),
+    };
+    crate::saves::write_atomic(path, &serde_json::to_vec_pretty(&next)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(Ok(next))
 }
 
 /// Comma-separated list → trimmed, non-empty items.
@@ -232,21 +306,44 @@ pub fn env_values(env: &[(&str, &str)]) -> serde_json::Map<String, serde_json::V
     map
 }
 
-fn load_layered<T>(file: &Path, env: &[(&str, &str)]) -> anyhow::Result<T>
+fn load_layered<T>(file: &Path, schema: &Schema) -> anyhow::Result<T>
 where
-    T: Default + Serialize + for<'de> Deserialize<'de>,
+    T: Serialize + for<'de> Deserialize<'de>,
 {
-    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    let mut merged = schema.defaults();
     if file.exists() {
-        // Validate the JSON first: figment's error for a broken file does not name the line.
+        // Parse the JSON first: figment's error for a broken file does not name the line.
         let text =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         serde_json::from_str::<serde_json::Value>(&text)
             .with_context(|| format!("{} is not valid JSON", file.display()))?;
+    }
+    let mut figment = Figment::from(Serialized::defaults(&merged));
+    if file.exists() {
         figment = figment.merge(Json::file(file));
     }
-    let figment = figment.merge(Serialized::defaults(coerce_env(env_values(env))));
-    figment.extract().with_context(|| {
+    let figment = figment.merge(Serialized::defaults(coerce_env(
+        schema,
+        env_values(&schema.env()),
+    )));
+    merged = figment.extract().with_context(|| {
+        format!(
+            "invalid configuration (from {} or the environment)",
+            file.display()
+        )
+    })?;
+    // Every declared key obeys its rule; other keys (a removed plugin's, say) are left alone.
+    for f in schema.fields() {
+        if let Some(v) = schema::get_path(&merged, f.name).filter(|v| !v.is_null()) {
+            f.check(v).with_context(|| {
+                format!(
+                    "invalid configuration (from {} or the environment)",
+                    file.display()
+                )
+            })?;
+        }
+    }
+    serde_json::from_value(merged).with_context(|| {
         format!(
             "invalid configuration (from {} or the environment)",
             file.display()
@@ -254,29 +351,27 @@ where
     })
 }
 
-/// Environment values are strings; turn the ones that look like numbers or booleans into those
-/// so they fit numeric and boolean keys (figment would otherwise refuse "8081" for a u16).
-pub fn coerce_env(map: serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+/// Environment values are strings; each becomes a value of its field's type ("8081" a number,
+/// "true" a boolean, "INFO" the level "info"). A value that does not parse stays a string, for
+/// the field's check to refuse with its rule.
+pub fn coerce_env(
+    schema: &Schema,
+    map: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
     let coerced = map
         .into_iter()
         .map(|(k, v)| {
-            let v = match v.as_str() {
-                Some(s)
-                    if matches!(
-                        k.as_str(),
-                        "port" | "docker_memory_limit_mb" | "docker_cpu_limit"
-                    ) =>
-                {
-                    s.parse::<u64>()
-                        .map(serde_json::Value::from)
-                        .or_else(|_| s.parse::<f64>().map(serde_json::Value::from))
-                        .unwrap_or(v)
-                }
-                Some("true") => serde_json::Value::Bool(true),
-                Some("false") => serde_json::Value::Bool(false),
-                _ => v,
+            let parsed = match (schema.field(&k), v.as_str()) {
+                (Some(f), Some(text)) => match f.kind {
+                    schema::Kind::Enum(options) => options
+                        .iter()
+                        .find(|o| o.eq_ignore_ascii_case(text.trim()))
+                        .map(|o| serde_json::Value::from(*o)),
+                    _ => f.parse(text).ok(),
+                },
+                _ => None,
             };
-            (k, v)
+            (k, parsed.unwrap_or(v))
         })
         .collect();
     serde_json::Value::Object(coerced)
@@ -294,8 +389,11 @@ mod tests {
             r#"{"cluster_name":"Mine","metrics_public":true,"custom_key":1}"#,
         )
         .unwrap();
-        let cfg = load_layered::<ControllerConfig>(&dir.path().join(CONTROLLER_CONFIG_FILE), &[])
-            .unwrap();
+        let cfg = load_layered::<ControllerConfig>(
+            &dir.path().join(CONTROLLER_CONFIG_FILE),
+            &Schema::new("", "", &[fields::CONTROLLER]),
+        )
+        .unwrap();
         assert_eq!(cfg.cluster_name, "Mine");
         assert!(cfg.metrics_public);
         assert_eq!(cfg.port, DEFAULT_CONTROLLER_PORT);
@@ -306,8 +404,119 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join(CONTROLLER_CONFIG_FILE);
         std::fs::write(&file, "{ not json").unwrap();
-        let err = load_layered::<ControllerConfig>(&file, &[]).unwrap_err();
+        let err = load_layered::<ControllerConfig>(&file, &controller_schema(&[])).unwrap_err();
         assert!(format!("{err:#}").contains("is not valid JSON"));
+    }
+
+    /// The typed structs and the declarations have the same keys, and the defaults fit the types.
+    #[test]
+    fn structs_match_the_declared_fields() {
+        for (schema, keys) in [
+            (
+                controller_schema(&[]),
+                serde_json::to_value(
+                    serde_json::from_value::<ControllerConfig>(controller_schema(&[]).defaults())
+                        .unwrap(),
+                )
+                .unwrap(),
+            ),
+            (
+                host_schema(&[]),
+                serde_json::to_value(
+                    serde_json::from_value::<HostConfig>(host_schema(&[]).defaults()).unwrap(),
+                )
+                .unwrap(),
+            ),
+        ] {
+            let mut declared: Vec<&str> = schema.fields().map(|f| f.name).collect();
+            let mut typed: Vec<&str> = keys
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            declared.sort_unstable();
+            typed.sort_unstable();
+            assert_eq!(declared, typed);
+        }
+    }
+
+    #[test]
+    fn declarations_are_unique_valid_and_documented() {
+        for schema in [
+            instance_schema(&[]),
+            controller_schema(&[]),
+            host_schema(&[]),
+        ] {
+            let fields: Vec<_> = schema.fields().collect();
+            for f in &fields {
+                assert!(
+                    !f.title.is_empty() && !f.description.is_empty(),
+                    "{}",
+                    f.name
+                );
+                let d = f.default.to_value();
+                assert!(
+                    d.is_null() || f.accepts(&d),
+                    "{}: default {d} breaks its rule",
+                    f.name
+                );
+                assert!(crate::permissions::find(schema.read_permission(f)).is_some());
+                assert!(crate::permissions::find(schema.write_permission(f)).is_some());
+            }
+        }
+        let all: Vec<&str> = fields::INSTANCE.iter().map(|f| f.name).collect();
+        let mut unique = all.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            all.len(),
+            unique.len(),
+            "an instance field is declared twice"
+        );
+        assert!(
+            fields::HOST[0]
+                .default
+                .to_value()
+                .as_str()
+                .unwrap()
+                .ends_with(&DEFAULT_CONTROLLER_PORT.to_string())
+        );
+        assert_eq!(
+            fields::HOST
+                .iter()
+                .find(|f| f.name == "game_ports")
+                .unwrap()
+                .default
+                .to_value(),
+            DEFAULT_GAME_PORT.to_string()
+        );
+    }
+
+    #[test]
+    fn environment_values_take_their_fields_types() {
+        let mut env = serde_json::Map::new();
+        env.insert("port".into(), "9000".into());
+        env.insert("log_level".into(), "VERBOSE".into());
+        env.insert("metrics_public".into(), "true".into());
+        env.insert("cluster_name".into(), "8081".into());
+        let v = coerce_env(&controller_schema(&[]), env);
+        assert_eq!(
+            v,
+            serde_json::json!({"port": 9000, "log_level": "verbose", "metrics_public": true, "cluster_name": "8081"})
+        );
+    }
+
+    #[test]
+    fn a_value_breaking_its_rule_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(CONTROLLER_CONFIG_FILE);
+        std::fs::write(&file, r#"{"heartbeat_interval_ms": 5}"#).unwrap();
+        let err = load_layered::<ControllerConfig>(&file, &controller_schema(&[])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("heartbeat_interval_ms must be an integer from 100"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -78,6 +78,34 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
             vec![("id", id_or_name(id))],
             false,
         ),
+        ("GET", ["config", "schema"]) => r("/config/schema", "config_schema", vec![], false),
+        ("GET", ["controller", "config"]) => {
+            r("/controller/config", "controller_config_get", vec![], false)
+        }
+        ("PATCH", ["controller", "config"]) => r(
+            "/controller/config",
+            "controller_config_update",
+            vec![],
+            true,
+        ),
+        ("GET", ["hosts", h, "config"]) => r(
+            "/hosts/{id}/config",
+            "host_config_get",
+            vec![("host", id_or_name(h))],
+            false,
+        ),
+        ("PATCH", ["hosts", h, "config"]) => r(
+            "/hosts/{id}/config",
+            "host_config_update",
+            vec![("host", id_or_name(h))],
+            true,
+        ),
+        ("POST", ["instances", i, "reveal"]) => r(
+            "/instances/{id}/reveal",
+            "instance_reveal_secret",
+            vec![("instance", id_or_name(i))],
+            true,
+        ),
         ("GET", ["hosts"]) => r("/hosts", "host_list", vec![], false),
         ("POST", ["hosts", h, "revoke"]) => r(
             "/hosts/{id}/revoke",
@@ -249,7 +277,7 @@ pub async fn handle(
         let token = auth::bearer(authorization.as_deref())?;
         let actor = auth::authenticate(&ctl.store, token).await?;
         let mut data = if route.body {
-            parse_body(&read_body(body, ctl.cfg.max_body_bytes).await?)?
+            parse_body(&read_body(body, ctl.settings().max_body_bytes).await?)?
         } else {
             serde_json::Map::new()
         };

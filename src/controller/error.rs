@@ -8,6 +8,8 @@ pub struct ApiError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// The setting a refused config names (`server_settings.max_players`), for forms.
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -16,6 +18,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            field: None,
+        }
+    }
+
+    /// A config value refused by the settings schema: 400, the field and its rule.
+    pub fn refused(r: crate::config::Refusal) -> Self {
+        ApiError {
+            field: Some(r.field),
+            ..Self::new(400, "invalid_config", r.message)
         }
     }
 
@@ -44,7 +55,11 @@ impl ApiError {
     }
 
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({ "error": { "code": self.code, "message": self.message } })
+        let mut e = serde_json::json!({ "code": self.code, "message": self.message });
+        if let Some(f) = &self.field {
+            e["field"] = serde_json::json!(f);
+        }
+        serde_json::json!({ "error": e })
     }
 }
 
@@ -54,6 +69,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(m) => ApiError::not_found(m),
             StoreError::Conflict(m) => ApiError::conflict(m),
             StoreError::Invalid(m) => ApiError::new(400, "invalid", m),
+            StoreError::Refused(r) => ApiError::refused(r),
             StoreError::Db(m) => {
                 tracing::error!(error = %m, "store error");
                 ApiError::new(500, "internal", "internal error; see the controller log")

@@ -25,8 +25,6 @@ use warp::{Filter, Rejection, Reply};
 
 /// Largest save or mod accepted.
 const MAX_FILE_BYTES: u64 = 4 << 30;
-/// Controller copies kept per instance unless `backup_retention` says otherwise.
-const DEFAULT_RETENTION: usize = 5;
 
 type Resp = warp::reply::Response;
 
@@ -359,10 +357,9 @@ where
         };
         let (size, sha) = receive_checked(body, &target, &name, saves::check_save_zip).await?;
         if backup {
-            let keep = rec.config["backup_retention"]
+            let keep = ctl.schemas.instance.resolve(&rec.config)["backup_retention"]
                 .as_u64()
-                .map(|n| n.max(1) as usize)
-                .unwrap_or(DEFAULT_RETENTION);
+                .map_or(1, |n| n.max(1) as usize);
             let all = saves::list(&ctl.backups_dir(id)).unwrap_or_default();
             for old in all.iter().skip(keep) {
                 let _ = std::fs::remove_file(ctl.backups_dir(id).join(&old.name));

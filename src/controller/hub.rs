@@ -16,6 +16,9 @@ use tokio::sync::broadcast;
 /// start over (it then gets the full state again).
 const EVENT_BACKLOG: usize = 65_536;
 
+/// Who may see an instance's config.
+pub const INSTANCE_CONFIG_READ: &str = "core.instance.get_config";
+
 #[derive(Debug, Clone)]
 pub struct Event {
     pub name: &'static str,
@@ -24,6 +27,8 @@ pub struct Event {
     pub permission: &'static str,
     /// Hosts receive it too (user list changes they enforce).
     pub to_hosts: bool,
+    /// The data is an instance view: its config goes only to readers of instance config.
+    pub instance_view: bool,
 }
 
 impl Event {
@@ -33,6 +38,7 @@ impl Event {
             data: view.clone(),
             permission: "core.instance.subscribe",
             to_hosts: false,
+            instance_view: true,
         }
     }
 
@@ -42,6 +48,7 @@ impl Event {
             data: json!({ "id": rec.id, "name": rec.name }),
             permission: "core.instance.subscribe",
             to_hosts: false,
+            instance_view: false,
         }
     }
 
@@ -52,6 +59,7 @@ impl Event {
             data,
             permission: "core.instance.subscribe",
             to_hosts: false,
+            instance_view: false,
         }
     }
 
@@ -61,6 +69,7 @@ impl Event {
             data,
             permission: "core.log.follow",
             to_hosts: false,
+            instance_view: false,
         }
     }
 
@@ -70,6 +79,7 @@ impl Event {
             data: view.clone(),
             permission: "core.host.subscribe",
             to_hosts: false,
+            instance_view: false,
         }
     }
 
@@ -79,6 +89,7 @@ impl Event {
             data: serde_json::to_value(user).unwrap_or(Value::Null),
             permission: "core.user.subscribe",
             to_hosts: true,
+            instance_view: false,
         }
     }
 
@@ -88,6 +99,7 @@ impl Event {
             data: json!({ "id": user.id, "name": user.name }),
             permission: "core.user.subscribe",
             to_hosts: true,
+            instance_view: false,
         }
     }
 
@@ -97,6 +109,7 @@ impl Event {
             data: serde_json::to_value(role).unwrap_or(Value::Null),
             permission: "core.role.subscribe",
             to_hosts: false,
+            instance_view: false,
         }
     }
 
@@ -106,6 +119,7 @@ impl Event {
             data: json!({ "id": id }),
             permission: "core.role.subscribe",
             to_hosts: false,
+            instance_view: false,
         }
     }
 }
@@ -160,7 +174,14 @@ impl Hub {
                                 Peer::Control { actor, .. } => actor.has(ev.permission),
                             };
                             if wanted {
-                                session.send_event(ev.name, ev.data.clone());
+                                let data = match &session.peer {
+                                    Peer::Control { actor, .. } if ev.instance_view => super::view_for(
+                                        actor.has(INSTANCE_CONFIG_READ),
+                                        ev.data.clone(),
+                                    ),
+                                    _ => ev.data.clone(),
+                                };
+                                session.send_event(ev.name, data);
                             }
                         }
                         Err(broadcast::error::RecvError::Lagged(n)) => {

@@ -12,10 +12,11 @@ mod metrics;
 pub mod plugins;
 pub mod requests;
 mod session;
+mod settings;
 mod socket;
 mod web;
 
-use crate::config::ControllerConfig;
+use crate::config::{ControllerConfig, Schemas};
 use crate::link::SOCKET_PATH;
 use crate::shutdown::Shutdown;
 use crate::store::{self, HostRecord, InstanceRecord, Store};
@@ -37,7 +38,15 @@ use warp::Filter;
 const HOST_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct Controller {
+    /// The settings it started with.
     pub cfg: ControllerConfig,
+    /// The settings as `config-master.json` and the environment said at the start (without
+    /// command-line overrides such as `--port`), and as they say now: edits apply live where
+    /// their field allows, else at the next start.
+    loaded: ControllerConfig,
+    settings: std::sync::Mutex<ControllerConfig>,
+    /// Every setting (instance, controller, host): the core's and the plugins'.
+    pub schemas: Schemas,
     pub store: Store,
     hub: Hub,
     metrics: Metrics,
@@ -74,6 +83,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     let plugins = plugins::Plugins::load(&cfg.plugins)?;
     let store = Store::open(dir)?;
     plugins::migrate(&store, &plugins).await?;
+    let loaded = ControllerConfig::load(dir).unwrap_or_else(|_| cfg.clone());
     if let Some((user, token)) = bootstrap(&store, &cfg).await? {
         println!("First start: created admin user '{user}'. Login token (shown once): {token}");
     }
@@ -91,6 +101,9 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         host_ports: std::sync::Mutex::new(HashMap::new()),
         host_backends: std::sync::Mutex::new(HashMap::new()),
         store,
+        loaded: loaded.clone(),
+        settings: std::sync::Mutex::new(loaded),
+        schemas: Schemas::new(&crate::plugins::settings()),
         cfg,
     });
     ctl.shutdown.listen_for_signals()?;
@@ -239,7 +252,7 @@ fn routes(
         .and(with_ctl)
         .then(
             |authorization: Option<String>, ctl: Arc<Controller>| async move {
-                let result = if ctl.cfg.metrics_public {
+                let result = if ctl.settings().metrics_public {
                     Ok(())
                 } else {
                     match auth::bearer(authorization.as_deref()) {
@@ -277,7 +290,29 @@ fn routes(
         .or(web::routes())
 }
 
+/// What an instance view shows only to readers of its config.
+const CONFIG_KEYS: [&str; 3] = ["config", "secrets", "pending_restart"];
+
+/// An instance view as `actor` may see it: without `core.instance.get_config` just the name,
+/// status, host, port and players.
+pub fn view_for(has_config: bool, mut view: Value) -> Value {
+    if !has_config && let Value::Object(m) = &mut view {
+        for k in CONFIG_KEYS {
+            m.remove(k);
+        }
+    }
+    view
+}
+
 impl Controller {
+    /// The controller's settings as `config-master.json` now says.
+    pub fn settings(&self) -> ControllerConfig {
+        self.settings
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
     pub fn status(&self) -> Value {
         json!({
             "name": "clustorio",
@@ -306,6 +341,12 @@ impl Controller {
         } else {
             live
         };
+        // Secrets never enter a view: readers see whether each is set.
+        let (config, secrets) = self.schemas.instance.redact(&rec.config);
+        let pending = match &rec.running_config {
+            Some(running) => self.schemas.instance.pending_restart(running, &rec.config),
+            None => Vec::new(),
+        };
         json!({
             "id": rec.id,
             "name": rec.name,
@@ -317,7 +358,9 @@ impl Controller {
             "message": live.message,
             "container": live.container,
             "desired": rec.desired,
-            "config": rec.config,
+            "config": config,
+            "secrets": secrets,
+            "pending_restart": pending,
             "created_at": rec.created_at,
             "updated_at": rec.updated_at,
         })

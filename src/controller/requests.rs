@@ -97,6 +97,14 @@ pub struct InstanceConfigChange {
     pub config: Value,
 }
 
+/// Which secret to reveal.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretReveal {
+    pub instance: Ref,
+    pub field: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceAssign {
@@ -154,6 +162,25 @@ pub enum ControlRequest {
     },
     InstanceCreate(InstanceCreate),
     InstanceUpdateConfig(InstanceConfigChange),
+    /// One secret's value, on explicit request (audited).
+    InstanceRevealSecret(SecretReveal),
+    /// Every setting's declaration: instance, controller and host.
+    ConfigSchema,
+    /// The controller's settings (secrets masked), and which changes wait for a restart.
+    ControllerConfigGet,
+    /// Changes `config-master.json` (a JSON merge patch).
+    ControllerConfigUpdate {
+        config: Value,
+    },
+    /// A host's settings, as the host reports them (secrets masked).
+    HostConfigGet {
+        host: Ref,
+    },
+    /// Changes a host's `config-slave.json` (a JSON merge patch, checked by the host).
+    HostConfigUpdate {
+        host: Ref,
+        config: Value,
+    },
     InstanceDelete {
         instance: Ref,
     },
@@ -298,6 +325,18 @@ impl ControlRequest {
             InstanceGet { .. } => vec!["core.instance.get"],
             InstanceCreate(_) => vec!["core.instance.create"],
             InstanceUpdateConfig(_) => vec!["core.instance.update_config"],
+            InstanceRevealSecret(_) => vec![
+                "core.instance.get_config",
+                crate::config::fields::REVEAL_INSTANCE_SECRET,
+            ],
+            ConfigSchema => vec![],
+            ControllerConfigGet => vec!["core.controller.get_config"],
+            ControllerConfigUpdate { .. } => vec![
+                "core.controller.get_config",
+                "core.controller.update_config",
+            ],
+            HostConfigGet { .. } => vec!["core.host.get_config"],
+            HostConfigUpdate { .. } => vec!["core.host.get_config", "core.host.update_config"],
             InstanceDelete { .. } => vec!["core.instance.delete"],
             InstanceAssign(_) => vec!["core.instance.assign"],
             AuditList { .. } => vec!["core.log.query"],
@@ -327,6 +366,7 @@ impl ControlRequest {
         use ControlRequest::*;
         let who = actor.audit_name();
         let store = &ctl.store;
+        let reads_config = actor.has(super::hub::INSTANCE_CONFIG_READ);
         match self {
             Status => ok(ctl.status()),
             Me => ok(json!({ "name": actor.name, "permissions": actor.permissions })),
@@ -449,33 +489,53 @@ impl ControlRequest {
                     .await?;
                 ok(json!({ "token": token }))
             }
-            InstanceList => ok(ctl.instance_views().await?),
+            InstanceList => {
+                let views = ctl.instance_views().await?;
+                ok(views
+                    .into_iter()
+                    .map(|v| super::view_for(reads_config, v))
+                    .collect::<Vec<_>>())
+            }
             InstanceGet { instance } => {
                 let instance = instance.to_string();
                 let rec = store
                     .read(move |c| store::instances::get(c, &instance))
                     .await?;
-                ok(ctl.instance_view(rec).await?)
+                ok(super::view_for(reads_config, ctl.instance_view(rec).await?))
             }
             InstanceCreate(new) => {
+                let schema = ctl.schemas.instance.clone();
                 let rec = store
-                    .write(move |c| store::instances::create(c, &who, &new.name, &new.config))
+                    .write(move |c| {
+                        store::instances::create(c, &who, &new.name, &new.config, &schema)
+                    })
                     .await?;
                 let view = ctl.instance_view(rec).await?;
                 ctl.hub.publish(Event::instance_updated(&view));
-                created(view)
+                created(super::view_for(reads_config, view))
             }
             InstanceUpdateConfig(change) => {
                 let instance = change.instance.to_string();
+                let schema = ctl.schemas.instance.clone();
                 let rec = store
                     .write(move |c| {
-                        store::instances::update_config(c, &who, &instance, &change.config)
+                        store::instances::update_config(c, &who, &instance, &change.config, &schema)
                     })
                     .await?;
                 ctl.notify_host_of(&rec).await;
                 let view = ctl.instance_view(rec).await?;
                 ctl.hub.publish(Event::instance_updated(&view));
-                ok(view)
+                ok(super::view_for(reads_config, view))
+            }
+            InstanceRevealSecret(r) => ok(ctl.reveal_secret(&who, r.instance, &r.field).await?),
+            ConfigSchema => ok(ctl.schemas.to_json()),
+            ControllerConfigGet => ok(ctl.controller_config_view()),
+            ControllerConfigUpdate { config } => {
+                ok(ctl.update_controller_config(&who, &config).await?)
+            }
+            HostConfigGet { host } => ok(ctl.host_config(host, None).await?),
+            HostConfigUpdate { host, config } => {
+                ok(ctl.host_config(host, Some((&who, config))).await?)
             }
             InstanceDelete { instance } => {
                 let instance = instance.to_string();

@@ -1,4 +1,4 @@
-//! Cluster-wide commands: `status`, `host …`, `audit`, `permission list`.
+//! Cluster-wide commands: `status`, `host …`, `audit`, `permission list`, `config schema`.
 
 use super::HostCommand;
 use super::client::{Client, seg};
@@ -212,4 +212,54 @@ pub async fn plugins(client: &Client, out: &Output) -> anyhow::Result<()> {
         }
         t.render(out, "No plugins are built in.")
     })
+}
+
+/// `ctl config schema`: every setting the controller declares (instance, controller, host).
+pub async fn schema(client: &Client, out: &Output, kind: Option<String>) -> anyhow::Result<()> {
+    let schema = client
+        .get("/config/schema")
+        .await
+        .context("reading the settings schema")?;
+    let kinds: Vec<&str> = match kind.as_deref() {
+        Some(k @ ("instance" | "controller" | "host")) => vec![k],
+        Some(other) => anyhow::bail!("no settings of kind '{other}': instance, controller or host"),
+        None => vec!["instance", "controller", "host"],
+    };
+    if out.json {
+        let mut picked = serde_json::Map::new();
+        for k in &kinds {
+            picked.insert(k.to_string(), schema[*k].clone());
+        }
+        return out.print_json(&Value::Object(picked));
+    }
+    let mut text = String::new();
+    for k in kinds {
+        let mut t = Table::new(&["NAME", "TYPE", "DEFAULT", "FLAGS", "DESCRIPTION"]);
+        for f in schema[k].as_array().into_iter().flatten() {
+            let mut flags = Vec::new();
+            if f["secret"] == json!(true) {
+                flags.push("secret");
+            }
+            if f["restart_required"] == json!(true) {
+                flags.push("restart");
+            }
+            t.row(vec![
+                cell(&f["name"]),
+                cell(&f["type"]),
+                cell(&f["default"]),
+                if flags.is_empty() {
+                    "-".to_string()
+                } else {
+                    flags.join(",")
+                },
+                cell(&f["description"]),
+            ]);
+        }
+        text.push_str(&format!(
+            "{}\n{}\n",
+            out.paint(Style::Bold, &format!("{k} settings")),
+            t.render(out, "None.")
+        ));
+    }
+    super::output::write_stdout(&text)
 }

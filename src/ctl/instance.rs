@@ -38,11 +38,16 @@ pub async fn run(client: &Client, out: &Output, cmd: InstanceCommand) -> anyhow:
                 },
                 None => Map::new(),
             };
+            let types = if set.is_empty() {
+                Types(Value::Null)
+            } else {
+                Types::fetch(client).await?
+            };
             for pair in &set {
                 let (key, value) = pair
                     .split_once('=')
                     .with_context(|| format!("--set {pair}: expected KEY=VALUE"))?;
-                set_path(&mut cfg, key, Some(parse_value(value)))?;
+                set_path(&mut cfg, key, Some(types.parse(key, value)))?;
             }
             let view = client
                 .post("/instances", &json!({ "name": name, "config": cfg }))
@@ -59,9 +64,7 @@ pub async fn run(client: &Client, out: &Output, cmd: InstanceCommand) -> anyhow:
         InstanceCommand::Config(InstanceConfigCommand::Show { instance }) => {
             let view = get(client, &instance).await?;
             let config = view["config"].clone();
-            out.print(&config, |c| {
-                serde_json::to_string_pretty(c).unwrap_or_else(|_| c.to_string())
-            })
+            out.print(&config, |_| marked_config(&view))
         }
         InstanceCommand::Config(InstanceConfigCommand::Set {
             instance,
@@ -69,10 +72,9 @@ pub async fn run(client: &Client, out: &Output, cmd: InstanceCommand) -> anyhow:
             value,
             unset,
         }) => {
-            let value = if unset {
-                None
-            } else {
-                value.as_deref().map(parse_value)
+            let value = match value.filter(|_| !unset) {
+                Some(text) => Types::fetch(client).await?.parse(&key, &text),
+                None => Value::Null,
             };
             config_set(client, out, &instance, &key, value).await
         }
@@ -232,8 +234,7 @@ fn show(out: &Output, v: &Value) -> String {
         (Value::Null, _) => "-".to_string(),
         (name, id) => format!("{} (id {})", cell(name), cell(id)),
     };
-    let config = serde_json::to_string_pretty(&v["config"])
-        .unwrap_or_default()
+    let config = marked_config(v)
         .lines()
         .map(|l| format!("  {l}"))
         .collect::<Vec<_>>()
@@ -261,9 +262,63 @@ fn show(out: &Output, v: &Value) -> String {
     )
 }
 
-/// A config value from the command line: JSON if it parses, else the text as a string.
+/// A config value from the command line, for a key the schema does not know: JSON if it
+/// parses, else the text as a string (the controller then names what it expects).
 fn parse_value(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+/// The controller's instance settings schema: command-line text becomes a value of the
+/// setting's type. Text that does not parse is sent as it is, for the controller to refuse with
+/// the field's rule.
+struct Types(Value);
+
+impl Types {
+    async fn fetch(client: &Client) -> anyhow::Result<Types> {
+        let schema = client
+            .get("/config/schema")
+            .await
+            .context("reading the settings schema")?;
+        Ok(Types(schema["instance"].clone()))
+    }
+
+    fn parse(&self, key: &str, text: &str) -> Value {
+        let kind = self
+            .0
+            .as_array()
+            .and_then(|fields| fields.iter().find(|f| f["name"] == key))
+            .and_then(|f| f["type"].as_str());
+        match kind {
+            Some(kind) => {
+                crate::config::schema::parse_as(kind, text).unwrap_or_else(|| json!(text))
+            }
+            None => parse_value(text),
+        }
+    }
+}
+
+/// The config as JSON, with each secret shown as `<secret: set>` or `<secret: not set>` in
+/// its place and the changes waiting for a restart listed under it.
+fn marked_config(view: &Value) -> String {
+    let mut config = match &view["config"] {
+        Value::Object(m) => Value::Object(m.clone()),
+        _ => json!({}),
+    };
+    for (name, state) in view["secrets"].as_object().into_iter().flatten() {
+        let mark = format!("<secret: {}>", state.as_str().unwrap_or("?"));
+        crate::config::schema::set_path(&mut config, name, json!(mark));
+    }
+    let mut text = serde_json::to_string_pretty(&config).unwrap_or_default();
+    let pending: Vec<&str> = view["pending_restart"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !pending.is_empty() {
+        text.push_str(&format!("\nwaiting for a restart: {}", pending.join(", ")));
+    }
+    text
 }
 
 /// Sets (or with `None` removes) a dotted key inside `config`, creating objects on the way.
@@ -307,24 +362,18 @@ fn set_path(
     Ok(())
 }
 
-/// `instance config set`: a top-level key is sent as is (`null` removes it); a dotted key is
-/// applied to the current value of its top-level key, which is then sent whole.
+/// `instance config set`: the key becomes a JSON merge patch (`null` with --unset: back to the
+/// default), which the controller checks and merges.
 async fn config_set(
     client: &Client,
     out: &Output,
     instance: &str,
     key: &str,
-    value: Option<Value>,
+    value: Value,
 ) -> anyhow::Result<()> {
-    let top = key.split('.').next().unwrap_or(key).to_string();
-    let change = if key.contains('.') {
-        let view = get(client, instance).await?;
-        let mut config = view["config"].as_object().cloned().unwrap_or_default();
-        set_path(&mut config, key, value)?;
-        json!({ top.clone(): config.remove(&top).unwrap_or(Value::Null) })
-    } else {
-        json!({ top.clone(): value.unwrap_or(Value::Null) })
-    };
+    let unset = value.is_null();
+    let mut change = Map::new();
+    set_path(&mut change, key, Some(value))?;
     let view = client
         .patch(
             &format!("/instances/{}", seg(instance)),
@@ -333,10 +382,22 @@ async fn config_set(
         .await
         .with_context(|| format!("changing the config of instance '{instance}'"))?;
     out.print(&view, |v| {
-        let now = pointer(&v["config"], key);
-        match now {
-            Some(now) => format!("{}: {key} = {now}", cell(&v["name"])),
-            None => format!("{}: {key} removed", cell(&v["name"])),
+        let name = cell(&v["name"]);
+        if unset {
+            return format!("{name}: {key} removed");
+        }
+        let restart = if v["pending_restart"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|k| k == key))
+        {
+            " (restart to apply)"
+        } else {
+            ""
+        };
+        match (pointer(&v["config"], key), v["secrets"][key].as_str()) {
+            (_, Some(state)) => format!("{name}: {key} = <secret: {state}>{restart}"),
+            (Some(now), None) => format!("{name}: {key} = {now}{restart}"),
+            (None, None) => format!("{name}: {key} removed"),
         }
     })
 }

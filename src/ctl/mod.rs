@@ -58,6 +58,9 @@ pub enum CtlCommand {
     /// Roles: named sets of permissions.
     #[command(subcommand)]
     Role(RoleCommand),
+    /// Settings: what instances, the controller and hosts can be configured with.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Permissions roles can grant.
     #[command(subcommand)]
     Permission(PermissionCommand),
@@ -181,21 +184,23 @@ pub enum InstanceCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum InstanceConfigCommand {
-    /// Print the instance's config (JSON).
+    /// Print the instance's config (JSON; secrets show as set or not set).
     Show {
         /// Instance name or id.
         instance: String,
     },
-    /// Set a config key; dotted keys reach into objects (server_settings.max_players 10).
+    /// Set a setting; dotted keys reach into objects (server_settings.max_players 10). The value
+    /// is read by the setting's type (`ctl config schema` lists them); the controller refuses
+    /// what breaks the setting's rule.
     Set {
         /// Instance name or id.
         instance: String,
         /// Key, e.g. auto_start or server_settings.name.
         key: String,
-        /// Value: JSON if it parses (10, true, {"a":1}), else a string. Omit with --unset.
+        /// Value, read by the setting's type: true/false, a number, text, a list as a,b or JSON. Omit with --unset.
         #[arg(required_unless_present = "unset")]
         value: Option<String>,
-        /// Remove the key instead.
+        /// Back to the default instead.
         #[arg(long, conflicts_with = "value")]
         unset: bool,
     },
@@ -392,6 +397,16 @@ pub enum RoleCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// List every setting: name, type, default, secret/restart flags and description.
+    Schema {
+        /// Only one kind: instance, controller or host.
+        #[arg(long)]
+        kind: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum PermissionCommand {
     /// List every permission with its description.
     #[command(visible_alias = "ls")]
@@ -434,5 +449,8 @@ async fn dispatch(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Mod(cmd) => files::mods(&client, &out, cmd).await,
         CtlCommand::User(cmd) => users::user(&client, &out, cmd).await,
         CtlCommand::Role(cmd) => users::role(&client, &out, cmd).await,
+        CtlCommand::Config(ConfigCommand::Schema { kind }) => {
+            cluster::schema(&client, &out, kind).await
+        }
     }
 }

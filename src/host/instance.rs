@@ -143,7 +143,8 @@ impl Instance {
         lock(&self.saved).clone()
     }
 
-    pub fn config(&self) -> Value {
+    /// The config as the controller stores it (only what was set).
+    pub fn stored_config(&self) -> Value {
         lock(&self.saved).config.clone()
     }
 
@@ -192,13 +193,14 @@ impl Instance {
             "container": self.server().and_then(|s| s.container()),
         })
     }
-
-    fn flag(&self, key: &str) -> bool {
-        self.config()[key].as_bool().unwrap_or(false)
-    }
 }
 
 impl Host {
+    /// An instance's effective settings: the schema's defaults with its stored config over them.
+    pub fn settings(&self, inst: &Instance) -> Value {
+        self.schemas.instance.resolve(&inst.stored_config())
+    }
+
     pub fn report(&self, inst: &Instance, message: Option<&str>) {
         self.link
             .send_event("instance_status", inst.report(message));
@@ -249,7 +251,7 @@ impl Host {
         for d in [&saves_dir, &inst.dir.join("mods")] {
             std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
         }
-        let config = inst.config();
+        let config = self.settings(inst);
         self.write_server_files(inst, &config)?;
         self.fetch_mods(inst, &config).await?;
 
@@ -572,7 +574,7 @@ impl Host {
         tracing::warn!(instance = %inst.name, %how, "instance crashed");
         self.report(inst, Some(&message));
 
-        if !inst.flag("restart_on_crash") || inst.saved().desired != "running" {
+        if self.settings(inst)["restart_on_crash"] != true || inst.saved().desired != "running" {
             let _ = inst.update_saved(|s| s.desired = "stopped".into());
             return;
         }
@@ -672,7 +674,7 @@ impl Host {
     }
 
     fn spawn_backup_timer(self: &Arc<Self>, inst: &Arc<Instance>, generation: u64) {
-        let minutes = inst.config()["backup_interval_minutes"]
+        let minutes = self.settings(inst)["backup_interval_minutes"]
             .as_f64()
             .unwrap_or(0.0);
         if minutes <= 0.0 {
@@ -722,7 +724,7 @@ impl Host {
             .filter_map(|o| o.saved().game_port)
             .collect();
         let bind = self.cfg.bind_address.as_str();
-        if let Some(p) = inst.config()["game_port"].as_u64() {
+        if let Some(p) = self.settings(inst)["game_port"].as_u64() {
             let p = u16::try_from(p).map_err(|_| format!("game_port {p} is not a port"))?;
             if taken.contains(&p) {
                 return Err(format!(
@@ -749,36 +751,10 @@ impl Host {
 
     /// `server-settings.json` (defaults < instance config `server_settings`) and the lists.
     fn write_server_files(&self, inst: &Instance, config: &Value) -> Result<(), String> {
-        let mut settings = json!({
-            "name": format!("{} - {}", self.cluster_name(), inst.name),
-            "description": "",
-            "tags": ["clustorio"],
-            "max_players": 0,
-            "visibility": { "public": false, "lan": true },
-            "username": "",
-            "password": "",
-            "token": "",
-            "game_password": "",
-            "require_user_verification": true,
-            "max_upload_in_kilobytes_per_second": 0,
-            "minimum_latency_in_ticks": 0,
-            "ignore_player_limit_for_returning_players": false,
-            "allow_commands": "admins-only",
-            "autosave_interval": 10,
-            "autosave_slots": 5,
-            "afk_autokick_interval": 0,
-            "auto_pause": true,
-            "only_admins_can_pause_the_game": true,
-            "autosave_only_on_server": true,
-            "non_blocking_saving": false
-        });
-        if let (Some(base), Some(extra)) = (
-            settings.as_object_mut(),
-            config["server_settings"].as_object(),
-        ) {
-            for (k, v) in extra {
-                base.insert(k.clone(), v.clone());
-            }
+        // The schema's defaults are Factorio's; an empty name becomes "<cluster> - <instance>".
+        let mut settings = config["server_settings"].clone();
+        if settings["name"].as_str().is_none_or(str::is_empty) {
+            settings["name"] = json!(format!("{} - {}", self.cluster_name(), inst.name));
         }
         let lists = self.lists();
         let sync = config["sync_lists"].as_bool().unwrap_or(true);

@@ -45,6 +45,8 @@ pub struct Host {
     plugins: Vec<Box<dyn crate::plugins::HostPlugin>>,
     /// The cluster's plugin set, once the controller has named it.
     cluster_plugins: tokio::sync::watch::Sender<Option<Vec<crate::plugins::PluginVersion>>>,
+    /// Every setting (the core's and the plugins'): instance defaults, this host's config.
+    pub schemas: crate::config::Schemas,
 }
 
 /// Where Factorio is: `factorio_directory`, else `./factorio`, else the working dir itself.
@@ -122,6 +124,7 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
         instances: Mutex::new(HashMap::new()),
         lists: Mutex::new(UserLists::default()),
         cluster_name: Mutex::new(String::new()),
+        schemas: crate::config::Schemas::new(&crate::plugins::settings()),
         cfg,
     });
     host.load_instances().await?;
@@ -194,16 +197,12 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
 
 /// Saves the host's own token into `config-slave.json` (other keys kept; atomic).
 fn persist_host_token(dir: &Path, token: &str) -> anyhow::Result<()> {
-    let path = dir.join(HOST_CONFIG_FILE);
-    let mut value: Value = match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?,
-        Err(_) => json!({}),
-    };
-    if let Some(map) = value.as_object_mut() {
-        map.insert("host_token".into(), json!(token));
-    }
-    crate::saves::write_atomic(&path, &serde_json::to_vec_pretty(&value)?)?;
+    crate::config::patch_file(
+        &dir.join(HOST_CONFIG_FILE),
+        &crate::config::host_schema(&[]),
+        &json!({ "host_token": token }),
+    )?
+    .map_err(|r| anyhow::anyhow!("saving the host token: {r}"))?;
     Ok(())
 }
 
@@ -336,7 +335,7 @@ impl Host {
         for inst in loaded {
             if !resumed.contains(&inst.id)
                 && (inst.saved().desired == "running"
-                    || inst.config()["auto_start"].as_bool().unwrap_or(false))
+                    || self.settings(&inst)["auto_start"] == true)
             {
                 let host = self.clone();
                 tokio::spawn(async move {
@@ -442,9 +441,29 @@ impl Host {
         }
     }
 
+    /// This host's settings view, after applying `data.config` (a merge patch) when `update`.
+    /// Secrets are masked here: their values never leave the host.
+    fn config_request(&self, data: &Value, update: bool) -> Result<Value, ErrorBody> {
+        let schema = &self.schemas.host;
+        if update {
+            crate::config::patch_file(&self.dir.join(HOST_CONFIG_FILE), schema, &data["config"])
+                .map_err(|e| err("io", format!("{e:#}")))?
+                .map_err(|r| err("bad_request", r.message))?;
+            tracing::info!("config-slave.json changed from the controller");
+        }
+        let now = HostConfig::load(&self.dir).map_err(|e| err("bad_request", format!("{e:#}")))?;
+        let to_json = |c: &HostConfig| serde_json::to_value(c).unwrap_or(Value::Null);
+        Ok(crate::config::settings_view(
+            schema,
+            &to_json(&self.cfg),
+            &to_json(&now),
+        ))
+    }
+
     async fn handle_request(self: &Arc<Self>, name: &str, data: Value) -> Result<Value, ErrorBody> {
         let id = data["id"].as_i64().unwrap_or(-1);
         match name {
+            "config_get" | "config_update" => self.config_request(&data, name == "config_update"),
             "instance_assigned" => {
                 let inst = self.adopt(&data)?;
                 self.report(&inst, None);
@@ -594,7 +613,7 @@ impl Host {
 
     async fn run_commands(&self, cmds: Vec<String>) {
         for inst in self.instances() {
-            if !inst.config()["sync_lists"].as_bool().unwrap_or(true) {
+            if self.settings(&inst)["sync_lists"] == false {
                 continue;
             }
             if let Some(server) = inst.server().filter(|_| inst.status() == Status::Running) {

@@ -132,7 +132,7 @@ impl Host {
     /// The plugins that run for `inst` at its next start.
     pub(super) async fn plugins_for(&self, inst: &Instance) -> Vec<&'static str> {
         let cluster = self.cluster_plugin_names().await;
-        let config = inst.config();
+        let config = inst.stored_config();
         self.plugins
             .iter()
             .map(|p| p.info())
@@ -250,7 +250,7 @@ impl InstanceCtx {
 
     /// The plugin's part of the instance config (`config["<plugin>"]`).
     pub fn config(&self) -> Value {
-        self.inst.config()[self.plugin].clone()
+        self.host.settings(&self.inst)[self.plugin].clone()
     }
 
     /// An event to the controller about this instance (`instance_id` is added).

@@ -87,6 +87,8 @@ pub struct PluginInfo {
     pub ipc_channels: &'static [&'static str],
     /// Its SQLite migrations on the controller, in order; applied once each, recorded.
     pub migrations: &'static [&'static str],
+    /// Its settings in the one schema; each plugin declares at least `<name>.load_plugin`.
+    pub settings: crate::config::PluginSettings,
 }
 
 impl PluginInfo {
@@ -198,6 +200,22 @@ pub fn message_plugin(name: &str) -> Option<&str> {
     name.split_once('.').map(|(p, _)| p)
 }
 
+/// Every plugin's settings, for the schemas (whether or not the cluster enables it, so a stored
+/// value is always checked against its declaration).
+pub fn settings() -> Vec<crate::config::PluginSettings> {
+    builtins().iter().map(|b| b.info.settings).collect()
+}
+
+/// The per-instance switch every plugin declares.
+pub const fn load_plugin_field(name: &'static str, title: &'static str) -> crate::config::schema::Field {
+    use crate::config::schema::{Default, Field, Kind};
+    Field::new(name, Kind::Bool, Default::Bool(true))
+        .title(title)
+        .about("Run this plugin for this instance (its Lua is patched into the save).")
+        .section("Plugins")
+        .restart()
+}
+
 /// Every permission plugins add (for the one permission table).
 pub fn permissions() -> impl Iterator<Item = &'static Permission> {
     builtins().iter().flat_map(|b| b.info.permissions.iter())
@@ -225,6 +243,14 @@ mod tests {
         assert!(!info.owns_channel("player_event"));
         assert!(info.enabled_for(&serde_json::json!({})));
         assert!(!info.enabled_for(&serde_json::json!({"ping": {"load_plugin": false}})));
+        for b in builtins() {
+            let switch = format!("{}.load_plugin", b.info.name);
+            assert!(
+                b.info.settings.instance.iter().any(|f| f.name == switch),
+                "{} does not declare {switch}",
+                b.info.name
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Instances: one Factorio server each, with its config and the host it is assigned to.
 
 use super::{Result, StoreError, audit, now_ms};
+use crate::config::Schema;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -15,14 +16,17 @@ pub struct InstanceRecord {
     /// What the controller wants: "running" or "stopped".
     pub desired: String,
     pub game_port: Option<i64>,
+    /// The config it was started with, while it is starting or running (not sent to anyone).
+    #[serde(skip)]
+    pub running_config: Option<serde_json::Value>,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 const COLUMNS: &str =
-    "id, name, host_id, config, status, game_port, created_at, updated_at, desired";
+    "id, name, host_id, config, status, game_port, created_at, updated_at, desired, running_config";
 
-fn from_row(r: &rusqlite::Row) -> rusqlite::Result<(InstanceRecord, String)> {
+fn from_row(r: &rusqlite::Row) -> rusqlite::Result<(InstanceRecord, String, Option<String>)> {
     Ok((
         InstanceRecord {
             id: r.get(0)?,
@@ -31,32 +35,27 @@ fn from_row(r: &rusqlite::Row) -> rusqlite::Result<(InstanceRecord, String)> {
             config: serde_json::Value::Null,
             status: r.get(4)?,
             game_port: r.get(5)?,
+            running_config: None,
             created_at: r.get(6)?,
             updated_at: r.get(7)?,
             desired: r.get(8)?,
         },
         r.get(3)?,
+        r.get(9)?,
     ))
 }
 
-fn decode((mut rec, config): (InstanceRecord, String)) -> Result<InstanceRecord> {
+fn decode(
+    (mut rec, config, running): (InstanceRecord, String, Option<String>),
+) -> Result<InstanceRecord> {
     rec.config = serde_json::from_str(&config)?;
+    rec.running_config = running.map(|r| serde_json::from_str(&r)).transpose()?;
     Ok(rec)
 }
 
 /// Instance names become directory names on hosts: keep them plain.
 pub fn validate_name(name: &str) -> Result<()> {
     super::check_name("instance", name, 64)
-}
-
-pub fn validate_config(config: &serde_json::Value) -> Result<()> {
-    if config.is_object() {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(
-            "instance config must be a JSON object".into(),
-        ))
-    }
 }
 
 pub fn list(conn: &Connection) -> Result<Vec<InstanceRecord>> {
@@ -83,14 +82,19 @@ pub fn get(conn: &Connection, id_or_name: &str) -> Result<InstanceRecord> {
         .ok_or_else(|| StoreError::NotFound(format!("no instance '{id_or_name}'")))
 }
 
+/// Creates an instance; its initial config must pass `schema` like any change (`null`s and
+/// emptied objects are dropped).
 pub fn create(
     conn: &Connection,
     actor: &str,
     name: &str,
     config: &serde_json::Value,
+    schema: &Schema,
 ) -> Result<InstanceRecord> {
     validate_name(name)?;
-    validate_config(config)?;
+    let config = schema
+        .apply_patch(&serde_json::json!({}), config)
+        .map_err(StoreError::Refused)?;
     let now = now_ms();
     conn.execute(
         "INSERT INTO instances (name, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
@@ -113,29 +117,30 @@ pub fn create(
     get(conn, &id.to_string())
 }
 
-/// Merges `patch` into the config (top-level keys; `null` removes a key).
+/// Applies `patch` to the config as a JSON merge patch, after `schema` checked every key and
+/// value of it (refused: nothing changes). The audit row shows secrets as "changed".
 pub fn update_config(
     conn: &Connection,
     actor: &str,
     id_or_name: &str,
     patch: &serde_json::Value,
+    schema: &Schema,
 ) -> Result<InstanceRecord> {
-    validate_config(patch)?;
-    let mut rec = get(conn, id_or_name)?;
-    if let (Some(config), Some(changes)) = (rec.config.as_object_mut(), patch.as_object()) {
-        for (k, v) in changes {
-            if v.is_null() {
-                config.remove(k);
-            } else {
-                config.insert(k.clone(), v.clone());
-            }
-        }
-    }
+    let rec = get(conn, id_or_name)?;
+    let config = schema
+        .apply_patch(&rec.config, patch)
+        .map_err(StoreError::Refused)?;
     conn.execute(
         "UPDATE instances SET config = ?2, updated_at = ?3 WHERE id = ?1",
-        params![rec.id, rec.config.to_string(), now_ms()],
+        params![rec.id, config.to_string(), now_ms()],
     )?;
-    audit::record(conn, actor, "instance.update_config", &rec.name, patch)?;
+    audit::record(
+        conn,
+        actor,
+        "instance.update_config",
+        &rec.name,
+        &schema.audit_view(patch),
+    )?;
     get(conn, &rec.id.to_string())
 }
 
@@ -190,8 +195,12 @@ pub fn set_status(
     status: &str,
     game_port: Option<i64>,
 ) -> Result<InstanceRecord> {
+    // Entering an active status remembers the config it starts with; leaving it forgets it.
     conn.execute(
-        "UPDATE instances SET status = ?2, game_port = COALESCE(?3, game_port), updated_at = ?4 WHERE id = ?1",
+        "UPDATE instances SET status = ?2, game_port = COALESCE(?3, game_port), updated_at = ?4,
+         running_config = CASE WHEN ?2 IN ('starting', 'running', 'stopping', 'creating_save')
+                               THEN COALESCE(running_config, config) ELSE NULL END
+         WHERE id = ?1",
         params![id, status, game_port, now_ms()],
     )?;
     get(conn, &id.to_string())

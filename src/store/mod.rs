@@ -41,6 +41,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// A config value the settings schema refuses.
+    #[error("{0}")]
+    Refused(crate::config::Refusal),
     #[error("database error: {0}")]
     Db(String),
 }
@@ -263,8 +266,16 @@ mod tests {
                 } else {
                     format!("i{i}")
                 };
-                s.write(move |c| instances::create(c, "test", &name, &serde_json::json!({})))
-                    .await
+                s.write(move |c| {
+                    instances::create(
+                        c,
+                        "test",
+                        &name,
+                        &serde_json::json!({}),
+                        &crate::config::instance_schema(&[]),
+                    )
+                })
+                .await
             }));
         }
         let mut ok = 0;

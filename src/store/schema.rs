@@ -77,6 +77,10 @@ const MIGRATIONS: &[&str] = &[
         uploaded_at INTEGER NOT NULL
     );
     "#,
+    // 4: the config an instance was started with, while it is active (which stored changes
+    // wait for a restart). Stored configs keep every value: the settings schema reads them as
+    // they are.
+    "ALTER TABLE instances ADD COLUMN running_config TEXT;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {

@@ -72,6 +72,32 @@ impl HostProcess {
 
     /// Starts a host without waiting for it to connect.
     pub fn spawn(dir: &Path, url: &str, token: &str, name: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn_cmd(dir, url, token, name, env, Stdio::inherit())
+    }
+
+    /// Starts a host with its log (stderr) written to `log`, and waits for `Started`.
+    pub fn start_logged(
+        dir: &Path,
+        url: &str,
+        token: &str,
+        name: &str,
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Self {
+        let file = std::fs::File::create(log).expect("creating the log file");
+        let h = Self::spawn_cmd(dir, url, token, name, env, Stdio::from(file));
+        h.wait_line(Duration::from_secs(30), |l| l.contains("Started"));
+        h
+    }
+
+    fn spawn_cmd(
+        dir: &Path,
+        url: &str,
+        token: &str,
+        name: &str,
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Self {
         std::fs::create_dir_all(dir).expect("host dir");
         install_sim(dir);
         let ports: Vec<String> = free_udp_ports(4).iter().map(u16::to_string).collect();
@@ -84,7 +110,7 @@ impl HostProcess {
             .env("SERVER_PORT", ports.join(","))
             .env("LOG_LEVEL", "warn")
             .env("FACTORIO_STANDIN_SPEED", SIM_SPEED)
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }

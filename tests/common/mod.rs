@@ -164,11 +164,21 @@ impl ControllerProcess {
 
     /// On a given port (0: any free one), e.g. to restart on the port hosts know.
     pub fn start_on(dir: &Path, port: u16, env: &[(&str, &str)]) -> Self {
+        Self::start_cmd(dir, port, env, Stdio::inherit())
+    }
+
+    /// With its log (stderr) written to `log`.
+    pub fn start_logged(dir: &Path, env: &[(&str, &str)], log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("creating the log file");
+        Self::start_cmd(dir, 0, env, Stdio::from(file))
+    }
+
+    fn start_cmd(dir: &Path, port: u16, env: &[(&str, &str)], stderr: Stdio) -> Self {
         let mut cmd = Command::new(bin("clustorio"));
         cmd.args(["controller", "run", "--port", &port.to_string(), "--dir"])
             .arg(dir)
             .env("LOG_LEVEL", "warn")
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }

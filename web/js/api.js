@@ -45,17 +45,19 @@ export function setUnauthorizedHandler(f) {
 }
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, field) {
     super(message);
     this.status = status;
     this.code = code;
+    /** The setting a refused config names, e.g. "server_settings.max_players". */
+    this.field = field;
   }
 }
 
 function errorFrom(status, text) {
   try {
     const v = JSON.parse(text);
-    if (v && v.error) return new ApiError(status, v.error.code, v.error.message);
+    if (v && v.error) return new ApiError(status, v.error.code, v.error.message, v.error.field);
   } catch {
     // not JSON: fall through
   }

@@ -13,6 +13,7 @@ import * as roles from "./pages/roles.js";
 import * as mods from "./pages/mods.js";
 import * as audit from "./pages/audit.js";
 import * as plugins from "./pages/plugins.js";
+import * as settings from "./pages/settings.js";
 
 /** Nav entries: route, label, the permission needed to see the page. */
 const NAV = [
@@ -24,9 +25,10 @@ const NAV = [
   ["mods", "Mods", "core.mod.list"],
   ["plugins", "Plugins", "core.plugin.list"],
   ["audit", "Audit log", "core.log.query"],
+  ["settings", "Settings", "core.controller.get_config"],
 ];
 
-const PAGES = { overview, hosts, instances, users, roles, mods, plugins, audit };
+const PAGES = { overview, hosts, instances, users, roles, mods, plugins, audit, settings };
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");

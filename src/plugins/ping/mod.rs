@@ -34,6 +34,10 @@ static INFO: PluginInfo = PluginInfo {
             delivered INTEGER NOT NULL,
             at INTEGER NOT NULL
         );"],
+    settings: crate::config::PluginSettings {
+        instance: &[super::load_plugin_field("ping.load_plugin", "Ping")],
+        ..crate::config::PluginSettings::NONE
+    },
 };
 
 pub const BUILTIN: Builtin = Builtin {

@@ -5,6 +5,7 @@ import { get, post, patch, del, seg, upload, download } from "../api.js";
 import { h, replace, busy, confirmDialog, toast, field, statusBadge, fmtBytes, timeEl, checkbox } from "../dom.js";
 import { state, subscribe, can, instanceByRef } from "../store.js";
 import { hostOptions } from "./instances.js";
+import { loadSchema, settingsForm, diffPatch } from "../settings.js";
 
 const TABS = [
   ["overview", "Overview"],
@@ -23,44 +24,6 @@ const ACTIONS = [
   ["restart", "Restart", "secondary", ["running"], "core.instance.restart"],
   ["kill", "Kill", "danger", ["starting", "running", "stopping", "creating_save"], "core.instance.kill"],
 ];
-
-// ---------------------------------------------------------------------------------------------
-// Config validation: the keys the host understands (docs/api.md), with their types.
-
-const isInt = (v) => Number.isInteger(v);
-const CONFIG_KEYS = {
-  game_port: [(v) => isInt(v) && v >= 1 && v <= 65535, "a port number (1–65535)"],
-  restart_on_crash: [(v) => typeof v === "boolean", "true or false"],
-  auto_start: [(v) => typeof v === "boolean", "true or false"],
-  mods: [(v) => Array.isArray(v) && v.every((m) => typeof m === "string" && m.endsWith(".zip")), 'a list of mod zip names, e.g. ["Mod_1.0.0.zip"]'],
-  server_settings: [(v) => v !== null && typeof v === "object" && !Array.isArray(v), "an object merged into server-settings.json"],
-  backup_interval_minutes: [(v) => isInt(v) && v >= 0, "a whole number of minutes (0 = off)"],
-  backup_retention: [(v) => isInt(v) && v >= 1, "a whole number of copies (1 or more)"],
-  sync_lists: [(v) => typeof v === "boolean", "true or false"],
-  memory_limit_mb: [(v) => isInt(v) && v >= 0, "a whole number of MB (0 = none; Docker backend)"],
-  cpu_limit: [(v) => typeof v === "number" && v >= 0, "a number of CPUs, e.g. 1.5 (0 = none; Docker backend)"],
-};
-
-/** Returns {config, errors, warnings} for the editor's text. */
-export function validateConfig(text) {
-  let config;
-  try {
-    config = JSON.parse(text);
-  } catch (e) {
-    return { errors: [`Not valid JSON: ${e.message}`], warnings: [] };
-  }
-  if (config === null || typeof config !== "object" || Array.isArray(config)) {
-    return { errors: ["The config must be a JSON object: { … }"], warnings: [] };
-  }
-  const errors = [];
-  const warnings = [];
-  for (const [k, v] of Object.entries(config)) {
-    const rule = CONFIG_KEYS[k];
-    if (!rule) warnings.push(`"${k}" is not a key the host knows; it is stored but has no effect.`);
-    else if (!rule[0](v)) errors.push(`"${k}" must be ${rule[1]}.`);
-  }
-  return { config, errors, warnings };
-}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -174,86 +137,113 @@ function overviewTab(inst, box) {
   return { update: render, hosts: () => assign && assign.fill(instanceByRef(String(inst.id)) || inst) };
 }
 
+/** The Config tab: a form generated from the schema, and the raw JSON behind "Advanced". */
 function configTab(inst, box) {
+  const canWrite = can("core.instance.update_config");
+  const holder = h("div", { class: "card", "aria-labelledby": "cfg-h" }, h("h2", { id: "cfg-h" }, "Config"), h("p", { class: "muted", role: "status" }, "Loading the settings…"));
+  box.append(holder);
+  let form = null;
+  let raw = null;
+  const save = async (body) => {
+    const i = instanceByRef(String(inst.id)) || inst;
+    const v = await patch(`instances/${seg(i.id)}`, { config: body });
+    state.instances.set(v.id, v);
+    if (raw) raw.update(v);
+    return v;
+  };
+  loadSchema()
+    .then((schema) => {
+      const i = instanceByRef(String(inst.id)) || inst;
+      form = settingsForm({ fields: schema.instance, prefix: "cfg", canWrite, save });
+      raw = rawEditor(i, canWrite, async (body) => {
+        const v = await save(body);
+        form.render(v);
+        return v;
+      });
+      replace(
+        holder,
+        h("h2", { id: "cfg-h" }, "Config"),
+        h("p", { class: "muted" }, "Changes marked “restart to apply” take effect at the instance’s next start; the others at once."),
+        form.form,
+        raw.el,
+      );
+      form.render(i);
+    })
+    .catch((e) => replace(holder, h("h2", { id: "cfg-h" }, "Config"), h("p", { class: "error", role: "alert" }, `Cannot load the settings: ${e.message}`)));
+  return {
+    update(i) {
+      if (form) form.render(i);
+      if (raw) raw.update(i);
+    },
+  };
+}
+
+/** The stored config as JSON; saving sends the difference as a merge patch. */
+function rawEditor(inst, canWrite, save) {
   const text = (c) => JSON.stringify(c || {}, null, 2);
-  const area = h("textarea", { id: "config-editor", rows: 16, spellcheck: "false", "aria-describedby": "config-help config-problems" });
+  const area = h("textarea", { id: "config-editor", rows: 14, spellcheck: "false", "aria-describedby": "config-help config-problems" });
   area.value = text(inst.config);
-  let base = area.value;
+  let base = inst.config || {};
   const problems = h("div", { id: "config-problems", "aria-live": "polite" });
-  const save = h("button", { type: "submit", class: "primary", id: "config-save" }, "Save config");
-  const reset = h("button", { type: "button", class: "secondary" }, "Reset");
-  const stale = h("p", { class: "warn-note", hidden: true }, "The config was changed elsewhere. Reset to load the new one (your edits are lost), or save to overwrite it.");
+  const button = h("button", { type: "submit", class: "secondary", id: "config-save", disabled: !canWrite }, "Save JSON");
+  const stale = h("p", { class: "warn-note", hidden: true }, "The config was changed elsewhere. Reload to see it (your edits are lost), or save to overwrite the keys you changed.");
+  const reload = h("button", { type: "button", class: "secondary" }, "Reload");
   const form = h(
     "form",
-    { class: "card", "aria-labelledby": "cfg-h" },
-    h("h2", { id: "cfg-h" }, "Config"),
-    h(
-      "p",
-      { id: "config-help", class: "muted" },
-      "JSON. Keys the host understands: ",
-      Object.keys(CONFIG_KEYS).map((k, n) => [n ? ", " : "", h("code", {}, k)]),
-      ". Changes apply at the next start.",
-    ),
+    {},
+    h("p", { id: "config-help", class: "muted" }, "The stored settings (only what differs from the defaults; secrets are not shown). Saving sends what you changed; a removed key goes back to its default."),
     h("label", { for: "config-editor" }, "Instance config (JSON)"),
     area,
     problems,
     stale,
-    h("div", { class: "actions" }, reset, save),
+    h("div", { class: "actions" }, reload, button),
   );
-  box.append(form);
-
-  function check() {
-    const r = validateConfig(area.value);
-    const errors = r.errors || [];
-    area.setAttribute("aria-invalid", errors.length ? "true" : "false");
-    save.disabled = errors.length > 0 || !can("core.instance.update_config");
-    replace(
-      problems,
-      errors.length ? h("ul", { class: "error", role: "alert" }, errors.map((e) => h("li", {}, e))) : null,
-      r.warnings && r.warnings.length ? h("ul", { class: "warn-note" }, r.warnings.map((e) => h("li", {}, e))) : null,
-    );
-    return r;
-  }
-  let timer = null;
-  area.addEventListener("input", () => {
-    clearTimeout(timer);
-    timer = setTimeout(check, 250);
-  });
-  reset.addEventListener("click", () => {
+  const el = h("details", { class: "raw-config", id: "config-advanced" }, h("summary", {}, "Advanced: edit as JSON"), form);
+  const say = (message) => replace(problems, message ? h("p", { class: "error", role: "alert" }, message) : null);
+  reload.addEventListener("click", () => {
     const i = instanceByRef(String(inst.id)) || inst;
     area.value = text(i.config);
-    base = area.value;
+    base = i.config || {};
     stale.hidden = true;
-    check();
+    say(null);
   });
-  form.addEventListener("submit", (e) => {
+  form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    const r = check();
-    if (r.errors.length) {
-      area.focus();
+    let config;
+    try {
+      config = JSON.parse(area.value);
+    } catch (err) {
+      say(`Not valid JSON: ${err.message}`);
+      area.setAttribute("aria-invalid", "true");
       return;
     }
-    const i = instanceByRef(String(inst.id)) || inst;
-    // PATCH merges top-level keys; null removes one. Send the whole object, with removed keys.
-    const body = { ...r.config };
-    for (const k of Object.keys(i.config || {})) if (!(k in body)) body[k] = null;
-    busy(save, async () => {
-      const v = await patch(`instances/${seg(i.id)}`, { config: body });
-      state.instances.set(v.id, v);
-      area.value = text(v.config);
-      base = area.value;
+    if (config === null || typeof config !== "object" || Array.isArray(config)) {
+      say("The config must be a JSON object: { … }");
+      return;
+    }
+    area.removeAttribute("aria-invalid");
+    say(null);
+    button.disabled = true;
+    try {
+      const v = await save(diffPatch(base, config));
+      base = v.config || {};
+      area.value = text(base);
       stale.hidden = true;
-    }, "Config saved.");
+      toast("Config saved.");
+    } catch (err) {
+      say(err.message);
+    } finally {
+      button.disabled = !canWrite;
+    }
   });
-  check();
   return {
+    el,
     update(i) {
       const t = text(i.config);
-      if (t === base) return;
-      if (area.value === base) {
+      if (t === text(base)) return;
+      if (area.value === text(base)) {
         area.value = t;
-        base = t;
-        check();
+        base = i.config || {};
       } else stale.hidden = false;
     },
   };
@@ -525,11 +515,13 @@ export function mount(main, { ref, tab }) {
   const tabs = h(
     "nav",
     { class: "tabs", "aria-label": "Instance sections" },
-    h("ul", {}, TABS.map(([t, label]) => h("li", {}, h("a", { href: `#/instances/${inst.id}/${t}`, "aria-current": t === tab ? "page" : undefined, id: `tab-${t}` }, label)))),
+    h("ul", {}, TABS.filter(([t]) => t !== "config" || can("core.instance.get_config")).map(([t, label]) => h("li", {}, h("a", { href: `#/instances/${inst.id}/${t}`, "aria-current": t === tab ? "page" : undefined, id: `tab-${t}` }, label)))),
   );
   const box = h("div", { class: "tab-body" });
   main.append(tabs, box);
-  const view = { overview: overviewTab, config: configTab, saves: savesTab, console: consoleTab }[tab] || overviewTab;
+  const bodies = { overview: overviewTab, config: configTab, saves: savesTab, console: consoleTab };
+  if (!can("core.instance.get_config")) delete bodies.config;
+  const view = bodies[tab] || overviewTab;
   const part = view(inst, box);
 
   return subscribe((kind, detail) => {

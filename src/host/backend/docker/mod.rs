@@ -157,7 +157,7 @@ impl DockerBackend {
             .map(|pw| (SocketAddr::from(([0, 0, 0, 0], RCON_PORT)), pw));
         let config = cli::write_config(&spec.install, &spec.write_dir)
             .map_err(|e| format!("cannot prepare {}: {e}", spec.write_dir.display()))?;
-        let limits = Limits::for_instance(&inst.config(), self.settings.limits);
+        let limits = Limits::for_instance(&inst.stored_config(), self.settings.limits);
         let plan = self.plan(
             &d,
             inst,
@@ -420,7 +420,7 @@ impl DockerBackend {
             .filter_map(|r| async move { r.ok() })
             .collect()
             .await;
-        let limits = Limits::for_instance(&inst.config(), self.settings.limits);
+        let limits = Limits::for_instance(&inst.stored_config(), self.settings.limits);
         let name = inspected
             .name
             .as_deref()
@@ -463,7 +463,7 @@ impl DockerBackend {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot prepare {}: {e}", dir.display()))?;
         }
-        let limits = Limits::for_instance(&inst.config(), self.settings.limits);
+        let limits = Limits::for_instance(&inst.stored_config(), self.settings.limits);
         let plan = self.plan(
             &d,
             inst,

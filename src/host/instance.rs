@@ -624,7 +624,11 @@ impl Host {
         let patched: Option<Vec<String>> = saves::list(&inst.saves_dir())
             .ok()
             .and_then(|l| l.into_iter().next())
-            .and_then(|s| patch::read_patch_info(&inst.saves_dir().join(s.name)).ok().flatten())
+            .and_then(|s| {
+                patch::read_patch_info(&inst.saves_dir().join(s.name))
+                    .ok()
+                    .flatten()
+            })
             .map(|info| info.modules.into_iter().map(|m| m.name).collect());
         let active: Vec<&'static str> = self
             .plugins_for(inst)

@@ -334,8 +334,7 @@ impl Host {
         }
         for inst in loaded {
             if !resumed.contains(&inst.id)
-                && (inst.saved().desired == "running"
-                    || self.settings(&inst)["auto_start"] == true)
+                && (inst.saved().desired == "running" || self.settings(&inst)["auto_start"] == true)
             {
                 let host = self.clone();
                 tokio::spawn(async move {

@@ -207,7 +207,10 @@ pub fn settings() -> Vec<crate::config::PluginSettings> {
 }
 
 /// The per-instance switch every plugin declares.
-pub const fn load_plugin_field(name: &'static str, title: &'static str) -> crate::config::schema::Field {
+pub const fn load_plugin_field(
+    name: &'static str,
+    title: &'static str,
+) -> crate::config::schema::Field {
     use crate::config::schema::{Default, Field, Kind};
     Field::new(name, Kind::Bool, Default::Bool(true))
         .title(title)

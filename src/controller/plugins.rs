@@ -176,6 +176,12 @@ impl ControllerCtx {
         })
     }
 
+    /// Is `host_id` connected now (whatever plugins it runs)?
+    pub fn host_is_connected(&self, host_id: i64) -> bool {
+        self.controller()
+            .is_some_and(|ctl| ctl.hub.host_connected(host_id))
+    }
+
     /// Sends `<plugin>.<name>` to a connected host as is (the caller names the instance).
     pub fn send_to_host(&self, host_id: i64, name: &str, data: Value) {
         if let Some(ctl) = self.controller() {

@@ -12,6 +12,7 @@
 
 pub mod global_chat;
 pub mod ping;
+pub mod player_auth;
 
 use crate::host::backend::BoxFuture;
 use crate::host::patch;

@@ -207,6 +207,9 @@ impl ChatController {
             if ctx.host_ready(host) {
                 ctx.send_to_host(host, "global_chat.deliver", m);
                 now += 1;
+            } else if ctx.host_is_connected(host) {
+                // Connected without the plugin (its PLUGINS leaves it out): nothing to keep.
+                continue;
             } else {
                 self.queue(host, m);
                 queued += 1;

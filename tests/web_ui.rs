@@ -408,7 +408,8 @@ async fn web_ui_in_a_real_browser() {
     let root = tempfile::tempdir().expect("tempdir");
     let cdir = root.path().join("controller");
     std::fs::create_dir_all(&cdir).expect("controller dir");
-    let mut controller = ControllerProcess::start(&cdir);
+    let plugins = [("PLUGINS", "global_chat")];
+    let mut controller = ControllerProcess::start_with(&cdir, &plugins);
     let port = controller.port;
     let base = controller.url("/");
     let token = controller.first_token.clone();
@@ -534,6 +535,56 @@ async fn web_ui_in_a_real_browser() {
         )
         .await;
         ui.wait_text("#log-view", "hello from the game").await?;
+        Ok(())
+    })
+    .await;
+
+    ui.step("cluster_chat_page", async {
+        ui.route("#/chat").await?;
+        ui.wait_text("main h1", "Chat").await?;
+        // Chat said in the game arrives live.
+        api.post(
+            "/api/v1/instances/beta/rcon",
+            json!({ "command": "/standin chat alice hi everyone" }),
+        )
+        .await;
+        ui.wait_text("#chat-log", "alice: hi everyone").await?;
+        // A message typed here reaches the chosen game.
+        ui.wait_js(
+            "beta among the targets",
+            "[...document.querySelectorAll('#chat-target option')].some(o => o.textContent === 'beta')",
+        )
+        .await?;
+        ui.js(
+            "const s = document.querySelector('#chat-target'); s.value = [...s.options].find(o => o.textContent === 'beta').value;",
+            vec![],
+        )
+        .await?;
+        ui.fill("#chat-text", "hello beta").await?;
+        ui.click("#chat-send").await?;
+        ui.wait_text("#chat-log", "hello beta").await?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (_, v) = api
+                .post(
+                    "/api/v1/instances/beta/rcon",
+                    json!({ "command": "/standin printed" }),
+                )
+                .await;
+            if v["output"]
+                .as_str()
+                .is_some_and(|o| o.contains("[Console] admin: hello beta"))
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the game did not show the message: {v}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Back where the next step starts.
+        ui.route("#/instances/beta/console").await?;
+        ui.wait_text("main h1", "beta").await?;
         Ok(())
     })
     .await;
@@ -811,6 +862,7 @@ async fn web_ui_in_a_real_browser() {
             ("mods", "#/mods", "Mods"),
             ("audit", "#/audit", "Audit log"),
             ("settings", "#/settings", "Settings"),
+            ("chat", "#/chat", "Chat"),
         ];
         // A full load first: the errors a fresh page would log count too.
         ui.goto("#/overview").await?;
@@ -865,7 +917,7 @@ async fn web_ui_in_a_real_browser() {
             .await?;
         ui.wait_text("#banner", "reconnecting").await?;
         ui.shot("controller-away").await;
-        controller = ControllerProcess::start_on(&cdir, port, &[]);
+        controller = ControllerProcess::start_on(&cdir, port, &plugins);
         ui.wait_js(
             "the banner to go",
             "document.querySelector('#banner').hidden",

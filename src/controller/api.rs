@@ -146,6 +146,10 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         ("GET", ["audit"]) => r("/audit", "audit_list", vec![], false),
         ("GET", ["history"]) => r("/history", "history", vec![], false),
         ("GET", ["mods"]) => r("/mods", "mod_list", vec![], false),
+        ("GET", ["global_chat", "messages"]) => {
+            r("/global_chat/messages", "chat_history", vec![], false)
+        }
+        ("POST", ["global_chat", "send"]) => r("/global_chat/send", "chat_send", vec![], true),
         ("DELETE", ["mods", f]) => r("/mods/{file}", "mod_delete", vec![("file", s(f))], false),
         (
             "POST",

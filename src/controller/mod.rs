@@ -568,6 +568,7 @@ impl Controller {
             Err(e) => tracing::error!(error = %e, "reading instances for a host"),
         }
         self.publish_host(host_id).await;
+        self.plugins_host_connected(host_id).await;
     }
 
     async fn host_disconnected(&self, session: &Arc<Session>) {

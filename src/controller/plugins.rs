@@ -157,6 +157,55 @@ impl ControllerCtx {
         true
     }
 
+    /// Publishes an event to control clients (web UI, ctl) that have `permission`.
+    pub fn publish(&self, name: &'static str, data: Value, permission: &'static str) {
+        if let Some(ctl) = self.controller() {
+            ctl.hub.publish(super::hub::Event {
+                name,
+                data,
+                permission,
+                to_hosts: false,
+                instance_view: false,
+            });
+        }
+    }
+
+    /// Is `host_id` connected now, running this plugin?
+    pub fn host_ready(&self, host_id: i64) -> bool {
+        self.controller().is_some_and(|ctl| {
+            ctl.hub.host_connected(host_id) && ctl.plugins.host_runs(host_id, self.plugin)
+        })
+    }
+
+    /// Is `host_id` connected now (whatever plugins it runs)?
+    pub fn host_is_connected(&self, host_id: i64) -> bool {
+        self.controller()
+            .is_some_and(|ctl| ctl.hub.host_connected(host_id))
+    }
+
+    /// Sends `<plugin>.<name>` to a connected host as is (the caller names the instance).
+    pub fn send_to_host(&self, host_id: i64, name: &str, data: Value) {
+        if let Some(ctl) = self.controller() {
+            ctl.hub.send_to_host(host_id, name, data);
+            ctl.metrics.plugin_message(self.plugin, "out");
+        }
+    }
+
+    /// Every instance that runs (by its last report) with the plugin enabled: `(id, name,
+    /// host_id)`.
+    pub async fn running_instances(&self) -> Vec<(i64, String, i64)> {
+        let Ok(all) = self.store.read(store::instances::list).await else {
+            return Vec::new();
+        };
+        let plugin = self.plugin;
+        all.into_iter()
+            .filter(|r| {
+                r.status == "running" && r.config[plugin]["load_plugin"].as_bool() != Some(false)
+            })
+            .filter_map(|r| Some((r.id, r.name, r.host_id?)))
+            .collect()
+    }
+
     /// Sends `<plugin>.<name>` for every running instance with the plugin (except `except`).
     /// Returns how many it went to.
     pub async fn broadcast(&self, name: &str, data: &Value, except: Option<i64>) -> usize {
@@ -227,6 +276,37 @@ impl Controller {
         let ctx = self.plugin_ctx(pname);
         plugin.host_event(&ctx, host_id, name, data).await;
         true
+    }
+
+    /// A host's link came up: tell the plugins.
+    pub(super) async fn plugins_host_connected(&self, host_id: i64) {
+        for p in &self.plugins.parts {
+            let ctx = self.plugin_ctx(p.info().name);
+            p.host_connected(&ctx, host_id).await;
+        }
+    }
+
+    /// A user's request `<plugin>.<message>` (permission already checked).
+    pub(super) async fn plugin_control(
+        &self,
+        actor: &super::auth::Actor,
+        name: &str,
+        data: Value,
+    ) -> Result<Value, super::error::ApiError> {
+        let plugin = plugins::message_plugin(name)
+            .and_then(|p| self.plugins.part(p))
+            .ok_or_else(|| {
+                super::error::ApiError::new(
+                    409,
+                    "plugin_disabled",
+                    format!(
+                        "the plugin {} is not enabled on this cluster (PLUGINS)",
+                        plugins::message_plugin(name).unwrap_or(name)
+                    ),
+                )
+            })?;
+        let ctx = self.plugin_ctx(plugin.info().name);
+        plugin.control_request(&ctx, actor, name, data).await
     }
 
     /// A request `<plugin>.<message>` from a host.

@@ -231,6 +231,14 @@ pub enum ControlRequest {
         file: String,
     },
     History,
+    /// global_chat: the latest messages, oldest first.
+    ChatHistory,
+    /// global_chat: a message from the admin console to one instance or every one.
+    ChatSend {
+        text: String,
+        #[serde(default)]
+        instance: Option<Ref>,
+    },
 }
 
 fn empty_object() -> Value {
@@ -351,6 +359,8 @@ impl ControlRequest {
             ModList => vec!["core.mod.list"],
             ModDelete { .. } => vec!["core.mod.delete"],
             History => vec!["core.instance.list"],
+            ChatSend { .. } => vec!["global_chat.send"],
+            ChatHistory => vec!["global_chat.view"],
         }
     }
 
@@ -589,6 +599,20 @@ impl ControlRequest {
                 ok(json!({ "deleted": m.name }))
             }
             History => ok(ctl.history.snapshot()),
+            ChatHistory => ok(ctl
+                .plugin_control(actor, "global_chat.history", json!({}))
+                .await?),
+            ChatSend { text, instance } => {
+                let instance = match instance {
+                    Some(r) => {
+                        let r = r.to_string();
+                        Some(store.read(move |c| store::instances::get(c, &r)).await?.id)
+                    }
+                    None => None,
+                };
+                let data = json!({ "text": text, "instance_id": instance });
+                ok(ctl.plugin_control(actor, "global_chat.send", data).await?)
+            }
         }
     }
 }

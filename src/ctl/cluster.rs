@@ -175,6 +175,35 @@ pub async fn permissions(client: &Client, out: &Output) -> anyhow::Result<()> {
     })
 }
 
+/// `ctl chat send`: a message from the console into one game or all of them.
+pub async fn chat_send(
+    client: &Client,
+    out: &Output,
+    instance: Option<String>,
+    text: &str,
+) -> anyhow::Result<()> {
+    let mut body = json!({ "text": text });
+    if let Some(i) = &instance {
+        body["instance"] = match i.parse::<i64>() {
+            Ok(n) => json!(n),
+            Err(_) => json!(i),
+        };
+    }
+    let r = client
+        .post("/global_chat/send", &body)
+        .await
+        .context("sending a chat message")?;
+    out.print(&r, |r| {
+        let queued = r["queued"].as_u64().unwrap_or(0);
+        let mut s = format!("Sent to {} game(s)", r["delivered"].as_u64().unwrap_or(0));
+        if queued > 0 {
+            s.push_str(&format!("; {queued} more get it when their host is back"));
+        }
+        s.push_str(".\n");
+        s
+    })
+}
+
 pub async fn plugins(client: &Client, out: &Output) -> anyhow::Result<()> {
     let plugins = client.get("/plugins").await.context("listing plugins")?;
     out.print(&plugins, |plugins| {

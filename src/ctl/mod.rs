@@ -67,6 +67,9 @@ pub enum CtlCommand {
     /// Plugins: which the cluster enables, and what each host runs.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Cluster chat (the global_chat plugin): send a message into the games.
+    #[command(subcommand)]
+    Chat(ChatCommand),
     /// The audit log, newest first.
     Audit {
         /// How many entries.
@@ -420,6 +423,19 @@ pub enum PluginCommand {
     List,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum ChatCommand {
+    /// Show TEXT in every running game with global_chat as `[Console] <you>: TEXT`.
+    Send {
+        /// Only this instance (name or id).
+        #[arg(long)]
+        instance: Option<String>,
+        /// The message.
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
+}
+
 /// Runs one ctl command to completion.
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
     // One thread is plenty for one command, and starts fastest.
@@ -444,6 +460,9 @@ async fn dispatch(args: CtlArgs) -> anyhow::Result<()> {
             cluster::permissions(&client, &out).await
         }
         CtlCommand::Plugin(PluginCommand::List) => cluster::plugins(&client, &out).await,
+        CtlCommand::Chat(ChatCommand::Send { instance, text }) => {
+            cluster::chat_send(&client, &out, instance, &text.join(" ")).await
+        }
         CtlCommand::Instance(cmd) => instance::run(&client, &out, cmd).await,
         CtlCommand::Save(cmd) => files::save(&client, &out, cmd).await,
         CtlCommand::Mod(cmd) => files::mods(&client, &out, cmd).await,

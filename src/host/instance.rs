@@ -509,6 +509,7 @@ impl Host {
         while let Some(ev) = events.recv().await {
             match ev {
                 ServerEvent::Line(line) => {
+                    self.plugins_line(&inst, &line);
                     inst.push_log(line.raw.clone());
                     self.link.send_event(
                         "instance_log",

@@ -194,6 +194,22 @@ impl Host {
         true
     }
 
+    /// A line of a game's output, for the plugins that read the log.
+    pub(super) fn plugins_line(
+        self: &Arc<Self>,
+        inst: &Arc<Instance>,
+        line: &super::factorio::log::LogLine,
+    ) {
+        let active = inst.active_plugins();
+        for p in self
+            .plugins
+            .iter()
+            .filter(|p| active.contains(&p.info().name))
+        {
+            p.line(&InstanceCtx::new(self, inst, p.info().name), line);
+        }
+    }
+
     /// After the game runs: tell it who it is, then let its plugins start.
     pub(super) fn plugins_started(self: &Arc<Self>, inst: &Arc<Instance>) {
         for p in &self.plugins {

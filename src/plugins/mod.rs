@@ -10,6 +10,7 @@
 //! it, the host's own `PLUGINS` does not leave it out, and the instance's `<plugin>.load_plugin`
 //! is not `false`.
 
+pub mod global_chat;
 pub mod ping;
 
 use crate::host::backend::BoxFuture;
@@ -135,6 +136,34 @@ pub trait ControllerPlugin: Send + Sync {
         let message = format!("plugin {} has no request \"{name}\"", self.info().name);
         Box::pin(async move { Err(ErrorBody::new("unknown_request", message)) })
     }
+    /// A host's link came up (a new or resumed session); its hello named its plugins.
+    fn host_connected<'a>(
+        &'a self,
+        _ctx: &'a crate::controller::plugins::ControllerCtx,
+        _host_id: i64,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+    /// A request `<plugin>.<name>` from a user (web UI, ctl); the [`ControlRequest`] that
+    /// carries it has checked the permission.
+    ///
+    /// [`ControlRequest`]: crate::controller::requests::ControlRequest
+    fn control_request<'a>(
+        &'a self,
+        _ctx: &'a crate::controller::plugins::ControllerCtx,
+        _actor: &'a crate::controller::auth::Actor,
+        name: &'a str,
+        _data: Value,
+    ) -> BoxFuture<'a, Result<Value, crate::controller::error::ApiError>> {
+        let message = format!("plugin {} has no request \"{name}\"", self.info().name);
+        Box::pin(async move {
+            Err(crate::controller::error::ApiError::new(
+                400,
+                "unknown_request",
+                message,
+            ))
+        })
+    }
     /// Live figures for `GET /api/v1/plugins` (and its web page).
     fn status<'a>(
         &'a self,
@@ -154,6 +183,13 @@ pub trait HostPlugin: Send + Sync {
     fn controller_event(&self, host: &crate::host::plugins::HostCtx, name: &str, data: Value);
     /// The game runs and knows its instance id and name.
     fn instance_started(&self, _inst: &crate::host::plugins::InstanceCtx) {}
+    /// One line of the game's output (chat, joins, …), in order.
+    fn line(
+        &self,
+        _inst: &crate::host::plugins::InstanceCtx,
+        _line: &crate::host::factorio::log::LogLine,
+    ) {
+    }
 }
 
 /// One built-in plugin: its declaration and its parts.
@@ -165,7 +201,7 @@ pub struct Builtin {
 
 /// Every plugin compiled into this binary.
 pub fn builtins() -> &'static [Builtin] {
-    static ALL: &[Builtin] = &[ping::BUILTIN];
+    static ALL: &[Builtin] = &[ping::BUILTIN, global_chat::BUILTIN];
     ALL
 }
 

@@ -14,6 +14,7 @@ import * as mods from "./pages/mods.js";
 import * as audit from "./pages/audit.js";
 import * as plugins from "./pages/plugins.js";
 import * as settings from "./pages/settings.js";
+import * as chat from "./pages/chat.js";
 
 /** Nav entries: route, label, the permission needed to see the page. */
 const NAV = [
@@ -24,11 +25,12 @@ const NAV = [
   ["roles", "Roles", "core.role.list"],
   ["mods", "Mods", "core.mod.list"],
   ["plugins", "Plugins", "core.plugin.list"],
+  ["chat", "Chat", "global_chat.view"],
   ["audit", "Audit log", "core.log.query"],
   ["settings", "Settings", "core.controller.get_config"],
 ];
 
-const PAGES = { overview, hosts, instances, users, roles, mods, plugins, audit, settings };
+const PAGES = { overview, hosts, instances, users, roles, mods, plugins, audit, chat, settings };
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");

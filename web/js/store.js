@@ -111,6 +111,9 @@ export function applyEvent(name, data) {
       state.roles.delete(data.id);
       emit("roles", data);
       break;
+    case "global_chat.message":
+      emit("chat", data);
+      break;
     default:
       break;
   }

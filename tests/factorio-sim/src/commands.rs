@@ -408,12 +408,17 @@ impl Game {
     /// `/name parameters` for a command the script added: runs with `player_index = nil`
     /// (console/RCON); an error in it crashes the game like an event handler's.
     fn custom_command(&mut self, name: &str, parameter: &str) -> String {
+        self.run_custom_command(name, parameter, None)
+    }
+
+    /// A command the script added, run from the console (`player` None) or typed by a player.
+    fn run_custom_command(&mut self, name: &str, parameter: &str, player: Option<u32>) -> String {
         self.lua_sync();
         if self.exit.is_some() {
             return String::new();
         }
         let p = (!parameter.is_empty()).then_some(parameter);
-        match self.lua.custom_command(name, p) {
+        match self.lua.custom_command(name, p, player) {
             Ok(body) => body,
             Err(e) => {
                 self.crash(&e);
@@ -530,8 +535,19 @@ impl Game {
             "command" if !name.is_empty() => {
                 self.log
                     .event("COMMAND", &format!("{name} (command): {text}"));
+                // `/standin command <player> /<cmd> <params>`: a command a script added, typed by
+                // that player (runs with their `player_index`).
+                if let Some(line) = text.strip_prefix('/') {
+                    let (cmd, params) = line.split_once(' ').unwrap_or((line, ""));
+                    if self.lua.has_command(cmd) {
+                        let index = self.player_index(&name);
+                        self.run_custom_command(cmd, params.trim(), index);
+                    }
+                }
                 Ok(())
             }
+            // Sim-only: what `game.print` / `player.print` showed, one message a line.
+            "printed" => return self.lua.printed().iter().map(nl).collect(),
             "refuse" if !name.is_empty() => {
                 self.refuse_new(
                     &name,
@@ -578,7 +594,7 @@ impl Game {
                 self.subspace(&name, &tail)
             }
             _ => Err(
-                "usage: /standin join|leave|chat|command|refuse|crash|tick|hang|alloc|research|ban|unban|promote|demote|subspace …".into(),
+                "usage: /standin join|leave|chat|command|printed|refuse|crash|tick|hang|alloc|research|ban|unban|promote|demote|subspace …".into(),
             ),
         };
         match r {

@@ -71,6 +71,8 @@ pub struct Shared {
     sources: RefCell<HashMap<String, HashMap<String, Vec<u8>>>>,
     states: RefCell<Vec<(String, Lua, Table)>>,
     remotes: RefCell<HashMap<String, String>>,
+    /// What `game.print` / `player.print` showed (sim-only: read with `/standin printed`).
+    printed: RefCell<Vec<String>>,
 }
 
 impl Shared {
@@ -84,6 +86,10 @@ impl Shared {
             }
         }
         Rc::new(s)
+    }
+
+    pub fn printed(&self) -> Vec<String> {
+        self.printed.borrow().clone()
     }
 
     fn state(&self, owner: &str) -> Option<(Lua, Table)> {
@@ -373,6 +379,16 @@ impl Runtime {
                 Ok(write_file(&out, &name, &data, append).err())
             })?,
         )?;
+        let sh = shared.clone();
+        sim.set(
+            "game_print",
+            lua.create_function(move |_, text: mlua::LuaString| {
+                sh.printed
+                    .borrow_mut()
+                    .push(text.to_string_lossy().to_string());
+                Ok(())
+            })?,
+        )?;
         let sh = shared;
         sim.set(
             "source",
@@ -552,9 +568,16 @@ impl Runtime {
     }
 
     /// A command added with `commands.add_command`: Ok(RCON body) or Err(crash text).
-    pub fn custom_command(&self, name: &str, parameter: Option<&str>) -> Result<String, String> {
+    /// Runs a command the script added: from the console/RCON (`player` None) or typed by a
+    /// player.
+    pub fn custom_command(
+        &self,
+        name: &str,
+        parameter: Option<&str>,
+        player: Option<u32>,
+    ) -> Result<String, String> {
         self.rcon.borrow_mut().clear();
-        let r = self.run("custom_command", (name, parameter));
+        let r = self.run("custom_command", (name, parameter, player));
         let body = std::mem::take(&mut *self.rcon.borrow_mut());
         r.map(|_| body)
     }
@@ -597,6 +620,7 @@ mod tests;
 pub struct Scripts {
     mods: Vec<Runtime>,
     level: Runtime,
+    shared: Rc<Shared>,
 }
 
 impl Scripts {
@@ -616,7 +640,7 @@ impl Scripts {
             let rt = Runtime::with(setup.clone(), Some(m), log.clone(), shared.clone())?;
             states.push(rt);
         }
-        let level = Runtime::with(setup, None, log.clone(), shared)?;
+        let level = Runtime::with(setup, None, log.clone(), shared.clone())?;
         for rt in states.iter().chain(std::iter::once(&level)) {
             before_main(rt);
             if rt.has_level() {
@@ -643,6 +667,7 @@ impl Scripts {
         Ok(Scripts {
             mods: states,
             level,
+            shared,
         })
     }
 
@@ -704,11 +729,21 @@ impl Scripts {
         self.mods.iter().any(|m| m.owner == name)
     }
 
-    pub fn custom_command(&self, name: &str, parameter: Option<&str>) -> Result<String, String> {
+    pub fn custom_command(
+        &self,
+        name: &str,
+        parameter: Option<&str>,
+        player: Option<u32>,
+    ) -> Result<String, String> {
         match self.all().find(|rt| rt.has_command(name)) {
-            Some(rt) => rt.custom_command(name, parameter),
+            Some(rt) => rt.custom_command(name, parameter, player),
             None => Ok(String::new()),
         }
+    }
+
+    /// Everything `game.print` and `player.print` showed so far, in order.
+    pub fn printed(&self) -> Vec<String> {
+        self.shared.printed()
     }
 
     pub fn player(&self, index: u32, name: &str, connected: bool, admin: bool) {

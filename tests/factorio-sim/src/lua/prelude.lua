@@ -412,7 +412,10 @@ local function new_player(index, name)
     color = { r = 1, g = 0.6, b = 0, a = 1 },
     force = forces.player,
     surface = surfaces.nauvis,
-    print = no_op,
+    -- Shown to this player only: kept as `@<name> <text>` for `/standin printed`.
+    print = function(msg)
+      sim.game_print("@" .. name .. " " .. text_of(msg))
+    end,
     play_sound = no_op,
   })
   players[index] = p
@@ -461,7 +464,10 @@ local game_fields = {
   get_surface = function(k)
     return surfaces[k]
   end,
-  print = no_op,
+  -- Shown to every player; the sim keeps the text for `/standin printed`.
+  print = function(msg)
+    sim.game_print(text_of(msg))
+  end,
   play_sound = no_op,
   disable_replay = no_op,
   is_multiplayer = function()
@@ -876,13 +882,13 @@ function api.has_command(name)
   return custom[name] ~= nil
 end
 
-function api.custom_command(name, parameter)
+function api.custom_command(name, parameter, player_index)
   local c = custom[name]
   if not c then
     return true
   end
   return run("Error while running command \"" .. name .. "\"", c.f, {
-    name = name, tick = tick, parameter = parameter, player_index = nil,
+    name = name, tick = tick, parameter = parameter, player_index = player_index,
   })
 end
 

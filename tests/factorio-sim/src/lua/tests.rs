@@ -262,8 +262,19 @@ fn level_script_require_events_storage_and_save_roundtrip() {
         "hello you\n"
     );
     assert!(r.has_command("ping"));
-    assert_eq!(r.custom_command("ping", Some("x")).unwrap(), "pong x nil\n");
-    assert_eq!(r.custom_command("ping", None).unwrap(), "pong nil nil\n");
+    assert_eq!(
+        r.custom_command("ping", Some("x"), None).unwrap(),
+        "pong x nil\n"
+    );
+    assert_eq!(
+        r.custom_command("ping", None, None).unwrap(),
+        "pong nil nil\n"
+    );
+    // Typed by a player: the command sees their index.
+    assert_eq!(
+        r.custom_command("ping", Some("y"), Some(3)).unwrap(),
+        "pong y 3\n"
+    );
     // Storage: shared tables, cycles, key types, exact numbers, bytes, game objects.
     r.player(1, "Alice", true, false);
     eval(

@@ -224,7 +224,7 @@ async fn chat_in_one_game_shows_in_the_other_and_survives_a_controller_restart()
     wait_until(
         "b shows the chat said while the controller was down",
         60,
-        || async { printed_now(&api, "b").await.len() >= 3 },
+        || async { printed_now(&api, "b").await.len() >= 4 },
     )
     .await;
     let b = printed(&api, "b").await;

@@ -117,6 +117,7 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         ),
         ("GET", ["audit"]) => r("/audit", "audit_list", vec![], false),
         ("GET", ["history"]) => r("/history", "history", vec![], false),
+        ("GET", ["research"]) => r("/research", "research_list", vec![], false),
         ("GET", ["mods"]) => r("/mods", "mod_list", vec![], false),
         ("DELETE", ["mods", f]) => r("/mods/{file}", "mod_delete", vec![("file", s(f))], false),
         (

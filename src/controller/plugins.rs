@@ -109,6 +109,7 @@ pub async fn migrate(store: &Store, plugins: &Plugins) -> anyhow::Result<()> {
 }
 
 /// What a plugin's controller part gets.
+#[derive(Clone)]
 pub struct ControllerCtx {
     ctl: Weak<Controller>,
     plugin: &'static str,

@@ -204,6 +204,8 @@ pub enum ControlRequest {
         file: String,
     },
     History,
+    /// research_sync: the cluster's technologies and progress.
+    ResearchList,
 }
 
 fn empty_object() -> Value {
@@ -312,6 +314,7 @@ impl ControlRequest {
             ModList => vec!["core.mod.list"],
             ModDelete { .. } => vec!["core.mod.delete"],
             History => vec!["core.instance.list"],
+            ResearchList => vec![crate::plugins::research_sync::PERMISSION_LIST],
         }
     }
 
@@ -529,6 +532,14 @@ impl ControlRequest {
                 ok(json!({ "deleted": m.name }))
             }
             History => ok(ctl.history.snapshot()),
+            ResearchList => {
+                if !ctl.plugins.is_enabled("research_sync") {
+                    return Err(ApiError::not_found(
+                        "the research_sync plugin is not enabled",
+                    ));
+                }
+                ok(crate::plugins::research_sync::list(store).await?)
+            }
         }
     }
 }

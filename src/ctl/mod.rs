@@ -64,6 +64,9 @@ pub enum CtlCommand {
     /// Plugins: which the cluster enables, and what each host runs.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// research_sync: the cluster's technologies and progress.
+    #[command(subcommand)]
+    Research(ResearchCommand),
     /// The audit log, newest first.
     Audit {
         /// How many entries.
@@ -405,6 +408,13 @@ pub enum PluginCommand {
     List,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum ResearchCommand {
+    /// List the technologies the cluster knows: level, researched, progress.
+    #[command(visible_alias = "ls")]
+    List,
+}
+
 /// Runs one ctl command to completion.
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
     // One thread is plenty for one command, and starts fastest.
@@ -429,6 +439,7 @@ async fn dispatch(args: CtlArgs) -> anyhow::Result<()> {
             cluster::permissions(&client, &out).await
         }
         CtlCommand::Plugin(PluginCommand::List) => cluster::plugins(&client, &out).await,
+        CtlCommand::Research(ResearchCommand::List) => cluster::research(&client, &out).await,
         CtlCommand::Instance(cmd) => instance::run(&client, &out, cmd).await,
         CtlCommand::Save(cmd) => files::save(&client, &out, cmd).await,
         CtlCommand::Mod(cmd) => files::mods(&client, &out, cmd).await,

@@ -11,6 +11,7 @@
 //! is not `false`.
 
 pub mod ping;
+pub mod research_sync;
 
 use crate::host::backend::BoxFuture;
 use crate::host::patch;
@@ -163,7 +164,7 @@ pub struct Builtin {
 
 /// Every plugin compiled into this binary.
 pub fn builtins() -> &'static [Builtin] {
-    static ALL: &[Builtin] = &[ping::BUILTIN];
+    static ALL: &[Builtin] = &[ping::BUILTIN, research_sync::BUILTIN];
     ALL
 }
 

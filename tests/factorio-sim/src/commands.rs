@@ -451,7 +451,8 @@ impl Game {
         self.lua.command(&code).map(|_| ()).map_err(|(e, _)| e)
     }
 
-    /// `/standin research <tech> [level] [progress]`.
+    /// `/standin research <tech> [level] [progress]`; `+<p>` adds to the current progress (as
+    /// labs do).
     fn research(&mut self, tech: &str, tail: &[&str]) -> Result<(), String> {
         let level = match tail.first() {
             Some(l) => Some(
@@ -460,7 +461,8 @@ impl Game {
             ),
             None => None,
         };
-        let progress = match tail.get(1) {
+        let relative = tail.get(1).is_some_and(|p| p.starts_with('+'));
+        let progress = match tail.get(1).map(|p| p.trim_start_matches('+')) {
             Some(p) => Some(
                 p.parse::<f64>()
                     .ok()
@@ -473,7 +475,7 @@ impl Game {
         if self.exit.is_some() {
             return Ok(());
         }
-        let r = self.lua.research(tech, level, progress);
+        let r = self.lua.research(tech, level, progress, relative);
         self.lua_result(r);
         Ok(())
     }
@@ -486,6 +488,9 @@ impl Game {
         let name = words.next().unwrap_or("").to_string();
         let tail: Vec<&str> = words.collect();
         let text = tail.join(" ");
+        if verb == "printed" {
+            return nl(self.lua.printed());
+        }
         let r: Result<(), String> = match verb {
             "join" if !name.is_empty() => {
                 let pw = tail
@@ -567,7 +572,7 @@ impl Game {
                 self.subspace(&name, &tail)
             }
             _ => Err(
-                "usage: /standin join|leave|chat|command|refuse|crash|tick|hang|research|ban|unban|promote|demote|subspace …".into(),
+                "usage: /standin join|leave|chat|command|refuse|crash|tick|hang|research|printed|ban|unban|promote|demote|subspace …".into(),
             ),
         };
         match r {

@@ -584,8 +584,16 @@ impl Runtime {
         tech: &str,
         level: Option<u32>,
         progress: Option<f64>,
+        relative: bool,
     ) -> Result<(), String> {
-        self.run("research", (tech, level, progress))
+        self.run("research", (tech, level, progress, relative))
+    }
+
+    /// What scripts printed to everyone and the sounds they played, one per line.
+    pub fn printed(&self) -> String {
+        self.f("printed")
+            .and_then(|f| f.call::<String>(()).map_err(err_text))
+            .unwrap_or_default()
     }
 }
 
@@ -733,8 +741,14 @@ impl Scripts {
         tech: &str,
         level: Option<u32>,
         progress: Option<f64>,
+        relative: bool,
     ) -> Result<(), String> {
-        self.each(|rt| rt.research(tech, level, progress))
+        self.each(|rt| rt.research(tech, level, progress, relative))
+    }
+
+    /// The level script's `game.print` lines and `game.play_sound` paths.
+    pub fn printed(&self) -> String {
+        self.level.printed()
     }
 }
 

@@ -361,9 +361,12 @@ make_force("player", 1)
 make_force("enemy", 2)
 make_force("neutral", 3)
 
+-- Technologies are proxies: setting `researched = true` from a script finishes the research and
+-- raises on_research_finished (by_script), as the game does.
+local tech_data = {}
+local dispatch
 local function new_tech(name, max_level, level)
-  local t
-  t = object("technology", name, {
+  local d = {
     name = name,
     valid = true,
     enabled = true,
@@ -375,8 +378,35 @@ local function new_tech(name, max_level, level)
     prototype = { name = name, max_level = max_level or 1, level = level or 1, valid = true },
     upgrade = (max_level or 1) > 1,
     research_unit_count = 10,
+  }
+  local t
+  t = setmetatable({}, {
+    __sim_object = "technology:" .. name,
+    __index = d,
+    __newindex = function(_, k, v)
+      if k == "researched" then
+        if v and not d.researched then
+          d.researched, d.saved_progress = true, 0
+          local f = forces.player
+          if f.current_research == t then
+            f.current_research, f.research_progress = nil, 0
+          end
+          local ok, err = dispatch(events.on_research_finished, { research = t, by_script = true })
+          if not ok then
+            raw_error(err, 2)
+          end
+        else
+          d.researched = v and true or false
+        end
+      elseif k == "level" or k == "saved_progress" or k == "enabled" or k == "visible_when_disabled" then
+        d[k] = v
+      else
+        raw_error("LuaTechnology doesn't contain key " .. tostring(k) .. ".", 2)
+      end
+    end,
   })
   techs[name] = t
+  tech_data[name] = d
   return t
 end
 for _, n in ipairs({
@@ -448,6 +478,9 @@ local function table_to_json(t)
   return s
 end
 
+-- What scripts showed or played to everyone (`/standin printed`).
+local printed = {}
+
 local game_fields = {
   players = player_list,
   forces = forces,
@@ -461,8 +494,12 @@ local game_fields = {
   get_surface = function(k)
     return surfaces[k]
   end,
-  print = no_op,
-  play_sound = no_op,
+  print = function(msg)
+    printed[#printed + 1] = "print: " .. text_of(msg)
+  end,
+  play_sound = function(spec)
+    printed[#printed + 1] = "sound: " .. tostring(raw_type(spec) == "table" and spec.path or spec)
+  end,
   disable_replay = no_op,
   is_multiplayer = function()
     return true
@@ -744,7 +781,7 @@ local function event_label(id)
   return "Error while running event " .. owner .. "::" .. n .. " (ID " .. tostring(id) .. ")"
 end
 
-local function dispatch(id, data)
+dispatch = function(id, data)
   local f = handlers[id]
   if not f then
     return true
@@ -927,11 +964,15 @@ function api.set_admin(index, admin)
   end
 end
 
-function api.research(name, level, progress)
+function api.research(name, level, progress, relative)
   local t = techs[name] or new_tech(name, level and level > 1 and 4294967295 or 1, level or 1)
   local force = forces.player
   if level then
     t.level = level
+  end
+  if relative and progress then
+    local now = force.current_research == t and force.research_progress or t.saved_progress or 0
+    progress = now + progress
   end
   if progress and progress < 1 then
     local last = force.current_research
@@ -943,7 +984,7 @@ function api.research(name, level, progress)
   if t.prototype.max_level > t.level then
     t.level = t.level + 1
   else
-    t.researched = true
+    tech_data[name].researched = true
   end
   t.saved_progress = 0
   if force.current_research == t then
@@ -970,12 +1011,19 @@ end
 
 function api.set_tech_state(s)
   for name, v in raw_pairs(s.techs or {}) do
-    local t = techs[name] or new_tech(name, v.max_level or 1, v.level or 1)
-    t.level, t.researched, t.saved_progress = v.level or 1, v.researched and true or false, v.saved_progress or 0
+    if not techs[name] then
+      new_tech(name, v.max_level or 1, v.level or 1)
+    end
+    local d = tech_data[name]
+    d.level, d.researched, d.saved_progress = v.level or 1, v.researched and true or false, v.saved_progress or 0
   end
   local f = forces.player
   f.current_research = s.current and techs[s.current] or nil
   f.research_progress = s.progress or 0
+end
+
+function api.printed()
+  return table.concat(printed, "\n")
 end
 
 function api.object(ref)

@@ -13,6 +13,7 @@ import * as roles from "./pages/roles.js";
 import * as mods from "./pages/mods.js";
 import * as audit from "./pages/audit.js";
 import * as plugins from "./pages/plugins.js";
+import * as research from "./pages/research.js";
 
 /** Nav entries: route, label, the permission needed to see the page. */
 const NAV = [
@@ -23,10 +24,11 @@ const NAV = [
   ["roles", "Roles", "core.role.list"],
   ["mods", "Mods", "core.mod.list"],
   ["plugins", "Plugins", "core.plugin.list"],
+  ["research", "Research", "research_sync.list"],
   ["audit", "Audit log", "core.log.query"],
 ];
 
-const PAGES = { overview, hosts, instances, users, roles, mods, plugins, audit };
+const PAGES = { overview, hosts, instances, users, roles, mods, plugins, audit, research };
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");

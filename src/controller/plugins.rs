@@ -230,6 +230,15 @@ impl Controller {
         true
     }
 
+    /// What every plugin adds to `/metrics`.
+    pub(super) async fn plugin_metrics(&self) -> String {
+        let mut out = String::new();
+        for p in &self.plugins.parts {
+            out.push_str(&p.metrics(&self.plugin_ctx(p.info().name)).await);
+        }
+        out
+    }
+
     /// A request `<plugin>.<message>` from a host.
     pub(super) async fn plugin_request(
         &self,

@@ -12,6 +12,7 @@
 
 pub mod ping;
 pub mod research_sync;
+pub mod statistics_exporter;
 
 use crate::host::backend::BoxFuture;
 use crate::host::patch;
@@ -134,6 +135,14 @@ pub trait ControllerPlugin: Send + Sync {
         let message = format!("plugin {} has no request \"{name}\"", self.info().name);
         Box::pin(async move { Err(ErrorBody::new("unknown_request", message)) })
     }
+    /// Text appended to the controller's `/metrics` (Prometheus exposition). Must answer from
+    /// what the plugin already has: never wait on a host or a game.
+    fn metrics<'a>(
+        &'a self,
+        _ctx: &'a crate::controller::plugins::ControllerCtx,
+    ) -> BoxFuture<'a, String> {
+        Box::pin(async { String::new() })
+    }
     /// Live figures for `GET /api/v1/plugins` (and its web page).
     fn status<'a>(
         &'a self,
@@ -164,7 +173,11 @@ pub struct Builtin {
 
 /// Every plugin compiled into this binary.
 pub fn builtins() -> &'static [Builtin] {
-    static ALL: &[Builtin] = &[ping::BUILTIN, research_sync::BUILTIN];
+    static ALL: &[Builtin] = &[
+        ping::BUILTIN,
+        research_sync::BUILTIN,
+        statistics_exporter::BUILTIN,
+    ];
     ALL
 }
 

@@ -309,6 +309,15 @@ local function tech_list()
 end
 
 local function no_op() end
+-- Flow statistics ({input_counts, output_counts}) per owner and surface. The sim hands out the
+-- live tables, so a test sets counts with `/sc …get_item_production_statistics(1).input_counts[…] = n`.
+local flows = {}
+local function flow_statistics(key, surface)
+  local s = raw_type(surface) == "table" and surface.index or surface or 1
+  key = key .. "@" .. tostring(s)
+  flows[key] = flows[key] or { input_counts = {}, output_counts = {} }
+  return flows[key]
+end
 local function make_force(name, index)
   local f = object("force", name, {
     name = name,
@@ -350,8 +359,10 @@ local function make_force(name, index)
         t.saved_progress = p
       end
     end
-    f.get_item_production_statistics = function()
-      return { input_counts = {}, output_counts = {} }
+  end
+  for _, kind in ipairs({ "item_production", "fluid_production", "kill_count", "entity_build_count" }) do
+    f["get_" .. kind .. "_statistics"] = function(surface)
+      return flow_statistics(name .. "/" .. kind, surface)
     end
   end
   forces[name] = f
@@ -493,6 +504,9 @@ local game_fields = {
   end,
   get_surface = function(k)
     return surfaces[k]
+  end,
+  get_pollution_statistics = function(surface)
+    return flow_statistics("pollution", surface)
   end,
   print = function(msg)
     printed[#printed + 1] = "print: " .. text_of(msg)

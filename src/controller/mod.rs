@@ -264,8 +264,9 @@ fn routes(
                     Ok(()) => {
                         ctl.update_gauges().await;
                         ctl.metrics.http_request("/metrics", "GET", 200);
+                        let text = ctl.metrics.render() + &ctl.plugin_metrics().await;
                         Box::new(warp::reply::with_header(
-                            ctl.metrics.render(),
+                            text,
                             "content-type",
                             "text/plain; version=0.0.4",
                         ))

@@ -109,6 +109,7 @@ pub async fn migrate(store: &Store, plugins: &Plugins) -> anyhow::Result<()> {
 }
 
 /// What a plugin's controller part gets.
+#[derive(Clone)]
 pub struct ControllerCtx {
     ctl: Weak<Controller>,
     plugin: &'static str,
@@ -307,6 +308,15 @@ impl Controller {
             })?;
         let ctx = self.plugin_ctx(plugin.info().name);
         plugin.control_request(&ctx, actor, name, data).await
+    }
+
+    /// What every plugin adds to `/metrics`.
+    pub(super) async fn plugin_metrics(&self) -> String {
+        let mut out = String::new();
+        for p in &self.plugins.parts {
+            out.push_str(&p.metrics(&self.plugin_ctx(p.info().name)).await);
+        }
+        out
     }
 
     /// A request `<plugin>.<message>` from a host.

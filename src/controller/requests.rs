@@ -239,6 +239,8 @@ pub enum ControlRequest {
         #[serde(default)]
         instance: Option<Ref>,
     },
+    /// research_sync: the cluster's technologies and progress.
+    ResearchList,
 }
 
 fn empty_object() -> Value {
@@ -361,6 +363,7 @@ impl ControlRequest {
             History => vec!["core.instance.list"],
             ChatSend { .. } => vec!["global_chat.send"],
             ChatHistory => vec!["global_chat.view"],
+            ResearchList => vec![crate::plugins::research_sync::PERMISSION_LIST],
         }
     }
 
@@ -612,6 +615,14 @@ impl ControlRequest {
                 };
                 let data = json!({ "text": text, "instance_id": instance });
                 ok(ctl.plugin_control(actor, "global_chat.send", data).await?)
+            }
+            ResearchList => {
+                if !ctl.plugins.is_enabled("research_sync") {
+                    return Err(ApiError::not_found(
+                        "the research_sync plugin is not enabled",
+                    ));
+                }
+                ok(crate::plugins::research_sync::list(store).await?)
             }
         }
     }

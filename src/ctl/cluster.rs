@@ -292,3 +292,36 @@ pub async fn schema(client: &Client, out: &Output, kind: Option<String>) -> anyh
     }
     super::output::write_stdout(&text)
 }
+
+/// `ctl research list`: research_sync's table.
+pub async fn research(client: &Client, out: &Output) -> anyhow::Result<()> {
+    let techs = client.get("/research").await.context("listing research")?;
+    out.print(&techs, |techs| {
+        let mut t = Table::new(&["TECHNOLOGY", "LEVEL", "STATE", "PROGRESS"]);
+        for r in techs.as_array().into_iter().flatten() {
+            let researched = r["researched"] == json!(true);
+            let progress = r["progress"].as_f64().unwrap_or(0.0);
+            let state = if researched {
+                "researched"
+            } else if progress > 0.0 {
+                "in progress"
+            } else {
+                "-"
+            };
+            t.row(vec![
+                cell(&r["name"]),
+                cell(&r["level"]),
+                state.to_string(),
+                if researched {
+                    "-".to_string()
+                } else {
+                    format!("{:.1}%", progress * 100.0)
+                },
+            ]);
+        }
+        t.render(
+            out,
+            "No technologies known yet (no game with research_sync has started).",
+        )
+    })
+}

@@ -70,6 +70,9 @@ pub enum CtlCommand {
     /// Cluster chat (the global_chat plugin): send a message into the games.
     #[command(subcommand)]
     Chat(ChatCommand),
+    /// research_sync: the cluster's technologies and progress.
+    #[command(subcommand)]
+    Research(ResearchCommand),
     /// The audit log, newest first.
     Audit {
         /// How many entries.
@@ -436,6 +439,13 @@ pub enum ChatCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum ResearchCommand {
+    /// List the technologies the cluster knows: level, researched, progress.
+    #[command(visible_alias = "ls")]
+    List,
+}
+
 /// Runs one ctl command to completion.
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
     // One thread is plenty for one command, and starts fastest.
@@ -463,6 +473,7 @@ async fn dispatch(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Chat(ChatCommand::Send { instance, text }) => {
             cluster::chat_send(&client, &out, instance, &text.join(" ")).await
         }
+        CtlCommand::Research(ResearchCommand::List) => cluster::research(&client, &out).await,
         CtlCommand::Instance(cmd) => instance::run(&client, &out, cmd).await,
         CtlCommand::Save(cmd) => files::save(&client, &out, cmd).await,
         CtlCommand::Mod(cmd) => files::mods(&client, &out, cmd).await,

@@ -245,6 +245,7 @@ impl HostCtx {
 }
 
 /// What a plugin's host part gets for one instance.
+#[derive(Clone)]
 pub struct InstanceCtx {
     pub id: i64,
     pub name: String,
@@ -295,6 +296,22 @@ impl InstanceCtx {
     /// Queues `/sc <function>("<json>")`: the usual way to hand a game data.
     pub fn call_lua(&self, function: &str, data: &Value) {
         self.rcon(format!("/sc {function}({})", lua_string(&data.to_string())));
+    }
+
+    /// Whether the instance still runs.
+    pub fn running(&self) -> bool {
+        self.inst.status() == Status::Running
+    }
+
+    /// A request to the controller's part of the plugin (`instance_id` is added).
+    pub async fn request(
+        &self,
+        name: &str,
+        mut data: Value,
+        timeout: Duration,
+    ) -> Result<Value, crate::link::frame::ErrorBody> {
+        data["instance_id"] = json!(self.id);
+        self.host.link.request(name, data, timeout).await
     }
 
     /// Queues a command and waits for its reply.

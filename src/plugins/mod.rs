@@ -12,6 +12,8 @@
 
 pub mod global_chat;
 pub mod ping;
+pub mod research_sync;
+pub mod statistics_exporter;
 
 use crate::host::backend::BoxFuture;
 use crate::host::patch;
@@ -164,6 +166,14 @@ pub trait ControllerPlugin: Send + Sync {
             ))
         })
     }
+    /// Text appended to the controller's `/metrics` (Prometheus exposition). Must answer from
+    /// what the plugin already has: never wait on a host or a game.
+    fn metrics<'a>(
+        &'a self,
+        _ctx: &'a crate::controller::plugins::ControllerCtx,
+    ) -> BoxFuture<'a, String> {
+        Box::pin(async { String::new() })
+    }
     /// Live figures for `GET /api/v1/plugins` (and its web page).
     fn status<'a>(
         &'a self,
@@ -201,7 +211,12 @@ pub struct Builtin {
 
 /// Every plugin compiled into this binary.
 pub fn builtins() -> &'static [Builtin] {
-    static ALL: &[Builtin] = &[ping::BUILTIN, global_chat::BUILTIN];
+    static ALL: &[Builtin] = &[
+        ping::BUILTIN,
+        global_chat::BUILTIN,
+        research_sync::BUILTIN,
+        statistics_exporter::BUILTIN,
+    ];
     ALL
 }
 

@@ -15,6 +15,7 @@ import * as audit from "./pages/audit.js";
 import * as plugins from "./pages/plugins.js";
 import * as settings from "./pages/settings.js";
 import * as chat from "./pages/chat.js";
+import * as research from "./pages/research.js";
 
 /** Nav entries: route, label, the permission needed to see the page. */
 const NAV = [
@@ -26,11 +27,12 @@ const NAV = [
   ["mods", "Mods", "core.mod.list"],
   ["plugins", "Plugins", "core.plugin.list"],
   ["chat", "Chat", "global_chat.view"],
+  ["research", "Research", "research_sync.list"],
   ["audit", "Audit log", "core.log.query"],
   ["settings", "Settings", "core.controller.get_config"],
 ];
 
-const PAGES = { overview, hosts, instances, users, roles, mods, plugins, audit, chat, settings };
+const PAGES = { overview, hosts, instances, users, roles, mods, plugins, research, audit, chat, settings };
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");

@@ -456,7 +456,8 @@ impl Game {
         self.lua.command(&code).map(|_| ()).map_err(|(e, _)| e)
     }
 
-    /// `/standin research <tech> [level] [progress]`.
+    /// `/standin research <tech> [level] [progress]`; `+<p>` adds to the current progress (as
+    /// labs do).
     fn research(&mut self, tech: &str, tail: &[&str]) -> Result<(), String> {
         let level = match tail.first() {
             Some(l) => Some(
@@ -465,7 +466,8 @@ impl Game {
             ),
             None => None,
         };
-        let progress = match tail.get(1) {
+        let relative = tail.get(1).is_some_and(|p| p.starts_with('+'));
+        let progress = match tail.get(1).map(|p| p.trim_start_matches('+')) {
             Some(p) => Some(
                 p.parse::<f64>()
                     .ok()
@@ -478,7 +480,7 @@ impl Game {
         if self.exit.is_some() {
             return Ok(());
         }
-        let r = self.lua.research(tech, level, progress);
+        let r = self.lua.research(tech, level, progress, relative);
         self.lua_result(r);
         Ok(())
     }

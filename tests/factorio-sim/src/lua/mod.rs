@@ -607,8 +607,9 @@ impl Runtime {
         tech: &str,
         level: Option<u32>,
         progress: Option<f64>,
+        relative: bool,
     ) -> Result<(), String> {
-        self.run("research", (tech, level, progress))
+        self.run("research", (tech, level, progress, relative))
     }
 }
 
@@ -768,8 +769,9 @@ impl Scripts {
         tech: &str,
         level: Option<u32>,
         progress: Option<f64>,
+        relative: bool,
     ) -> Result<(), String> {
-        self.each(|rt| rt.research(tech, level, progress))
+        self.each(|rt| rt.research(tech, level, progress, relative))
     }
 }
 

@@ -309,6 +309,15 @@ local function tech_list()
 end
 
 local function no_op() end
+-- Flow statistics ({input_counts, output_counts}) per owner and surface. The sim hands out the
+-- live tables, so a test sets counts with `/sc …get_item_production_statistics(1).input_counts[…] = n`.
+local flows = {}
+local function flow_statistics(key, surface)
+  local s = raw_type(surface) == "table" and surface.index or surface or 1
+  key = key .. "@" .. tostring(s)
+  flows[key] = flows[key] or { input_counts = {}, output_counts = {} }
+  return flows[key]
+end
 local function make_force(name, index)
   local f = object("force", name, {
     name = name,
@@ -350,8 +359,10 @@ local function make_force(name, index)
         t.saved_progress = p
       end
     end
-    f.get_item_production_statistics = function()
-      return { input_counts = {}, output_counts = {} }
+  end
+  for _, kind in ipairs({ "item_production", "fluid_production", "kill_count", "entity_build_count" }) do
+    f["get_" .. kind .. "_statistics"] = function(surface)
+      return flow_statistics(name .. "/" .. kind, surface)
     end
   end
   forces[name] = f
@@ -361,9 +372,12 @@ make_force("player", 1)
 make_force("enemy", 2)
 make_force("neutral", 3)
 
+-- Technologies are proxies: setting `researched = true` from a script finishes the research and
+-- raises on_research_finished (by_script), as the game does.
+local tech_data = {}
+local dispatch
 local function new_tech(name, max_level, level)
-  local t
-  t = object("technology", name, {
+  local d = {
     name = name,
     valid = true,
     enabled = true,
@@ -375,8 +389,35 @@ local function new_tech(name, max_level, level)
     prototype = { name = name, max_level = max_level or 1, level = level or 1, valid = true },
     upgrade = (max_level or 1) > 1,
     research_unit_count = 10,
+  }
+  local t
+  t = setmetatable({}, {
+    __sim_object = "technology:" .. name,
+    __index = d,
+    __newindex = function(_, k, v)
+      if k == "researched" then
+        if v and not d.researched then
+          d.researched, d.saved_progress = true, 0
+          local f = forces.player
+          if f.current_research == t then
+            f.current_research, f.research_progress = nil, 0
+          end
+          local ok, err = dispatch(events.on_research_finished, { research = t, by_script = true })
+          if not ok then
+            raw_error(err, 2)
+          end
+        else
+          d.researched = v and true or false
+        end
+      elseif k == "level" or k == "saved_progress" or k == "enabled" or k == "visible_when_disabled" then
+        d[k] = v
+      else
+        raw_error("LuaTechnology doesn't contain key " .. tostring(k) .. ".", 2)
+      end
+    end,
   })
   techs[name] = t
+  tech_data[name] = d
   return t
 end
 for _, n in ipairs({
@@ -451,6 +492,7 @@ local function table_to_json(t)
   return s
 end
 
+
 local game_fields = {
   players = player_list,
   forces = forces,
@@ -464,11 +506,17 @@ local game_fields = {
   get_surface = function(k)
     return surfaces[k]
   end,
+  get_pollution_statistics = function(surface)
+    return flow_statistics("pollution", surface)
+  end,
   -- Shown to every player; the sim keeps the text for `/standin printed`.
   print = function(msg)
     sim.game_print(text_of(msg))
   end,
-  play_sound = no_op,
+  -- Kept as `sound: <path>` beside the printed texts.
+  play_sound = function(spec)
+    sim.game_print("sound: " .. tostring(raw_type(spec) == "table" and spec.path or spec))
+  end,
   disable_replay = no_op,
   is_multiplayer = function()
     return true
@@ -750,7 +798,7 @@ local function event_label(id)
   return "Error while running event " .. owner .. "::" .. n .. " (ID " .. tostring(id) .. ")"
 end
 
-local function dispatch(id, data)
+dispatch = function(id, data)
   local f = handlers[id]
   if not f then
     return true
@@ -933,11 +981,15 @@ function api.set_admin(index, admin)
   end
 end
 
-function api.research(name, level, progress)
+function api.research(name, level, progress, relative)
   local t = techs[name] or new_tech(name, level and level > 1 and 4294967295 or 1, level or 1)
   local force = forces.player
   if level then
     t.level = level
+  end
+  if relative and progress then
+    local now = force.current_research == t and force.research_progress or t.saved_progress or 0
+    progress = now + progress
   end
   if progress and progress < 1 then
     local last = force.current_research
@@ -949,7 +1001,7 @@ function api.research(name, level, progress)
   if t.prototype.max_level > t.level then
     t.level = t.level + 1
   else
-    t.researched = true
+    tech_data[name].researched = true
   end
   t.saved_progress = 0
   if force.current_research == t then
@@ -976,13 +1028,17 @@ end
 
 function api.set_tech_state(s)
   for name, v in raw_pairs(s.techs or {}) do
-    local t = techs[name] or new_tech(name, v.max_level or 1, v.level or 1)
-    t.level, t.researched, t.saved_progress = v.level or 1, v.researched and true or false, v.saved_progress or 0
+    if not techs[name] then
+      new_tech(name, v.max_level or 1, v.level or 1)
+    end
+    local d = tech_data[name]
+    d.level, d.researched, d.saved_progress = v.level or 1, v.researched and true or false, v.saved_progress or 0
   end
   local f = forces.player
   f.current_research = s.current and techs[s.current] or nil
   f.research_progress = s.progress or 0
 end
+
 
 function api.object(ref)
   local kind, key = ref:match("^(%a+):(.*)$")

@@ -440,9 +440,10 @@ script.on_event(defines.events.on_player_left_game, function(e) seen[#seen + 1] 
         "Alice1truetrue11Alice\n"
     );
     r.player_left(1, "kicked").unwrap();
-    r.research("automation", None, Some(0.5)).unwrap();
-    r.research("automation", None, None).unwrap();
-    r.research("mining-productivity-3", Some(5), None).unwrap();
+    r.research("automation", None, Some(0.5), false).unwrap();
+    r.research("automation", None, None, false).unwrap();
+    r.research("mining-productivity-3", Some(5), None, false)
+        .unwrap();
     assert_eq!(
         eval(&r, "rcon.print(table.concat(seen, ';'))"),
         "left 1 7 false;started automation nil;finished automation 1;finished mining-productivity-3 6\n"
@@ -469,4 +470,44 @@ script.on_event(defines.events.on_player_left_game, function(e) seen[#seen + 1] 
         ),
         "true6\n"
     );
+}
+
+#[test]
+fn relative_progress_scripted_finishes_and_what_was_printed() {
+    let r = rt(&[(
+        "control.lua",
+        r#"
+seen = {}
+script.on_event(defines.events.on_research_finished, function(e) seen[#seen + 1] = e.research.name .. " " .. tostring(e.by_script) end)
+"#,
+    )]);
+    r.run_main().unwrap();
+    r.init().unwrap();
+    r.research("optics", Some(1), Some(0.25), false).unwrap();
+    r.research("optics", Some(1), Some(0.5), true).unwrap();
+    assert_eq!(
+        eval(&r, "rcon.print(game.forces.player.research_progress)"),
+        "0.75\n"
+    );
+    // A script researching a technology raises the event, as Factorio does.
+    eval(
+        &r,
+        "game.forces.player.technologies.optics.researched = true game.print('done') game.play_sound({path = 'utility/research_completed'})",
+    );
+    assert_eq!(
+        eval(&r, "rcon.print(table.concat(seen, ';'))"),
+        "optics true\n"
+    );
+    assert_eq!(
+        eval(
+            &r,
+            "rcon.print(tostring(game.forces.player.current_research))"
+        ),
+        "nil\n"
+    );
+    let err = r
+        .command("game.forces.player.technologies.optics.nope = 1")
+        .unwrap_err()
+        .0;
+    assert!(err.contains("doesn't contain key"), "{err}");
 }

@@ -8,7 +8,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::cluster::{Api, HostProcess};
+use common::cluster::{Api, HostProcess, rcon};
 use common::{ControllerProcess, join_token};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -20,17 +20,6 @@ const MESSAGES: usize = 100;
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-async fn rcon(api: &Api, instance: &str, command: &str) -> String {
-    let (s, v) = api
-        .post(
-            &format!("/api/v1/instances/{instance}/rcon"),
-            json!({ "command": command }),
-        )
-        .await;
-    assert_eq!(s, 200, "rcon {command}: {v}");
-    v["output"].as_str().unwrap_or_default().to_string()
 }
 
 async fn shown(api: &Api, instance: &str) -> usize {

@@ -4,22 +4,11 @@
 
 mod common;
 
-use common::cluster::{Api, HostProcess};
+use common::cluster::{Api, HostProcess, rcon, wait_until};
 use common::link::LinkClient;
 use common::{ControllerProcess, bin, join_token};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-async fn rcon(api: &Api, instance: &str, command: &str) -> String {
-    let (s, v) = api
-        .post(
-            &format!("/api/v1/instances/{instance}/rcon"),
-            json!({ "command": command }),
-        )
-        .await;
-    assert_eq!(s, 200, "rcon {command}: {v}");
-    v["output"].as_str().unwrap_or_default().to_string()
-}
 
 /// `ping.dump()` of a game, parsed.
 async fn ping_state(api: &Api, instance: &str) -> Value {
@@ -30,18 +19,6 @@ async fn ping_state(api: &Api, instance: &str) -> Value {
 fn received(state: &Value) -> Vec<Value> {
     // Factorio's table_to_json writes an empty table as an object.
     state["received"].as_array().cloned().unwrap_or_default()
-}
-
-async fn wait_until<F, Fut>(what: &str, secs: u64, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn create_on(api: &Api, name: &str, host: &str, config: Value) {

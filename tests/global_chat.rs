@@ -5,21 +5,9 @@
 mod common;
 
 use clustorio::host::factorio::{RconClient, RconTimeouts};
-use common::cluster::{Api, HostProcess};
+use common::cluster::{Api, HostProcess, rcon, wait_until};
 use common::{ControllerProcess, join_token};
 use serde_json::json;
-use std::time::{Duration, Instant};
-
-async fn rcon(api: &Api, instance: &str, command: &str) -> String {
-    let (s, v) = api
-        .post(
-            &format!("/api/v1/instances/{instance}/rcon"),
-            json!({ "command": command }),
-        )
-        .await;
-    assert_eq!(s, 200, "rcon {command}: {v}");
-    v["output"].as_str().unwrap_or_default().to_string()
-}
 
 /// What a game showed with `game.print` (the sim keeps it), one message per entry.
 fn lines(out: &str) -> Vec<String> {
@@ -45,18 +33,6 @@ async fn printed_now(api: &Api, instance: &str) -> Vec<String> {
         return Vec::new();
     }
     lines(v["output"].as_str().unwrap_or_default())
-}
-
-async fn wait_until<F, Fut>(what: &str, secs: u64, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn create_on(api: &Api, name: &str, host: &str) {

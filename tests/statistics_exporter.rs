@@ -3,21 +3,10 @@
 
 mod common;
 
-use common::cluster::{Api, HostProcess};
+use common::cluster::{Api, HostProcess, rcon};
 use common::{ControllerProcess, join_token};
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-async fn rcon(api: &Api, instance: &str, command: &str) -> String {
-    let (s, v) = api
-        .post(
-            &format!("/api/v1/instances/{instance}/rcon"),
-            json!({ "command": command }),
-        )
-        .await;
-    assert_eq!(s, 200, "rcon {command}: {v}");
-    v["output"].as_str().unwrap_or_default().to_string()
-}
 
 async fn metrics(api: &Api) -> String {
     let (s, m) = api.call("GET", "/metrics", None).await;

@@ -272,3 +272,28 @@ impl Api {
         }
     }
 }
+
+/// Runs a console command in an instance through the API; asserts it was answered.
+pub async fn rcon(api: &Api, instance: &str, command: &str) -> String {
+    let (s, v) = api
+        .post(
+            &format!("/api/v1/instances/{instance}/rcon"),
+            serde_json::json!({ "command": command }),
+        )
+        .await;
+    assert_eq!(s, 200, "rcon {command}: {v}");
+    v["output"].as_str().unwrap_or_default().to_string()
+}
+
+/// Polls `f` every 50 ms until it holds, failing after `secs` seconds.
+pub async fn wait_until<F, Fut>(what: &str, secs: u64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests: locating the workspace's binaries.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cluster;
 pub mod link;
 

@@ -137,15 +137,42 @@ pub struct ControllerConfig {
     pub resume_window_ms: u64,
     pub max_body_bytes: usize,
     pub max_message_bytes: usize,
+    /// Plugins' settings (`<plugin>.<key>`), checked against their fields; read with
+    /// [`ControllerConfig::plugin_setting`].
+    #[serde(flatten)]
+    pub plugin_settings: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ControllerConfig {
-    /// Loads defaults < `config-master.json` in `dir` < environment.
+    /// Loads defaults < `config-master.json` in `dir` < environment, with every built-in
+    /// plugin's controller fields (so a stored value is always checked against its declaration).
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let plugins = crate::plugins::settings();
+        let extra: Vec<&'static [Field]> = plugins.iter().map(|p| p.controller).collect();
         load_layered(
             dir.join(CONTROLLER_CONFIG_FILE).as_path(),
-            &controller_schema(&[]),
+            &controller_schema(&extra),
         )
+    }
+
+    /// A plugin's setting by its full name (`player_auth.code_length`); its declared default
+    /// when unset.
+    pub fn plugin_setting(&self, name: &str) -> serde_json::Value {
+        let (plugin, key) = name.split_once('.').unwrap_or((name, ""));
+        if let Some(v) = self
+            .plugin_settings
+            .get(plugin)
+            .and_then(|p| p.get(key))
+            .filter(|v| !v.is_null())
+        {
+            return v.clone();
+        }
+        crate::plugins::settings()
+            .iter()
+            .flat_map(|p| p.controller.iter())
+            .find(|f| f.name == name)
+            .map(|f| f.default.to_value())
+            .unwrap_or(serde_json::Value::Null)
     }
 
     pub fn admin_names(&self) -> Vec<String> {

@@ -42,6 +42,21 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
             public: true,
             ..r("/status", "status", vec![], false)
         },
+        ("GET", ["player_auth", "servers"]) => Route {
+            public: true,
+            ..r("/player_auth/servers", "player_auth.servers", vec![], false)
+        },
+        ("POST", ["player_auth", action @ ("start" | "player_code" | "poll")]) => {
+            let (pattern, request) = match *action {
+                "start" => ("/player_auth/start", "player_auth.start"),
+                "player_code" => ("/player_auth/player_code", "player_auth.player_code"),
+                _ => ("/player_auth/poll", "player_auth.poll"),
+            };
+            Route {
+                public: true,
+                ..r(pattern, request, vec![], true)
+            }
+        }
         ("GET", ["me"]) => r("/me", "me", vec![], false),
         ("GET", ["permissions"]) => r("/permissions", "permission_list", vec![], false),
         ("GET", ["plugins"]) => r("/plugins", "plugin_list", vec![], false),
@@ -268,6 +283,7 @@ pub async fn handle(
     tail: &str,
     query: &str,
     authorization: Option<String>,
+    peer: Option<std::net::IpAddr>,
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
 ) -> (&'static str, StatusCode, Value) {
     let segments: Vec<&str> = tail.split('/').filter(|s| !s.is_empty()).collect();
@@ -275,8 +291,25 @@ pub async fn handle(
         let e = ApiError::not_found(format!("no route {method} /api/v1/{tail}"));
         return ("unknown", status(&e), e.to_json());
     };
-    if route.public {
+    if route.public && route.request == "status" {
         return (route.pattern, StatusCode::OK, json!(ctl.status()));
+    }
+    if route.public {
+        // A plugin's routes for people not logged in (player_auth's login flow).
+        let result = async {
+            let data = if route.body {
+                parse_body(&read_body(body, ctl.settings().max_body_bytes).await?)?
+            } else {
+                serde_json::Map::new()
+            };
+            ctl.plugin_public(peer, route.request, Value::Object(data))
+                .await
+        }
+        .await;
+        return match result {
+            Ok(v) => (route.pattern, StatusCode::OK, v),
+            Err(e) => (route.pattern, status(&e), e.to_json()),
+        };
     }
     let result = async {
         let token = auth::bearer(authorization.as_deref())?;

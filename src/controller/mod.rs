@@ -221,6 +221,7 @@ fn routes(
         .and(warp::method())
         .and(raw_query)
         .and(warp::header::optional::<String>("authorization"))
+        .and(warp::addr::remote())
         .and(warp::body::stream())
         .and(with_ctl.clone())
         .then(
@@ -228,6 +229,7 @@ fn routes(
              method: warp::http::Method,
              query: String,
              authorization: Option<String>,
+             peer: Option<SocketAddr>,
              body,
              ctl: Arc<Controller>| async move {
                 let m = method.to_string();
@@ -237,6 +239,7 @@ fn routes(
                     tail.as_str(),
                     &query,
                     authorization,
+                    peer.map(|p| p.ip()),
                     Box::pin(body),
                 )
                 .await;

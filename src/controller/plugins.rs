@@ -125,6 +125,31 @@ impl ControllerCtx {
         self.ctl.upgrade()
     }
 
+    /// A controller setting of this plugin by full name (`<plugin>.<key>`), or its default.
+    pub fn setting(&self, name: &str) -> Value {
+        self.controller()
+            .map(|ctl| ctl.settings().plugin_setting(name))
+            .unwrap_or(Value::Null)
+    }
+
+    /// Where players connect to an instance: its host's address and the instance's game port.
+    pub async fn game_address(&self, instance_id: i64, host_id: i64) -> Option<String> {
+        let (rec, hosts) = self
+            .store
+            .read(move |c| {
+                Ok((
+                    store::instances::get(c, &instance_id.to_string())?,
+                    store::hosts::list(c)?,
+                ))
+            })
+            .await
+            .ok()?;
+        let host = hosts.into_iter().find(|h| h.id == host_id)?;
+        let port = rec.game_port?;
+        let address = Some(host.address).filter(|a| !a.is_empty())?;
+        Some(format!("{address}:{port}"))
+    }
+
     pub async fn instance_name(&self, id: i64) -> Option<String> {
         self.store
             .read(move |c| store::instances::get(c, &id.to_string()))
@@ -308,6 +333,25 @@ impl Controller {
             })?;
         let ctx = self.plugin_ctx(plugin.info().name);
         plugin.control_request(&ctx, actor, name, data).await
+    }
+
+    /// A request from someone not logged in, to `<plugin>.<message>`.
+    pub(super) async fn plugin_public(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        name: &str,
+        data: Value,
+    ) -> Result<Value, super::error::ApiError> {
+        let plugin = plugins::message_plugin(name)
+            .and_then(|p| self.plugins.part(p))
+            .ok_or_else(|| {
+                super::error::ApiError::not_found(format!(
+                    "the plugin {} is not enabled on this cluster (PLUGINS)",
+                    plugins::message_plugin(name).unwrap_or(name)
+                ))
+            })?;
+        let ctx = self.plugin_ctx(plugin.info().name);
+        plugin.public_request(&ctx, peer, name, data).await
     }
 
     /// What every plugin adds to `/metrics`.

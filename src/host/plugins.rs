@@ -298,6 +298,11 @@ impl InstanceCtx {
         self.rcon(format!("/sc {function}({})", lua_string(&data.to_string())));
     }
 
+    /// The controller URL this host connects to (`controller_url`).
+    pub fn controller_url(&self) -> String {
+        self.host.cfg.controller_url.clone()
+    }
+
     /// Whether the instance still runs.
     pub fn running(&self) -> bool {
         self.inst.status() == Status::Running

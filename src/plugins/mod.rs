@@ -12,6 +12,7 @@
 
 pub mod global_chat;
 pub mod ping;
+pub mod player_auth;
 pub mod research_sync;
 pub mod statistics_exporter;
 
@@ -166,6 +167,21 @@ pub trait ControllerPlugin: Send + Sync {
             ))
         })
     }
+    /// A request from someone not logged in (`/api/v1/<plugin>/…` routes marked public in
+    /// `controller/api.rs`), from `peer`. The plugin is responsible for rate limits.
+    fn public_request<'a>(
+        &'a self,
+        _ctx: &'a crate::controller::plugins::ControllerCtx,
+        _peer: Option<std::net::IpAddr>,
+        name: &'a str,
+        _data: Value,
+    ) -> BoxFuture<'a, Result<Value, crate::controller::error::ApiError>> {
+        let message = format!(
+            "plugin {} has no public request \"{name}\"",
+            self.info().name
+        );
+        Box::pin(async move { Err(crate::controller::error::ApiError::not_found(message)) })
+    }
     /// Text appended to the controller's `/metrics` (Prometheus exposition). Must answer from
     /// what the plugin already has: never wait on a host or a game.
     fn metrics<'a>(
@@ -216,6 +232,7 @@ pub fn builtins() -> &'static [Builtin] {
         global_chat::BUILTIN,
         research_sync::BUILTIN,
         statistics_exporter::BUILTIN,
+        player_auth::BUILTIN,
     ];
     ALL
 }

@@ -297,3 +297,28 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Creates an instance with `config`, assigns it to `host` and starts it; asserts each step.
+pub async fn create_and_start(api: &Api, name: &str, host: &str, config: serde_json::Value) {
+    let (s, v) = api
+        .post(
+            "/api/v1/instances",
+            serde_json::json!({ "name": name, "config": config }),
+        )
+        .await;
+    assert_eq!(s, 201, "create {name}: {v}");
+    let (s, v) = api
+        .post(
+            &format!("/api/v1/instances/{name}/assign"),
+            serde_json::json!({ "host": host }),
+        )
+        .await;
+    assert_eq!(s, 200, "assign {name}: {v}");
+    let (s, v) = api
+        .post(
+            &format!("/api/v1/instances/{name}/start"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "start {name}: {v}");
+}

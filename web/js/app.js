@@ -3,6 +3,7 @@
 import { setToken, storeToken, storedToken, setUnauthorizedHandler } from "./api.js";
 import { h, replace, toast } from "./dom.js";
 import { Link } from "./link.js";
+import { factorioLogin, factorioLoginAvailable } from "./factorio_login.js";
 import { state, applyEvent, reloadAll, emit, can } from "./store.js";
 import * as overview from "./pages/overview.js";
 import * as hosts from "./pages/hosts.js";
@@ -133,6 +134,22 @@ function showLogin(message) {
     error,
     submit,
   );
+  // player_auth: offered when the cluster runs it.
+  factorioLoginAvailable().then((yes) => {
+    if (!yes || loggedIn || !form.isConnected) return;
+    const alt = h("button", { type: "button", id: "login-factorio" }, "Log in with Factorio");
+    alt.addEventListener("click", () => {
+      const panel = factorioLogin(
+        (token) =>
+          connect(token, false, (msg) => {
+            showLogin(msg);
+          }),
+        () => showLogin(),
+      );
+      main.replaceChildren(panel);
+    });
+    form.append(h("p", { class: "or" }, "or"), alt);
+  });
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     const token = input.value.trim();

@@ -95,12 +95,20 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (running, bytes) = scrape_times(&api, 50).await;
-    api.post(
-        "/api/v1/instances/s0/rcon",
-        json!({ "command": "/standin hang 10000" }),
-    )
-    .await;
-    let (frozen, _) = scrape_times(&api, 50).await;
+    // The hang answers only when it ends: send it without waiting, and scrape while it lasts.
+    let hang = tokio::spawn({
+        let api = api.clone();
+        async move {
+            api.post(
+                "/api/v1/instances/s0/rcon",
+                json!({ "command": "/standin hang 8000" }),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (frozen, _) = scrape_times(&api, 40).await;
+    let _ = hang.await;
     println!("| measure | median | p99 |\n|---|---|---|");
     println!(
         "| `/metrics` scrape, 100 games × 200 statistics series ({:.1} MB) | {:.1} ms | {:.1} ms |",

@@ -95,6 +95,15 @@ enum ControllerCommand {
         #[arg(long)]
         join: bool,
     },
+    /// Give a user the Cluster Admin role (created if missing): the way back when no admin is
+    /// left. Works without a running controller (stop it first, or it may hold the database).
+    Admin {
+        #[command(flatten)]
+        data: DataDir,
+        /// The user to make an administrator.
+        #[arg(long)]
+        user: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -175,6 +184,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .map(|(_, token)| token)?
                 };
                 println!("{token}");
+                Ok(())
+            }
+            ControllerCommand::Admin { data, user } => {
+                let store = Store::open(&data.dir)?;
+                let u = store.write_blocking(move |c| store::grants::restore_admin(c, &user))?;
+                println!(
+                    "{} now has the {} role; log in with: clustorio controller token --user {}",
+                    u.name,
+                    clustorio::permissions::ROLE_ADMIN_NAME,
+                    u.name
+                );
                 Ok(())
             }
         },

@@ -69,6 +69,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(m) => ApiError::not_found(m),
             StoreError::Conflict(m) => ApiError::conflict(m),
             StoreError::Invalid(m) => ApiError::new(400, "invalid", m),
+            StoreError::Forbidden(m) => ApiError::forbidden(m),
             StoreError::Refused(r) => ApiError::refused(r),
             StoreError::Db(m) => {
                 tracing::error!(error = %m, "store error");

@@ -619,8 +619,33 @@ impl Controller {
         ))
     }
 
+    /// Whether instance `id` is assigned to `host_id` now.
+    async fn assigned_to(&self, id: i64, host_id: i64) -> bool {
+        self.store
+            .read(move |c| store::instances::get(c, &id.to_string()))
+            .await
+            .is_ok_and(|r| r.host_id == Some(host_id))
+    }
+
     /// Events a host sends to the controller.
     async fn host_event(&self, host_id: i64, name: &str, data: Value) {
+        // An event about an instance is taken only from the host the instance is assigned to:
+        // any host can register with the join token, and must not speak for others' games.
+        let instance = match name {
+            "instance_status" => data["id"].as_i64(),
+            _ => data["instance_id"].as_i64(),
+        };
+        if let Some(id) = instance
+            && !self.assigned_to(id, host_id).await
+        {
+            tracing::warn!(
+                host_id,
+                instance_id = id,
+                event = name,
+                "event about an instance not assigned to this host; ignored"
+            );
+            return;
+        }
         match name {
             "instance_status" => {
                 let (Some(id), Some(status)) = (data["id"].as_i64(), data["status"].as_str())

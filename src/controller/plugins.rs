@@ -274,30 +274,13 @@ impl Controller {
         }
     }
 
-    /// An event `<plugin>.<message>` from a host: checked (enabled plugin, the instance it names
-    /// is this host's), counted, and handed to the plugin. Returns false when no plugin owns it.
+    /// An event `<plugin>.<message>` from a host (the caller has checked that the instance it
+    /// names is this host's): counted and handed to the plugin. Returns false when no plugin owns it.
     pub(super) async fn plugin_event(&self, host_id: i64, name: &str, data: Value) -> bool {
         let Some(plugin) = plugins::message_plugin(name).and_then(|p| self.plugins.part(p)) else {
             return false;
         };
         let pname = plugin.info().name;
-        if let Some(id) = data["instance_id"].as_i64() {
-            let owned = self
-                .store
-                .read(move |c| store::instances::get(c, &id.to_string()))
-                .await
-                .is_ok_and(|r| r.host_id == Some(host_id));
-            if !owned {
-                tracing::warn!(
-                    plugin = pname,
-                    host_id,
-                    instance_id = id,
-                    event = name,
-                    "plugin event for an instance this host does not run; ignored"
-                );
-                return true;
-            }
-        }
         self.metrics.plugin_message(pname, "in");
         let ctx = self.plugin_ctx(pname);
         plugin.host_event(&ctx, host_id, name, data).await;

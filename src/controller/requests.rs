@@ -7,7 +7,7 @@ use super::Controller;
 use super::auth::Actor;
 use super::error::ApiError;
 use super::hub::Event;
-use crate::store::{self, users::UserChange};
+use crate::store::{self, grants, users::UserChange};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -243,6 +243,13 @@ pub enum ControlRequest {
     ResearchList,
 }
 
+fn grantor(actor: &Actor) -> grants::Grantor {
+    grants::Grantor {
+        name: actor.name.clone(),
+        permissions: actor.permissions.clone(),
+    }
+}
+
 fn empty_object() -> Value {
     json!({})
 }
@@ -389,23 +396,42 @@ impl ControlRequest {
             UserGet { user } => ok(store.read(move |c| store::users::get(c, &user)).await?),
             UserCreate(fields) => {
                 let change = fields.change();
+                let g = grantor(actor);
                 let u = store
-                    .write(move |c| store::users::create(c, &who, &fields.user, &change))
+                    .write(move |c| {
+                        if let Some(roles) = &change.roles {
+                            g.may_grant(&grants::role_permissions(c, roles)?)?;
+                        }
+                        store::users::create(c, &who, &fields.user, &change)
+                    })
                     .await?;
                 ctl.hub.publish(Event::user_updated(&u));
                 created(u)
             }
             UserUpdate(fields) => {
                 let change = fields.change();
+                let g = grantor(actor);
                 let u = store
-                    .write(move |c| store::users::update(c, &who, &fields.user, &change))
+                    .write(move |c| {
+                        if let Some(roles) = &change.roles {
+                            let old = store::users::get(c, &fields.user)?.roles;
+                            let added: Vec<i64> =
+                                roles.iter().copied().filter(|r| !old.contains(r)).collect();
+                            g.may_grant(&grants::role_permissions(c, &added)?)?;
+                        }
+                        grants::keeping_an_admin(c, || {
+                            store::users::update(c, &who, &fields.user, &change)
+                        })
+                    })
                     .await?;
                 ctl.hub.publish(Event::user_updated(&u));
                 ok(u)
             }
             UserDelete { user } => {
                 let u = store
-                    .write(move |c| store::users::delete(c, &who, &user))
+                    .write(move |c| {
+                        grants::keeping_an_admin(c, || store::users::delete(c, &who, &user))
+                    })
                     .await?;
                 ctl.hub.close_user_sessions(u.id, "user deleted");
                 ctl.hub.publish(Event::user_deleted(&u));
@@ -424,8 +450,17 @@ impl ControlRequest {
                 .read(move |c| store::tokens::list(c, user.as_deref()))
                 .await?),
             TokenCreate { user } => {
+                let g = grantor(actor);
                 let (id, token) = store
-                    .write(move |c| store::tokens::issue(c, &who, &user))
+                    .write(move |c| {
+                        // A token for someone else carries their permissions: only for someone
+                        // who holds nothing the actor does not.
+                        let target = store::users::get(c, &user)?;
+                        if store::users::key(&target.name) != store::users::key(&g.name) {
+                            g.may_grant(&store::users::permissions(c, target.id)?)?;
+                        }
+                        store::tokens::issue(c, &who, &user)
+                    })
                     .await?;
                 created(json!({ "id": id, "token": token }))
             }
@@ -450,8 +485,10 @@ impl ControlRequest {
                     .ok_or_else(|| ApiError::bad_request("a role needs a \"name\""))?;
                 let description = fields.description.unwrap_or_default();
                 let permissions = fields.permissions.unwrap_or_default();
+                let g = grantor(actor);
                 let r = store
                     .write(move |c| {
+                        g.may_grant(&permissions)?;
                         store::roles::create(c, &who, &name, &description, &permissions)
                     })
                     .await?;
@@ -462,16 +499,23 @@ impl ControlRequest {
                 let id = fields
                     .id
                     .ok_or_else(|| ApiError::bad_request("which role? give its \"id\""))?;
+                let g = grantor(actor);
                 let r = store
                     .write(move |c| {
-                        store::roles::update(
-                            c,
-                            &who,
-                            id,
-                            fields.name.as_deref(),
-                            fields.description.as_deref(),
-                            fields.permissions.as_deref(),
-                        )
+                        if let Some(new) = &fields.permissions {
+                            let old = store::roles::get(c, id)?.permissions;
+                            g.may_grant(new.iter().filter(|p| !old.contains(p)))?;
+                        }
+                        grants::keeping_an_admin(c, || {
+                            store::roles::update(
+                                c,
+                                &who,
+                                id,
+                                fields.name.as_deref(),
+                                fields.description.as_deref(),
+                                fields.permissions.as_deref(),
+                            )
+                        })
                     })
                     .await?;
                 ctl.hub.publish(Event::role_updated(&r));
@@ -479,7 +523,9 @@ impl ControlRequest {
             }
             RoleDelete { id } => {
                 store
-                    .write(move |c| store::roles::delete(c, &who, id))
+                    .write(move |c| {
+                        grants::keeping_an_admin(c, || store::roles::delete(c, &who, id))
+                    })
                     .await?;
                 ctl.hub.publish(Event::role_deleted(id));
                 ok(json!({ "deleted": id }))

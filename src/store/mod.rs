@@ -7,6 +7,7 @@
 //! Reads go to a separate connection; WAL lets them run beside the writer.
 
 pub mod audit;
+pub mod grants;
 pub mod hosts;
 pub mod instances;
 pub mod mods;
@@ -41,6 +42,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// The actor may not make this change (a grant beyond what they hold).
+    #[error("{0}")]
+    Forbidden(String),
     /// A config value the settings schema refuses.
     #[error("{0}")]
     Refused(crate::config::Refusal),

@@ -212,10 +212,14 @@ async fn a_host_cannot_speak_for_instances_it_does_not_run() {
         .await;
     intruder
         .send(json!({"type": "event", "seq": 2, "name": "instance_log",
-            "data": {"instance_id": id, "line": "[CHAT] mallory: SPOOFED LINE", "kind": "chat"}}))
+            "data": {"id": id, "name": "a", "line": "[CHAT] mallory: SPOOFED LINE"}}))
         .await;
     intruder
-        .send(json!({"type": "event", "seq": 3, "name": "player_event",
+        .send(json!({"type": "event", "seq": 3, "name": "instance_log",
+            "data": {"instance_id": id, "line": "[CHAT] mallory: SPOOFED LINE 2"}}))
+        .await;
+    intruder
+        .send(json!({"type": "event", "seq": 4, "name": "player_event",
             "data": {"instance_id": id, "type": "join", "name": "mallory"}}))
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -245,4 +249,126 @@ async fn a_host_cannot_speak_for_instances_it_does_not_run() {
     let v = api.get("/api/v1/instances/a").await;
     assert_eq!(v["players_online"], json!([]), "{v}");
     assert_ne!(v["message"], "spoofed", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_sessions_and_log_streams_lose_what_their_user_loses() {
+    let root = tempfile::tempdir().unwrap();
+    let cdir = root.path().join("c");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let c = ControllerProcess::start(&cdir);
+    let admin = Api::new(&c.url(""), &c.first_token);
+    let _h1 = HostProcess::start(
+        &root.path().join("h1"),
+        &c.url(""),
+        &join_token(&cdir),
+        "h1",
+        &[],
+    );
+    create_and_start(&admin, "a", "h1", json!({})).await;
+    admin
+        .wait_for("/api/v1/instances/a", |v| v["status"] == "running")
+        .await;
+    let (role, watcher) = user_with(
+        &admin,
+        "watcher",
+        &[
+            "core.control.connect",
+            "core.instance.subscribe",
+            "core.log.follow",
+            "core.instance.list",
+        ],
+    )
+    .await;
+    let mut link = LinkClient::connect(&c.ws_url(), "control", &watcher.token, None, None).await;
+    let mut stream = reqwest::Client::new()
+        .get(c.url("/api/v1/instances/a/logs?follow=1"))
+        .bearer_auth(&watcher.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+
+    // Both see a line while they may.
+    rcon(&admin, "a", "/standin chat alice BEFORE").await;
+    let mut body = String::new();
+    while !body.contains("BEFORE") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("the stream showed nothing")
+            .unwrap()
+            .expect("the stream ended early");
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    wait_event(&mut link, |f| {
+        f["name"] == "instance_log" && f.to_string().contains("BEFORE")
+    })
+    .await;
+
+    // core.log.follow is taken away: neither gets the next line; the stream ends.
+    let (s, v) = patch(
+        &admin,
+        &format!("/api/v1/roles/{role}"),
+        json!({ "permissions": ["core.control.connect", "core.instance.subscribe", "core.instance.list"] }),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    rcon(&admin, "a", "/standin chat alice AFTER").await;
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut rest = String::new();
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            rest.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        rest
+    })
+    .await
+    .expect("the log stream kept going after core.log.follow was removed");
+    assert!(!rest.contains("AFTER"), "{rest}");
+    // Instance updates still come (core.instance.subscribe is kept); the line did not.
+    let (s, v) = patch(
+        &admin,
+        "/api/v1/instances/a",
+        json!({ "config": { "server_settings": { "description": "marker" } } }),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let seen = wait_event(&mut link, |f| f["name"] == "instance_updated").await;
+    assert!(
+        !seen.iter().any(|f| f.to_string().contains("AFTER")),
+        "{seen:?}"
+    );
+
+    // The user is deleted: the session is closed.
+    let (s, v) = admin.call("DELETE", "/api/v1/users/watcher", None).await;
+    assert_eq!(s, 200, "{v}");
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match link.next().await {
+                None => return "socket closed".to_string(),
+                Some(f) if f["type"] == "close" => return f.to_string(),
+                Some(_) => continue,
+            }
+        }
+    })
+    .await
+    .expect("the session stayed open after its user was deleted");
+    assert!(!end.is_empty());
+}
+
+/// Reads link events (acking them) until one matches; returns every frame read.
+async fn wait_event(link: &mut LinkClient, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "no such event; saw {seen:#?}");
+        let f = link.next().await.expect("the link closed");
+        if let Some(seq) = f["seq"].as_u64() {
+            link.ack(seq).await;
+        }
+        let hit = f["type"] == "event" && pred(&f);
+        seen.push(f);
+        if hit {
+            return seen;
+        }
+    }
 }

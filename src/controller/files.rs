@@ -463,16 +463,18 @@ async fn get_mod(
 /// `GET …/logs?follow=1`: recent lines, then every new line as it arrives.
 async fn follow_logs(ctl: Arc<Controller>, auth_header: Option<String>, instance: String) -> Resp {
     let result = async {
-        user(&ctl, auth_header, "core.log.follow").await?;
+        let token = auth::bearer(auth_header.as_deref())?.to_string();
+        let actor = user(&ctl, auth_header, "core.log.follow").await?;
+        let watch = ctl.hub.watch(&token, &actor);
         let rec = ctl.record(&instance_ref(&instance)).await?;
         let recent = ctl
             .logs(Ref::Id(rec.id), 100)
             .await
             .unwrap_or(json!({ "lines": [] }));
-        Ok::<_, ApiError>((rec.id, recent))
+        Ok::<_, ApiError>((rec.id, recent, watch))
     }
     .await;
-    let (id, recent) = match result {
+    let (id, recent, watch) = match result {
         Ok(r) => r,
         Err(e) => return error(e),
     };
@@ -485,7 +487,7 @@ async fn follow_logs(ctl: Arc<Controller>, auth_header: Option<String>, instance
                 .collect()
         })
         .unwrap_or_default();
-    let live = tokio_stream_lines(ctl.hub.subscribe(), id);
+    let live = tokio_stream_lines(ctl.hub.clone(), watch, id);
     let stream = futures_util::stream::iter(first).chain(live);
     let mut resp = warp::reply::stream(stream).into_response();
     resp.headers_mut().insert(
@@ -495,21 +497,31 @@ async fn follow_logs(ctl: Arc<Controller>, auth_header: Option<String>, instance
     resp
 }
 
-/// Log lines of one instance from the event stream, until the client goes away.
+/// Log lines of one instance from the event stream, until the client goes away or its login
+/// stops allowing it (token revoked, user deleted, `core.log.follow` taken away).
 fn tokio_stream_lines(
-    rx: tokio::sync::broadcast::Receiver<Arc<super::hub::Event>>,
+    hub: Arc<super::hub::Hub>,
+    watch: super::hub::Watch,
     id: i64,
-) -> impl Stream<Item = Result<String, std::io::Error>> + Send + Sync + 'static {
-    futures_util::stream::unfold(rx, move |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(ev) if ev.name == "instance_log" && ev.data["id"] == json!(id) => {
-                    let line = ev.data["line"].as_str().unwrap_or_default().to_string();
-                    return Some((Ok(format!("{line}\n")), rx));
+) -> impl Stream<Item = Result<String, std::io::Error>> + Send + 'static {
+    let rx = hub.subscribe();
+    futures_util::stream::unfold((rx, watch), move |(mut rx, mut watch)| {
+        let hub = hub.clone();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) if ev.name == "instance_log" && ev.data["id"] == json!(id) => {
+                        match watch.actor(&hub).await {
+                            Some(a) if a.has("core.log.follow") => {}
+                            _ => return None,
+                        }
+                        let line = ev.data["line"].as_str().unwrap_or_default().to_string();
+                        return Some((Ok(format!("{line}\n")), (rx, watch)));
+                    }
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return None,
                 }
-                Ok(_) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => return None,
             }
         }
     })

@@ -130,15 +130,42 @@ pub struct Hub {
     hosts: Mutex<HashMap<i64, Arc<Session>>>,
     events: broadcast::Sender<Arc<Event>>,
     pub outbox_limit: usize,
+    store: crate::store::Store,
+    /// Bumped on every change to users, roles or tokens: sessions and log streams then check
+    /// their token again before they pass on the next event.
+    grants: std::sync::atomic::AtomicU64,
+}
+
+/// What a control client may see, re-checked whenever users, roles or tokens changed since.
+pub struct Watch {
+    token: String,
+    actor: super::auth::Actor,
+    seen: u64,
+}
+
+impl Watch {
+    /// The actor as of now; `None` when the token no longer works (revoked, user deleted).
+    pub async fn actor(&mut self, hub: &Hub) -> Option<&super::auth::Actor> {
+        let now = hub.grants.load(std::sync::atomic::Ordering::SeqCst);
+        if now != self.seen {
+            self.actor = super::auth::authenticate(&hub.store, &self.token)
+                .await
+                .ok()?;
+            self.seen = now;
+        }
+        Some(&self.actor)
+    }
 }
 
 impl Hub {
-    pub fn new(outbox_limit: usize) -> Self {
+    pub fn new(outbox_limit: usize, store: crate::store::Store) -> Self {
         Hub {
             sessions: Mutex::new(HashMap::new()),
             hosts: Mutex::new(HashMap::new()),
             events: broadcast::channel(EVENT_BACKLOG).0,
             outbox_limit,
+            store,
+            grants: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -160,27 +187,51 @@ impl Hub {
         let _ = self.events.send(Arc::new(event));
     }
 
+    /// Users, roles or tokens changed: every open session and stream checks its token again.
+    pub fn grants_changed(&self) {
+        self.grants
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A watch on what `token` (held by `actor` now) may see.
+    pub fn watch(&self, token: &str, actor: &super::auth::Actor) -> Watch {
+        Watch {
+            token: token.to_string(),
+            actor: actor.clone(),
+            seen: self.grants.load(std::sync::atomic::Ordering::SeqCst),
+        }
+    }
+
     /// Registers a new session and starts copying events to it.
-    pub fn add_session(&self, session: Arc<Session>) {
+    pub fn add_session(self: &Arc<Self>, session: Arc<Session>) {
         self.sessions().insert(session.id.clone(), session.clone());
         let mut events = self.events.subscribe();
+        let hub = self.clone();
+        let mut watch = match &session.peer {
+            Peer::Control { actor, token } => Some(self.watch(token, actor)),
+            Peer::Host { .. } => None,
+        };
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     ev = events.recv() => match ev {
                         Ok(ev) => {
-                            let wanted = match &session.peer {
-                                Peer::Host { .. } => ev.to_hosts,
-                                Peer::Control { actor, .. } => actor.has(ev.permission),
-                            };
-                            if wanted {
-                                let data = match &session.peer {
-                                    Peer::Control { actor, .. } if ev.instance_view => super::view_for(
+                            let data = match watch.as_mut() {
+                                None => ev.to_hosts.then(|| ev.data.clone()),
+                                Some(w) => match w.actor(&hub).await {
+                                    None => {
+                                        hub.remove(&session, ErrorBody::new("revoked", "this login is no longer valid (token revoked or user deleted)"));
+                                        break;
+                                    }
+                                    Some(actor) if !actor.has(ev.permission) => None,
+                                    Some(actor) if ev.instance_view => Some(super::view_for(
                                         actor.has(INSTANCE_CONFIG_READ),
                                         ev.data.clone(),
-                                    ),
-                                    _ => ev.data.clone(),
-                                };
+                                    )),
+                                    Some(_) => Some(ev.data.clone()),
+                                },
+                            };
+                            if let Some(data) = data {
                                 session.send_event(ev.name, data);
                             }
                         }

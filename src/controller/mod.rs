@@ -48,7 +48,7 @@ pub struct Controller {
     /// Every setting (instance, controller, host): the core's and the plugins'.
     pub schemas: Schemas,
     pub store: Store,
-    hub: Hub,
+    hub: Arc<Hub>,
     metrics: Metrics,
     started: Instant,
     pub shutdown: Shutdown,
@@ -91,7 +91,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     let ctl = Arc::new_cyclic(|me| Controller {
         plugins,
         me: me.clone(),
-        hub: Hub::new(100_000),
+        hub: Arc::new(Hub::new(100_000, store.clone())),
         metrics,
         started: Instant::now(),
         shutdown: Shutdown::new(),
@@ -323,6 +323,8 @@ impl Controller {
             "version": env!("CARGO_PKG_VERSION"),
             "cluster_name": self.cfg.cluster_name,
             "uptime_s": self.started.elapsed().as_secs(),
+            // The login page offers "Log in with Factorio" when this is true.
+            "factorio_login": self.plugins.is_enabled("player_auth"),
         })
     }
 
@@ -632,12 +634,26 @@ impl Controller {
         // An event about an instance is taken only from the host the instance is assigned to:
         // any host can register with the join token, and must not speak for others' games.
         let instance = match name {
-            "instance_status" => data["id"].as_i64(),
+            "instance_status" | "instance_log" => match data["id"].as_i64() {
+                Some(id) => Some(id),
+                None => {
+                    tracing::warn!(
+                        host_id,
+                        event = name,
+                        "event without an instance id; ignored"
+                    );
+                    return;
+                }
+            },
             _ => data["instance_id"].as_i64(),
         };
-        if let Some(id) = instance
-            && !self.assigned_to(id, host_id).await
-        {
+        let other = data["instance_id"]
+            .as_i64()
+            .filter(|o| Some(*o) != instance);
+        for id in instance.into_iter().chain(other) {
+            if self.assigned_to(id, host_id).await {
+                continue;
+            }
             tracing::warn!(
                 host_id,
                 instance_id = id,

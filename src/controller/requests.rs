@@ -424,6 +424,7 @@ impl ControlRequest {
                         })
                     })
                     .await?;
+                ctl.hub.grants_changed();
                 ctl.hub.publish(Event::user_updated(&u));
                 ok(u)
             }
@@ -433,6 +434,7 @@ impl ControlRequest {
                         grants::keeping_an_admin(c, || store::users::delete(c, &who, &user))
                     })
                     .await?;
+                ctl.hub.grants_changed();
                 ctl.hub.close_user_sessions(u.id, "user deleted");
                 ctl.hub.publish(Event::user_deleted(&u));
                 ok(json!({ "deleted": u.name }))
@@ -443,6 +445,7 @@ impl ControlRequest {
                     .write(move |c| store::tokens::revoke_all(c, &who, &user))
                     .await?;
                 let u = store.read(move |c| store::users::get(c, &name)).await?;
+                ctl.hub.grants_changed();
                 ctl.hub.close_user_sessions(u.id, "tokens revoked");
                 ok(json!({ "revoked": n }))
             }
@@ -472,6 +475,7 @@ impl ControlRequest {
                 let info = store
                     .write(move |c| store::tokens::revoke(c, &who, id))
                     .await?;
+                ctl.hub.grants_changed();
                 let user = info.user.clone();
                 if let Ok(u) = store.read(move |c| store::users::get(c, &user)).await {
                     ctl.hub.close_user_sessions(u.id, "token revoked");
@@ -518,6 +522,7 @@ impl ControlRequest {
                         })
                     })
                     .await?;
+                ctl.hub.grants_changed();
                 ctl.hub.publish(Event::role_updated(&r));
                 ok(r)
             }
@@ -527,6 +532,7 @@ impl ControlRequest {
                         grants::keeping_an_admin(c, || store::roles::delete(c, &who, id))
                     })
                     .await?;
+                ctl.hub.grants_changed();
                 ctl.hub.publish(Event::role_deleted(id));
                 ok(json!({ "deleted": id }))
             }

@@ -8,11 +8,10 @@ import { h, replace } from "./dom.js";
 
 const POLL_MS = 2000;
 
-/** Whether the cluster runs player_auth (its public route answers). */
+/** Whether the cluster runs player_auth (the public status says so). */
 export async function factorioLoginAvailable() {
   try {
-    await api("GET", "/player_auth/servers");
-    return true;
+    return (await api("GET", "status")).factorio_login === true;
   } catch {
     return false;
   }
@@ -72,7 +71,7 @@ export function factorioLogin(onToken, back) {
     }, 1000);
     const poll = async () => {
       try {
-        const r = await api("POST", "/player_auth/poll", { code: reply.code, poll_token: reply.poll_token });
+        const r = await api("POST", "player_auth/poll", { code: reply.code, poll_token: reply.poll_token });
         if (r.verified) {
           stop();
           replace(waiting, h("p", { id: "pa-done" }, `Confirmed in game. Logging in as ${r.user}…`));
@@ -93,7 +92,7 @@ export function factorioLogin(onToken, back) {
   startButton.addEventListener("click", async () => {
     startButton.disabled = true;
     try {
-      wait(await api("POST", "/player_auth/start", {}));
+      wait(await api("POST", "player_auth/start", {}));
     } catch (e) {
       error.textContent = e.message;
     } finally {
@@ -109,7 +108,7 @@ export function factorioLogin(onToken, back) {
       return;
     }
     try {
-      wait(await api("POST", "/player_auth/player_code", { player_code: code }));
+      wait(await api("POST", "player_auth/player_code", { player_code: code }));
       codeInput.value = "";
     } catch (err) {
       error.textContent = err.message;
@@ -121,7 +120,7 @@ export function factorioLogin(onToken, back) {
     back();
   });
 
-  api("GET", "/player_auth/servers")
+  api("GET", "player_auth/servers")
     .then((list) => {
       if (!list.length) {
         servers.textContent = "No game of the cluster is running right now; one must be, to log in this way.";

@@ -95,6 +95,13 @@ enum ControllerCommand {
         #[arg(long)]
         join: bool,
     },
+    /// Write a consistent copy of the database to FILE (works while the controller runs).
+    Backup {
+        #[command(flatten)]
+        data: DataDir,
+        /// Where to write the copy (must not exist).
+        file: PathBuf,
+    },
     /// Give a user the Cluster Admin role (created if missing): the way back when no admin is
     /// left. Works without a running controller (stop it first, or it may hold the database).
     Admin {
@@ -184,6 +191,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .map(|(_, token)| token)?
                 };
                 println!("{token}");
+                Ok(())
+            }
+            ControllerCommand::Backup { data, file } => {
+                let bytes = store::backup(&data.dir, &file)?;
+                println!(
+                    "Backed up {} to {} ({bytes} bytes, integrity ok)",
+                    data.dir.join(store::DB_FILE).display(),
+                    file.display()
+                );
                 Ok(())
             }
             ControllerCommand::Admin { data, user } => {

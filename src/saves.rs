@@ -145,11 +145,20 @@ pub fn commit(tmp: &Path, target: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to `target` atomically.
+/// Writes `bytes` to `target` atomically, readable by the owner only (these are config files:
+/// `config-slave.json` holds the host token, `server-settings.json` the game password).
 pub fn write_atomic(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = temp_path(target);
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // An older temp file keeps its mode through `open`; set it.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         f.write_all(bytes)?;
     }
     commit(&tmp, target)

@@ -152,6 +152,9 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     sampler.abort();
     // Open keep-alive connections must not hold up the exit.
     let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
+    if let Err(e) = ctl.store.checkpoint().await {
+        tracing::warn!(error = %e, "could not checkpoint the database at stop");
+    }
     println!("Stopped");
     Ok(())
 }
@@ -244,7 +247,10 @@ fn routes(
                 )
                 .await;
                 ctl.metrics.http_request(route, &m, status.as_u16());
-                warp::reply::with_status(warp::reply::json(&value), status)
+                // API replies can carry tokens and secrets: never cached, never sniffed.
+                let reply = warp::reply::with_status(warp::reply::json(&value), status);
+                let reply = warp::reply::with_header(reply, "cache-control", "no-store");
+                warp::reply::with_header(reply, "x-content-type-options", "nosniff")
             },
         );
 

@@ -87,8 +87,23 @@ impl Store {
     /// Opens (creating and migrating as needed) the database in `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<Store> {
         let path = dir.join(DB_FILE);
+        check_files(&path)?;
         let mut writer = open_connection(&path)?;
+        let fresh = schema::version(&writer)? == 0;
+        if !fresh {
+            let check: String = writer
+                .query_row("PRAGMA quick_check", [], |r| r.get(0))
+                .map_err(|e| anyhow::anyhow!("{} cannot be read: {e}", path.display()))?;
+            if check != "ok" {
+                anyhow::bail!(
+                    "{} is damaged ({check}); nothing was changed. Restore it from a backup \
+                     (clustorio controller backup FILE makes one) or move it away to start a new cluster",
+                    path.display()
+                );
+            }
+        }
         schema::migrate(&mut writer)?;
+        restrict(&path);
         let reader = open_connection(&path)?;
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -122,6 +137,16 @@ impl Store {
             .map_err(|_| StoreError::Db("store writer has stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Db("store writer has stopped".into()))?
+    }
+
+    /// Moves everything from the WAL into the database file and empties the WAL, so the file
+    /// alone is a complete copy (at a graceful stop).
+    pub async fn checkpoint(&self) -> Result<()> {
+        self.read(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
     }
 
     /// Runs a read-only query on the reader connection (off the async threads).
@@ -171,6 +196,103 @@ impl Store {
         rx.recv()
             .map_err(|_| StoreError::Db("store writer has stopped".into()))?
     }
+}
+
+/// Refuses to open over what is clearly not our database: a zero-length file (a failed copy, a
+/// disk that filled at the wrong moment) or a WAL that is not a SQLite WAL — opening either would
+/// silently start a new cluster or drop committed changes.
+fn check_files(path: &Path) -> anyhow::Result<()> {
+    use std::io::Read;
+    let advice = "nothing was changed; restore it from a backup (clustorio controller backup FILE \
+                  makes one) or move it away to start a new cluster";
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.len() == 0 {
+            anyhow::bail!("{} is empty (0 bytes); {advice}", path.display());
+        }
+        let mut head = [0u8; 16];
+        let n = std::fs::File::open(path)
+            .and_then(|mut f| f.read(&mut head))
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        if n < 16 || &head != b"SQLite format 3\0" {
+            anyhow::bail!("{} is not a SQLite database; {advice}", path.display());
+        }
+    } else if let Some(dir) = path.parent() {
+        // A new database: created private, as its WAL and shared memory then are.
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(dir).ok();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
+    }
+    let wal = wal_path(path);
+    if let Ok(meta) = std::fs::metadata(&wal)
+        && meta.len() > 0
+    {
+        let mut magic = [0u8; 4];
+        let ok = std::fs::File::open(&wal)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+            && matches!(magic, [0x37, 0x7f, 0x06, 0x82 | 0x83]);
+        if !ok {
+            anyhow::bail!(
+                "{} is not a SQLite write-ahead log (changes not yet in {} live there); {advice}",
+                wal.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn wal_path(path: &Path) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-wal");
+    p.into()
+}
+
+/// The database and its companions hold token hashes and the join token: owner only.
+fn restrict(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+/// `clustorio controller backup FILE`: a consistent copy of the database in `dir`, made with
+/// SQLite's `VACUUM INTO` (works while the controller runs and writes), then checked. Returns
+/// the copy's size in bytes.
+pub fn backup(dir: &Path, to: &Path) -> anyhow::Result<u64> {
+    use anyhow::Context;
+    let path = dir.join(DB_FILE);
+    check_files(&path)?;
+    if !path.exists() {
+        anyhow::bail!("no database at {}", path.display());
+    }
+    if to.exists() {
+        anyhow::bail!("{} exists; give a new file name", to.display());
+    }
+    let target = to
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("the backup path must be UTF-8"))?;
+    let conn = open_connection(&path)?;
+    conn.execute("VACUUM INTO ?1", [target])
+        .with_context(|| format!("writing the backup to {}", to.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600));
+    let copy = Connection::open(to).with_context(|| format!("opening {}", to.display()))?;
+    let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        anyhow::bail!(
+            "the backup at {} failed its integrity check: {check}",
+            to.display()
+        );
+    }
+    Ok(std::fs::metadata(to)?.len())
 }
 
 fn open_connection(path: &Path) -> anyhow::Result<Connection> {

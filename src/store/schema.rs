@@ -83,6 +83,11 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE instances ADD COLUMN running_config TEXT;",
 ];
 
+/// How many migrations the database has had (0: a new, empty database).
+pub fn version(conn: &Connection) -> anyhow::Result<i64> {
+    Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+}
+
 pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     use anyhow::Context;
     let done: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;

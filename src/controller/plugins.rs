@@ -178,6 +178,25 @@ impl ControllerCtx {
         })
     }
 
+    /// A controller setting of this plugin (`<plugin>.<key>`): `config-master.json`, else the
+    /// declared default; read at each call, so a change applies at once.
+    pub fn setting(&self, name: &str) -> Value {
+        let Some(ctl) = self.controller() else {
+            return Value::Null;
+        };
+        let file = ctl.data_dir.join(crate::config::CONTROLLER_CONFIG_FILE);
+        let stored = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| crate::config::schema::get_path(&v, name).cloned())
+            .filter(|v| !v.is_null());
+        stored.unwrap_or_else(|| {
+            crate::config::schema::get_path(&ctl.schemas.controller.defaults(), name)
+                .cloned()
+                .unwrap_or(Value::Null)
+        })
+    }
+
     /// Is `host_id` connected now (whatever plugins it runs)?
     pub fn host_is_connected(&self, host_id: i64) -> bool {
         self.controller()

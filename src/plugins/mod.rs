@@ -11,6 +11,7 @@
 //! is not `false`.
 
 pub mod global_chat;
+pub mod inventory_sync;
 pub mod ping;
 pub mod research_sync;
 pub mod statistics_exporter;
@@ -216,6 +217,7 @@ pub fn builtins() -> &'static [Builtin] {
         global_chat::BUILTIN,
         research_sync::BUILTIN,
         statistics_exporter::BUILTIN,
+        inventory_sync::BUILTIN,
     ];
     ALL
 }

@@ -368,11 +368,16 @@ function inventory_sync.download_failed(name, message)
 	end
 end
 
--- The controller committed `generation` of the player.
-function inventory_sync.confirm_upload(name, generation)
+-- The controller answered the upload of `generation`: committed (`stored`), or refused because
+-- another game holds the player or has a newer generation. After a refusal this game's copy is
+-- no stored generation, so the next join downloads the cluster's.
+function inventory_sync.confirm_upload(name, generation, stored)
 	local rec = record(name)
 	if rec.pending ~= nil and rec.pending.generation <= generation then
 		rec.pending = nil
+		if stored == false and rec.generation == generation then
+			rec.generation = 0
+		end
 	end
 end
 

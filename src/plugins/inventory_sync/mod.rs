@@ -868,9 +868,10 @@ async fn host_upload(inst: InstanceCtx, player: String, data: Value) {
             .request("inventory_sync.upload", data.clone(), REQUEST_TIMEOUT)
             .await
         {
-            Ok(_) => {
+            Ok(r) => {
+                let stored = r["status"] == "stored";
                 inst.rcon(format!(
-                    "/sc inventory_sync.confirm_upload({}, {generation})",
+                    "/sc inventory_sync.confirm_upload({}, {generation}, {stored})",
                     lua_string(&player)
                 ));
                 return;

@@ -182,10 +182,17 @@ fn stored_of(c: &Connection, name: &str) -> Result<Option<(i64, Option<i64>)>, S
 
 /// How a lock's holder is doing: `Some(true)` running on a connected host, `Some(false)` stopped
 /// or away, `None` gone (deleted or unassigned: the lock is free at once).
-fn holder_state(c: &Connection, id: i64, host_up: &dyn Fn(i64) -> bool) -> Option<bool> {
-    let rec = store::instances::find(c, &id.to_string()).ok().flatten()?;
-    let host = rec.host_id?;
-    Some(rec.status == "running" && host_up(host))
+fn holder_state(
+    c: &Connection,
+    id: i64,
+    host_up: &dyn Fn(i64) -> bool,
+) -> Result<Option<bool>, StoreError> {
+    let Some(rec) = store::instances::find(c, &id.to_string())? else {
+        return Ok(None);
+    };
+    Ok(rec
+        .host_id
+        .map(|host| rec.status == "running" && host_up(host)))
 }
 
 fn take(c: &Connection, name: &str, instance_id: i64, now: i64) -> Result<Acquire, StoreError> {
@@ -215,7 +222,7 @@ fn acquire(
     if lock.instance_id == instance_id {
         return take(c, name, instance_id, now);
     }
-    match holder_state(c, lock.instance_id, host_up) {
+    match holder_state(c, lock.instance_id, host_up)? {
         None => take(c, name, instance_id, now),
         Some(true) => {
             if lock.stale_since.is_some() {
@@ -267,7 +274,7 @@ fn sweep(c: &Connection, now: i64, host_up: &dyn Fn(i64) -> bool) -> Result<(), 
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     for (name, holder, since) in locks {
-        match (holder_state(c, holder, host_up), since) {
+        match (holder_state(c, holder, host_up)?, since) {
             (Some(true), Some(_)) => mark_stale(c, &name, None)?,
             (Some(false) | None, None) => mark_stale(c, &name, Some(now))?,
             _ => {}
@@ -975,7 +982,9 @@ mod tests {
     fn db() -> Connection {
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch(
-            "CREATE TABLE instances (id INTEGER PRIMARY KEY, name TEXT, host_id INTEGER, status TEXT);",
+            "CREATE TABLE instances (id INTEGER PRIMARY KEY, name TEXT, host_id INTEGER, config TEXT NOT NULL DEFAULT '{}',
+                status TEXT, game_port INTEGER, created_at INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL DEFAULT 0,
+                desired TEXT NOT NULL DEFAULT 'stopped', running_config TEXT);",
         )
         .unwrap();
         c.execute_batch(INFO.migrations[0]).unwrap();
@@ -1039,7 +1048,7 @@ mod tests {
     fn locks_expire_only_after_the_holder_stopped_for_the_timeout() {
         let c = db();
         c.execute_batch(
-            "INSERT INTO instances VALUES (1, 'a', 10, 'running'), (2, 'b', 20, 'running');",
+            "INSERT INTO instances (id, name, host_id, status) VALUES (1, 'a', 10, 'running'), (2, 'b', 20, 'running');",
         )
         .unwrap();
         acquire(&c, 1, "p", 0, 1000, &up).unwrap();

@@ -244,6 +244,31 @@ async fn inventories_follow_players_one_holder_never_older_nothing_lost() {
         actions.contains(&"inventory_sync.import") && actions.contains(&"inventory_sync.release"),
         "{audit}"
     );
+
+    // The sim keeps players in the save: her character on B survives a restart of B.
+    rcon(&api, "b", &format!("/standin leave {P}")).await;
+    wait_until("generation 6 stored", 30, || async {
+        stored_generation(&api).await == Some(6)
+    })
+    .await;
+    let before = items(&api, "b", P).await;
+    for action in ["stop", "start"] {
+        let (s, v) = api
+            .post(&format!("/api/v1/instances/b/{action}"), json!({}))
+            .await;
+        assert_eq!(s, 200, "{action} b: {v}");
+    }
+    wait_until("b runs again", 60, || async {
+        sync_state(&api, "b", P).await["state"] == json!("offline")
+    })
+    .await;
+    assert_eq!(carried(&items(&api, "b", P).await), carried(&before));
+    assert_eq!(
+        stored_generation(&api).await,
+        Some(6),
+        "nothing re-uploaded"
+    );
+
     let (_, metrics) = api.call("GET", "/metrics", None).await;
     assert!(
         metrics

@@ -188,6 +188,13 @@ async fn inventories_follow_players_one_holder_never_older_nothing_lost() {
 
     // …which is merged into generation 3 once the controller is back.
     let c2 = ControllerProcess::start_on(&cdir, port, &env);
+    wait_until("both hosts are back", 60, || async {
+        let (s, v) = api.call("GET", "/api/v1/hosts", None).await;
+        s == 200
+            && v.as_array()
+                .is_some_and(|hs| hs.len() == 2 && hs.iter().all(|h| h["connected"] == json!(true)))
+    })
+    .await;
     synced_on(&api, "a").await;
     let merged = items(&api, "a", P).await;
     let mut want = carried(&gen3);

@@ -240,18 +240,19 @@ end
 local function fail(player, rec, message)
 	rec.download = nil
 	rec.next_try = game.tick + TEMPORARY_RETRY
-	if rec.state == "temporary" then
-		return
-	end
+	local first = rec.state ~= "temporary" or player.character == nil
 	rec.state = "temporary"
-	to_spectator(player)
-	if valid(rec.temp) and rec.temp.player == nil then
-		take_character(player, rec.temp)
-	else
-		player.create_character()
-		rec.temp = player.character
+	if player.character == nil then
+		if valid(rec.temp) and rec.temp.player == nil then
+			take_character(player, rec.temp)
+		else
+			player.create_character()
+			rec.temp = player.character
+		end
 	end
-	player.print("Inventory sync failed (" .. tostring(message) .. "). You are playing with a temporary inventory; it will be merged into your synchronised inventory once the sync works.")
+	if first then
+		player.print("Inventory sync failed (" .. tostring(message) .. "). You are playing with a temporary inventory; it will be merged into your synchronised inventory once the sync works.")
+	end
 end
 
 local function begin(player)
@@ -282,6 +283,10 @@ local function leave(player)
 	elseif rec.state == "waiting" or rec.state == "downloading" then
 		rec.state = "offline"
 		rec.download = nil
+		api.send_json("inventory_sync:release", { player = player.name })
+	elseif rec.state == "temporary" then
+		-- The temporary character stays here for the next visit. A lock granted to an ask whose
+		-- answer was lost is given back (a release frees only this game's own lock).
 		api.send_json("inventory_sync:release", { player = player.name })
 	end
 end
@@ -456,7 +461,9 @@ lib.on_nth_tick[30] = function()
 					fail(player, rec, "the download stopped")
 				end
 			elseif rec.state == "temporary" then
-				if rec.next_try ~= nil and now >= rec.next_try and (rec.answered or now - (rec.asked or 0) > RESPONSE_TIMEOUT) then
+				if player.character == nil and not rec.answered and now - (rec.asked or now) > RESPONSE_TIMEOUT then
+					fail(player, rec, "the cluster did not answer")
+				elseif rec.next_try ~= nil and now >= rec.next_try and (rec.answered or now - (rec.asked or 0) > RESPONSE_TIMEOUT) then
 					rec.next_try = now + TEMPORARY_RETRY
 					ask(player, rec)
 				end

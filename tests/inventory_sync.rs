@@ -285,3 +285,101 @@ async fn inventories_follow_players_one_holder_never_older_nothing_lost() {
         "{metrics}"
     );
 }
+
+/// A download that stops half-way (the game hangs for longer than the download may take, as a
+/// game thread stuck on a slow save would) leaves the player on a temporary inventory; its items
+/// are merged when the game retries and the download completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_stops_gives_a_temporary_inventory_merged_at_the_next_sync() {
+    let root = tempfile::tempdir().unwrap();
+    let cdir = root.path().join("c");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let env = [("PLUGINS", "inventory_sync")];
+    let c = ControllerProcess::start_with(&cdir, &env);
+    let api = Api::new(&c.url(""), &c.first_token);
+    let join = join_token(&cdir);
+    let _h1 = HostProcess::start(&root.path().join("h1"), &c.url(""), &join, "h1", &[]);
+    let socket = root.path().join("c.sock");
+    let socket_env = socket.to_string_lossy().to_string();
+    let _h2 = HostProcess::start(
+        &root.path().join("h2"),
+        &c.url(""),
+        &join,
+        "h2",
+        &[("FACTORIO_STANDIN_CONTROL", &socket_env)],
+    );
+    create_and_start(&api, "a", "h1").await;
+    // Small chunks: the download of a full inventory takes many RCON commands.
+    let (s, v) = api
+        .post(
+            "/api/v1/instances",
+            json!({ "name": "c", "config": { "inventory_sync": { "rcon_chunk_size": 100 } } }),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = api
+        .post("/api/v1/instances/c/assign", json!({ "host": "h2" }))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    start(&api, "c").await;
+    for game in ["a", "c"] {
+        wait_until(&format!("{game} runs the plugin"), 60, || async {
+            sync_state(&api, game, P).await.is_object()
+        })
+        .await;
+    }
+
+    rcon(&api, "a", &format!("/standin join {P}")).await;
+    synced_on(&api, "a").await;
+    let fill = format!(
+        "/sc local main = game.get_player(\"{P}\").get_main_inventory() \
+         for s = 1, #main - 1 do main[s].set_stack({{name = \"an-item-with-a-rather-long-name-\" .. s, count = 3}}) end"
+    );
+    assert!(rcon(&api, "a", &fill).await.trim().is_empty());
+    let full = items(&api, "a", P).await;
+    rcon(&api, "a", &format!("/standin leave {P}")).await;
+    wait_until("generation 1 stored", 30, || async {
+        stored_generation(&api).await == Some(1) && stored(&api, P).await["holder"].is_null()
+    })
+    .await;
+
+    // Join C and hang its game as soon as the download has begun (one slot was left free for
+    // what she picks up on the temporary inventory).
+    control(&socket, &format!("/standin join {P}")).await;
+    let status = format!("/sc inventory_sync.status(\"{P}\")");
+    let mut hung = false;
+    for _ in 0..2000 {
+        let s = control(&socket, &status).await;
+        if s.contains("\"downloading\"") {
+            control(&socket, "/standin hang 11000").await;
+            hung = true;
+            break;
+        }
+        assert!(
+            !s.contains("\"synced\""),
+            "the download finished before the hang: {s}"
+        );
+    }
+    assert!(hung, "the download never began");
+    wait_until("C gives up the stopped download", 40, || async {
+        state_is(&api, "c", "temporary").await
+    })
+    .await;
+    let temp = items(&api, "c", P).await;
+    assert_eq!(temp["controller"], json!("character"));
+    assert_eq!(temp["main"], json!({}), "a fresh character: {temp}");
+    rcon(&api, "c", &format!("/standin give {P} coal 5")).await;
+
+    // The retry downloads the whole inventory and merges the coal into it.
+    synced_on(&api, "c").await;
+    let merged = items(&api, "c", P).await;
+    let mut want = carried(&full);
+    want["main"]["coal"] = json!(5);
+    assert_eq!(carried(&merged), want);
+    let shown = rcon(&api, "c", "/standin printed").await;
+    assert!(shown.contains("the download stopped"), "{shown}");
+    assert!(
+        shown.contains("temporary inventory (5 items) was merged"),
+        "{shown}"
+    );
+}

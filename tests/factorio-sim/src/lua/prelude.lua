@@ -685,9 +685,22 @@ end
 
 local characters = {}      -- unit_number -> character entity
 local character_slots = {} -- unit_number -> {inventory id -> slots}
+-- The crafting queue belongs to the character (a new character has none): unit -> {{recipe, count}}.
+local character_queue = {}
+-- `crafting_queue` as Factorio shows it (nil when empty), refreshed on every change.
+local function show_queue(p, queue)
+  local out = nil
+  for i, e in ipairs(queue) do
+    out = out or {}
+    out[i] = { index = i, recipe = e.recipe, count = e.count, prerequisite = false }
+  end
+  p.crafting_queue = out
+  p.crafting_queue_size = #queue
+end
+
 local next_unit = 1
 
-local function new_character(unit, slots)
+local function new_character(unit, slots, queue)
   unit = unit or next_unit
   if unit >= next_unit then
     next_unit = unit + 1
@@ -697,6 +710,7 @@ local function new_character(unit, slots)
     slots[id] = slots[id] or {}
   end
   character_slots[unit] = slots
+  character_queue[unit] = queue or {}
   local inventories = {}
   for id, d in raw_pairs(character_inventories) do
     inventories[id] = new_inventory(id, d.size, slots[id])
@@ -747,10 +761,11 @@ local function new_character(unit, slots)
         return false
       end
       c.valid = false
-      characters[unit], character_slots[unit] = nil, nil
+      characters[unit], character_slots[unit], character_queue[unit] = nil, nil, nil
       local p = c.player
       if p and p.character == c then
         p.character = nil
+        show_queue(p, {})
         p.controller_type = defines.controllers.ghost
         p.physical_controller_type = defines.controllers.ghost
       end
@@ -765,24 +780,13 @@ end
 local function attach(p, c)
   p.character = c
   c.player = p
+  show_queue(p, character_queue[c.unit_number] or {})
   p.controller_type = defines.controllers.character
   p.physical_controller_type = defines.controllers.character
 end
 
--- `crafting_queue` as Factorio shows it (nil when empty), refreshed on every change.
-local function show_queue(p, queue)
-  local out = nil
-  for i, e in ipairs(queue) do
-    out = out or {}
-    out[i] = { index = i, recipe = e.recipe, count = e.count, prerequisite = false }
-  end
-  p.crafting_queue = out
-  p.crafting_queue_size = #queue
-end
-
 local function new_player(index, name)
   local quick_bar = {}
-  local queue = {}
   local p
   p = object("player", index, {
     name = name,
@@ -839,6 +843,7 @@ local function new_player(index, name)
         p.character = nil
         p.controller_type = spec.type
         p.physical_controller_type = spec.type
+        show_queue(p, {})
       end
     end,
     get_inventory = function(id)
@@ -884,12 +889,20 @@ local function new_player(index, name)
       if raw_type(spec) ~= "table" or raw_type(spec.recipe) ~= "string" then
         raw_error("Invalid crafting order: expected {count=…, recipe=…}", 2)
       end
+      if not p.character then
+        return 0
+      end
+      local queue = character_queue[p.character.unit_number]
       local count = math.floor(spec.count or 1)
       queue[#queue + 1] = { recipe = spec.recipe, count = count }
       show_queue(p, queue)
       return count
     end,
     cancel_crafting = function(spec)
+      if not p.character then
+        return
+      end
+      local queue = character_queue[p.character.unit_number]
       local i = spec and spec.index
       local e = queue[i]
       if e then
@@ -903,8 +916,6 @@ local function new_player(index, name)
   })
   -- Kept beside the object for the save.
   getmetatable(p).__sim_quick_bar = quick_bar
-  getmetatable(p).__sim_queue = queue
-  show_queue(p, queue)
   players[index] = p
   by_name[name] = p
   attach(p, new_character())
@@ -939,7 +950,7 @@ local function player_state()
     for id, d in raw_pairs(character_inventories) do
       inv[d.key] = slots_out(slots[id])
     end
-    chars[#chars + 1] = { unit = unit, inventories = inv }
+    chars[#chars + 1] = { unit = unit, inventories = inv, crafting_queue = character_queue[unit] }
   end
   local ps = {}
   for _, p in ipairs(players) do
@@ -952,7 +963,7 @@ local function player_state()
       index = p.index, name = p.name, color = p.color, chat_color = p.chat_color, tag = p.tag,
       cheat_mode = p.cheat_mode, controller_type = p.controller_type,
       character = p.character and p.character.unit_number or nil,
-      quick_bar = qb, crafting_queue = m.__sim_queue,
+      quick_bar = qb,
     }
   end
   return { characters = chars, players = ps, next_unit = next_unit }
@@ -962,13 +973,17 @@ local function set_player_state(s)
   for unit in raw_pairs(characters) do
     characters[unit].valid = false
   end
-  characters, character_slots = {}, {}
+  characters, character_slots, character_queue = {}, {}, {}
   for _, c in ipairs(s.characters or {}) do
     local slots = {}
     for id, d in raw_pairs(character_inventories) do
       slots[id] = slots_in(c.inventories and c.inventories[d.key])
     end
-    new_character(c.unit, slots)
+    local queue = {}
+    for i, e in ipairs(c.crafting_queue or {}) do
+      queue[i] = { recipe = e.recipe, count = e.count }
+    end
+    new_character(c.unit, slots, queue)
   end
   next_unit = math.max(next_unit, s.next_unit or 1)
   for _, ps in ipairs(s.players or {}) do
@@ -995,14 +1010,6 @@ local function set_player_state(s)
     for _, q in ipairs(ps.quick_bar or {}) do
       m.__sim_quick_bar[q.slot] = q.name
     end
-    local queue = m.__sim_queue
-    for i = #queue, 1, -1 do
-      queue[i] = nil
-    end
-    for i, e in ipairs(ps.crafting_queue or {}) do
-      queue[i] = { recipe = e.recipe, count = e.count }
-    end
-    show_queue(p, queue)
   end
   -- Players the save did not know keep a character of their own.
   for _, p in ipairs(players) do
@@ -1036,7 +1043,7 @@ local function inventory_view(p)
   for i, n in raw_pairs(m.__sim_quick_bar) do
     out.quick_bar[tostring(i)] = n
   end
-  for _, e in ipairs(m.__sim_queue) do
+  for _, e in ipairs(p.character and character_queue[p.character.unit_number] or {}) do
     out.crafting_queue[#out.crafting_queue + 1] = e.recipe .. " x" .. e.count
   end
   return out

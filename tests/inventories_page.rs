@@ -68,6 +68,14 @@ async fn inventories_page_updates_live_when_a_player_syncs() {
         )
         .await?;
         ui.wait_text("#inventory-stats", "1 inventories stored").await?;
+        ui.fill("#inventory-filter", "nobody-like-this").await?;
+        ui.wait_text("#inventory-list", "No player matches").await?;
+        ui.fill("#inventory-filter", "bo").await?;
+        ui.wait_js(
+            "Bob matches the filter",
+            "!!document.querySelector(\"#inventory-list tr[data-player='Bob']\")",
+        )
+        .await?;
         Ok(())
     })
     .await;

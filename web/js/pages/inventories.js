@@ -95,17 +95,20 @@ function mountDetail(main, player) {
 export function mount(main, params = {}) {
   if (params.player) return mountDetail(main, params.player);
   const stats = h("p", { class: "muted", id: "inventory-stats" }, "");
+  const filter = h("input", { type: "search", id: "inventory-filter", placeholder: "Filter players", "aria-label": "Filter players" });
   const table = h("div", { class: "table-wrap", id: "inventory-list" }, h("p", { class: "muted" }, "Loading…"));
   main.append(
     h("h1", {}, "Inventories"),
     h("p", { class: "muted" }, "Players' characters kept by inventory_sync: one game holds a player at a time; every upload is a new generation, and no game is ever given an older one."),
     stats,
+    h("p", {}, filter),
     h("section", { "aria-label": "Players" }, table),
   );
   let stopped = false;
   let players = new Map();
   function render() {
-    const rows = [...players.values()].sort((a, b) => a.name.localeCompare(b.name));
+    const q = filter.value.trim().toLowerCase();
+    const rows = [...players.values()].filter((p) => !q || p.name.toLowerCase().includes(q)).sort((a, b) => a.name.localeCompare(b.name));
     replace(
       table,
       rows.length
@@ -129,7 +132,7 @@ export function mount(main, params = {}) {
               ),
             ),
           )
-        : h("p", { class: "muted" }, "No player has synced yet."),
+        : h("p", { class: "muted" }, players.size ? "No player matches." : "No player has synced yet."),
     );
   }
   async function load() {
@@ -143,6 +146,7 @@ export function mount(main, params = {}) {
       if (!stopped) replace(table, h("p", { class: "error" }, `Could not load inventories: ${e.message}`));
     }
   }
+  filter.addEventListener("input", render);
   load();
   let pending = null;
   const off = subscribe((kind, detail) => {

@@ -395,3 +395,55 @@ async fn a_download_that_stops_gives_a_temporary_inventory_merged_at_the_next_sy
         "{shown}"
     );
 }
+
+/// The host of the game holding a player dies (kill -9): its lock expires `player_lock_timeout`
+/// after the controller lost the host, and the other game gets the last uploaded generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_expires_after_its_host_is_killed() {
+    let root = tempfile::tempdir().unwrap();
+    let cdir = root.path().join("c");
+    std::fs::create_dir_all(&cdir).unwrap();
+    write_lock_timeout(&cdir, 2.0);
+    let env = [("PLUGINS", "inventory_sync")];
+    let c = ControllerProcess::start_with(&cdir, &env);
+    let api = Api::new(&c.url(""), &c.first_token);
+    let join = join_token(&cdir);
+    let mut h1 = HostProcess::start(&root.path().join("h1"), &c.url(""), &join, "h1", &[]);
+    let _h2 = HostProcess::start(&root.path().join("h2"), &c.url(""), &join, "h2", &[]);
+    create_and_start(&api, "a", "h1").await;
+    create_and_start(&api, "b", "h2").await;
+    for game in ["a", "b"] {
+        wait_until(&format!("{game} runs the plugin"), 60, || async {
+            sync_state(&api, game, P).await.is_object()
+        })
+        .await;
+    }
+    rcon(&api, "a", &format!("/standin join {P}")).await;
+    synced_on(&api, "a").await;
+    rcon(&api, "a", &format!("/standin give {P} iron-plate 12")).await;
+    let gen1 = items(&api, "a", P).await;
+    rcon(&api, "a", &format!("/standin leave {P}")).await;
+    wait_until("generation 1 stored", 30, || async {
+        stored_generation(&api).await == Some(1) && stored(&api, P).await["holder"].is_null()
+    })
+    .await;
+    rcon(&api, "a", &format!("/standin join {P}")).await;
+    synced_on(&api, "a").await;
+    rcon(&api, "a", &format!("/standin give {P} stone 3")).await;
+
+    h1.proc.kill9();
+    rcon(&api, "b", &format!("/standin join {P}")).await;
+    wait_until("B waits for the game of the dead host", 30, || async {
+        sync_state(&api, "b", P).await["holder"] == json!("a")
+    })
+    .await;
+    synced_on(&api, "b").await;
+    let on_b = items(&api, "b", P).await;
+    assert_eq!(
+        carried(&on_b),
+        carried(&gen1),
+        "the last upload, without the stone"
+    );
+    assert_eq!(stored_generation(&api).await, Some(1));
+    assert_eq!(stored(&api, P).await["holder"], json!("b"));
+}

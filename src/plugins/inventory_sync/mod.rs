@@ -356,46 +356,35 @@ fn download(c: &Connection, instance_id: i64, name: &str) -> Result<Value, Store
 
 /// One row of the list: the player, generation, size, holder.
 fn rows(c: &Connection, only: Option<&str>) -> Result<Vec<Value>, StoreError> {
-    let names: Vec<String> = c
-        .prepare_cached(
-            "SELECT name FROM inventory_sync_players WHERE ?1 IS NULL OR name = ?1
-             UNION SELECT name FROM inventory_sync_locks WHERE ?1 IS NULL OR name = ?1 ORDER BY 1",
-        )?
-        .query_map([only], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let mut out = Vec::new();
-    for name in names {
-        let stored: Option<(i64, i64, i64, Option<i64>)> = c
-            .query_row(
-                "SELECT generation, size, updated_at, instance_id FROM inventory_sync_players WHERE name = ?1",
-                [&name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        let lock: Option<(i64, Option<i64>, i64)> = c
-            .query_row(
-                "SELECT instance_id, stale_since, acquired_at FROM inventory_sync_locks WHERE name = ?1",
-                [&name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let instance_name = |id: Option<i64>| -> Option<String> {
-            id.and_then(|i| store::instances::find(c, &i.to_string()).ok().flatten())
-                .map(|r| r.name)
-        };
-        out.push(json!({
-            "name": name,
-            "generation": stored.map(|s| s.0),
-            "size": stored.map(|s| s.1),
-            "last_sync": stored.map(|s| s.2),
-            "last_instance": instance_name(stored.and_then(|s| s.3)),
-            "holder": instance_name(lock.map(|l| l.0)),
-            "holder_id": lock.map(|l| l.0),
-            "held_since": lock.map(|l| l.2),
-            "stale_since": lock.and_then(|l| l.1),
-        }));
-    }
-    Ok(out)
+    // One query for the whole list: every player stored or held, with both instance names.
+    let mut stmt = c.prepare_cached(
+        "SELECT n.name, p.generation, p.size, p.updated_at, pi.name, l.instance_id, li.name,
+                l.acquired_at, l.stale_since
+         FROM (SELECT name FROM inventory_sync_players WHERE ?1 IS NULL OR name = ?1
+               UNION SELECT name FROM inventory_sync_locks WHERE ?1 IS NULL OR name = ?1) n
+         LEFT JOIN inventory_sync_players p ON p.name = n.name
+         LEFT JOIN inventory_sync_locks l ON l.name = n.name
+         LEFT JOIN instances pi ON pi.id = p.instance_id
+         LEFT JOIN instances li ON li.id = l.instance_id
+         ORDER BY n.name",
+    )?;
+    let rows = stmt.query_map([only], |r| {
+        let holder_id: Option<i64> = r.get(5)?;
+        let holder: Option<String> = r.get(6)?;
+        Ok(json!({
+            "name": r.get::<_, String>(0)?,
+            "generation": r.get::<_, Option<i64>>(1)?,
+            "size": r.get::<_, Option<i64>>(2)?,
+            "last_sync": r.get::<_, Option<i64>>(3)?,
+            "last_instance": r.get::<_, Option<String>>(4)?,
+            // A holder deleted meanwhile still shows, by id.
+            "holder": holder.or_else(|| holder_id.map(|i| i.to_string())),
+            "holder_id": holder_id,
+            "held_since": r.get::<_, Option<i64>>(7)?,
+            "stale_since": r.get::<_, Option<i64>>(8)?,
+        }))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// `{count, total_bytes, largest: {name, size}}`.
@@ -1114,5 +1103,26 @@ mod tests {
             .unwrap();
         assert_eq!(n, 2);
         assert_eq!(stats(&c).unwrap()["count"], 1);
+    }
+
+    #[test]
+    fn the_list_has_stored_and_held_players_with_instance_names() {
+        let c = db();
+        c.execute_batch("INSERT INTO instances (id, name, host_id, status) VALUES (1, 'a', 10, 'running'), (2, 'b', 20, 'running');")
+            .unwrap();
+        acquire(&c, 1, "held", 5, 1000, &up).unwrap();
+        acquire(&c, 2, "stored", 6, 1000, &up).unwrap();
+        upload(&c, 2, "stored", 3, "{\"x\":1}", true).unwrap();
+        let all = rows(&c, None).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0]["name"], "held");
+        assert_eq!(all[0]["holder"], "a");
+        assert!(all[0]["generation"].is_null());
+        assert_eq!(all[1]["generation"], 3);
+        assert_eq!(all[1]["size"], 7);
+        assert_eq!(all[1]["last_instance"], "b");
+        assert!(all[1]["holder"].is_null());
+        assert_eq!(rows(&c, Some("stored")).unwrap().len(), 1);
+        assert!(rows(&c, Some("nobody")).unwrap().is_empty());
     }
 }

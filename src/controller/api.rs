@@ -162,6 +162,25 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         ("GET", ["history"]) => r("/history", "history", vec![], false),
         ("GET", ["research"]) => r("/research", "research_list", vec![], false),
         ("GET", ["mods"]) => r("/mods", "mod_list", vec![], false),
+        ("GET", ["inventories"]) => r("/inventories", "inventory_list", vec![], false),
+        ("GET", ["inventories", p]) => r(
+            "/inventories/{name}",
+            "inventory_get",
+            vec![("player", s(p))],
+            false,
+        ),
+        ("PUT", ["inventories", p]) => r(
+            "/inventories/{name}",
+            "inventory_import",
+            vec![("player", s(p))],
+            true,
+        ),
+        ("POST", ["inventories", p, "release"]) => r(
+            "/inventories/{name}/release",
+            "inventory_release",
+            vec![("player", s(p))],
+            false,
+        ),
         ("GET", ["global_chat", "messages"]) => {
             r("/global_chat/messages", "chat_history", vec![], false)
         }

@@ -241,6 +241,21 @@ pub enum ControlRequest {
     },
     /// research_sync: the cluster's technologies and progress.
     ResearchList,
+    /// inventory_sync: every stored player (generation, size, holder) and database stats.
+    InventoryList,
+    /// inventory_sync: one player's row and stored inventory.
+    InventoryGet {
+        player: String,
+    },
+    /// inventory_sync: an admin's import of a player's inventory (a new generation).
+    InventoryImport {
+        player: String,
+        data: Value,
+    },
+    /// inventory_sync: frees a player held by a stuck game.
+    InventoryRelease {
+        player: String,
+    },
 }
 
 fn grantor(actor: &Actor) -> grants::Grantor {
@@ -371,6 +386,13 @@ impl ControlRequest {
             ChatSend { .. } => vec!["global_chat.send"],
             ChatHistory => vec!["global_chat.view"],
             ResearchList => vec![crate::plugins::research_sync::PERMISSION_LIST],
+            InventoryList | InventoryGet { .. } => {
+                vec![crate::plugins::inventory_sync::PERMISSION_VIEW]
+            }
+            InventoryImport { .. } | InventoryRelease { .. } => vec![
+                crate::plugins::inventory_sync::PERMISSION_VIEW,
+                crate::plugins::inventory_sync::PERMISSION_MODIFY,
+            ],
         }
     }
 
@@ -676,6 +698,22 @@ impl ControlRequest {
                 }
                 ok(crate::plugins::research_sync::list(store).await?)
             }
+            InventoryList => ok(ctl
+                .plugin_control(actor, "inventory_sync.list", json!({}))
+                .await?),
+            InventoryGet { player } => ok(ctl
+                .plugin_control(actor, "inventory_sync.get", json!({ "player": player }))
+                .await?),
+            InventoryImport { player, data } => ok(ctl
+                .plugin_control(
+                    actor,
+                    "inventory_sync.import",
+                    json!({ "player": player, "data": data }),
+                )
+                .await?),
+            InventoryRelease { player } => ok(ctl
+                .plugin_control(actor, "inventory_sync.release", json!({ "player": player }))
+                .await?),
         }
     }
 }

@@ -8,6 +8,7 @@ mod cluster;
 mod connection;
 mod files;
 mod instance;
+mod inventory;
 mod output;
 mod users;
 
@@ -73,6 +74,9 @@ pub enum CtlCommand {
     /// research_sync: the cluster's technologies and progress.
     #[command(subcommand)]
     Research(ResearchCommand),
+    /// inventory_sync: players' stored inventories (list, show, export, import, release).
+    #[command(subcommand)]
+    Inventory(inventory::InventoryCommand),
     /// The audit log, newest first.
     Audit {
         /// How many entries.
@@ -474,6 +478,7 @@ async fn dispatch(args: CtlArgs) -> anyhow::Result<()> {
             cluster::chat_send(&client, &out, instance, &text.join(" ")).await
         }
         CtlCommand::Research(ResearchCommand::List) => cluster::research(&client, &out).await,
+        CtlCommand::Inventory(cmd) => inventory::run(&client, &out, cmd).await,
         CtlCommand::Instance(cmd) => instance::run(&client, &out, cmd).await,
         CtlCommand::Save(cmd) => files::save(&client, &out, cmd).await,
         CtlCommand::Mod(cmd) => files::mods(&client, &out, cmd).await,

@@ -11,6 +11,7 @@
 //! is not `false`.
 
 pub mod global_chat;
+pub mod inventory_sync;
 pub mod ping;
 pub mod player_auth;
 pub mod research_sync;
@@ -233,6 +234,7 @@ pub fn builtins() -> &'static [Builtin] {
         research_sync::BUILTIN,
         statistics_exporter::BUILTIN,
         player_auth::BUILTIN,
+        inventory_sync::BUILTIN,
     ];
     ALL
 }

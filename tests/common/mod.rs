@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod cluster;
+pub mod inventory;
 pub mod link;
 
 use std::path::PathBuf;

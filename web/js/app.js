@@ -17,6 +17,7 @@ import * as plugins from "./pages/plugins.js";
 import * as settings from "./pages/settings.js";
 import * as chat from "./pages/chat.js";
 import * as research from "./pages/research.js";
+import * as inventories from "./pages/inventories.js";
 
 /** Nav entries: route, label, the permission needed to see the page. */
 const NAV = [
@@ -29,11 +30,12 @@ const NAV = [
   ["plugins", "Plugins", "core.plugin.list"],
   ["chat", "Chat", "global_chat.view"],
   ["research", "Research", "research_sync.list"],
+  ["inventories", "Inventories", "inventory_sync.inventory.view"],
   ["audit", "Audit log", "core.log.query"],
   ["settings", "Settings", "core.controller.get_config"],
 ];
 
-const PAGES = { overview, hosts, instances, users, roles, mods, plugins, research, audit, chat, settings };
+const PAGES = { overview, hosts, instances, users, roles, mods, plugins, research, audit, chat, settings, inventories };
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -60,6 +62,7 @@ function show() {
     mod = instance;
     params = { ref: rest[0], tab: rest[1] || "overview" };
   }
+  if (page === "inventories" && rest[0]) params = { player: rest[0] };
   if (unmount) unmount();
   unmount = null;
   main.replaceChildren();

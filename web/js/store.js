@@ -114,6 +114,9 @@ export function applyEvent(name, data) {
     case "global_chat.message":
       emit("chat", data);
       break;
+    case "inventory_sync.updated":
+      emit("inventories", data);
+      break;
     default:
       break;
   }

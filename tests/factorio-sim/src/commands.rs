@@ -592,11 +592,39 @@ impl Game {
                 Err(_) => Err("usage: /standin alloc <MB>".into()),
             },
             "research" if !name.is_empty() => self.research(&name, &tail),
+            "give" if !name.is_empty() => {
+                let usage = "usage: /standin give <player> <item> <count>";
+                let (Some(item), Some(count)) = (tail.first(), tail.get(1)) else {
+                    return nl(usage);
+                };
+                let Ok(count) = count.parse::<u32>() else {
+                    return nl(usage);
+                };
+                self.lua_sync();
+                if self.exit.is_some() {
+                    return String::new();
+                }
+                return match self.lua.give(&name, item, count) {
+                    Ok(n) => nl(format!("inserted {n}")),
+                    Err(e) => nl(e),
+                };
+            }
+            // Sim-only: the player's controller and items, as JSON.
+            "inventory" if !name.is_empty() => {
+                self.lua_sync();
+                if self.exit.is_some() {
+                    return String::new();
+                }
+                return match self.lua.inventory(&name) {
+                    Ok(text) => nl(text),
+                    Err(e) => nl(e),
+                };
+            }
             "subspace" if matches!(name.as_str(), "put" | "request") => {
                 self.subspace(&name, &tail)
             }
             _ => Err(
-                "usage: /standin join|leave|chat|command|printed|refuse|crash|tick|hang|alloc|research|ban|unban|promote|demote|subspace …".into(),
+                "usage: /standin join|leave|chat|command|printed|refuse|crash|tick|hang|alloc|research|ban|unban|promote|demote|subspace|give|inventory …".into(),
             ),
         };
         match r {

@@ -449,6 +449,12 @@ impl Runtime {
             let v = self.decode(t).map_err(err_text)?;
             self.f("set_tech_state")?.call::<()>(v).map_err(err_text)?;
         }
+        if let Some(p) = saved.get("players") {
+            let v = self.decode(p).map_err(err_text)?;
+            self.f("set_player_state")?
+                .call::<()>(v)
+                .map_err(err_text)?;
+        }
         let storage = match saved.get("storage") {
             Some(s) => self.decode(s).map_err(err_text)?,
             None => Value::Table(self.lua.create_table().map_err(err_text)?),
@@ -509,10 +515,16 @@ impl Runtime {
         let techs = self.f("tech_state")?.call::<Value>(()).map_err(err_text)?;
         let no_objects = |_: &Table| None;
         let techs = json::Encoder::new(&no_objects).encode_root(&techs, "techs")?;
+        let players = self
+            .f("player_state")?
+            .call::<Value>(())
+            .map_err(err_text)?;
+        let players = json::Encoder::new(&no_objects).encode_root(&players, "players")?;
         Ok(json!({
             "initialized": true,
             "storage": storage,
             "techs": techs,
+            "players": players,
             "mods": self.mods,
         }))
     }
@@ -610,6 +622,27 @@ impl Runtime {
         relative: bool,
     ) -> Result<(), String> {
         self.run("research", (tech, level, progress, relative))
+    }
+
+    /// Puts items into a player's character; how many went in.
+    pub fn give(&self, player: &str, item: &str, count: u32) -> Result<u32, String> {
+        let (n, err) = self
+            .f("give")?
+            .call::<(Option<f64>, Option<String>)>((player, item, count))
+            .map_err(err_text)?;
+        match (n, err) {
+            (Some(n), _) => Ok(n as u32),
+            (None, e) => Err(e.unwrap_or_else(|| "give failed".into())),
+        }
+    }
+
+    /// A player's controller and items as JSON text.
+    pub fn inventory(&self, player: &str) -> Result<String, String> {
+        let (text, err) = self
+            .f("inventory")?
+            .call::<(Option<String>, Option<String>)>(player)
+            .map_err(err_text)?;
+        text.ok_or_else(|| err.unwrap_or_else(|| "inventory failed".into()))
     }
 }
 
@@ -772,6 +805,16 @@ impl Scripts {
         relative: bool,
     ) -> Result<(), String> {
         self.each(|rt| rt.research(tech, level, progress, relative))
+    }
+
+    /// `/standin give`: into the player as the level script sees them.
+    pub fn give(&self, player: &str, item: &str, count: u32) -> Result<u32, String> {
+        self.level.give(player, item, count)
+    }
+
+    /// `/standin inventory`: the player as the level script sees them.
+    pub fn inventory(&self, player: &str) -> Result<String, String> {
+        self.level.inventory(player)
     }
 }
 

@@ -162,7 +162,20 @@ defines = setmetatable({
     switching_servers = 11,
   },
   controllers = enum({ "ghost", "character", "god", "editor", "cutscene", "spectator", "remote" }),
-  inventory = open_enum(),
+  -- Fixed ids for the inventories the player model has; others are handed out on demand.
+  inventory = (function()
+    local n = 100
+    return setmetatable({
+      character_main = 1, god_main = 1, character_guns = 3, character_ammo = 4,
+      character_armor = 5, character_vehicle = 7, character_trash = 8, chest = 1,
+    }, {
+      __index = function(t, k)
+        n = n + 1
+        rawset(t, k, n)
+        return n
+      end,
+    })
+  end)(),
   print_sound = enum({ "always", "never", "use_player_settings" }),
   print_skip = enum({ "never", "if_redundant", "if_visible" }),
 }, {
@@ -440,8 +453,342 @@ new_tech("physical-projectile-damage-7", 4294967295, 7)
 local surfaces = { nauvis = object("surface", "nauvis", { name = "nauvis", index = 1, valid = true }) }
 surfaces[1] = surfaces.nauvis
 
+-- Players, characters and inventories (LuaPlayer / LuaEntity "character" / LuaInventory /
+-- LuaItemStack), as far as inventory_sync and the sim's `give`/`inventory` verbs need them.
+-- Stacks are `{name, count, quality}`; an inventory is a fixed number of slots.
+local stack_sizes = {
+  ["light-armor"] = 1, ["heavy-armor"] = 1, ["modular-armor"] = 1, ["power-armor"] = 1,
+  ["power-armor-mk2"] = 1, ["mech-armor"] = 1, pistol = 5, ["submachine-gun"] = 5, shotgun = 5,
+  ["combat-shotgun"] = 5, ["rocket-launcher"] = 5, blueprint = 1, ["blueprint-book"] = 1,
+  ["firearm-magazine"] = 200, ["piercing-rounds-magazine"] = 200, ["electronic-circuit"] = 200,
+  ["copper-cable"] = 200, ["solar-panel"] = 50, ["steel-chest"] = 50, ["assembling-machine-1"] = 50,
+}
+local function stack_size(name)
+  return stack_sizes[name] or 100
+end
+-- Character inventories: defines.inventory id -> {key, slots}.
+local character_inventories = {
+  [1] = { key = "main", size = 80 },
+  [3] = { key = "guns", size = 3 },
+  [4] = { key = "ammo", size = 3 },
+  [5] = { key = "armor", size = 1 },
+  [8] = { key = "trash", size = 20 },
+}
+local inventory_order = { 1, 3, 4, 5, 8 }
+
+local function stack_spec(spec, what)
+  if raw_type(spec) == "string" then
+    return spec, 1, "normal"
+  end
+  if raw_type(spec) ~= "table" or raw_type(spec.name) ~= "string" then
+    raw_error("Invalid " .. what .. ": expected an item name or {name=…, count=…}", 3)
+  end
+  local q = spec.quality
+  if raw_type(q) == "table" then
+    q = q.name
+  end
+  local count = spec.count or 1
+  if raw_type(count) ~= "number" or count < 0 then
+    raw_error("Invalid " .. what .. ": count must be a non-negative number", 3)
+  end
+  return spec.name, math.floor(count), q or "normal"
+end
+
+local function quality_of(name)
+  return { name = name, valid = true, object_name = "LuaQualityPrototype" }
+end
+
+local function item_prototype(name)
+  return { name = name, valid = true, stack_size = stack_size(name), object_name = "LuaItemPrototype" }
+end
+
+local new_inventory
+do
+  local function item_stack(inv, slots, i)
+    return setmetatable({}, {
+      __index = function(_, k)
+        local s = slots[i]
+        if k == "valid" then
+          return true
+        elseif k == "valid_for_read" then
+          return s ~= nil
+        elseif k == "object_name" then
+          return "LuaItemStack"
+        elseif k == "clear" then
+          return function()
+            slots[i] = nil
+          end
+        elseif k == "set_stack" then
+          return function(spec)
+            if spec == nil then
+              slots[i] = nil
+              return true
+            end
+            local n, c, q = stack_spec(spec, "stack")
+            if c == 0 then
+              slots[i] = nil
+            else
+              slots[i] = { name = n, count = math.min(c, stack_size(n)), quality = q }
+            end
+            return true
+          end
+        end
+        if s == nil then
+          raw_error("Operation on invalid stack: the stack is empty (valid_for_read is false)", 2)
+        end
+        if k == "name" then
+          return s.name
+        elseif k == "count" then
+          return s.count
+        elseif k == "quality" then
+          return quality_of(s.quality)
+        elseif k == "prototype" then
+          return item_prototype(s.name)
+        end
+        return nil
+      end,
+      __newindex = function(_, k, v)
+        if k == "count" and slots[i] ~= nil and raw_type(v) == "number" then
+          if v <= 0 then
+            slots[i] = nil
+          else
+            slots[i].count = math.min(math.floor(v), stack_size(slots[i].name))
+          end
+        else
+          raw_error("LuaItemStack doesn't contain key " .. tostring(k) .. ".", 2)
+        end
+      end,
+    })
+  end
+
+  -- `slots` is the live slot table (index -> stack or nil), so the owner can persist it.
+  function new_inventory(index, size, slots)
+    local inv = {}
+    local function matches(s, name, quality)
+      return s ~= nil and s.name == name and (quality == nil or s.quality == quality)
+    end
+    local function count_of(name, quality)
+      local n = 0
+      for i = 1, size do
+        local s = slots[i]
+        if s and (name == nil or matches(s, name, quality)) then
+          n = n + s.count
+        end
+      end
+      return n
+    end
+    local methods = {
+      valid = true,
+      index = index,
+      object_name = "LuaInventory",
+      get_item_count = function(spec)
+        if spec == nil then
+          return count_of(nil)
+        end
+        local n, _, q = stack_spec(spec, "item")
+        return count_of(n, raw_type(spec) == "table" and spec.quality and q or nil)
+      end,
+      get_contents = function()
+        local by, out = {}, {}
+        for i = 1, size do
+          local s = slots[i]
+          if s then
+            local key = s.name .. "\0" .. s.quality
+            if by[key] then
+              by[key].count = by[key].count + s.count
+            else
+              by[key] = { name = s.name, count = s.count, quality = s.quality }
+              out[#out + 1] = by[key]
+            end
+          end
+        end
+        return out
+      end,
+      is_empty = function()
+        return next(slots) == nil
+      end,
+      clear = function()
+        for i = 1, size do
+          slots[i] = nil
+        end
+      end,
+      get_insertable_count = function(spec)
+        local n, _, q = stack_spec(spec, "item")
+        local room = 0
+        for i = 1, size do
+          local s = slots[i]
+          if s == nil then
+            room = room + stack_size(n)
+          elseif matches(s, n, q) then
+            room = room + stack_size(n) - s.count
+          end
+        end
+        return room
+      end,
+      insert = function(spec)
+        local n, c, q = stack_spec(spec, "item")
+        local left = c
+        for i = 1, size do
+          local s = slots[i]
+          if left > 0 and matches(s, n, q) and s.count < stack_size(n) then
+            local add = math.min(left, stack_size(n) - s.count)
+            s.count, left = s.count + add, left - add
+          end
+        end
+        for i = 1, size do
+          if left > 0 and slots[i] == nil then
+            local add = math.min(left, stack_size(n))
+            slots[i], left = { name = n, count = add, quality = q }, left - add
+          end
+        end
+        return c - left
+      end,
+      remove = function(spec)
+        local n, c, q = stack_spec(spec, "item")
+        local want = c
+        for i = size, 1, -1 do
+          local s = slots[i]
+          if want > 0 and matches(s, n, q) then
+            local take = math.min(want, s.count)
+            s.count, want = s.count - take, want - take
+            if s.count == 0 then
+              slots[i] = nil
+            end
+          end
+        end
+        return c - want
+      end,
+    }
+    methods.can_insert = function(spec)
+      return methods.get_insertable_count(spec) > 0
+    end
+    return setmetatable(inv, {
+      __sim_object = "inventory:" .. tostring(index),
+      __len = function()
+        return size
+      end,
+      __index = function(_, k)
+        if raw_type(k) == "number" then
+          if k < 1 or k > size or k ~= math.floor(k) then
+            raw_error("Index out of bounds: " .. tostring(k), 2)
+          end
+          return item_stack(inv, slots, k)
+        end
+        return methods[k]
+      end,
+      __newindex = function()
+        raw_error("LuaInventory is read-only", 2)
+      end,
+    })
+  end
+end
+
+local characters = {}      -- unit_number -> character entity
+local character_slots = {} -- unit_number -> {inventory id -> slots}
+-- The crafting queue belongs to the character (a new character has none): unit -> {{recipe, count}}.
+local character_queue = {}
+-- `crafting_queue` as Factorio shows it (nil when empty), refreshed on every change.
+local function show_queue(p, queue)
+  local out = nil
+  for i, e in ipairs(queue) do
+    out = out or {}
+    out[i] = { index = i, recipe = e.recipe, count = e.count, prerequisite = false }
+  end
+  p.crafting_queue = out
+  p.crafting_queue_size = #queue
+end
+
+local next_unit = 1
+
+local function new_character(unit, slots, queue)
+  unit = unit or next_unit
+  if unit >= next_unit then
+    next_unit = unit + 1
+  end
+  slots = slots or {}
+  for id in raw_pairs(character_inventories) do
+    slots[id] = slots[id] or {}
+  end
+  character_slots[unit] = slots
+  character_queue[unit] = queue or {}
+  local inventories = {}
+  for id, d in raw_pairs(character_inventories) do
+    inventories[id] = new_inventory(id, d.size, slots[id])
+  end
+  local c
+  c = object("character", unit, {
+    name = "character",
+    type = "character",
+    unit_number = unit,
+    valid = true,
+    player = nil,
+    surface = surfaces.nauvis,
+    position = { x = 0, y = 0 },
+    get_inventory = function(id)
+      return inventories[id]
+    end,
+    get_main_inventory = function()
+      return inventories[1]
+    end,
+    get_item_count = function(spec)
+      local n = 0
+      for _, id in ipairs(inventory_order) do
+        n = n + inventories[id].get_item_count(spec)
+      end
+      return n
+    end,
+    insert = function(spec)
+      return inventories[1].insert(spec)
+    end,
+    remove_item = function(spec)
+      local _, c0 = stack_spec(spec, "item")
+      local left = c0
+      for _, id in ipairs(inventory_order) do
+        if left > 0 then
+          local s = raw_type(spec) == "table" and { name = spec.name, count = left, quality = spec.quality } or { name = spec, count = left }
+          left = left - inventories[id].remove(s)
+        end
+      end
+      return c0 - left
+    end,
+    clear_items_inside = function()
+      for _, inv in raw_pairs(inventories) do
+        inv.clear()
+      end
+    end,
+    destroy = function()
+      if not c.valid then
+        return false
+      end
+      c.valid = false
+      characters[unit], character_slots[unit], character_queue[unit] = nil, nil, nil
+      local p = c.player
+      if p and p.character == c then
+        p.character = nil
+        show_queue(p, {})
+        p.controller_type = defines.controllers.ghost
+        p.physical_controller_type = defines.controllers.ghost
+      end
+      c.player = nil
+      return true
+    end,
+  })
+  characters[unit] = c
+  return c
+end
+
+local function attach(p, c)
+  p.character = c
+  c.player = p
+  show_queue(p, character_queue[c.unit_number] or {})
+  p.controller_type = defines.controllers.character
+  p.physical_controller_type = defines.controllers.character
+end
+
 local function new_player(index, name)
-  local p = object("player", index, {
+  local quick_bar = {}
+  local p
+  p = object("player", index, {
     name = name,
     index = index,
     valid = true,
@@ -451,17 +798,255 @@ local function new_player(index, name)
     afk_time = 0,
     tag = "",
     color = { r = 1, g = 0.6, b = 0, a = 1 },
+    chat_color = { r = 1, g = 0.6, b = 0, a = 1 },
+    cheat_mode = false,
+    ticks_to_respawn = nil,
     force = forces.player,
     surface = surfaces.nauvis,
+    object_name = "LuaPlayer",
+    controller_type = defines.controllers.ghost,
+    physical_controller_type = defines.controllers.ghost,
+    character = nil,
     -- Shown to this player only: kept as `@<name> <text>` for `/standin printed`.
     print = function(msg)
       sim.game_print("@" .. name .. " " .. text_of(msg))
     end,
     play_sound = no_op,
+    create_character = function()
+      if p.character ~= nil then
+        return false
+      end
+      attach(p, new_character())
+      return true
+    end,
+    set_controller = function(spec)
+      if raw_type(spec) ~= "table" or raw_type(spec.type) ~= "number" then
+        raw_error("Invalid controller: expected {type = defines.controllers.…}", 2)
+      end
+      if spec.type == defines.controllers.character then
+        local c = spec.character
+        if raw_type(c) ~= "table" or not c.valid or c.name ~= "character" then
+          raw_error("Character must be given when the controller type is character.", 2)
+        end
+        if c.player ~= nil and c.player ~= p then
+          raw_error("The character is already controlled by another player.", 2)
+        end
+        if p.character and p.character ~= c then
+          p.character.player = nil
+        end
+        attach(p, c)
+      else
+        -- The character (if any) stays behind in the world.
+        if p.character then
+          p.character.player = nil
+        end
+        p.character = nil
+        p.controller_type = spec.type
+        p.physical_controller_type = spec.type
+        show_queue(p, {})
+      end
+    end,
+    get_inventory = function(id)
+      return p.character and p.character.get_inventory(id) or nil
+    end,
+    get_main_inventory = function()
+      return p.character and p.character.get_main_inventory() or nil
+    end,
+    insert = function(spec)
+      if not p.character then
+        return 0
+      end
+      return p.character.insert(spec)
+    end,
+    remove_item = function(spec)
+      if not p.character then
+        return 0
+      end
+      return p.character.remove_item(spec)
+    end,
+    get_item_count = function(spec)
+      return p.character and p.character.get_item_count(spec) or 0
+    end,
+    clear_items_inside = function()
+      if p.character then
+        p.character.clear_items_inside()
+      end
+    end,
+    get_quick_bar_slot = function(i)
+      local n = quick_bar[i]
+      return n and item_prototype(n) or nil
+    end,
+    set_quick_bar_slot = function(i, item)
+      if raw_type(i) ~= "number" or i < 1 or i > 100 then
+        raw_error("Invalid quick bar slot " .. tostring(i), 2)
+      end
+      if raw_type(item) == "table" then
+        item = item.name
+      end
+      quick_bar[i] = item
+    end,
+    begin_crafting = function(spec)
+      if raw_type(spec) ~= "table" or raw_type(spec.recipe) ~= "string" then
+        raw_error("Invalid crafting order: expected {count=…, recipe=…}", 2)
+      end
+      if not p.character then
+        return 0
+      end
+      local queue = character_queue[p.character.unit_number]
+      local count = math.floor(spec.count or 1)
+      queue[#queue + 1] = { recipe = spec.recipe, count = count }
+      show_queue(p, queue)
+      return count
+    end,
+    cancel_crafting = function(spec)
+      if not p.character then
+        return
+      end
+      local queue = character_queue[p.character.unit_number]
+      local i = spec and spec.index
+      local e = queue[i]
+      if e then
+        e.count = e.count - (spec.count or e.count)
+        if e.count <= 0 then
+          table.remove(queue, i)
+        end
+      end
+      show_queue(p, queue)
+    end,
   })
+  -- Kept beside the object for the save.
+  getmetatable(p).__sim_quick_bar = quick_bar
   players[index] = p
   by_name[name] = p
+  attach(p, new_character())
   return p
+end
+
+
+-- The players' persistent state (for the save): controllers, colours, quick bars, queues and
+-- every character's inventories.
+local function slots_out(slots)
+  local out = {}
+  for i, s in raw_pairs(slots) do
+    out[#out + 1] = { slot = i, name = s.name, count = s.count, quality = s.quality }
+  end
+  return out
+end
+
+local function slots_in(list)
+  local slots = {}
+  for _, s in ipairs(list or {}) do
+    if raw_type(s.slot) == "number" and raw_type(s.name) == "string" and raw_type(s.count) == "number" then
+      slots[s.slot] = { name = s.name, count = s.count, quality = s.quality or "normal" }
+    end
+  end
+  return slots
+end
+
+local function player_state()
+  local chars = {}
+  for unit, slots in raw_pairs(character_slots) do
+    local inv = {}
+    for id, d in raw_pairs(character_inventories) do
+      inv[d.key] = slots_out(slots[id])
+    end
+    chars[#chars + 1] = { unit = unit, inventories = inv, crafting_queue = character_queue[unit] }
+  end
+  local ps = {}
+  for _, p in ipairs(players) do
+    local m = getmetatable(p)
+    local qb = {}
+    for i, n in raw_pairs(m.__sim_quick_bar) do
+      qb[#qb + 1] = { slot = i, name = n }
+    end
+    ps[#ps + 1] = {
+      index = p.index, name = p.name, color = p.color, chat_color = p.chat_color, tag = p.tag,
+      cheat_mode = p.cheat_mode, controller_type = p.controller_type,
+      character = p.character and p.character.unit_number or nil,
+      quick_bar = qb,
+    }
+  end
+  return { characters = chars, players = ps, next_unit = next_unit }
+end
+
+local function set_player_state(s)
+  for unit in raw_pairs(characters) do
+    characters[unit].valid = false
+  end
+  characters, character_slots, character_queue = {}, {}, {}
+  for _, c in ipairs(s.characters or {}) do
+    local slots = {}
+    for id, d in raw_pairs(character_inventories) do
+      slots[id] = slots_in(c.inventories and c.inventories[d.key])
+    end
+    local queue = {}
+    for i, e in ipairs(c.crafting_queue or {}) do
+      queue[i] = { recipe = e.recipe, count = e.count }
+    end
+    new_character(c.unit, slots, queue)
+  end
+  next_unit = math.max(next_unit, s.next_unit or 1)
+  for _, ps in ipairs(s.players or {}) do
+    local p = players[ps.index] or new_player(ps.index, ps.name)
+    if p.character and not characters[p.character.unit_number] then
+      p.character = nil
+    end
+    p.color = ps.color or p.color
+    p.chat_color = ps.chat_color or p.chat_color
+    p.tag = ps.tag or ""
+    p.cheat_mode = ps.cheat_mode and true or false
+    local c = ps.character and characters[ps.character]
+    if c then
+      attach(p, c)
+    else
+      p.character = nil
+      p.controller_type = ps.controller_type or defines.controllers.ghost
+      p.physical_controller_type = p.controller_type
+    end
+    local m = getmetatable(p)
+    for k in raw_pairs(m.__sim_quick_bar) do
+      m.__sim_quick_bar[k] = nil
+    end
+    for _, q in ipairs(ps.quick_bar or {}) do
+      m.__sim_quick_bar[q.slot] = q.name
+    end
+  end
+  -- Players the save did not know keep a character of their own.
+  for _, p in ipairs(players) do
+    if p.character and not p.character.valid then
+      p.character = nil
+      attach(p, new_character())
+    end
+  end
+end
+
+-- `/standin inventory <player>`: what the player has, `{controller, main = {item = n}, …}`.
+local function inventory_view(p)
+  local out = {
+    controller = p.controller_type == defines.controllers.character and "character"
+      or p.controller_type == defines.controllers.spectator and "spectator"
+      or p.controller_type == defines.controllers.god and "god" or "ghost",
+    color = p.color, tag = p.tag, quick_bar = {}, crafting_queue = {},
+  }
+  for _, id in ipairs(inventory_order) do
+    local key = character_inventories[id].key
+    out[key] = {}
+    local inv = p.get_inventory(id)
+    if inv then
+      for _, s in ipairs(inv.get_contents()) do
+        local k = s.quality == "normal" and s.name or (s.name .. ":" .. s.quality)
+        out[key][k] = (out[key][k] or 0) + s.count
+      end
+    end
+  end
+  local m = getmetatable(p)
+  for i, n in raw_pairs(m.__sim_quick_bar) do
+    out.quick_bar[tostring(i)] = n
+  end
+  for _, e in ipairs(p.character and character_queue[p.character.unit_number] or {}) do
+    out.crafting_queue[#out.crafting_queue + 1] = e.recipe .. " x" .. e.count
+  end
+  return out
 end
 
 local function connected_players()
@@ -1040,9 +1625,39 @@ function api.set_tech_state(s)
 end
 
 
+function api.player_state()
+  return player_state()
+end
+
+function api.set_player_state(s)
+  set_player_state(s)
+end
+
+-- `/standin give <player> <item> <count>`: how many went in.
+function api.give(name, item, count)
+  local p = by_name[name]
+  if not p then
+    return nil, "no player named " .. name
+  end
+  if not p.character then
+    return nil, name .. " has no character"
+  end
+  return p.insert({ name = item, count = count })
+end
+
+function api.inventory(name)
+  local p = by_name[name]
+  if not p then
+    return nil, "no player named " .. name
+  end
+  return table_to_json(inventory_view(p))
+end
+
 function api.object(ref)
   local kind, key = ref:match("^(%a+):(.*)$")
-  if kind == "player" then
+  if kind == "character" then
+    return characters[tonumber(key)]
+  elseif kind == "player" then
     return players[tonumber(key)]
   elseif kind == "force" then
     return forces[key]

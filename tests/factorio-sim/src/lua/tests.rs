@@ -511,3 +511,71 @@ script.on_event(defines.events.on_research_finished, function(e) seen[#seen + 1]
         .0;
     assert!(err.contains("doesn't contain key"), "{err}");
 }
+
+#[test]
+fn player_model_inventories_controllers_and_the_save() {
+    let r = rt(&[("control.lua", "")]);
+    r.run_main().unwrap();
+    r.init().unwrap();
+    r.player(1, "Alice", true, false);
+    assert_eq!(r.give("Alice", "iron-plate", 250).unwrap(), 250);
+    assert!(r.give("Nobody", "iron-plate", 1).is_err());
+    let p = "local p = game.get_player('Alice') local i = defines.inventory";
+    assert_eq!(
+        eval(
+            &r,
+            &format!(
+                "{p} local main = p.get_main_inventory() rcon.print(#main .. ' ' .. main.get_item_count('iron-plate') .. ' ' .. main[3].count .. ' ' .. tostring(main[4].valid_for_read))"
+            )
+        ),
+        "80 250 50 false\n",
+        "stacks of 100 fill slots in order"
+    );
+    assert_eq!(
+        eval(
+            &r,
+            &format!(
+                "{p} rcon.print(p.remove_item({{name = 'iron-plate', count = 60}}) .. ' ' .. p.get_item_count('iron-plate') .. ' ' .. p.get_inventory(i.character_armor).insert({{name = 'light-armor', count = 7}}) .. ' ' .. p.get_item_count())"
+            )
+        ),
+        "60 190 1 191\n",
+        "one armour fits the armour slot"
+    );
+    // Spectating leaves the character behind, full; taking it back restores everything.
+    assert_eq!(
+        eval(
+            &r,
+            &format!(
+                "{p} local c = p.character p.set_controller({{type = defines.controllers.spectator}}) \
+                 local s = tostring(p.character) .. ' ' .. tostring(p.get_main_inventory()) .. ' ' .. p.controller_type .. ' ' .. c.get_item_count('iron-plate') \
+                 p.set_controller({{type = defines.controllers.character, character = c}}) \
+                 p.set_quick_bar_slot(2, 'iron-plate') p.begin_crafting({{count = 3, recipe = 'iron-gear-wheel'}}) \
+                 rcon.print(s .. ' ' .. p.get_item_count('iron-plate') .. ' ' .. p.get_quick_bar_slot(2).name .. ' ' .. p.crafting_queue[1].count)"
+            )
+        ),
+        "nil nil 5 190 190 iron-plate 3\n"
+    );
+    let snap = r.snapshot().unwrap();
+    let r2 = rt(&[("control.lua", "")]);
+    r2.run_main().unwrap();
+    r2.player(1, "Alice", false, false);
+    r2.load(&snap).unwrap();
+    let back: serde_json::Value = serde_json::from_str(&r2.inventory("Alice").unwrap()).unwrap();
+    assert_eq!(back["main"], serde_json::json!({"iron-plate": 190}));
+    assert_eq!(back["armor"], serde_json::json!({"light-armor": 1}));
+    assert_eq!(back["quick_bar"], serde_json::json!({"2": "iron-plate"}));
+    assert_eq!(
+        back["crafting_queue"],
+        serde_json::json!(["iron-gear-wheel x3"])
+    );
+    // A new character has nothing, not even a queue.
+    assert_eq!(
+        eval(
+            &r2,
+            &format!(
+                "{p} p.character.destroy() p.create_character() rcon.print(p.get_item_count() .. ' ' .. tostring(p.crafting_queue))"
+            )
+        ),
+        "0 nil\n"
+    );
+}

@@ -171,6 +171,19 @@ impl ControllerCtx {
         }
     }
 
+    /// A controller setting (`<plugin>.<key>` in `config-master.json`), `Null` when unset.
+    pub fn setting(&self, key: &str) -> Value {
+        let Some(ctl) = self.controller() else {
+            return Value::Null;
+        };
+        let file = ctl.data_dir.join(crate::config::CONTROLLER_CONFIG_FILE);
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| crate::config::schema::get_path(&v, key).cloned())
+            .unwrap_or(Value::Null)
+    }
+
     /// Is `host_id` connected now, running this plugin?
     pub fn host_ready(&self, host_id: i64) -> bool {
         self.controller().is_some_and(|ctl| {

@@ -14,6 +14,7 @@ pub mod global_chat;
 pub mod ping;
 pub mod research_sync;
 pub mod statistics_exporter;
+pub mod subspace_storage;
 
 use crate::host::backend::BoxFuture;
 use crate::host::patch;
@@ -216,6 +217,7 @@ pub fn builtins() -> &'static [Builtin] {
         global_chat::BUILTIN,
         research_sync::BUILTIN,
         statistics_exporter::BUILTIN,
+        subspace_storage::BUILTIN,
     ];
     ALL
 }

@@ -241,6 +241,15 @@ pub enum ControlRequest {
     },
     /// research_sync: the cluster's technologies and progress.
     ResearchList,
+    /// subspace_storage: the pool and the items on their way to games.
+    StorageList,
+    /// subspace_storage: an admin's correction of one count (audited).
+    StorageSet {
+        name: String,
+        count: i64,
+        #[serde(default)]
+        quality: Option<String>,
+    },
 }
 
 fn empty_object() -> Value {
@@ -364,6 +373,11 @@ impl ControlRequest {
             ChatSend { .. } => vec!["global_chat.send"],
             ChatHistory => vec!["global_chat.view"],
             ResearchList => vec![crate::plugins::research_sync::PERMISSION_LIST],
+            StorageList => vec![crate::plugins::subspace_storage::PERMISSION_VIEW],
+            StorageSet { .. } => vec![
+                crate::plugins::subspace_storage::PERMISSION_VIEW,
+                crate::plugins::subspace_storage::PERMISSION_SET,
+            ],
         }
     }
 
@@ -623,6 +637,19 @@ impl ControlRequest {
                     ));
                 }
                 ok(crate::plugins::research_sync::list(store).await?)
+            }
+            StorageList => ok(ctl
+                .plugin_control(actor, "subspace_storage.list", json!({}))
+                .await?),
+            StorageSet {
+                name,
+                count,
+                quality,
+            } => {
+                let data = json!({ "name": name, "count": count, "quality": quality });
+                ok(ctl
+                    .plugin_control(actor, "subspace_storage.set", data)
+                    .await?)
             }
         }
     }

@@ -16,6 +16,7 @@ import * as plugins from "./pages/plugins.js";
 import * as settings from "./pages/settings.js";
 import * as chat from "./pages/chat.js";
 import * as research from "./pages/research.js";
+import * as storage from "./pages/storage.js";
 
 /** Nav entries: route, label, the permission needed to see the page. */
 const NAV = [
@@ -28,11 +29,12 @@ const NAV = [
   ["plugins", "Plugins", "core.plugin.list"],
   ["chat", "Chat", "global_chat.view"],
   ["research", "Research", "research_sync.list"],
+  ["storage", "Storage", "subspace_storage.storage.view"],
   ["audit", "Audit log", "core.log.query"],
   ["settings", "Settings", "core.controller.get_config"],
 ];
 
-const PAGES = { overview, hosts, instances, users, roles, mods, plugins, research, audit, chat, settings };
+const PAGES = { overview, hosts, instances, users, roles, mods, plugins, research, storage, audit, chat, settings };
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");

@@ -114,6 +114,9 @@ export function applyEvent(name, data) {
     case "global_chat.message":
       emit("chat", data);
       break;
+    case "subspace_storage.storage":
+      emit("storage", data);
+      break;
     default:
       break;
   }

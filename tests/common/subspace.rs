@@ -79,10 +79,23 @@ impl Cluster {
         )
     }
 
-    /// Kills the controller with -9 and starts it again on the same port.
-    pub fn restart_controller(&mut self) {
+    /// Kills the controller with -9 and starts it again on the same port; waits for the hosts.
+    pub async fn restart_controller(&mut self) {
         self.controller.kill9();
         self.controller = ControllerProcess::start_on(&self.cdir, self.port, CONTROLLER_ENV);
+        self.wait_hosts().await;
+    }
+
+    /// Waits until every host of the cluster is connected.
+    pub async fn wait_hosts(&self) {
+        let n = self.hosts.len();
+        wait_until("every host is connected", 60, || async {
+            let (s, v) = self.api.call("GET", "/api/v1/hosts", None).await;
+            s == 200
+                && v.as_array()
+                    .is_some_and(|a| a.iter().filter(|h| h["connected"] == true).count() >= n)
+        })
+        .await;
     }
 
     /// An instance with the mod, on `host`, started.

@@ -83,6 +83,7 @@ export function mount(main) {
   });
 
   filter.addEventListener("input", render);
+  filter.addEventListener("change", render);
   main.append(
     h("h1", {}, "Storage"),
     h("p", { class: "muted" }, "The cluster's subspace storage pool: what injectors in every game have sent, less what extractors have taken. Live."),

@@ -35,6 +35,12 @@ async fn plates_move_from_a_to_b_and_exports_made_while_the_controller_is_down_a
         Counts::new(),
         "A exported them all"
     );
+    // Every game's combinators see the pool (UpdateInvData, at most once a second).
+    wait_until("B's combinator data shows 100 plates", 30, || async {
+        let q = "/sc __subspace_storage__ local e = global.invdata['iron-plate:normal'] rcon.print(e and e[2] or 0)";
+        rcon(&c.api, "b", q).await == "100\n"
+    })
+    .await;
 
     // An extractor in B asks for 100: the orders at tick 61 get a grant, the host imports it,
     // and the next cycle fills the extractor.
@@ -203,6 +209,44 @@ async fn admin_corrections_are_audited_and_refused_when_bad() {
         audit.to_string().contains("subspace_storage.set"),
         "{audit}"
     );
+
+    // The same from the command line.
+    let ctl = |args: &[&str]| {
+        let home = c.root.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let out = std::process::Command::new(common::bin("clustorio"))
+            .arg("ctl")
+            .args(args)
+            .current_dir(&home)
+            .env("HOME", &home)
+            .env_remove("CLUSTORIO_CONFIG")
+            .env("CLUSTORIO_URL", c.controller.url(""))
+            .env("CLUSTORIO_TOKEN", &c.controller.first_token)
+            .output()
+            .expect("clustorio ctl");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = ctl(&["storage", "set", "copper-plate", "7", "--quality", "rare"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("copper-plate (rare) is now 7"), "{out}");
+    let (code, out, err) = ctl(&["storage", "list"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("ITEM") && out.contains("iron-plate") && out.contains("42"),
+        "{out}"
+    );
+    assert!(
+        out.contains("copper-plate") && out.contains("rare"),
+        "{out}"
+    );
+    let (code, _, err) = ctl(&["storage", "set", "iron-plate", "-5"]);
+    assert_ne!(code, Some(0));
+    assert!(!err.is_empty());
+    assert_eq!(c.pool().await.get("iron-plate:normal"), Some(&42));
     let _ = subspace::MOD_ZIP;
 }
 
@@ -297,6 +341,8 @@ async fn kill_9_of_controller_host_and_game_across_30_rounds_conserves_every_ite
                         // before (with nothing in flight) keeps that out of the books, so they
                         // measure clustorio.
                         let (g, h) = GAMES[rng.below(GAMES.len() as u64) as usize];
+                        // Orders from the last cycle reach the controller within ms.
+                        tokio::time::sleep(Duration::from_millis(500)).await;
                         wait_until("no grant in flight before a game kill", 30, || async {
                             c.pool_and_in_flight().await.1.is_empty()
                         })

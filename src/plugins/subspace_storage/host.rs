@@ -33,8 +33,13 @@ const MOD: &str = "/sc __subspace_storage__";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum GrantState {
+    /// The `Import` was or is being sent; outcome unknown until it answers or the marker says.
     Importing,
+    /// The game has the items; the controller is not yet told.
     Confirmed,
+    /// The controller knows; kept until a save of the game holds the items (a game killed
+    /// before that rolls back, and gets them again at its next start).
+    Delivered,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +47,15 @@ struct HeldGrant {
     instance_id: i64,
     items: Value,
     state: GrantState,
+    /// The game printed that it imported this grant (so a save that starts later holds it).
+    #[serde(default)]
+    seen: bool,
+    /// A save started after that.
+    #[serde(default)]
+    saving: bool,
+    /// A save holding it has finished.
+    #[serde(default)]
+    durable: bool,
 }
 
 #[derive(Default)]
@@ -216,7 +230,87 @@ async fn flush_confirmed(shared: &Shared, host: &HostCtx) {
         {
             return;
         }
-        forget(shared, host, &[(id, instance_id)]);
+        delivered(shared, host, &[(id, instance_id)]);
+    }
+}
+
+/// The controller acknowledged these grants: dropped when a save already holds them, else
+/// kept (as delivered) until one does.
+fn delivered(shared: &Shared, host: &HostCtx, acked: &[(i64, i64)]) {
+    let mut done = Vec::new();
+    {
+        let mut st = shared.state();
+        for (id, inst) in acked {
+            if let Some(g) = st.grants.get_mut(id) {
+                if g.durable {
+                    done.push((*id, *inst));
+                } else {
+                    g.state = GrantState::Delivered;
+                }
+            }
+        }
+        let _ = st.save_grants();
+    }
+    forget(shared, host, &done);
+}
+
+/// The Lua chunk that hands a game a grant: `Import`, the marker and a stdout line, in one go.
+fn import_command(id: i64, items: &Value) -> String {
+    format!(
+        "{MOD} Import({}) global.clustorio_grants = global.clustorio_grants or {{}} global.clustorio_grants[\"g{id}\"] = true print(\"\\f$ipc:subspace_storage:imported?j{{\\\"grant\\\":{id}}}\") rcon.print(\"ok\")",
+        lua_string(&items.to_string())
+    )
+}
+
+/// At a game's start: grants it had got but no save was known to hold are checked against its
+/// markers; a game that rolled back to a save without them gets them again.
+async fn recheck(shared: Arc<Shared>, inst: InstanceCtx) {
+    let held: Vec<(i64, Value)> = {
+        let mut st = shared.state();
+        let list: Vec<(i64, Value)> = st
+            .grants
+            .iter()
+            .filter(|(_, g)| g.instance_id == inst.id && g.state != GrantState::Importing)
+            .map(|(id, g)| (*id, g.items.clone()))
+            .collect();
+        for (id, _) in &list {
+            st.busy.insert(*id);
+        }
+        list
+    };
+    let host = inst.host();
+    for (id, items) in held {
+        let q = format!(
+            "{MOD} rcon.print(global.clustorio_grants and global.clustorio_grants[\"g{id}\"] and \"yes\" or \"no\")"
+        );
+        match inst.rcon_reply(q).await.as_deref().map(str::trim) {
+            Ok("yes") => {
+                let done = {
+                    let mut st = shared.state();
+                    match st.grants.get_mut(&id) {
+                        Some(g) if g.state == GrantState::Delivered => true,
+                        Some(g) => {
+                            g.durable = true;
+                            let _ = st.save_grants();
+                            false
+                        }
+                        None => false,
+                    }
+                };
+                if done {
+                    forget(&shared, &host, &[(id, inst.id)]);
+                }
+            }
+            Ok("no") => {
+                tracing::warn!(plugin = INFO.name, instance = %inst.name, grant = id, "the game rolled back to a save without this grant; importing it again");
+                let again = inst.rcon_reply(import_command(id, &items)).await;
+                if again.as_deref().map(str::trim) != Ok("ok") {
+                    tracing::warn!(plugin = INFO.name, instance = %inst.name, grant = id, "importing again failed; retried at the next start");
+                }
+            }
+            _ => {}
+        }
+        shared.state().busy.remove(&id);
     }
 }
 
@@ -334,7 +428,7 @@ async fn sync(shared: &Shared, host: &HostCtx) -> bool {
         .await
     {
         Ok(_) => {
-            forget(shared, host, &delivered);
+            self::delivered(shared, host, &delivered);
             true
         }
         Err(e) => {
@@ -463,6 +557,9 @@ async fn order(shared: Arc<Shared>, inst: InstanceCtx, wanted: Vec<Item>) {
                 instance_id: inst.id,
                 items: items.clone(),
                 state: GrantState::Importing,
+                seen: false,
+                saving: false,
+                durable: false,
             },
         );
         st.busy.insert(id);
@@ -476,11 +573,7 @@ async fn order(shared: Arc<Shared>, inst: InstanceCtx, wanted: Vec<Item>) {
         done(&shared);
         return;
     }
-    let command = format!(
-        "{MOD} Import({}) global.clustorio_grants = global.clustorio_grants or {{}} global.clustorio_grants[\"g{id}\"] = true rcon.print(\"ok\")",
-        lua_string(&items.to_string())
-    );
-    let result = inst.rcon_reply(command).await;
+    let result = inst.rcon_reply(import_command(id, &items)).await;
     shared.state().busy.remove(&id);
     match result {
         Ok(out) if out.trim() == "ok" => {
@@ -518,6 +611,16 @@ impl HostPlugin for SubspaceHost {
 
     fn ipc(&self, inst: &InstanceCtx, channel: &str, data: Value) {
         self.shared.ensure(&inst.host());
+        if channel == "subspace_storage:imported" {
+            if let Some(id) = data["grant"].as_i64() {
+                let mut st = self.shared.state();
+                if let Some(g) = st.grants.get_mut(&id) {
+                    g.seen = true;
+                    let _ = st.save_grants();
+                }
+            }
+            return;
+        }
         let (items, bad) = ledger::parse_items(&data);
         if bad > 0 {
             tracing::warn!(plugin = INFO.name, instance = %inst.name, channel, bad, "malformed entries from the game; skipped");
@@ -566,8 +669,42 @@ impl HostPlugin for SubspaceHost {
 
     fn instance_started(&self, inst: &InstanceCtx) {
         self.shared.ensure(&inst.host());
-        let mut st = self.shared.state();
-        st.sent.remove(&inst.id);
-        st.ordering.remove(&inst.id);
+        {
+            let mut st = self.shared.state();
+            st.sent.remove(&inst.id);
+            st.ordering.remove(&inst.id);
+        }
+        tokio::spawn(recheck(self.shared.clone(), inst.clone()));
+    }
+
+    /// Saves: a grant the game printed before a save started is in that save once it finishes.
+    fn line(&self, inst: &InstanceCtx, line: &crate::host::factorio::log::LogLine) {
+        let m = line.message();
+        let starts = m.starts_with("Saving game as ") || m.starts_with("Saving to _autosave");
+        let finished = m == "Saving finished";
+        if !starts && !finished {
+            return;
+        }
+        let mut done = Vec::new();
+        {
+            let mut st = self.shared.state();
+            for (id, g) in st.grants.iter_mut() {
+                if g.instance_id != inst.id {
+                    continue;
+                }
+                if starts && g.seen {
+                    g.saving = true;
+                } else if finished && g.saving {
+                    g.durable = true;
+                    if g.state == GrantState::Delivered {
+                        done.push((*id, inst.id));
+                    }
+                }
+            }
+            let _ = st.save_grants();
+        }
+        if !done.is_empty() {
+            forget(&self.shared, &inst.host(), &done);
+        }
     }
 }

@@ -6,8 +6,10 @@
 //!   deleted once the controller has committed it. Sent oldest first whenever the link is up,
 //!   so exports made while the controller is away arrive when it is back.
 //! - `grants.json`: grants this host holds: `importing` (the `Import` was or is being sent; the
-//!   outcome is settled from the game's marker if it is not known) and `confirmed` (the game has
-//!   the items; the controller is told `delivered`).
+//!   outcome is settled from the game's marker if it is not known), `confirmed` (the game has
+//!   the items; the controller is told `delivered`) and `delivered` (kept until a save of the
+//!   game holds the items; at the game's next start a missing marker means it rolled back, and
+//!   the grant is imported again).
 
 use super::INFO;
 use super::ledger::{self, Item};

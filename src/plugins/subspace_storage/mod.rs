@@ -15,7 +15,8 @@
 //!   `Import` together with a marker in the mod's `global` in one Lua chunk, and confirms only
 //!   after the game answered; a grant that did not reach the game is refunded, and one whose
 //!   outcome is unknown (the game died mid-command) is settled from the marker when the game
-//!   runs again ([`host`]);
+//!   runs again; a delivered grant is kept until a save holds it, and imported again if the game
+//!   rolled back to a save without it ([`host`]);
 //! - counts cannot go negative (a CHECK in SQLite) and there is no size cut-off.
 //!
 //! Messages (link, `subspace_storage.<name>`), all requests host → controller unless noted:

@@ -251,6 +251,22 @@ async fn admin_corrections_are_audited_and_refused_when_bad() {
     assert_ne!(code, Some(0));
     assert!(!err.is_empty());
     assert_eq!(c.pool().await.get("iron-plate:normal"), Some(&42));
+
+    // The division method is a controller setting; only the declared methods are accepted.
+    let dole =
+        serde_json::json!({ "config": { "subspace_storage": { "division_method": "dole" } } });
+    let (s, v) = c
+        .api
+        .call("PATCH", "/api/v1/controller/config", Some(dole))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let bad =
+        serde_json::json!({ "config": { "subspace_storage": { "division_method": "neural" } } });
+    let (s, v) = c
+        .api
+        .call("PATCH", "/api/v1/controller/config", Some(bad))
+        .await;
+    assert_eq!(s, 400, "{v}");
     let _ = subspace::MOD_ZIP;
 }
 

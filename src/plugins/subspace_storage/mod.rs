@@ -462,6 +462,30 @@ impl ControllerPlugin for SubspaceController {
                     i.count
                 );
             }
+            let mut factors: Vec<((String, String), i64)> = self
+                .dole
+                .lock()
+                .map(|d| d.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                .unwrap_or_default();
+            if !factors.is_empty() {
+                factors.sort();
+                let _ = writeln!(
+                    out,
+                    "# HELP clusterio_subspace_storage_dole_factor_gauge The dole division factor per item (0: requests get all they ask)."
+                );
+                let _ = writeln!(
+                    out,
+                    "# TYPE clusterio_subspace_storage_dole_factor_gauge gauge"
+                );
+                for ((name, quality), f) in factors {
+                    let _ = writeln!(
+                        out,
+                        "clusterio_subspace_storage_dole_factor_gauge{{resource=\"{}\",quality=\"{}\"}} {f}",
+                        label(&name),
+                        label(&quality)
+                    );
+                }
+            }
             out
         })
     }

@@ -73,6 +73,8 @@ struct State {
     busy: HashSet<i64>,
     /// Instances with a request or an `Import` under way (their orders wait for it).
     ordering: HashSet<i64>,
+    /// Running instances whose game has the Subspace Storage mod (found at each start).
+    with_mod: HashSet<i64>,
 }
 
 impl State {
@@ -447,6 +449,9 @@ fn update_games(shared: &Shared, host: &HostCtx) {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     for inst in host.running_instances() {
+        if !shared.state().with_mod.contains(&inst.id) {
+            continue;
+        }
         let (items, full) = {
             let mut st = shared.state();
             let since = st.sent.get(&inst.id).copied();
@@ -675,8 +680,26 @@ impl HostPlugin for SubspaceHost {
             let mut st = self.shared.state();
             st.sent.remove(&inst.id);
             st.ordering.remove(&inst.id);
+            st.with_mod.remove(&inst.id);
         }
-        tokio::spawn(recheck(self.shared.clone(), inst.clone()));
+        let (shared, inst) = (self.shared.clone(), inst.clone());
+        tokio::spawn(async move {
+            // Without the mod there is nothing to keep alive or update (and every call would
+            // answer with an error).
+            let probe = format!("{MOD} rcon.print(\"subspace_storage\")");
+            match inst.rcon_reply(probe).await {
+                Ok(out) if out.trim() == "subspace_storage" => {
+                    shared.state().with_mod.insert(inst.id);
+                    recheck(shared, inst).await;
+                }
+                Ok(_) => {
+                    tracing::info!(plugin = INFO.name, instance = %inst.name, "the game has no Subspace Storage mod; the plugin stays idle for it")
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = INFO.name, instance = %inst.name, error = %e, "could not ask the game for the Subspace Storage mod")
+                }
+            }
+        });
     }
 
     /// Saves: a grant the game printed before a save started is in that save once it finishes.

@@ -161,6 +161,8 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         ("GET", ["audit"]) => r("/audit", "audit_list", vec![], false),
         ("GET", ["history"]) => r("/history", "history", vec![], false),
         ("GET", ["research"]) => r("/research", "research_list", vec![], false),
+        ("GET", ["storage"]) => r("/storage", "storage_list", vec![], false),
+        ("POST", ["storage"]) => r("/storage", "storage_set", vec![], true),
         ("GET", ["mods"]) => r("/mods", "mod_list", vec![], false),
         ("GET", ["inventories"]) => r("/inventories", "inventory_list", vec![], false),
         ("GET", ["inventories", p]) => r(

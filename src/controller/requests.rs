@@ -256,6 +256,15 @@ pub enum ControlRequest {
     InventoryRelease {
         player: String,
     },
+    /// subspace_storage: the pool and the items on their way to games.
+    StorageList,
+    /// subspace_storage: an admin's correction of one count (audited).
+    StorageSet {
+        name: String,
+        count: i64,
+        #[serde(default)]
+        quality: Option<String>,
+    },
 }
 
 fn grantor(actor: &Actor) -> grants::Grantor {
@@ -392,6 +401,11 @@ impl ControlRequest {
             InventoryImport { .. } | InventoryRelease { .. } => vec![
                 crate::plugins::inventory_sync::PERMISSION_VIEW,
                 crate::plugins::inventory_sync::PERMISSION_MODIFY,
+            ],
+            StorageList => vec![crate::plugins::subspace_storage::PERMISSION_VIEW],
+            StorageSet { .. } => vec![
+                crate::plugins::subspace_storage::PERMISSION_VIEW,
+                crate::plugins::subspace_storage::PERMISSION_SET,
             ],
         }
     }
@@ -714,6 +728,19 @@ impl ControlRequest {
             InventoryRelease { player } => ok(ctl
                 .plugin_control(actor, "inventory_sync.release", json!({ "player": player }))
                 .await?),
+            StorageList => ok(ctl
+                .plugin_control(actor, "subspace_storage.list", json!({}))
+                .await?),
+            StorageSet {
+                name,
+                count,
+                quality,
+            } => {
+                let data = json!({ "name": name, "count": count, "quality": quality });
+                ok(ctl
+                    .plugin_control(actor, "subspace_storage.set", data)
+                    .await?)
+            }
         }
     }
 }

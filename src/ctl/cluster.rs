@@ -325,3 +325,51 @@ pub async fn research(client: &Client, out: &Output) -> anyhow::Result<()> {
         )
     })
 }
+
+/// `ctl storage list|set`: subspace_storage's pool.
+pub async fn storage(
+    client: &Client,
+    out: &Output,
+    cmd: super::StorageCommand,
+) -> anyhow::Result<()> {
+    let view = match cmd {
+        super::StorageCommand::List => client.get("/storage").await.context("listing storage")?,
+        super::StorageCommand::Set {
+            item,
+            count,
+            quality,
+        } => {
+            let body = json!({ "name": item, "count": count, "quality": quality });
+            let set = client
+                .post("/storage", &body)
+                .await
+                .with_context(|| format!("setting {item} ({quality})"))?;
+            return out.print(&set, |s| {
+                format!(
+                    "{} ({}) is now {}\n",
+                    cell(&s["name"]),
+                    cell(&s["quality"]),
+                    cell(&s["count"])
+                )
+            });
+        }
+    };
+    out.print(&view, |v| {
+        let mut t = Table::new(&["ITEM", "QUALITY", "COUNT"]);
+        for r in v["items"].as_array().into_iter().flatten() {
+            t.row(vec![
+                cell(&r["name"]),
+                cell(&r["quality"]),
+                cell(&r["count"]),
+            ]);
+        }
+        let mut text = t.render(out, "The pool is empty.");
+        let grants = v["in_flight"]["grants"].as_i64().unwrap_or(0);
+        if grants > 0 {
+            text.push_str(&format!(
+                "{grants} grant(s) on their way to games (not yet confirmed).\n"
+            ));
+        }
+        text
+    })
+}

@@ -77,6 +77,9 @@ pub enum CtlCommand {
     /// inventory_sync: players' stored inventories (list, show, export, import, release).
     #[command(subcommand)]
     Inventory(inventory::InventoryCommand),
+    /// subspace_storage: the cluster's item pool.
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// The audit log, newest first.
     Audit {
         /// How many entries.
@@ -450,6 +453,23 @@ pub enum ResearchCommand {
     List,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum StorageCommand {
+    /// List the items in the pool (and those on their way to games).
+    #[command(visible_alias = "ls")]
+    List,
+    /// Set an item's count by hand (an admin correction, written to the audit log).
+    Set {
+        /// The item's name, e.g. iron-plate.
+        item: String,
+        /// The new count (0 or more).
+        count: i64,
+        /// The item's quality.
+        #[arg(long, default_value = "normal")]
+        quality: String,
+    },
+}
+
 /// Runs one ctl command to completion.
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
     // One thread is plenty for one command, and starts fastest.
@@ -479,6 +499,7 @@ async fn dispatch(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCommand::Research(ResearchCommand::List) => cluster::research(&client, &out).await,
         CtlCommand::Inventory(cmd) => inventory::run(&client, &out, cmd).await,
+        CtlCommand::Storage(cmd) => cluster::storage(&client, &out, cmd).await,
         CtlCommand::Instance(cmd) => instance::run(&client, &out, cmd).await,
         CtlCommand::Save(cmd) => files::save(&client, &out, cmd).await,
         CtlCommand::Mod(cmd) => files::mods(&client, &out, cmd).await,

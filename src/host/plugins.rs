@@ -221,6 +221,7 @@ impl Host {
 }
 
 /// What a plugin's host part gets for one event from the controller.
+#[derive(Clone)]
 pub struct HostCtx {
     host: Arc<Host>,
     plugin: &'static str,
@@ -241,6 +242,36 @@ impl HostCtx {
     /// An event to the controller's part of the plugin.
     pub fn send_event(&self, name: &str, data: Value) {
         self.host.link.send_event(name, data);
+    }
+
+    /// The host's working directory (plugins keep their files under `plugins/<name>/`).
+    pub fn dir(&self) -> std::path::PathBuf {
+        self.host.dir.clone()
+    }
+
+    /// Is the link to the controller up now?
+    pub fn connected(&self) -> bool {
+        self.host.link.is_connected()
+    }
+
+    /// A request to the controller's part of the plugin.
+    pub async fn request(
+        &self,
+        name: &str,
+        data: Value,
+        timeout: Duration,
+    ) -> Result<Value, crate::link::frame::ErrorBody> {
+        self.host.link.request(name, data, timeout).await
+    }
+
+    /// Every instance of this host that runs now with the plugin.
+    pub fn running_instances(&self) -> Vec<InstanceCtx> {
+        self.host
+            .instances()
+            .into_iter()
+            .filter(|i| i.status() == Status::Running && i.active_plugins().contains(&self.plugin))
+            .map(|i| InstanceCtx::new(&self.host, &i, self.plugin))
+            .collect()
     }
 }
 
@@ -301,6 +332,14 @@ impl InstanceCtx {
     /// The controller URL this host connects to (`controller_url`).
     pub fn controller_url(&self) -> String {
         self.host.cfg.controller_url.clone()
+    }
+
+    /// The host this instance runs on.
+    pub fn host(&self) -> HostCtx {
+        HostCtx {
+            host: self.host.clone(),
+            plugin: self.plugin,
+        }
     }
 
     /// Whether the instance still runs.

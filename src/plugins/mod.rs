@@ -16,6 +16,7 @@ pub mod ping;
 pub mod player_auth;
 pub mod research_sync;
 pub mod statistics_exporter;
+pub mod subspace_storage;
 
 use crate::host::backend::BoxFuture;
 use crate::host::patch;
@@ -235,6 +236,7 @@ pub fn builtins() -> &'static [Builtin] {
         statistics_exporter::BUILTIN,
         player_auth::BUILTIN,
         inventory_sync::BUILTIN,
+        subspace_storage::BUILTIN,
     ];
     ALL
 }

@@ -5,6 +5,7 @@ pub mod browser;
 pub mod cluster;
 pub mod inventory;
 pub mod link;
+pub mod subspace;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

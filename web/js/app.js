@@ -18,6 +18,7 @@ import * as settings from "./pages/settings.js";
 import * as chat from "./pages/chat.js";
 import * as research from "./pages/research.js";
 import * as inventories from "./pages/inventories.js";
+import * as storage from "./pages/storage.js";
 
 /** Nav entries: route, label, the permission needed to see the page. */
 const NAV = [
@@ -31,11 +32,12 @@ const NAV = [
   ["chat", "Chat", "global_chat.view"],
   ["research", "Research", "research_sync.list"],
   ["inventories", "Inventories", "inventory_sync.inventory.view"],
+  ["storage", "Storage", "subspace_storage.storage.view"],
   ["audit", "Audit log", "core.log.query"],
   ["settings", "Settings", "core.controller.get_config"],
 ];
 
-const PAGES = { overview, hosts, instances, users, roles, mods, plugins, research, audit, chat, settings, inventories };
+const PAGES = { overview, hosts, instances, users, roles, mods, plugins, research, storage, audit, chat, settings, inventories };
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");

@@ -117,6 +117,9 @@ export function applyEvent(name, data) {
     case "inventory_sync.updated":
       emit("inventories", data);
       break;
+    case "subspace_storage.storage":
+      emit("storage", data);
+      break;
     default:
       break;
   }

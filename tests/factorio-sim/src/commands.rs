@@ -427,10 +427,41 @@ impl Game {
         }
     }
 
+    /// `/standin subspace count`: what the stand-in Subspace Storage mod holds, as JSON
+    /// `{"<name>:<quality>": {"injected", "stored", "extracted"}}`. `/standin subspace
+    /// orders-then-hang <ms>`: the mod sends its orders now, then the game thread hangs (so a
+    /// test can stop the game between a grant and its `Import`).
+    fn subspace_read(&mut self, verb: &str, tail: &[&str]) -> Result<String, String> {
+        if !self.lua.has_mod("subspace_storage") {
+            return Err("the subspace_storage mod is not loaded".into());
+        }
+        self.lua_sync();
+        if self.exit.is_some() {
+            return Ok(String::new());
+        }
+        match verb {
+            "count" => self
+                .lua
+                .command("__subspace_storage__ rcon.print(standin_subspace.count())")
+                .map_err(|(e, _)| e),
+            _ => {
+                let ms = tail
+                    .first()
+                    .and_then(|m| m.parse::<u64>().ok())
+                    .ok_or("usage: /standin subspace orders-then-hang <ms>")?;
+                self.lua
+                    .command("__subspace_storage__ standin_subspace.orders()")
+                    .map_err(|(e, _)| e)?;
+                self.hang(Duration::from_millis(ms));
+                Ok(nl("ok"))
+            }
+        }
+    }
+
     /// `/standin subspace put|request <item> <count> [quality]`: drive the stand-in Subspace
     /// Storage mod's injector / extractor counters (research/plugins.md §5.1 item 10).
     fn subspace(&mut self, verb: &str, tail: &[&str]) -> Result<(), String> {
-        let usage = "usage: /standin subspace put|request <item> <count> [quality]";
+        let usage = "usage: /standin subspace put|request <item> <count> [quality] | count | orders-then-hang <ms>";
         let ok_name = |s: &str| {
             !s.is_empty()
                 && s.chars()
@@ -493,6 +524,9 @@ impl Game {
         let name = words.next().unwrap_or("").to_string();
         let tail: Vec<&str> = words.collect();
         let text = tail.join(" ");
+        if verb == "subspace" && matches!(name.as_str(), "count" | "orders-then-hang") {
+            return self.subspace_read(&name, &tail).unwrap_or_else(nl);
+        }
         let r: Result<(), String> = match verb {
             "join" if !name.is_empty() => {
                 let pw = tail

@@ -15,8 +15,9 @@
 //! `chat <name> <text>` → `on_console_chat`; `research <tech> [level] [progress]` → progress < 1:
 //! current research + `on_research_started`, else `on_research_finished`; `tick <n>` runs n ticks
 //! of `on_tick`/`on_nth_tick`; `subspace put|request <item> <count> [quality]` drives the
-//! stand-in Subspace Storage mod; `give <player> <item> <count>` puts items into a player's
-//! character and `inventory <player>` prints the player's controller and items as JSON.
+//! stand-in Subspace Storage mod (`subspace count` reads it, `subspace orders-then-hang <ms>` sends
+//! its orders and hangs the game thread); `give <player> <item> <count>` puts items into a
+//! player's character and `inventory <player>` prints the player's controller and items as JSON.
 
 use std::time::Duration;
 

@@ -130,6 +130,13 @@ local function orders()
   return out
 end
 
+local function send_orders()
+  local out = orders()
+  if #out > 0 then
+    send_json("subspace_storage:orders", out)
+  end
+end
+
 script.on_event(defines.events.on_tick, function()
   global.ticksSinceMasterPinged = global.ticksSinceMasterPinged + 1
   if global.ticksSinceMasterPinged >= PING_TIMEOUT then
@@ -145,10 +152,7 @@ script.on_event(defines.events.on_tick, function()
       send_json("subspace_storage:output", out)
     end
   elseif global.cycle == ORDERS_TICK then
-    local out = orders()
-    if #out > 0 then
-      send_json("subspace_storage:orders", out)
-    end
+    send_orders()
   end
   if global.cycle >= CYCLE then
     global.cycle = 0
@@ -191,4 +195,24 @@ standin_subspace = {
     global.requests[key(name, quality)] = { name, count, quality or "normal" }
     global.extracted[key(name, quality)] = 0
   end,
+  -- Every item this game holds, by "name:quality": in injectors (not yet exported), in local
+  -- storage (imported, not yet handed out) and in extractors.
+  count = function()
+    local out = {}
+    local function sum(list, field)
+      for k, e in pairs(list) do
+        local n = type(e) == "table" and e[2] or e
+        if n > 0 then
+          out[k] = out[k] or { injected = 0, stored = 0, extracted = 0 }
+          out[k][field] = out[k][field] + n
+        end
+      end
+    end
+    sum(global.injected, "injected")
+    sum(global.itemStorage, "stored")
+    sum(global.extracted, "extracted")
+    return to_json(out)
+  end,
+  -- The orders, now (outside the cycle).
+  orders = send_orders,
 }

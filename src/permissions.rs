@@ -58,7 +58,11 @@ permissions! {
     "core.instance.save.delete", false, "Delete save", "Delete a save.";
     "core.instance.save.upload", false, "Upload save", "Upload a save to an instance.";
     "core.instance.save.transfer", false, "Transfer save", "Move a save between instances.";
-    "core.instance.save.download", false, "Download save", "Download a save.";
+    "core.instance.save.download", false, "Download save", "Download a save, or one of the controller's backups.";
+    "core.instance.save.use", false, "Choose save to load", "Choose which save an instance loads at its next start.";
+    "core.instance.backup.restore", false, "Restore backup", "Put one of the controller's backups back as an instance's save (stopping it first if it runs).";
+    "core.instance.schedule.get", false, "Read restart schedule", "See an instance's restart schedule.";
+    "core.instance.schedule.update", false, "Set restart schedule", "Set or remove an instance's restart schedule.";
     "core.instance.export_data", false, "Export data", "Export locale and icons from an instance.";
     "core.instance.extract_players", false, "Extract players", "Import the players of a save into the user list.";
     "core.instance.start", false, "Start instance", "Start an instance.";

@@ -19,6 +19,8 @@ pub fn host_error(e: ErrorBody) -> ApiError {
     let (status, code) = match e.code.as_str() {
         "not_found" => (404, "not_found"),
         "not_running" => (409, "not_running"),
+        "conflict" => (409, "conflict"),
+        "already_exists" => (409, "already_exists"),
         "start_failed" => (409, "start_failed"),
         "bad_request" => (400, "bad_request"),
         "host_disconnected" | "session_lost" => (409, "host_disconnected"),

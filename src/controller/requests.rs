@@ -241,6 +241,56 @@ pub enum ControlRequest {
     },
     /// research_sync: the cluster's technologies and progress.
     ResearchList,
+    SaveDelete {
+        instance: Ref,
+        name: String,
+    },
+    SaveRename {
+        instance: Ref,
+        name: String,
+        to: String,
+    },
+    SaveCopy {
+        instance: Ref,
+        name: String,
+        to: String,
+    },
+    /// Which save the next start loads.
+    SaveUse {
+        instance: Ref,
+        name: String,
+    },
+    /// A save to another instance (any host); moved unless `copy`.
+    SaveTransfer {
+        instance: Ref,
+        name: String,
+        to_instance: Ref,
+        #[serde(default)]
+        as_name: Option<String>,
+        #[serde(default)]
+        copy: bool,
+    },
+    BackupRestore {
+        instance: Ref,
+        file: String,
+    },
+    /// Start, stop or restart every instance of a host, or of the cluster.
+    InstanceBulk {
+        action: super::schedule::BulkAction,
+        #[serde(default)]
+        host: Option<Ref>,
+    },
+    ScheduleGet {
+        instance: Ref,
+    },
+    ScheduleSet {
+        instance: Ref,
+        #[serde(flatten)]
+        fields: super::schedule::ScheduleFields,
+    },
+    ScheduleDelete {
+        instance: Ref,
+    },
 }
 
 fn empty_object() -> Value {
@@ -364,6 +414,21 @@ impl ControlRequest {
             ChatSend { .. } => vec!["global_chat.send"],
             ChatHistory => vec!["global_chat.view"],
             ResearchList => vec![crate::plugins::research_sync::PERMISSION_LIST],
+            SaveDelete { .. } => vec!["core.instance.save.delete"],
+            SaveRename { .. } => vec!["core.instance.save.rename"],
+            SaveCopy { .. } => vec!["core.instance.save.copy"],
+            SaveUse { .. } => vec!["core.instance.save.use"],
+            SaveTransfer { copy, .. } => {
+                let mut p = vec!["core.instance.save.transfer"];
+                if !copy {
+                    p.push("core.instance.save.delete");
+                }
+                p
+            }
+            BackupRestore { .. } => vec!["core.instance.backup.restore"],
+            InstanceBulk { action, .. } => vec![action.permission()],
+            ScheduleGet { .. } => vec!["core.instance.schedule.get"],
+            ScheduleSet { .. } | ScheduleDelete { .. } => vec!["core.instance.schedule.update"],
         }
     }
 
@@ -624,6 +689,37 @@ impl ControlRequest {
                 }
                 ok(crate::plugins::research_sync::list(store).await?)
             }
+            SaveDelete { instance, name } => ok(ctl
+                .save_action(&who, instance, "delete", name, None)
+                .await?),
+            SaveRename { instance, name, to } => ok(ctl
+                .save_action(&who, instance, "rename", name, Some(to))
+                .await?),
+            SaveCopy { instance, name, to } => created(
+                ctl.save_action(&who, instance, "copy", name, Some(to))
+                    .await?,
+            ),
+            SaveUse { instance, name } => {
+                ok(ctl.save_action(&who, instance, "use", name, None).await?)
+            }
+            SaveTransfer {
+                instance,
+                name,
+                to_instance,
+                as_name,
+                copy,
+            } => ok(ctl
+                .transfer_save(&who, instance, name, to_instance, as_name, copy)
+                .await?),
+            BackupRestore { instance, file } => {
+                ok(ctl.restore_backup(&who, instance, file).await?)
+            }
+            InstanceBulk { action, host } => ok(ctl.bulk(&who, action, host).await?),
+            ScheduleGet { instance } => ok(ctl.schedule_get(instance).await?),
+            ScheduleSet { instance, fields } => {
+                ok(ctl.schedule_set(&who, instance, fields).await?)
+            }
+            ScheduleDelete { instance } => ok(ctl.schedule_delete(&who, instance).await?),
         }
     }
 }

@@ -215,10 +215,19 @@ pub enum ControlRequest {
     SaveList {
         instance: Ref,
     },
+    /// A save of the running game, or (stopped) a new map with these settings.
     SaveCreate {
         instance: Ref,
         #[serde(default)]
         name: Option<String>,
+        #[serde(default)]
+        seed: Value,
+        #[serde(default)]
+        map_gen_settings: Value,
+        #[serde(default)]
+        map_settings: Value,
+        #[serde(default)]
+        preset: Value,
     },
     BackupCreate {
         instance: Ref,
@@ -654,7 +663,20 @@ impl ControlRequest {
                 ok(ctl.logs(instance, lines.unwrap_or(100)).await?)
             }
             SaveList { instance } => ok(ctl.saves(instance).await?),
-            SaveCreate { instance, name } => created(ctl.create_save(&who, instance, name).await?),
+            SaveCreate {
+                instance,
+                name,
+                seed,
+                map_gen_settings,
+                map_settings,
+                preset,
+            } => {
+                let map = json!({
+                    "seed": seed, "map_gen_settings": map_gen_settings,
+                    "map_settings": map_settings, "preset": preset,
+                });
+                created(ctl.create_save(&who, instance, name, map).await?)
+            }
             BackupCreate { instance } => ok(ctl.backup(instance).await?),
             BackupList { instance } => ok(ctl.backups(instance).await?),
             ModList => ok(store.read(store::mods::list).await?),

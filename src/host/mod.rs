@@ -522,9 +522,10 @@ impl Host {
                 let inst = self.instance(id)?;
                 let name = data["name"].as_str().map(String::from);
                 let map = mapgen::NewMap::from_request(&data).map_err(|e| err("bad_request", e))?;
-                self.create_save(&inst, name, map)
-                    .await
-                    .map_err(|e| err("save_failed", e))
+                self.create_save(&inst, name, map).await.map_err(|e| {
+                    let taken = e.contains("already has a save") || e.contains("is running;");
+                    err(if taken { "conflict" } else { "save_failed" }, e)
+                })
             }
             "save_push" => {
                 let inst = self.instance(id)?;

@@ -114,6 +114,10 @@ export function applyEvent(name, data) {
     case "global_chat.message":
       emit("chat", data);
       break;
+    case "save_progress":
+    case "bulk_progress":
+      emit(name, data);
+      break;
     default:
       break;
   }

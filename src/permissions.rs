@@ -51,7 +51,7 @@ permissions! {
     "core.instance.reveal_secret", false, "Reveal instance secrets", "See the value of an instance's secret setting (game password, factorio.com token) on request; each reveal is audited.";
     "core.instance.assign", false, "Assign instance", "Assign an instance to a host.";
     "core.instance.save.list", false, "List saves", "See an instance's saves.";
-    "core.instance.save.subscribe", false, "Subscribe to saves", "Receive live save list updates.";
+    "core.instance.save.subscribe", false, "Subscribe to saves", "Receive live progress of save transfers and backup restores.";
     "core.instance.save.create", false, "Create save", "Create a new save for an instance.";
     "core.instance.save.rename", false, "Rename save", "Rename a save.";
     "core.instance.save.copy", false, "Copy save", "Copy a save.";
@@ -63,11 +63,8 @@ permissions! {
     "core.instance.backup.restore", false, "Restore backup", "Put one of the controller's backups back as an instance's save (stopping it first if it runs).";
     "core.instance.schedule.get", false, "Read restart schedule", "See an instance's restart schedule.";
     "core.instance.schedule.update", false, "Set restart schedule", "Set or remove an instance's restart schedule.";
-    "core.instance.export_data", false, "Export data", "Export locale and icons from an instance.";
-    "core.instance.extract_players", false, "Extract players", "Import the players of a save into the user list.";
     "core.instance.start", false, "Start instance", "Start an instance.";
     "core.instance.restart", false, "Restart instance", "Restart an instance.";
-    "core.instance.load_scenario", false, "Load scenario", "Start an instance from a scenario.";
     "core.instance.stop", false, "Stop instance", "Stop an instance.";
     "core.instance.kill", false, "Kill instance", "Kill an instance without saving.";
     "core.instance.delete", false, "Delete instance", "Delete an instance and its files.";

@@ -193,6 +193,21 @@ async fn the_saves_tab_renames_deletes_restores_and_makes_new_maps() {
     })
     .await;
 
+    ui.step("stop_all_from_the_instances_page", async {
+        ui.route("#/instances").await?;
+        ui.click("#bulk-stop").await?;
+        ui.wait_text("dialog[open]", "every running instance")
+            .await?;
+        ui.click(DIALOG_OK).await?;
+        ui.wait_text("#bulk-note", "1 of 1 done").await?;
+        let v = api.get("/api/v1/instances/alpha").await;
+        if v["status"] != "stopped" {
+            bail!("not stopped: {v}");
+        }
+        Ok(())
+    })
+    .await;
+
     let errors = ui.browser_errors().await.unwrap_or_default();
     let unexpected: Vec<_> = errors
         .iter()

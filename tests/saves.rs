@@ -327,3 +327,112 @@ async fn restoring_a_backup_while_running_stops_first_and_keeps_the_current_save
         "running"
     );
 }
+
+#[tokio::test]
+async fn each_save_backup_bulk_and_schedule_action_needs_its_permission() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ControllerProcess::start(dir.path());
+    let admin = Api::new(&c.url(""), &c.first_token);
+    admin
+        .post("/api/v1/instances", json!({"name": "alpha"}))
+        .await;
+    // A role that may list saves and nothing else of this area.
+    let (s, role) = admin
+        .post(
+            "/api/v1/roles",
+            json!({"name": "viewer", "permissions": ["core.instance.save.list"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{role}");
+    let (s, v) = admin
+        .post(
+            "/api/v1/users",
+            json!({"name": "viewer1", "roles": [role["id"]]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (_, t) = admin
+        .post("/api/v1/tokens", json!({"user": "viewer1"}))
+        .await;
+    let viewer = Api::new(&c.url(""), t["token"].as_str().unwrap());
+    for (method, path, body, permission) in [
+        (
+            "DELETE",
+            "/api/v1/instances/alpha/saves/world.zip",
+            None,
+            "core.instance.save.delete",
+        ),
+        (
+            "POST",
+            "/api/v1/instances/alpha/saves/world.zip/rename",
+            Some(json!({"to": "b.zip"})),
+            "core.instance.save.rename",
+        ),
+        (
+            "POST",
+            "/api/v1/instances/alpha/saves/world.zip/copy",
+            Some(json!({"to": "b.zip"})),
+            "core.instance.save.copy",
+        ),
+        (
+            "POST",
+            "/api/v1/instances/alpha/saves/world.zip/use",
+            Some(json!({})),
+            "core.instance.save.use",
+        ),
+        (
+            "POST",
+            "/api/v1/instances/alpha/saves/world.zip/transfer",
+            Some(json!({"to_instance": "alpha", "copy": true})),
+            "core.instance.save.transfer",
+        ),
+        (
+            "POST",
+            "/api/v1/instances/alpha/backups/1-world.zip/restore",
+            Some(json!({})),
+            "core.instance.backup.restore",
+        ),
+        (
+            "POST",
+            "/api/v1/instances/bulk",
+            Some(json!({"action": "stop"})),
+            "core.instance.stop",
+        ),
+        (
+            "GET",
+            "/api/v1/instances/alpha/schedule",
+            None,
+            "core.instance.schedule.get",
+        ),
+        (
+            "PUT",
+            "/api/v1/instances/alpha/schedule",
+            Some(json!({"every_hours": 1})),
+            "core.instance.schedule.update",
+        ),
+    ] {
+        let (s, v) = viewer.call(method, path, body).await;
+        assert_eq!(s, 403, "{method} {path}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(permission),
+            "{method} {path} names {permission}: {v}"
+        );
+    }
+    let listed = admin.get("/api/v1/permissions").await;
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for gone in [
+        "core.instance.export_data",
+        "core.instance.extract_players",
+        "core.instance.load_scenario",
+    ] {
+        assert!(!names.contains(&gone), "{gone} names no feature");
+    }
+}

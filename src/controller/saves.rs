@@ -135,7 +135,9 @@ impl Controller {
             .await?;
         let pulled = self.saves_dir(src.id).join("downloads").join(&name);
         let staged = self.saves_dir(dst.id).join("uploads").join(&as_name);
-        stage_copy(&pulled, &staged)?;
+        let copied = stage_copy(&pulled, &staged);
+        let _ = std::fs::remove_file(&pulled);
+        copied?;
         self.hub
             .publish(progress(&src.name, &name, action, "to_host", 50));
         let received = self
@@ -194,7 +196,10 @@ impl Controller {
         self.hub
             .publish(progress(&rec.name, &save, "restore", "stopping", 0));
         if was_running {
-            self.stop(who, Ref::Id(rec.id)).await?;
+            if let Err(e) = self.stop(who, Ref::Id(rec.id)).await {
+                let _ = std::fs::remove_file(&staged);
+                return Err(e);
+            }
         } else if let Err(e) = self
             .ask_host(&rec, "backup", json!({}), TRANSFER_TIMEOUT)
             .await

@@ -136,7 +136,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let join = String::from_utf8_lossy(&join_out.stdout).trim().to_string();
     drop(lines);
 
-    let ports: Vec<String> = (0..2)
+    // Two ports for the demo's instances and two free for the README's walkthrough.
+    let ports: Vec<String> = (0..4)
         .map(|_| {
             std::net::UdpSocket::bind("0.0.0.0:0")
                 .and_then(|s| s.local_addr())

@@ -216,6 +216,8 @@ impl Bench {
                 desired: "running".into(),
                 game_port: None,
                 pid: None,
+                next_save: None,
+                loaded_save: None,
             },
         )
     }
@@ -571,6 +573,8 @@ async fn without_a_daemon_the_backend_says_why_and_starts_fail_with_it() {
             desired: "running".into(),
             game_port: None,
             pid: None,
+            next_save: None,
+            loaded_save: None,
         },
     );
     let spec = StartSpec::new(

@@ -235,6 +235,70 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
             vec![("instance", id_or_name(i))],
             false,
         ),
+        ("DELETE", ["instances", i, "saves", n]) => r(
+            "/instances/{id}/saves/{name}",
+            "save_delete",
+            vec![
+                ("instance", id_or_name(i)),
+                ("name", s(&super::files::decode(n))),
+            ],
+            false,
+        ),
+        (
+            "POST",
+            [
+                "instances",
+                i,
+                "saves",
+                n,
+                action @ ("rename" | "copy" | "use" | "transfer"),
+            ],
+        ) => {
+            let (pattern, request) = match *action {
+                "rename" => ("/instances/{id}/saves/{name}/rename", "save_rename"),
+                "copy" => ("/instances/{id}/saves/{name}/copy", "save_copy"),
+                "use" => ("/instances/{id}/saves/{name}/use", "save_use"),
+                _ => ("/instances/{id}/saves/{name}/transfer", "save_transfer"),
+            };
+            let body = *action != "use";
+            r(
+                pattern,
+                request,
+                vec![
+                    ("instance", id_or_name(i)),
+                    ("name", s(&super::files::decode(n))),
+                ],
+                body,
+            )
+        }
+        ("POST", ["instances", i, "backups", f, "restore"]) => r(
+            "/instances/{id}/backups/{file}/restore",
+            "backup_restore",
+            vec![
+                ("instance", id_or_name(i)),
+                ("file", s(&super::files::decode(f))),
+            ],
+            false,
+        ),
+        ("POST", ["instances", "bulk"]) => r("/instances/bulk", "instance_bulk", vec![], true),
+        ("GET", ["instances", i, "schedule"]) => r(
+            "/instances/{id}/schedule",
+            "schedule_get",
+            vec![("instance", id_or_name(i))],
+            false,
+        ),
+        ("PUT", ["instances", i, "schedule"]) => r(
+            "/instances/{id}/schedule",
+            "schedule_set",
+            vec![("instance", id_or_name(i))],
+            true,
+        ),
+        ("DELETE", ["instances", i, "schedule"]) => r(
+            "/instances/{id}/schedule",
+            "schedule_delete",
+            vec![("instance", id_or_name(i))],
+            false,
+        ),
         _ => return None,
     })
 }

@@ -196,7 +196,7 @@ fn valid(name: &str) -> Result<(), ApiError> {
 }
 
 /// Path segments arrive percent-encoded (`My%20Save.zip`).
-fn decode(segment: &str) -> String {
+pub(super) fn decode(segment: &str) -> String {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -239,14 +239,21 @@ where
         ctl.host_of(&rec).await?;
         let target = ctl.saves_dir(rec.id).join("uploads").join(&name);
         let (size, sha) = receive_checked(body, &target, &name, saves::check_save_zip).await?;
-        ctl.ask_host(
-            &rec,
-            "save_fetch",
-            json!({ "name": name }),
-            std::time::Duration::from_secs(600),
-        )
-        .await?;
-        let (who, n, inst) = (actor.audit_name(), name.clone(), rec.name.clone());
+        // The host keeps it under a name of its own if the running game writes `name`.
+        let fetched = ctl
+            .ask_host(
+                &rec,
+                "save_fetch",
+                json!({ "name": name }),
+                std::time::Duration::from_secs(600),
+            )
+            .await;
+        let _ = std::fs::remove_file(&target);
+        let stored = fetched?["name"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| name.clone());
+        let (who, n, inst) = (actor.audit_name(), stored.clone(), rec.name.clone());
         ctl.store
             .write(move |c| {
                 store::audit::record(
@@ -258,7 +265,9 @@ where
                 )
             })
             .await?;
-        Ok::<_, ApiError>(json!({ "name": name, "size": size }))
+        Ok::<_, ApiError>(
+            json!({ "name": stored, "requested": name, "size": size, "load_next": true }),
+        )
     }
     .await;
     created(result)

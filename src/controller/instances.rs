@@ -19,6 +19,8 @@ pub fn host_error(e: ErrorBody) -> ApiError {
     let (status, code) = match e.code.as_str() {
         "not_found" => (404, "not_found"),
         "not_running" => (409, "not_running"),
+        "conflict" => (409, "conflict"),
+        "already_exists" => (409, "already_exists"),
         "start_failed" => (409, "start_failed"),
         "bad_request" => (400, "bad_request"),
         "host_disconnected" | "session_lost" => (409, "host_disconnected"),
@@ -220,10 +222,32 @@ impl Controller {
         who: &str,
         instance: Ref,
         name: Option<String>,
+        map: Value,
     ) -> Result<Value, ApiError> {
         let rec = self.record(&instance).await?;
+        let new_map = crate::host::mapgen::NewMap::from_request(&map)
+            .map_err(|e| ApiError::new(400, "invalid_map_settings", e))?;
+        if let Some(n) = &name {
+            let n = if n.ends_with(".zip") {
+                n.clone()
+            } else {
+                format!("{n}.zip")
+            };
+            crate::saves::validate_name(&n)
+                .map_err(|e| ApiError::new(400, "invalid_name", e.to_string()))?;
+        }
+        if !new_map.is_empty() {
+            super::requests::refuse_if_active(self, &rec).map_err(|_| {
+                ApiError::conflict(format!(
+                    "instance '{}' is {}; a new map is created while it is stopped: stop it first",
+                    rec.name, rec.status
+                ))
+            })?;
+        }
+        let mut data = map;
+        data["name"] = json!(name);
         let result = self
-            .ask_host(&rec, "save_create", json!({ "name": name }), START_TIMEOUT)
+            .ask_host(&rec, "save_create", data, START_TIMEOUT)
             .await?;
         let (w, n, r) = (who.to_string(), rec.name.clone(), result.clone());
         self.store

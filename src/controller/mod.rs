@@ -11,6 +11,8 @@ mod instances;
 mod metrics;
 pub mod plugins;
 pub mod requests;
+mod saves;
+mod schedule;
 mod session;
 mod settings;
 mod socket;
@@ -140,6 +142,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     };
 
     let sampler = tokio::spawn(history::sample(ctl.clone()));
+    let scheduler = schedule::spawn(ctl.clone());
     tracing::info!(address = %local, cluster = %ctl.cfg.cluster_name, "controller listening");
     println!(
         "Started clustorio controller on http://{local} (cluster '{}')",
@@ -150,6 +153,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     ctl.hub.close_all("the controller is stopping");
     reaper.abort();
     sampler.abort();
+    scheduler.abort();
     // Open keep-alive connections must not hold up the exit.
     let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
     if let Err(e) = ctl.store.checkpoint().await {

@@ -215,10 +215,19 @@ pub enum ControlRequest {
     SaveList {
         instance: Ref,
     },
+    /// A save of the running game, or (stopped) a new map with these settings.
     SaveCreate {
         instance: Ref,
         #[serde(default)]
         name: Option<String>,
+        #[serde(default)]
+        seed: Value,
+        #[serde(default)]
+        map_gen_settings: Value,
+        #[serde(default)]
+        map_settings: Value,
+        #[serde(default)]
+        preset: Value,
     },
     BackupCreate {
         instance: Ref,
@@ -264,6 +273,56 @@ pub enum ControlRequest {
         count: i64,
         #[serde(default)]
         quality: Option<String>,
+    },
+    SaveDelete {
+        instance: Ref,
+        name: String,
+    },
+    SaveRename {
+        instance: Ref,
+        name: String,
+        to: String,
+    },
+    SaveCopy {
+        instance: Ref,
+        name: String,
+        to: String,
+    },
+    /// Which save the next start loads.
+    SaveUse {
+        instance: Ref,
+        name: String,
+    },
+    /// A save to another instance (any host); moved unless `copy`.
+    SaveTransfer {
+        instance: Ref,
+        name: String,
+        to_instance: Ref,
+        #[serde(default)]
+        as_name: Option<String>,
+        #[serde(default)]
+        copy: bool,
+    },
+    BackupRestore {
+        instance: Ref,
+        file: String,
+    },
+    /// Start, stop or restart every instance of a host, or of the cluster.
+    InstanceBulk {
+        action: super::schedule::BulkAction,
+        #[serde(default)]
+        host: Option<Ref>,
+    },
+    ScheduleGet {
+        instance: Ref,
+    },
+    ScheduleSet {
+        instance: Ref,
+        #[serde(flatten)]
+        fields: super::schedule::ScheduleFields,
+    },
+    ScheduleDelete {
+        instance: Ref,
     },
 }
 
@@ -407,6 +466,21 @@ impl ControlRequest {
                 crate::plugins::subspace_storage::PERMISSION_VIEW,
                 crate::plugins::subspace_storage::PERMISSION_SET,
             ],
+            SaveDelete { .. } => vec!["core.instance.save.delete"],
+            SaveRename { .. } => vec!["core.instance.save.rename"],
+            SaveCopy { .. } => vec!["core.instance.save.copy"],
+            SaveUse { .. } => vec!["core.instance.save.use"],
+            SaveTransfer { copy, .. } => {
+                let mut p = vec!["core.instance.save.transfer"];
+                if !copy {
+                    p.push("core.instance.save.delete");
+                }
+                p
+            }
+            BackupRestore { .. } => vec!["core.instance.backup.restore"],
+            InstanceBulk { action, .. } => vec![action.permission()],
+            ScheduleGet { .. } => vec!["core.instance.schedule.get"],
+            ScheduleSet { .. } | ScheduleDelete { .. } => vec!["core.instance.schedule.update"],
         }
     }
 
@@ -677,7 +751,20 @@ impl ControlRequest {
                 ok(ctl.logs(instance, lines.unwrap_or(100)).await?)
             }
             SaveList { instance } => ok(ctl.saves(instance).await?),
-            SaveCreate { instance, name } => created(ctl.create_save(&who, instance, name).await?),
+            SaveCreate {
+                instance,
+                name,
+                seed,
+                map_gen_settings,
+                map_settings,
+                preset,
+            } => {
+                let map = json!({
+                    "seed": seed, "map_gen_settings": map_gen_settings,
+                    "map_settings": map_settings, "preset": preset,
+                });
+                created(ctl.create_save(&who, instance, name, map).await?)
+            }
             BackupCreate { instance } => ok(ctl.backup(instance).await?),
             BackupList { instance } => ok(ctl.backups(instance).await?),
             ModList => ok(store.read(store::mods::list).await?),
@@ -741,6 +828,37 @@ impl ControlRequest {
                     .plugin_control(actor, "subspace_storage.set", data)
                     .await?)
             }
+            SaveDelete { instance, name } => ok(ctl
+                .save_action(&who, instance, "delete", name, None)
+                .await?),
+            SaveRename { instance, name, to } => ok(ctl
+                .save_action(&who, instance, "rename", name, Some(to))
+                .await?),
+            SaveCopy { instance, name, to } => created(
+                ctl.save_action(&who, instance, "copy", name, Some(to))
+                    .await?,
+            ),
+            SaveUse { instance, name } => {
+                ok(ctl.save_action(&who, instance, "use", name, None).await?)
+            }
+            SaveTransfer {
+                instance,
+                name,
+                to_instance,
+                as_name,
+                copy,
+            } => ok(ctl
+                .transfer_save(&who, instance, name, to_instance, as_name, copy)
+                .await?),
+            BackupRestore { instance, file } => {
+                ok(ctl.restore_backup(&who, instance, file).await?)
+            }
+            InstanceBulk { action, host } => ok(ctl.bulk(&who, action, host).await?),
+            ScheduleGet { instance } => ok(ctl.schedule_get(instance).await?),
+            ScheduleSet { instance, fields } => {
+                ok(ctl.schedule_set(&who, instance, fields).await?)
+            }
+            ScheduleDelete { instance } => ok(ctl.schedule_delete(&who, instance).await?),
         }
     }
 }

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
 pub async fn save(client: &Client, out: &Output, cmd: SaveCommand) -> anyhow::Result<()> {
+    let cmd_kind = match &cmd {
+        SaveCommand::Rename { .. } => "rename",
+        _ => "",
+    };
     match cmd {
         SaveCommand::List { instance } => {
             let saves = client
@@ -19,7 +23,14 @@ pub async fn save(client: &Client, out: &Output, cmd: SaveCommand) -> anyhow::Re
                 .await
                 .with_context(|| format!("listing the saves of instance '{instance}'"))?;
             out.print(&saves, |saves| {
-                let mut t = Table::new(&["NAME", "SIZE", "MODIFIED (UTC)", "ON HOST", "BACKUPS"]);
+                let mut t = Table::new(&[
+                    "NAME",
+                    "SIZE",
+                    "MODIFIED (UTC)",
+                    "ON HOST",
+                    "BACKUPS",
+                    "STATE",
+                ]);
                 for s in saves.as_array().into_iter().flatten() {
                     let on_host = if s["on_host"] == json!(true) {
                         "yes"
@@ -36,16 +47,48 @@ pub async fn save(client: &Client, out: &Output, cmd: SaveCommand) -> anyhow::Re
                         time_ms(&s["modified_ms"]),
                         on_host.to_string(),
                         backups,
+                        match (s["loaded"] == json!(true), s["load_next"] == json!(true)) {
+                            (true, true) => "loaded, loads next",
+                            (true, false) => "loaded",
+                            (false, true) => "loads next",
+                            _ => "",
+                        }
+                        .to_string(),
                     ]);
                 }
                 t.render(out, "No saves.")
             })
         }
-        SaveCommand::Create { instance, name } => {
-            let body = match &name {
+        SaveCommand::Create {
+            instance,
+            name,
+            seed,
+            map_gen_settings,
+            map_settings,
+            preset,
+        } => {
+            let mut body = match &name {
                 Some(n) => json!({ "name": n }),
                 None => json!({}),
             };
+            if let Some(seed) = seed {
+                body["seed"] = json!(seed);
+            }
+            if let Some(p) = preset {
+                body["preset"] = json!(p);
+            }
+            for (key, file) in [
+                ("map_gen_settings", map_gen_settings),
+                ("map_settings", map_settings),
+            ] {
+                if let Some(file) = file {
+                    let text = std::fs::read_to_string(&file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    let value: Value = serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not JSON", file.display()))?;
+                    body[key] = value;
+                }
+            }
             let spinner = out.spinner(format!("Saving {instance}"));
             let result = client
                 .post(&format!("/instances/{}/saves", seg(&instance)), &body)
@@ -132,6 +175,93 @@ pub async fn save(client: &Client, out: &Output, cmd: SaveCommand) -> anyhow::Re
                     "Downloaded {save} ({}) to {}",
                     bytes(size),
                     target.display()
+                )
+            })
+        }
+        SaveCommand::Delete { instance, save } => {
+            let path = format!("/instances/{}/saves/{}", seg(&instance), seg(&save));
+            let v = client
+                .delete(&path)
+                .await
+                .with_context(|| format!("deleting save '{save}' of instance '{instance}'"))?;
+            out.print(&v, |_| {
+                format!("Deleted save {save} of instance {instance}")
+            })
+        }
+        SaveCommand::Rename { instance, save, to } | SaveCommand::Copy { instance, save, to } => {
+            let (verb, done) = if matches!(cmd_kind, "rename") {
+                ("rename", "Renamed")
+            } else {
+                ("copy", "Copied")
+            };
+            let path = format!("/instances/{}/saves/{}/{verb}", seg(&instance), seg(&save));
+            let v = client
+                .post(&path, &json!({ "to": to }))
+                .await
+                .with_context(|| format!("{verb} of save '{save}' of instance '{instance}'"))?;
+            out.print(&v, |_| {
+                format!("{done} {save} to {to} on instance {instance}")
+            })
+        }
+        SaveCommand::Use { instance, save } => {
+            let path = format!("/instances/{}/saves/{}/use", seg(&instance), seg(&save));
+            let v = client
+                .post(&path, &json!({}))
+                .await
+                .with_context(|| format!("choosing save '{save}' for instance '{instance}'"))?;
+            out.print(&v, |_| format!("The next start of {instance} loads {save}"))
+        }
+        SaveCommand::Transfer {
+            instance,
+            save,
+            to_instance,
+            as_name,
+            copy,
+        } => {
+            let spinner = out.spinner(format!("Sending {save} to {to_instance}"));
+            let path = format!(
+                "/instances/{}/saves/{}/transfer",
+                seg(&instance),
+                seg(&save)
+            );
+            let result = client
+                .post(
+                    &path,
+                    &json!({ "to_instance": to_instance, "as_name": as_name, "copy": copy }),
+                )
+                .await;
+            spinner.finish_and_clear();
+            let v = result.with_context(|| {
+                format!("sending save '{save}' of '{instance}' to '{to_instance}'")
+            })?;
+            out.print(&v, |v| {
+                format!(
+                    "{} {save} of {instance} to {to_instance} as {}",
+                    if copy { "Copied" } else { "Moved" },
+                    cell(&v["as"])
+                )
+            })
+        }
+        SaveCommand::Restore { instance, file } => {
+            let spinner = out.spinner(format!("Restoring {file} on {instance}"));
+            let path = format!(
+                "/instances/{}/backups/{}/restore",
+                seg(&instance),
+                seg(&file)
+            );
+            let result = client.post(&path, &json!({})).await;
+            spinner.finish_and_clear();
+            let v = result
+                .with_context(|| format!("restoring backup '{file}' of instance '{instance}'"))?;
+            out.print(&v, |v| {
+                format!(
+                    "Restored {file} as {} on {instance}{}",
+                    cell(&v["save"]),
+                    if v["restarted"] == json!(true) {
+                        "; it runs again"
+                    } else {
+                        "; the next start loads it"
+                    }
                 )
             })
         }

@@ -4,7 +4,7 @@
 
 use super::client::{Client, seg};
 use super::output::{Output, Style, Table, cell, time_ms, write_stdout};
-use super::{InstanceCommand, InstanceConfigCommand};
+use super::{InstanceCommand, InstanceConfigCommand, ScheduleCommand};
 use anyhow::Context;
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
@@ -155,6 +155,10 @@ pub async fn run(client: &Client, out: &Output, cmd: InstanceCommand) -> anyhow:
                 )
             })
         }
+        InstanceCommand::StartAll { host } => bulk(client, out, "start", host).await,
+        InstanceCommand::StopAll { host } => bulk(client, out, "stop", host).await,
+        InstanceCommand::RestartAll { host } => bulk(client, out, "restart", host).await,
+        InstanceCommand::Schedule(cmd) => schedule(client, out, cmd).await,
         InstanceCommand::Kill { instance } => {
             let view =
                 lifecycle(client, out, &instance, "kill", &json!({}), "Killing", None).await?;
@@ -537,6 +541,101 @@ async fn logs(
         write_stdout(&printed)?;
     }
     Ok(())
+}
+
+/// `instance start-all | stop-all | restart-all`: one line per instance, exit 1 if any failed.
+async fn bulk(
+    client: &Client,
+    out: &Output,
+    action: &str,
+    host: Option<String>,
+) -> anyhow::Result<()> {
+    let what = match &host {
+        Some(h) => format!("the instances of host '{h}'"),
+        None => "every instance".to_string(),
+    };
+    let spinner = out.spinner(format!("{action}: {what}"));
+    let result = client
+        .post(
+            "/instances/bulk",
+            &json!({ "action": action, "host": host }),
+        )
+        .await;
+    spinner.finish_and_clear();
+    let v = result.with_context(|| format!("{action} of {what}"))?;
+    out.print(&v, |v| {
+        let mut t = Table::new(&["INSTANCE", "RESULT"]);
+        for r in v["results"].as_array().into_iter().flatten() {
+            let result = if r["ok"] == json!(true) {
+                out.status(r["status"].as_str().unwrap_or("?"))
+            } else {
+                format!("failed: {}", r["error"].as_str().unwrap_or("?"))
+            };
+            t.row(vec![cell(&r["instance"]), result]);
+        }
+        t.render(out, &format!("Nothing to {action}."))
+    })?;
+    if v["failed"].as_u64().unwrap_or(0) > 0 {
+        anyhow::bail!(
+            "{} of {} instances failed to {action}",
+            v["failed"],
+            v["total"]
+        );
+    }
+    Ok(())
+}
+
+async fn schedule(client: &Client, out: &Output, cmd: ScheduleCommand) -> anyhow::Result<()> {
+    let show = |v: &Value| -> String {
+        let s = &v["schedule"];
+        if s.is_null() {
+            return format!("Instance {} has no restart schedule.", cell(&v["instance"]));
+        }
+        let when = match s["daily_at"].as_str() {
+            Some(d) => format!("daily at {d} UTC"),
+            None => format!("every {} hours", cell(&s["every_hours"])),
+        };
+        format!(
+            "Instance {} restarts {when}, warned {} minutes ahead{}.\nNext: {} UTC. Last: {}",
+            cell(&v["instance"]),
+            cell(&s["warn_minutes"]),
+            if s["skip_if_players"] == json!(true) {
+                ", skipped while players are online"
+            } else {
+                ""
+            },
+            time_ms(&s["next_run_ms"]),
+            s["last_result"].as_str().unwrap_or("never run"),
+        )
+    };
+    let v = match cmd {
+        ScheduleCommand::Show { instance } => client
+            .get(&format!("/instances/{}/schedule", seg(&instance)))
+            .await
+            .with_context(|| format!("reading the schedule of instance '{instance}'"))?,
+        ScheduleCommand::Set {
+            instance,
+            daily,
+            every_hours,
+            warn_minutes,
+            skip_if_players,
+        } => client
+            .call(
+                reqwest::Method::PUT,
+                &format!("/instances/{}/schedule", seg(&instance)),
+                Some(&json!({
+                    "daily_at": daily, "every_hours": every_hours,
+                    "warn_minutes": warn_minutes, "skip_if_players": skip_if_players,
+                })),
+            )
+            .await
+            .with_context(|| format!("setting the schedule of instance '{instance}'"))?,
+        ScheduleCommand::Clear { instance } => client
+            .delete(&format!("/instances/{}/schedule", seg(&instance)))
+            .await
+            .with_context(|| format!("removing the schedule of instance '{instance}'"))?,
+    };
+    out.print(&v, show)
 }
 
 #[cfg(test)]

@@ -164,6 +164,24 @@ pub enum InstanceCommand {
         #[arg(long, value_name = "SECS")]
         timeout: Option<u64>,
     },
+    /// Start every stopped instance (of one host with --host).
+    StartAll {
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Stop every running instance (of one host with --host).
+    StopAll {
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Restart every running instance (of one host with --host).
+    RestartAll {
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Show, set or remove an instance's restart schedule.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Kill an instance's Factorio process without saving.
     Kill {
         /// Instance name or id.
@@ -192,6 +210,42 @@ pub enum InstanceCommand {
         /// Keep printing new lines as they come (until interrupted).
         #[arg(long, short = 'f')]
         follow: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Print the schedule: when the next restart is and how the last one went.
+    Show {
+        /// Instance name or id.
+        instance: String,
+    },
+    /// Restart daily at a UTC time (--daily 04:30) or every N hours (--every-hours 6).
+    Set {
+        /// Instance name or id.
+        instance: String,
+        /// Time of day, HH:MM in UTC.
+        #[arg(
+            long,
+            value_name = "HH:MM",
+            conflicts_with = "every_hours",
+            required_unless_present = "every_hours"
+        )]
+        daily: Option<String>,
+        /// Hours between restarts.
+        #[arg(long, value_name = "N")]
+        every_hours: Option<f64>,
+        /// Warn players in game chat this many minutes ahead (default 5).
+        #[arg(long, value_name = "MIN")]
+        warn_minutes: Option<f64>,
+        /// Skip a restart while players are online.
+        #[arg(long)]
+        skip_if_players: bool,
+    },
+    /// Remove the schedule.
+    Clear {
+        /// Instance name or id.
+        instance: String,
     },
 }
 
@@ -227,12 +281,75 @@ pub enum SaveCommand {
         /// Instance name or id.
         instance: String,
     },
-    /// Save a running game, or create a new map for a stopped instance.
+    /// Save a running game, or create a new map for a stopped instance (with --seed,
+    /// --map-gen-settings, --map-settings or --preset: a new map, even if saves exist).
     Create {
         /// Instance name or id.
         instance: String,
         /// Save name (default: chosen by the host).
         name: Option<String>,
+        /// Map seed (0 to 4294967295).
+        #[arg(long)]
+        seed: Option<u32>,
+        /// A map-gen-settings.json file (Factorio's format: autoplace_controls, cliff_settings, …).
+        #[arg(long, value_name = "FILE")]
+        map_gen_settings: Option<PathBuf>,
+        /// A map-settings.json file (pollution, enemy_evolution, enemy_expansion, …).
+        #[arg(long, value_name = "FILE")]
+        map_settings: Option<PathBuf>,
+        /// A Factorio map preset: default, rich-resources, marathon, death-world, death-world-marathon, rail-world, ribbon-world, island.
+        #[arg(long)]
+        preset: Option<String>,
+    },
+    /// Delete a save from the instance's host.
+    Delete {
+        /// Instance name or id.
+        instance: String,
+        /// Save name, e.g. world.zip.
+        save: String,
+    },
+    /// Rename a save (refused if the new name is taken).
+    Rename {
+        /// Instance name or id.
+        instance: String,
+        save: String,
+        /// New name, e.g. before-boss.zip.
+        to: String,
+    },
+    /// Copy a save under a new name (refused if the name is taken).
+    Copy {
+        /// Instance name or id.
+        instance: String,
+        save: String,
+        to: String,
+    },
+    /// Choose the save the instance's next start loads.
+    Use {
+        /// Instance name or id.
+        instance: String,
+        save: String,
+    },
+    /// Move a save to another instance, on any host (--copy keeps the original).
+    Transfer {
+        /// Source instance name or id.
+        instance: String,
+        save: String,
+        /// Target instance name or id.
+        to_instance: String,
+        /// Name at the target (default: the same; a taken name gets a suffix).
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: Option<String>,
+        /// Keep the save on the source instance.
+        #[arg(long)]
+        copy: bool,
+    },
+    /// Put one of the controller's backups back (the instance is stopped first and started
+    /// again if it ran; its current save is kept as a backup).
+    Restore {
+        /// Instance name or id.
+        instance: String,
+        /// Backup file, as `save backups` lists it.
+        file: String,
     },
     /// Upload a save zip to an instance.
     Upload {

@@ -70,6 +70,13 @@ pub struct Saved {
     /// The Factorio process, while one runs (to find it again after a host crash).
     #[serde(default)]
     pub pid: Option<u32>,
+    /// The save the next start loads, when a user chose one ("load this save", an upload, a
+    /// restored backup); cleared by the start that loads it. None: the newest save.
+    #[serde(default)]
+    pub next_save: Option<String>,
+    /// The save file the running game loaded (and writes again when it stops).
+    #[serde(default)]
+    pub loaded_save: Option<String>,
 }
 
 fn stopped() -> String {
@@ -257,7 +264,12 @@ impl Host {
 
         // Which save: the one asked for, else the newest here, else the controller's newest
         // backup (the instance moved hosts), else a new map.
-        let save_path = match save {
+        let chosen = save.or_else(|| {
+            inst.saved()
+                .next_save
+                .filter(|n| saves_dir.join(n).is_file())
+        });
+        let save_path = match chosen {
             Some(name) => {
                 saves::validate_name(&name).map_err(|e| e.to_string())?;
                 let p = saves_dir.join(&name);
@@ -299,6 +311,14 @@ impl Host {
             },
         };
 
+        let loaded = save_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        inst.update_saved(|s| {
+            s.next_save = None;
+            s.loaded_save = loaded;
+        })
+        .map_err(|e| format!("saving instance state: {e}"))?;
         let patched = self.prepare_plugins(inst, &config, &save_path).await?;
 
         let port = self.allocate_port(inst)?;
@@ -829,6 +849,7 @@ impl Host {
         &self,
         inst: &Arc<Instance>,
         name: Option<String>,
+        map: super::mapgen::NewMap,
     ) -> Result<Value, String> {
         let name = name.unwrap_or_else(|| format!("save-{}.zip", crate::store::now_ms()));
         let name = if name.ends_with(".zip") {
@@ -839,6 +860,12 @@ impl Host {
         saves::validate_name(&name).map_err(|e| e.to_string())?;
         let target = inst.saves_dir().join(&name);
         std::fs::create_dir_all(inst.saves_dir()).map_err(|e| e.to_string())?;
+        if !map.is_empty() && inst.status().is_active() {
+            return Err(format!(
+                "instance '{}' is running; a new map is created while it is stopped (stop it first, or save the running game without map settings)",
+                inst.name
+            ));
+        }
         if let Some(server) = inst.server() {
             let stem = name.trim_end_matches(".zip");
             server
@@ -861,9 +888,18 @@ impl Host {
                 .install
                 .clone()
                 .ok_or("no Factorio install on this host")?;
-            self.backend
-                .create_save(inst, CreateSpec::new(install, &inst.dir, target.clone()))
-                .await?;
+            if target.exists() {
+                return Err(format!(
+                    "instance '{}' already has a save named '{name}'; choose another name",
+                    inst.name
+                ));
+            }
+            let mut spec = CreateSpec::new(install, &inst.dir, target.clone());
+            spec.args = map.write(&inst.dir)?;
+            self.backend.create_save(inst, spec).await?;
+            // The new map is what the instance plays next.
+            inst.update_saved(|s| s.next_save = Some(name.clone()))
+                .map_err(|e| format!("saving instance state: {e}"))?;
         }
         let info = saves::list(&inst.saves_dir())
             .map_err(|e| e.to_string())?

@@ -6,9 +6,11 @@ pub mod backend;
 pub mod factorio;
 pub mod instance;
 mod lists;
+pub mod mapgen;
 pub mod patch;
 pub mod plugins;
 pub mod ports;
+mod saves;
 mod transfer;
 
 use crate::config::FactorioBackend;
@@ -369,6 +371,8 @@ impl Host {
                         desired: "stopped".into(),
                         game_port: None,
                         pid: None,
+                        next_save: None,
+                        loaded_save: None,
                     },
                 ));
                 if let Ok(mut m) = self.instances.lock() {
@@ -514,28 +518,14 @@ impl Host {
                 let n = data["lines"].as_u64().unwrap_or(100) as usize;
                 Ok(json!({ "lines": inst.recent_log(n) }))
             }
-            "save_list" => {
-                let inst = self.instance(id)?;
-                let list =
-                    crate::saves::list(&inst.saves_dir()).map_err(|e| err("io", e.to_string()))?;
-                Ok(json!(list))
-            }
             "save_create" => {
                 let inst = self.instance(id)?;
                 let name = data["name"].as_str().map(String::from);
-                self.create_save(&inst, name)
-                    .await
-                    .map_err(|e| err("save_failed", e))
-            }
-            "save_fetch" => {
-                let inst = self.instance(id)?;
-                let name = data["name"].as_str().unwrap_or_default();
-                crate::saves::validate_name(name).map_err(|e| err("bad_request", e.to_string()))?;
-                self.transfer
-                    .fetch_save(inst.id, name, &inst.saves_dir())
-                    .await
-                    .map_err(|e| err("transfer_failed", e))?;
-                Ok(json!({ "name": name }))
+                let map = mapgen::NewMap::from_request(&data).map_err(|e| err("bad_request", e))?;
+                self.create_save(&inst, name, map).await.map_err(|e| {
+                    let taken = e.contains("already has a save") || e.contains("is running;");
+                    err(if taken { "conflict" } else { "save_failed" }, e)
+                })
             }
             "save_push" => {
                 let inst = self.instance(id)?;
@@ -562,6 +552,13 @@ impl Host {
                     .await
                     .map_err(|e| err("backup_failed", e))
             }
+            other if other.starts_with("save_") => match self.save_request(other, &data).await {
+                Some(result) => result,
+                None => Err(err(
+                    "unknown_request",
+                    format!("unknown host request \"{other}\""),
+                )),
+            },
             other => Err(err(
                 "unknown_request",
                 format!("unknown host request \"{other}\""),

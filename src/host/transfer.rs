@@ -142,17 +142,18 @@ impl Transfer {
         .await
     }
 
-    /// A save uploaded to the controller for this instance.
-    pub async fn fetch_save(
+    /// A save the controller holds for this instance, stored as `target` in `saves_dir`.
+    pub async fn fetch_save_as(
         &self,
         instance_id: i64,
         name: &str,
         saves_dir: &Path,
+        target: &str,
     ) -> Result<PathBuf, String> {
         self.download(
             &format!("/api/v1/host/saves/{instance_id}/{name}"),
             saves_dir,
-            Some(name),
+            Some(target),
         )
         .await?
         .ok_or_else(|| format!("the controller has no upload named {name}"))

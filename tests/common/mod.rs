@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod inventory;
 pub mod link;
 pub mod subspace;
+pub mod saves;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -120,6 +120,10 @@ export function applyEvent(name, data) {
     case "subspace_storage.storage":
       emit("storage", data);
       break;
+    case "save_progress":
+    case "bulk_progress":
+      emit(name, data);
+      break;
     default:
       break;
   }

@@ -3,6 +3,7 @@
 import { get, post, seg } from "../api.js";
 import { h, replace, busy, confirmDialog, toast, timeEl, field } from "../dom.js";
 import { state, subscribe, sorted, can } from "../store.js";
+import { bulkBar } from "./bulk.js";
 
 async function copy(text, input) {
   try {
@@ -61,6 +62,8 @@ export function mount(main) {
   const table = h("div", { class: "table-wrap" });
   main.append(h("h1", {}, "Hosts"), h("section", { "aria-labelledby": "hosts-h" }, h("h2", { id: "hosts-h", class: "visually-hidden" }, "All hosts"), table));
   if (can("core.host.generate_token")) main.append(joinTokenSection());
+  const perHost = sorted(state.hosts).filter((x) => !x.revoked).map((x) => [x.name, bulkBar(x.name)]).filter(([, b]) => b);
+  if (perHost.length) main.append(h("section", { class: "card", "aria-labelledby": "bulk-h" }, h("h2", { id: "bulk-h" }, "Bulk actions per host"), perHost.map(([n, b]) => h("div", { dataset: { bulkHost: n } }, h("h3", {}, n), b))));
 
   function render() {
     const hosts = sorted(state.hosts);

@@ -1,11 +1,12 @@
 // One instance: live status and lifecycle actions, assignment, config editor, saves, and a
 // live log with an RCON console.
 
-import { get, post, patch, del, seg, upload, download } from "../api.js";
-import { h, replace, busy, confirmDialog, toast, field, statusBadge, fmtBytes, timeEl, checkbox } from "../dom.js";
+import { get, post, patch, del, seg } from "../api.js";
+import { h, replace, busy, confirmDialog, toast, field, statusBadge, timeEl, checkbox } from "../dom.js";
 import { state, subscribe, can, instanceByRef } from "../store.js";
 import { hostOptions } from "./instances.js";
 import { loadSchema, settingsForm, diffPatch } from "../settings.js";
+import { savesTab } from "./saves.js";
 
 const TABS = [
   ["overview", "Overview"],
@@ -15,7 +16,6 @@ const TABS = [
 ];
 
 const LOG_DOM_KEEP = 1000;
-const SAVE_RE = /^[A-Za-z0-9 ._-]+\.zip$/;
 
 /** Statuses in which each action makes sense. */
 const ACTIONS = [
@@ -247,172 +247,6 @@ function rawEditor(inst, canWrite, save) {
       } else stale.hidden = false;
     },
   };
-}
-
-function progressRow(label) {
-  const bar = h("progress", { max: 1, "aria-label": label });
-  const note = h("span", { class: "muted", "aria-live": "polite" });
-  return {
-    el: h("div", { class: "progress-row", hidden: true }, bar, note),
-    set(fraction, text) {
-      this.el.hidden = false;
-      if (fraction === null) bar.removeAttribute("value");
-      else bar.value = fraction;
-      note.textContent = text;
-    },
-    hide() {
-      this.el.hidden = true;
-    },
-  };
-}
-
-function savesTab(inst, box) {
-  const table = h("div", { class: "table-wrap", id: "saves-list" });
-  const listSection = h("section", { "aria-labelledby": "sv-h" }, h("h2", { id: "sv-h" }, "Saves"), table);
-  box.append(listSection);
-
-  async function refresh() {
-    try {
-      const saves = await get(`instances/${seg(inst.id)}/saves`);
-      render(saves || []);
-    } catch (e) {
-      replace(table, h("p", { class: "muted" }, `Saves are not available: ${e.message}`));
-    }
-  }
-
-  function render(saves) {
-    if (!saves.length) {
-      replace(table, h("p", { class: "muted" }, "No saves yet. Upload one, or create a new map below."));
-      return;
-    }
-    replace(
-      table,
-      h(
-        "table",
-        { id: "saves-table" },
-        h("thead", {}, h("tr", {}, ["Name", "Size", "Modified", "Where", "Backups", ""].map((c) => h("th", { scope: "col" }, c)))),
-        h(
-          "tbody",
-          {},
-          saves.map((sv) => {
-            const prog = progressRow(`Downloading ${sv.name}`);
-            const dl = h("button", { type: "button", class: "secondary small", dataset: { key: `dl-${sv.name}` }, "aria-label": `Download ${sv.name}` }, "Download");
-            dl.addEventListener("click", () =>
-              busy(dl, async () => {
-                prog.set(0, "starting…");
-                try {
-                  await download(`instances/${seg(inst.id)}/saves/${seg(sv.name)}`, sv.name, (f) => prog.set(f, f === null ? "downloading…" : `${Math.round(f * 100)} %`));
-                  prog.set(1, "done");
-                } finally {
-                  setTimeout(() => prog.hide(), 3000);
-                }
-              }),
-            );
-            return h(
-              "tr",
-              { dataset: { save: sv.name } },
-              h("th", { scope: "row" }, sv.name),
-              h("td", {}, fmtBytes(sv.size)),
-              h("td", {}, timeEl(sv.modified_ms)),
-              h("td", {}, sv.on_host ? "on the host" : "on the controller"),
-              h("td", {}, String(sv.backups ?? 0)),
-              h("td", {}, can("core.instance.save.download") ? [dl, prog.el] : null),
-            );
-          }),
-        ),
-      ),
-    );
-  }
-
-  // Upload.
-  if (can("core.instance.save.upload")) {
-    const file = h("input", { type: "file", id: "save-file", accept: ".zip,application/zip" });
-    const btn = h("button", { type: "submit", class: "primary", id: "save-upload" }, "Upload");
-    const prog = progressRow("Upload progress");
-    const error = h("p", { class: "error", role: "alert" });
-    const form = h(
-      "form",
-      { class: "card inline-form", "aria-labelledby": "up-h" },
-      h("h2", { id: "up-h" }, "Upload a save"),
-      field("Save file (.zip)", file, "A Factorio save zip; the host fetches it before the next start."),
-      h("div", { class: "actions" }, btn),
-      prog.el,
-      error,
-    );
-    form.addEventListener("submit", (e) => {
-      e.preventDefault();
-      error.textContent = "";
-      const f = file.files && file.files[0];
-      if (!f) {
-        error.textContent = "Choose a save file first.";
-        file.focus();
-        return;
-      }
-      if (!SAVE_RE.test(f.name)) {
-        error.textContent = "Save names are letters, digits, spaces, dots, dashes and underscores, ending in .zip.";
-        return;
-      }
-      busy(btn, async () => {
-        prog.set(0, `0 % of ${fmtBytes(f.size)}`);
-        try {
-          await upload(`instances/${seg(inst.id)}/saves/${seg(f.name)}`, f, (fr) => prog.set(fr, `${Math.round(fr * 100)} % of ${fmtBytes(f.size)}`));
-          prog.set(1, "uploaded");
-          file.value = "";
-          await refresh();
-          toast(`Uploaded ${f.name}.`);
-        } catch (err) {
-          prog.hide();
-          error.textContent = err.message;
-        }
-      });
-    });
-    box.append(form);
-  }
-
-  // Create a save, and back up to the controller.
-  if (can("core.instance.save.create")) {
-    const name = h("input", { id: "new-save-name", autocomplete: "off", placeholder: "optional" });
-    const btn = h("button", { type: "submit", class: "secondary", id: "save-create" }, "Create save");
-    const backup = h("button", { type: "button", class: "secondary", id: "backup-button" }, "Back up to the controller");
-    const prog = progressRow("Backup progress");
-    const result = h("p", { class: "muted", id: "saves-result", "aria-live": "polite" });
-    const form = h(
-      "form",
-      { class: "card inline-form", "aria-labelledby": "cs-h" },
-      h("h2", { id: "cs-h" }, "Create or back up"),
-      field("New save name", name, "Running: saves the game now. Stopped: generates a new map."),
-      h("div", { class: "actions" }, btn, backup),
-      prog.el,
-      result,
-    );
-    form.addEventListener("submit", (e) => {
-      e.preventDefault();
-      const n = name.value.trim();
-      const body = n ? { name: n.endsWith(".zip") ? n : `${n}.zip` } : {};
-      busy(btn, async () => {
-        const sv = await post(`instances/${seg(inst.id)}/saves`, body);
-        name.value = "";
-        await refresh();
-        result.textContent = `Created ${sv && sv.name ? sv.name : "a save"}.`;
-      });
-    });
-    backup.addEventListener("click", () =>
-      busy(backup, async () => {
-        prog.set(null, "copying the save to the controller…");
-        try {
-          const b = await post(`instances/${seg(inst.id)}/backup`);
-          prog.set(1, "done");
-          result.textContent = `Backed up ${b.name} (${fmtBytes(b.size)}, sha256 ${String(b.sha256).slice(0, 12)}…).`;
-          await refresh();
-        } finally {
-          setTimeout(() => prog.hide(), 3000);
-        }
-      }),
-    );
-    box.append(form);
-  }
-  refresh();
-  return {};
 }
 
 function consoleTab(inst, box) {

@@ -3,6 +3,7 @@
 import { post, seg } from "../api.js";
 import { h, replace, busy, toast, field, statusBadge } from "../dom.js";
 import { state, subscribe, sorted, can } from "../store.js";
+import { bulkBar } from "./bulk.js";
 
 /** Instance names (they become directory names on the host): as the controller checks them. */
 export const NAME_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/;
@@ -84,7 +85,7 @@ function createForm() {
 
 export function mount(main) {
   const table = h("div", { class: "table-wrap", id: "instances-list" });
-  main.append(h("h1", {}, "Instances"), h("section", { "aria-label": "All instances" }, table));
+  main.append(h("h1", {}, "Instances"), bulkBar(), h("section", { "aria-label": "All instances" }, table));
   const create = can("core.instance.create") ? createForm() : null;
   if (create) main.append(create.form);
 

@@ -1,0 +1,217 @@
+//! The instance page's Saves tab in a real browser (headless Chromium): rename a save, delete
+//! one with confirmation, restore a backup, and create a new map from the form. Each step
+//! leaves `FAILED-<step>.png` under `target/screenshots/` when it fails.
+
+mod common;
+
+use anyhow::bail;
+use common::browser::{Driver, Ui};
+use common::cluster::{Api, HostProcess};
+use common::saves::{create_started, host_saves};
+use common::{ControllerProcess, join_token};
+use serde_json::{Value, json};
+
+const DIALOG_OK: &str = "dialog[open] button[type=submit]";
+const DIALOG_CANCEL: &str = "dialog[open] button.secondary";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saves_tab_renames_deletes_restores_and_makes_new_maps() {
+    if common::browser::skipped() {
+        eprintln!("skipped: CLUSTORIO_SKIP_BROWSER_TESTS is set");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let cdir = root.path().join("c");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let c = ControllerProcess::start(&cdir);
+    let api = Api::new(&c.url(""), &c.first_token);
+    let _a = HostProcess::start(
+        &root.path().join("a"),
+        &c.url(""),
+        &join_token(&cdir),
+        "a",
+        &[],
+    );
+    let view = create_started(&api, "alpha", "a", json!({"backup_retention": 3})).await;
+    let id = view["id"].as_i64().unwrap();
+    let (s, v) = api
+        .post(
+            "/api/v1/instances/alpha/saves",
+            json!({"name": "checkpoint"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = api.post("/api/v1/instances/alpha/backup", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+
+    let driver = Driver::start().expect("chromedriver");
+    let ui = Ui::new(&driver, &c.url("/"))
+        .await
+        .expect("browser session");
+    ui.step("log_in_and_open_the_saves_tab", async {
+        ui.goto("").await?;
+        ui.fill("#token", &c.first_token).await?;
+        ui.click("#login-button").await?;
+        ui.wait_text("#who", "admin").await?;
+        ui.route(&format!("#/instances/{id}/saves")).await?;
+        ui.wait_text("#saves-table tr[data-save='world.zip']", "running")
+            .await?;
+        ui.wait_text("#backup-retention", "newest 3 backups")
+            .await?;
+        ui.wait_text("#backups-table", "world.zip").await?;
+        Ok(())
+    })
+    .await;
+
+    ui.step("rename_a_save", async {
+        ui.click("[data-key='rename-checkpoint.zip']").await?;
+        ui.fill("#dialog-save-name", "before boss").await?;
+        ui.click(DIALOG_OK).await?;
+        ui.wait_text(
+            "#saves-table tr[data-save='before boss.zip']",
+            "before boss.zip",
+        )
+        .await?;
+        // Onto a taken name: the dialog says why and nothing changes.
+        ui.click("[data-key='rename-before boss.zip']").await?;
+        ui.fill("#dialog-save-name", "world.zip").await?;
+        ui.click(DIALOG_OK).await?;
+        ui.wait_text(
+            "dialog[open] .error",
+            "already has a save named 'world.zip'",
+        )
+        .await?;
+        ui.click(DIALOG_CANCEL).await?;
+        let mut names = host_saves(&api, "alpha").await;
+        names.sort();
+        if names != ["before boss.zip", "world.zip"] {
+            bail!("saves on the host: {names:?}");
+        }
+        Ok(())
+    })
+    .await;
+
+    ui.step("delete_with_confirmation", async {
+        ui.click("[data-key='delete-before boss.zip']").await?;
+        ui.wait_text("dialog[open]", "is deleted from").await?;
+        ui.click(DIALOG_CANCEL).await?;
+        if !host_saves(&api, "alpha")
+            .await
+            .contains(&"before boss.zip".to_string())
+        {
+            bail!("cancel deleted the save");
+        }
+        ui.click("[data-key='delete-before boss.zip']").await?;
+        ui.click(DIALOG_OK).await?;
+        ui.wait_js(
+            "the row to go",
+            "!document.querySelector(\"#saves-table tr[data-save='before boss.zip']\")",
+        )
+        .await?;
+        if host_saves(&api, "alpha")
+            .await
+            .contains(&"before boss.zip".to_string())
+        {
+            bail!("the API still lists it");
+        }
+        // The running game's save offers no delete.
+        ui.wait_js(
+            "no delete for the running save",
+            "!document.querySelector(\"[data-key='delete-world.zip']\")",
+        )
+        .await?;
+        Ok(())
+    })
+    .await;
+
+    ui.step("restore_a_backup", async {
+        ui.click("#backups-table [data-key^='restore-']").await?;
+        ui.wait_text("dialog[open]", "stopped first").await?;
+        ui.click(DIALOG_OK).await?;
+        ui.wait_js(
+            "the restore to finish",
+            "document.querySelector(\"progress[aria-label='Restore progress']\").value === 1",
+        )
+        .await?;
+        let v = api.get("/api/v1/instances/alpha").await;
+        if v["status"] != "running" {
+            bail!("not running again after the restore: {v}");
+        }
+        let audit = api.get("/api/v1/audit?limit=100").await;
+        if !audit.to_string().contains("backup.restore") {
+            bail!("no audit row for the restore");
+        }
+        Ok(())
+    })
+    .await;
+
+    ui.step("new_map_form", async {
+        let (s, v) = api.post("/api/v1/instances/alpha/stop", json!({})).await;
+        if s != 200 {
+            bail!("stop: {v}");
+        }
+        ui.route(&format!("#/instances/{id}/overview")).await?;
+        ui.route(&format!("#/instances/{id}/saves")).await?;
+        ui.fill("#map-name", "fresh").await?;
+        ui.fill("#map-seed", "777").await?;
+        ui.click("#map-peaceful").await?;
+        ui.fill("#map-iron-ore-frequency", "2").await?;
+        ui.fill("#map-cliffs", "0").await?;
+        // Bad raw JSON is refused in the page.
+        ui.click("#new-map-form details summary").await?;
+        ui.fill("#map-settings-json", "{not json").await?;
+        ui.click("#map-create").await?;
+        ui.wait_text("#map-error", "not a JSON object").await?;
+        ui.fill("#map-settings-json", r#"{"pollution": {"enabled": false}}"#)
+            .await?;
+        ui.click("#map-create").await?;
+        ui.wait_text("#map-result", "Created fresh.zip").await?;
+        ui.wait_text("#saves-table tr[data-save='fresh.zip']", "loads next")
+            .await?;
+        let dir = root.path().join("a/instances/alpha");
+        let map_gen: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("map-gen-settings.json"))?)?;
+        if map_gen["peaceful_mode"] != true
+            || map_gen["autoplace_controls"]["iron-ore"]["frequency"] != 2
+            || map_gen["cliff_settings"]["richness"] != 0
+        {
+            bail!("map-gen-settings.json: {map_gen}");
+        }
+        let ms: Value = serde_json::from_slice(&std::fs::read(dir.join("map-settings.json"))?)?;
+        if ms["pollution"]["enabled"] != false {
+            bail!("map-settings.json: {ms}");
+        }
+        let (s, v) = api.post("/api/v1/instances/alpha/start", json!({})).await;
+        if s != 200 {
+            bail!("start: {v}");
+        }
+        let seed = common::cluster::rcon(&api, "alpha", "/seed").await;
+        if seed.trim() != "777" {
+            bail!("seed {seed}");
+        }
+        Ok(())
+    })
+    .await;
+
+    ui.step("stop_all_from_the_instances_page", async {
+        ui.route("#/instances").await?;
+        ui.click("#bulk-stop").await?;
+        ui.wait_text("dialog[open]", "every running instance")
+            .await?;
+        ui.click(DIALOG_OK).await?;
+        ui.wait_text("#bulk-note", "1 of 1 done").await?;
+        let v = api.get("/api/v1/instances/alpha").await;
+        if v["status"] != "stopped" {
+            bail!("not stopped: {v}");
+        }
+        Ok(())
+    })
+    .await;
+
+    let errors = ui.browser_errors().await.unwrap_or_default();
+    let unexpected: Vec<_> = errors
+        .iter()
+        .filter(|e| !e.contains("409") && !e.contains("400"))
+        .collect();
+    assert!(unexpected.is_empty(), "browser errors: {unexpected:#?}");
+}

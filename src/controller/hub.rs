@@ -130,11 +130,14 @@ pub struct Hub {
     hosts: Mutex<HashMap<i64, Arc<Session>>>,
     events: broadcast::Sender<Arc<Event>>,
     pub outbox_limit: usize,
+    /// `/metrics`' picture of the cluster, kept from the events published after each commit.
+    census: Arc<super::metrics::Census>,
 }
 
 impl Hub {
-    pub fn new(outbox_limit: usize) -> Self {
+    pub fn new(outbox_limit: usize, census: Arc<super::metrics::Census>) -> Self {
         Hub {
+            census,
             sessions: Mutex::new(HashMap::new()),
             hosts: Mutex::new(HashMap::new()),
             events: broadcast::channel(EVENT_BACKLOG).0,
@@ -156,6 +159,7 @@ impl Hub {
     }
 
     pub fn publish(&self, event: Event) {
+        self.census.observe(event.name, &event.data);
         // No receivers is fine: nobody is subscribed.
         let _ = self.events.send(Arc::new(event));
     }

@@ -88,10 +88,14 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         println!("First start: created admin user '{user}'. Login token (shown once): {token}");
     }
     let metrics = Metrics::new()?;
+    let (hosts, instances) = store
+        .read(|c| Ok((store::hosts::list(c)?, store::instances::list(c)?)))
+        .await?;
+    metrics.census.seed(&hosts, &instances);
     let ctl = Arc::new_cyclic(|me| Controller {
         plugins,
         me: me.clone(),
-        hub: Hub::new(100_000),
+        hub: Hub::new(100_000, metrics.census.clone()),
         metrics,
         started: Instant::now(),
         shutdown: Shutdown::new(),
@@ -262,13 +266,13 @@ fn routes(
                 };
                 let reply: Box<dyn warp::Reply> = match result {
                     Ok(()) => {
-                        ctl.update_gauges().await;
+                        ctl.metrics.sessions.set(ctl.hub.session_count() as i64);
                         ctl.metrics.http_request("/metrics", "GET", 200);
                         let text = ctl.metrics.render() + &ctl.plugin_metrics().await;
                         Box::new(warp::reply::with_header(
                             text,
                             "content-type",
-                            "text/plain; version=0.0.4",
+                            metrics::CONTENT_TYPE,
                         ))
                     }
                     Err(e) => {
@@ -691,6 +695,7 @@ impl Controller {
                     );
                 }
             }
+            "host_metrics" => self.metrics.census.sample(host_id, data),
             "ipc_error" => {
                 let instance = data["instance_id"].as_i64().unwrap_or(-1).to_string();
                 let kind = data["kind"].as_str().unwrap_or("unknown");
@@ -712,49 +717,5 @@ impl Controller {
                 }
             }
         }
-    }
-
-    async fn update_gauges(&self) {
-        let counts = self
-            .store
-            .read(|c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT host_id, status, COUNT(*) FROM instances GROUP BY host_id, status",
-                )?;
-                let rows = stmt.query_map([], |r| {
-                    Ok((
-                        r.get::<_, Option<i64>>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                })?;
-                let rows: Vec<_> = rows.collect::<Result<_, _>>()?;
-                let hosts: i64 =
-                    c.query_row("SELECT COUNT(*) FROM hosts WHERE revoked = 0", [], |r| {
-                        r.get(0)
-                    })?;
-                Ok((rows, hosts))
-            })
-            .await;
-        let Ok((rows, hosts)) = counts else { return };
-        let mut by_status: HashMap<String, i64> = HashMap::new();
-        for (host, status, n) in rows {
-            let status = match host {
-                None => "unassigned".to_string(),
-                Some(h) if !self.hub.host_connected(h) => "unknown".to_string(),
-                Some(_) => status,
-            };
-            *by_status.entry(status).or_default() += n;
-        }
-        self.metrics.instances.reset();
-        for (status, n) in by_status {
-            self.metrics.instances.with_label_values(&[&status]).set(n);
-        }
-        self.metrics.hosts.with_label_values(&["total"]).set(hosts);
-        self.metrics
-            .hosts
-            .with_label_values(&["connected"])
-            .set(self.hub.connected_hosts().len() as i64);
-        self.metrics.sessions.set(self.hub.session_count() as i64);
     }
 }

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod factorio;
 pub mod instance;
 mod lists;
+pub mod metrics;
 pub mod patch;
 pub mod plugins;
 pub mod ports;
@@ -129,6 +130,7 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
     });
     host.load_instances().await?;
     console(shutdown.clone(), host.clone());
+    let sampler = tokio::spawn(metrics::report(host.clone()));
 
     let mut started = false;
     let outcome = loop {
@@ -190,6 +192,7 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
         }
     };
     shutdown.trigger();
+    sampler.abort();
     host.stop_all().await;
     println!("Stopped");
     outcome

@@ -348,6 +348,16 @@ fn num(v: f64) -> String {
     }
 }
 
+/// A sampled series: name, type, help, and how to get its value from a sample.
+type Series<T> = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&T) -> Option<f64>,
+);
+/// A lifecycle counter: name, help, and its count.
+type Lifecycle = (&'static str, &'static str, fn(&InstanceFacts) -> u64);
+
 fn render_cluster(s: &CensusState) -> String {
     let mut out = String::with_capacity(256 + s.instances.len() * 600 + s.hosts.len() * 900);
     let host_name = |id: Option<i64>| {
@@ -443,7 +453,7 @@ fn render_cluster(s: &CensusState) -> String {
             esc(status)
         );
     }
-    let host_series: [(&str, &str, &str, fn(&HostValues) -> Option<f64>); 10] = [
+    let host_series: [Series<HostValues>; 10] = [
         (
             "clusterio_host_cpu_seconds_total",
             "counter",
@@ -564,7 +574,7 @@ fn render_cluster(s: &CensusState) -> String {
             i.players
         );
     }
-    let lifecycle: [(&str, &str, fn(&InstanceFacts) -> u64); 3] = [
+    let lifecycle: [Lifecycle; 3] = [
         (
             "clustorio_instance_starts_total",
             "Times the instance reached running, since the controller started (from the first).",
@@ -594,7 +604,7 @@ fn render_cluster(s: &CensusState) -> String {
             }
         }
     }
-    let instance_series: [(&str, &str, &str, fn(&InstanceValues) -> Option<f64>); 3] = [
+    let instance_series: [Series<InstanceValues>; 3] = [
         (
             "clustorio_instance_factorio_cpu_seconds_total",
             "counter",

@@ -222,6 +222,18 @@ async fn metrics_show_each_host_and_instance_and_follow_changes() {
     assert!(!m.contains("instance_name=\"beta\""), "{m}");
     assert!(m.contains(&format!("instance_id=\"{a}\"")), "{m}");
 
+    // The web UI links the dashboard and scrape config served beside /metrics.
+    let (s, dash) = api.get_bytes("/metrics/grafana-dashboard.json").await;
+    assert_eq!(s, 200);
+    let shipped = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docker/grafana/clustorio.json"
+    ))
+    .unwrap();
+    assert_eq!(dash, shipped);
+    let (s, _) = api.get_bytes("/metrics/prometheus.yml").await;
+    assert_eq!(s, 200);
+
     let (body, content_type) = scrape(&api.base, &api.token).await;
     assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
     if have_tool("promtool") {

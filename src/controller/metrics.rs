@@ -16,6 +16,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
+/// The shipped Grafana dashboard and scrape config, served beside `/metrics` for the web UI.
+pub const DASHBOARD: &str = include_str!("../../docker/grafana/clustorio.json");
+pub const SCRAPE_CONFIG: &str = include_str!("../../docker/grafana/prometheus.yml");
+
 /// The Content-Type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

@@ -288,10 +288,25 @@ fn routes(
             },
         );
 
+    // The dashboard and scrape config hold no secrets: no token needed.
+    let monitoring_files = warp::path("metrics")
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::get())
+        .and_then(|file: String| async move {
+            let (body, content_type) = match file.as_str() {
+                "grafana-dashboard.json" => (metrics::DASHBOARD, "application/json"),
+                "prometheus.yml" => (metrics::SCRAPE_CONFIG, "application/yaml; charset=utf-8"),
+                _ => return Err(warp::reject::not_found()),
+            };
+            Ok::<_, warp::Rejection>(warp::reply::with_header(body, "content-type", content_type))
+        });
+
     socket
         .or(files::routes(ctl))
         .or(api)
         .or(metrics)
+        .or(monitoring_files)
         .or(web::routes())
 }
 

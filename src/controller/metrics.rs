@@ -44,7 +44,16 @@ pub struct Metrics {
     plugin_messages: IntCounterVec,
     ipc_errors: IntCounterVec,
     pub census: Arc<Census>,
+    /// Tokens that passed a full check for `/metrics` lately (by hash, with when), so a
+    /// scraper's every request does not hit SQLite. See [`SCRAPER_TRUST`].
+    scrapers: Arc<Mutex<HashMap<String, std::time::Instant>>>,
 }
+
+/// How long a `/metrics` token stays trusted without a new check: a revoked token can scrape
+/// for at most this long (the API itself checks every request).
+pub const SCRAPER_TRUST: std::time::Duration = std::time::Duration::from_secs(1);
+/// At most this many scraper tokens are remembered.
+const SCRAPERS_KEPT: usize = 64;
 
 impl Metrics {
     pub fn new() -> anyhow::Result<Self> {
@@ -91,6 +100,7 @@ impl Metrics {
             plugin_messages,
             ipc_errors,
             census: Arc::new(Census::default()),
+            scrapers: Arc::default(),
         })
     }
 
@@ -116,6 +126,27 @@ impl Metrics {
         self.link_messages
             .with_label_values(&[direction, kind])
             .inc();
+    }
+
+    /// True if `token` passed a full check less than [`SCRAPER_TRUST`] ago.
+    pub fn scraper_known(&self, token: &str) -> bool {
+        let key = crate::store::tokens::hash(token);
+        let scrapers = self.scrapers.lock().unwrap_or_else(|e| e.into_inner());
+        scrapers
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < SCRAPER_TRUST)
+    }
+
+    /// `token` just passed a full check.
+    pub fn scraper_checked(&self, token: &str) {
+        let key = crate::store::tokens::hash(token);
+        let mut scrapers = self.scrapers.lock().unwrap_or_else(|e| e.into_inner());
+        if scrapers.len() >= SCRAPERS_KEPT {
+            scrapers.retain(|_, at| at.elapsed() < SCRAPER_TRUST);
+        }
+        if scrapers.len() < SCRAPERS_KEPT {
+            scrapers.insert(key, std::time::Instant::now());
+        }
     }
 
     /// The whole exposition: counters, process metrics, then the cluster.

@@ -260,7 +260,10 @@ fn routes(
                     Ok(())
                 } else {
                     match auth::bearer(authorization.as_deref()) {
-                        Ok(token) => auth::authenticate(&ctl.store, token).await.map(|_| ()),
+                        Ok(token) if ctl.metrics.scraper_known(token) => Ok(()),
+                        Ok(token) => auth::authenticate(&ctl.store, token).await.map(|_| {
+                            ctl.metrics.scraper_checked(token);
+                        }),
                         Err(e) => Err(e),
                     }
                 };
@@ -386,13 +389,20 @@ impl Controller {
         })
     }
 
-    async fn host_names(&self) -> Result<HashMap<i64, String>, ApiError> {
-        let hosts = self.store.read(store::hosts::list).await?;
-        Ok(hosts.into_iter().map(|h| (h.id, h.name)).collect())
-    }
-
+    /// One instance's view: reads only its own host's name (not every host's), so creating
+    /// and changing instances costs the same however many hosts the cluster has.
     pub async fn instance_view(&self, rec: InstanceRecord) -> Result<Value, ApiError> {
-        Ok(self.view_of(rec, &self.host_names().await?))
+        let mut names = HashMap::new();
+        if let Some(host) = rec.host_id {
+            let found = self
+                .store
+                .read(move |c| store::hosts::find(c, &host.to_string()))
+                .await?;
+            if let Some(h) = found {
+                names.insert(h.id, h.name);
+            }
+        }
+        Ok(self.view_of(rec, &names))
     }
 
     pub async fn instance_views(&self) -> Result<Vec<Value>, ApiError> {

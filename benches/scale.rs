@@ -430,7 +430,7 @@ async fn main() {
             let mut tick = 0u64;
             while Instant::now() < load_until {
                 for (k, h) in hosts.iter().enumerate() {
-                    if (k as u64 + tick) % 5 == 0 {
+                    if (k as u64 + tick).is_multiple_of(5) {
                         let _ =
                             h.tx.send(Cmd::Event("host_metrics", sample(h, tick as f64)));
                         let i = h.instances[(tick as usize / 5) % h.instances.len()];

@@ -27,10 +27,15 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn rss_mb(pid: u32) -> f64 {
+    status_mb(pid, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` figure (kB) in MB.
+fn status_mb(pid: u32, key: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0)
@@ -268,8 +273,13 @@ async fn main() {
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     row(
-        "controller idle RSS (fresh start)".into(),
-        format!("{:.1} MB", rss_mb(pid)),
+        "controller idle RSS (fresh start): total, anonymous, file-backed".into(),
+        format!(
+            "{:.1} MB, {:.1} MB, {:.1} MB",
+            rss_mb(pid),
+            status_mb(pid, "RssAnon:"),
+            status_mb(pid, "RssFile:")
+        ),
     );
 
     // /metrics on a small cluster.

@@ -221,8 +221,11 @@ struct CensusState {
     samples: HashMap<i64, HostSample>,
     /// Bumped on every change; the rendered text is reused while it stays the same.
     generation: u64,
-    rendered: Option<(u64, Arc<str>)>,
+    rendered: Option<(u64, std::time::Instant, Arc<str>)>,
 }
+
+/// A rendering of a changed cluster is reused for this long.
+const RENDER_MAX_RATE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The cluster in memory, for `/metrics`.
 #[derive(Default)]
@@ -338,16 +341,21 @@ impl Census {
         }
     }
 
-    /// The cluster's series, rendered once per change.
+    /// The cluster's series, rendered once per change and at most every [`RENDER_MAX_RATE`]
+    /// (a busy cluster changes all the time; scrapers in a burst share one rendering).
     pub fn render(&self) -> Arc<str> {
+        self.render_within(RENDER_MAX_RATE)
+    }
+
+    fn render_within(&self, max_age: std::time::Duration) -> Arc<str> {
         let mut s = self.state();
-        if let Some((generation, text)) = &s.rendered
-            && *generation == s.generation
+        if let Some((generation, at, text)) = &s.rendered
+            && (*generation == s.generation || at.elapsed() < max_age)
         {
             return text.clone();
         }
         let text: Arc<str> = render_cluster(&s).into();
-        s.rendered = Some((s.generation, text.clone()));
+        s.rendered = Some((s.generation, std::time::Instant::now(), text.clone()));
         text
     }
 }
@@ -764,7 +772,7 @@ mod tests {
             1,
             json!({"host": {"cpu_seconds_total": 1.25}, "instances": [{"id": 7, "factorio_resident_memory_bytes": 1000}]}),
         );
-        let t = c.render();
+        let t = c.render_within(std::time::Duration::ZERO);
         assert!(
             t.contains(
                 "clustorio_instance_players_online{instance_id=\"7\",instance_name=\"a\\\"b\"} 2"
@@ -788,13 +796,13 @@ mod tests {
             "{t}"
         );
         c.observe("instance_deleted", &json!({"id": 7, "name": "a\"b"}));
-        let t = c.render();
+        let t = c.render_within(std::time::Duration::ZERO);
         assert!(!t.contains("instance_id=\"7\""), "{t}");
         c.observe(
             "host_updated",
             &json!({"id": 1, "name": "h1", "connected": false}),
         );
-        let t = c.render();
+        let t = c.render_within(std::time::Duration::ZERO);
         assert!(!t.contains("clusterio_host_cpu_seconds_total{"), "{t}");
         assert!(
             t.contains("clustorio_host_connected{host_id=\"1\",host_name=\"h1\"} 0"),

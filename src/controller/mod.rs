@@ -303,7 +303,10 @@ fn routes(
                 _ => return Err(warp::reject::not_found()),
             };
             Ok::<_, warp::Rejection>(warp::reply::with_header(body, "content-type", content_type))
-        });
+        })
+        // Boxed: one more nested filter type overflows the compiler's recursion limit in
+        // release builds.
+        .boxed();
 
     socket
         .or(files::routes(ctl))

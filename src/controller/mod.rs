@@ -303,10 +303,7 @@ fn routes(
                 _ => return Err(warp::reject::not_found()),
             };
             Ok::<_, warp::Rejection>(warp::reply::with_header(body, "content-type", content_type))
-        })
-        // Boxed: one more nested filter type overflows the compiler's recursion limit in
-        // release builds.
-        .boxed();
+        });
 
     socket
         .or(files::routes(ctl))
@@ -314,6 +311,10 @@ fn routes(
         .or(metrics)
         .or(monitoring_files)
         .or(web::routes())
+        // Boxed: the nested filter types otherwise overflow the compiler's recursion limit in
+        // release builds (optimised code checks the whole connection future's type).
+        .map(|reply| Box::new(reply) as Box<dyn warp::Reply>)
+        .boxed()
 }
 
 /// What an instance view shows only to readers of its config.

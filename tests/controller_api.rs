@@ -344,7 +344,7 @@ async fn metrics_need_a_token_unless_public_and_name_clustorio_series() {
     assert_eq!(resp.status(), StatusCode::OK);
     let text = resp.text().await.unwrap();
     for series in [
-        "clustorio_process_resident_memory_bytes",
+        "\nprocess_resident_memory_bytes ",
         "clustorio_hosts{state=\"connected\"} 0",
         "clustorio_hosts{state=\"total\"} 0",
         "clustorio_instances{status=\"unassigned\"} 1",

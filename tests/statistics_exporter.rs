@@ -130,8 +130,11 @@ async fn statistics_of_running_games_are_on_metrics_and_go_when_they_stop() {
     // A stopped game's series disappear; the other's stay.
     let (s, v) = api.post("/api/v1/instances/a/stop", json!({})).await;
     assert_eq!(s, 200, "{v}");
+    // (The controller's own per-instance series, such as its status, stay: only the plugin's go.)
     let m = wait_metrics(&api, "a's series gone", |m| {
-        !m.contains(&format!("instance_id=\"{a}\""))
+        !m.lines()
+            .filter(|l| l.contains("statistics_exporter_"))
+            .any(|l| l.contains(&format!("instance_id=\"{a}\"")))
     })
     .await;
     assert!(m.contains(&kills), "{m}");

@@ -134,6 +134,8 @@ pub struct Hub {
     /// Bumped on every change to users, roles or tokens: sessions and log streams then check
     /// their token again before they pass on the next event.
     grants: std::sync::atomic::AtomicU64,
+    /// `/metrics`' picture of the cluster, kept from the events published after each commit.
+    census: Arc<super::metrics::Census>,
 }
 
 /// What a control client may see, re-checked whenever users, roles or tokens changed since.
@@ -158,8 +160,13 @@ impl Watch {
 }
 
 impl Hub {
-    pub fn new(outbox_limit: usize, store: crate::store::Store) -> Self {
+    pub fn new(
+        outbox_limit: usize,
+        store: crate::store::Store,
+        census: Arc<super::metrics::Census>,
+    ) -> Self {
         Hub {
+            census,
             sessions: Mutex::new(HashMap::new()),
             hosts: Mutex::new(HashMap::new()),
             events: broadcast::channel(EVENT_BACKLOG).0,
@@ -183,6 +190,7 @@ impl Hub {
     }
 
     pub fn publish(&self, event: Event) {
+        self.census.observe(event.name, &event.data);
         // No receivers is fine: nobody is subscribed.
         let _ = self.events.send(Arc::new(event));
     }

@@ -90,10 +90,14 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         println!("First start: created admin user '{user}'. Login token (shown once): {token}");
     }
     let metrics = Metrics::new()?;
+    let (hosts, instances) = store
+        .read(|c| Ok((store::hosts::list(c)?, store::instances::list(c)?)))
+        .await?;
+    metrics.census.seed(&hosts, &instances);
     let ctl = Arc::new_cyclic(|me| Controller {
         plugins,
         me: me.clone(),
-        hub: Arc::new(Hub::new(100_000, store.clone())),
+        hub: Arc::new(Hub::new(100_000, store.clone(), metrics.census.clone())),
         metrics,
         started: Instant::now(),
         shutdown: Shutdown::new(),
@@ -269,19 +273,22 @@ fn routes(
                     Ok(())
                 } else {
                     match auth::bearer(authorization.as_deref()) {
-                        Ok(token) => auth::authenticate(&ctl.store, token).await.map(|_| ()),
+                        Ok(token) if ctl.metrics.scraper_known(token) => Ok(()),
+                        Ok(token) => auth::authenticate(&ctl.store, token).await.map(|_| {
+                            ctl.metrics.scraper_checked(token);
+                        }),
                         Err(e) => Err(e),
                     }
                 };
                 let reply: Box<dyn warp::Reply> = match result {
                     Ok(()) => {
-                        ctl.update_gauges().await;
+                        ctl.metrics.sessions.set(ctl.hub.session_count() as i64);
                         ctl.metrics.http_request("/metrics", "GET", 200);
                         let text = ctl.metrics.render() + &ctl.plugin_metrics().await;
                         Box::new(warp::reply::with_header(
                             text,
                             "content-type",
-                            "text/plain; version=0.0.4",
+                            metrics::CONTENT_TYPE,
                         ))
                     }
                     Err(e) => {
@@ -297,11 +304,30 @@ fn routes(
             },
         );
 
+    // The dashboard and scrape config hold no secrets: no token needed.
+    let monitoring_files = warp::path("metrics")
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::get())
+        .and_then(|file: String| async move {
+            let (body, content_type) = match file.as_str() {
+                "grafana-dashboard.json" => (metrics::DASHBOARD, "application/json"),
+                "prometheus.yml" => (metrics::SCRAPE_CONFIG, "application/yaml; charset=utf-8"),
+                _ => return Err(warp::reject::not_found()),
+            };
+            Ok::<_, warp::Rejection>(warp::reply::with_header(body, "content-type", content_type))
+        });
+
     socket
         .or(files::routes(ctl))
         .or(api)
         .or(metrics)
+        .or(monitoring_files)
         .or(web::routes())
+        // Boxed: the nested filter types otherwise overflow the compiler's recursion limit in
+        // release builds (optimised code checks the whole connection future's type).
+        .map(|reply| Box::new(reply) as Box<dyn warp::Reply>)
+        .boxed()
 }
 
 /// What an instance view shows only to readers of its config.
@@ -382,13 +408,20 @@ impl Controller {
         })
     }
 
-    async fn host_names(&self) -> Result<HashMap<i64, String>, ApiError> {
-        let hosts = self.store.read(store::hosts::list).await?;
-        Ok(hosts.into_iter().map(|h| (h.id, h.name)).collect())
-    }
-
+    /// One instance's view: reads only its own host's name (not every host's), so creating
+    /// and changing instances costs the same however many hosts the cluster has.
     pub async fn instance_view(&self, rec: InstanceRecord) -> Result<Value, ApiError> {
-        Ok(self.view_of(rec, &self.host_names().await?))
+        let mut names = HashMap::new();
+        if let Some(host) = rec.host_id {
+            let found = self
+                .store
+                .read(move |c| store::hosts::find(c, &host.to_string()))
+                .await?;
+            if let Some(h) = found {
+                names.insert(h.id, h.name);
+            }
+        }
+        Ok(self.view_of(rec, &names))
     }
 
     pub async fn instance_views(&self) -> Result<Vec<Value>, ApiError> {
@@ -745,6 +778,7 @@ impl Controller {
                     );
                 }
             }
+            "host_metrics" => self.metrics.census.sample(host_id, data),
             "ipc_error" => {
                 let instance = data["instance_id"].as_i64().unwrap_or(-1).to_string();
                 let kind = data["kind"].as_str().unwrap_or("unknown");
@@ -766,49 +800,5 @@ impl Controller {
                 }
             }
         }
-    }
-
-    async fn update_gauges(&self) {
-        let counts = self
-            .store
-            .read(|c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT host_id, status, COUNT(*) FROM instances GROUP BY host_id, status",
-                )?;
-                let rows = stmt.query_map([], |r| {
-                    Ok((
-                        r.get::<_, Option<i64>>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                })?;
-                let rows: Vec<_> = rows.collect::<Result<_, _>>()?;
-                let hosts: i64 =
-                    c.query_row("SELECT COUNT(*) FROM hosts WHERE revoked = 0", [], |r| {
-                        r.get(0)
-                    })?;
-                Ok((rows, hosts))
-            })
-            .await;
-        let Ok((rows, hosts)) = counts else { return };
-        let mut by_status: HashMap<String, i64> = HashMap::new();
-        for (host, status, n) in rows {
-            let status = match host {
-                None => "unassigned".to_string(),
-                Some(h) if !self.hub.host_connected(h) => "unknown".to_string(),
-                Some(_) => status,
-            };
-            *by_status.entry(status).or_default() += n;
-        }
-        self.metrics.instances.reset();
-        for (status, n) in by_status {
-            self.metrics.instances.with_label_values(&[&status]).set(n);
-        }
-        self.metrics.hosts.with_label_values(&["total"]).set(hosts);
-        self.metrics
-            .hosts
-            .with_label_values(&["connected"])
-            .set(self.hub.connected_hosts().len() as i64);
-        self.metrics.sessions.set(self.hub.session_count() as i64);
     }
 }

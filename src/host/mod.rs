@@ -7,6 +7,7 @@ pub mod factorio;
 pub mod instance;
 mod lists;
 pub mod mapgen;
+pub mod metrics;
 pub mod patch;
 pub mod plugins;
 pub mod ports;
@@ -131,6 +132,7 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
     });
     host.load_instances().await?;
     console(shutdown.clone(), host.clone());
+    let sampler = tokio::spawn(metrics::report(host.clone()));
 
     let mut started = false;
     let outcome = loop {
@@ -192,6 +194,7 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
         }
     };
     shutdown.trigger();
+    sampler.abort();
     host.stop_all().await;
     println!("Stopped");
     outcome

@@ -7,6 +7,7 @@ pub mod inventory;
 pub mod link;
 pub mod subspace;
 pub mod saves;
+pub mod metrics;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

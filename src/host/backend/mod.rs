@@ -76,6 +76,11 @@ pub trait Backend: Send + Sync {
     fn keeps_running(&self) -> bool {
         false
     }
+    /// CPU seconds and resident bytes of a server that has no pid here (a container), for
+    /// `/metrics`; None when unknown.
+    fn stats<'a>(&'a self, _server: &'a dyn GameServer) -> BoxFuture<'a, Option<(f64, f64)>> {
+        Box::pin(async { None })
+    }
 }
 
 /// Factorio as a child process of the host.

@@ -34,7 +34,18 @@ export function mount(main) {
   const charts = h("section", { class: "charts", "aria-labelledby": "charts-h" });
   const instancesBox = h("section", { "aria-labelledby": "inst-h" });
 
-  main.append(h("h1", {}, "Overview"), stats, alertBox, h("div", { class: "two" }, instancesBox, players), charts);
+  // Prometheus and Grafana: the one /metrics endpoint, the shipped dashboard and a scrape config.
+  const monitoring = h(
+    "p",
+    { class: "muted monitoring" },
+    "Monitoring: ",
+    h("a", { href: "/metrics" }, "/metrics"),
+    " · ",
+    h("a", { href: "/metrics/grafana-dashboard.json", download: "clustorio.json" }, "Grafana dashboard"),
+    " · ",
+    h("a", { href: "/metrics/prometheus.yml", download: "prometheus.yml" }, "Prometheus scrape config"),
+  );
+  main.append(h("h1", {}, "Overview"), stats, alertBox, h("div", { class: "two" }, instancesBox, players), charts, monitoring);
 
   function render() {
     const inst = [...state.instances.values()];

@@ -563,6 +563,26 @@ impl Backend for DockerBackend {
         self.problem.lock().ok().and_then(|p| p.clone())
     }
 
+    /// The container's CPU (ns → s) and memory usage from the daemon's one-shot stats.
+    fn stats<'a>(&'a self, server: &'a dyn GameServer) -> BoxFuture<'a, Option<(f64, f64)>> {
+        Box::pin(async move {
+            let id = server.container()?["id"].as_str()?.to_string();
+            let daemon = self.daemon().await.ok()?;
+            let options = bollard::query_parameters::StatsOptions {
+                stream: false,
+                one_shot: true,
+            };
+            let mut stream = daemon.docker.stats(&id, Some(options));
+            let stats = tokio::time::timeout(Duration::from_secs(2), stream.next())
+                .await
+                .ok()??
+                .ok()?;
+            let cpu = stats.cpu_stats?.cpu_usage?.total_usage? as f64 / 1e9;
+            let mem = stats.memory_stats?.usage? as f64;
+            Some((cpu, mem))
+        })
+    }
+
     fn spawn<'a>(
         &'a self,
         inst: &'a Instance,

@@ -9,6 +9,7 @@ mod history;
 mod hub;
 mod instances;
 mod metrics;
+pub mod players;
 pub mod plugins;
 pub mod requests;
 mod session;
@@ -83,6 +84,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     let plugins = plugins::Plugins::load(&cfg.plugins)?;
     let store = Store::open(dir)?;
     plugins::migrate(&store, &plugins).await?;
+    players::migrate(&store).await?;
     let loaded = ControllerConfig::load(dir).unwrap_or_else(|_| cfg.clone());
     if let Some((user, token)) = bootstrap(&store, &cfg).await? {
         println!("First start: created admin user '{user}'. Login token (shown once): {token}");
@@ -627,6 +629,14 @@ impl Controller {
                 };
                 let status = status.to_string();
                 let port = data["game_port"].as_i64();
+                let online: Vec<String> = data["players"]
+                    .as_array()
+                    .map(|p| {
+                        p.iter()
+                            .filter_map(|n| n.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 if let Ok(mut live) = self.live.lock() {
                     let entry = live.entry(id).or_default();
                     entry.confirmed = true;
@@ -668,6 +678,7 @@ impl Controller {
                     .await;
                 match result {
                     Ok(rec) => {
+                        self.observe_players(&rec, online).await;
                         if let Ok(view) = self.instance_view(rec).await {
                             self.hub.publish(Event::instance_updated(&view));
                         }

@@ -241,6 +241,9 @@ pub enum ControlRequest {
     },
     /// research_sync: the cluster's technologies and progress.
     ResearchList,
+    /// Players: list, history, actions, list files (`players.rs`).
+    #[serde(skip)]
+    Players(super::players::PlayerRequest),
 }
 
 fn empty_object() -> Value {
@@ -268,6 +271,9 @@ fn created(body: impl serde::Serialize) -> Result<Reply, ApiError> {
 impl ControlRequest {
     /// Decodes a link request (`name` + `data`).
     pub fn from_link(name: &str, data: Value) -> Result<Self, ApiError> {
+        if let Some(r) = super::players::PlayerRequest::from_link(name, &data) {
+            return r.map(ControlRequest::Players);
+        }
         let empty = data.is_null() || data.as_object().is_some_and(|m| m.is_empty());
         // Requests without fields (e.g. "status") are unit variants: they take no "data".
         if empty && let Ok(r) = serde_json::from_value(json!({ "name": name })) {
@@ -364,6 +370,7 @@ impl ControlRequest {
             ChatSend { .. } => vec!["global_chat.send"],
             ChatHistory => vec!["global_chat.view"],
             ResearchList => vec![crate::plugins::research_sync::PERMISSION_LIST],
+            Players(r) => r.permissions(),
         }
     }
 
@@ -624,6 +631,7 @@ impl ControlRequest {
                 }
                 ok(crate::plugins::research_sync::list(store).await?)
             }
+            Players(r) => ok(r.run(ctl, actor).await?),
         }
     }
 }

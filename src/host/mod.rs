@@ -5,7 +5,7 @@
 pub mod backend;
 pub mod factorio;
 pub mod instance;
-mod lists;
+pub mod lists;
 pub mod patch;
 pub mod plugins;
 pub mod ports;

@@ -1,5 +1,6 @@
 //! The controller (master): HTTP API, link socket, metrics and the cluster's state.
 
+mod addresses;
 mod api;
 pub mod auth;
 mod console;
@@ -65,6 +66,8 @@ pub struct Controller {
     me: std::sync::Weak<Controller>,
     /// How each host runs Factorio (`process`/`docker`) and why it cannot, if it says so.
     host_backends: std::sync::Mutex<HashMap<i64, Value>>,
+    /// Each host's addresses for players (what it reports and where its link comes from).
+    join_addresses: std::sync::Mutex<HashMap<i64, crate::join_address::HostAddresses>>,
 }
 
 /// What a host last reported about an instance beyond its status.
@@ -102,6 +105,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         history: history::History::default(),
         host_ports: std::sync::Mutex::new(HashMap::new()),
         host_backends: std::sync::Mutex::new(HashMap::new()),
+        join_addresses: std::sync::Mutex::new(HashMap::new()),
         store,
         loaded: loaded.clone(),
         settings: std::sync::Mutex::new(loaded),
@@ -358,6 +362,7 @@ impl Controller {
             "status": status,
             "game_port": rec.game_port,
             "players_online": live.players,
+            "join_address": self.join_address(rec.host_id, rec.game_port),
             "message": live.message,
             "container": live.container,
             "desired": rec.desired,
@@ -412,6 +417,7 @@ impl Controller {
             .and_then(|b| b.get(&host.id).cloned())
             .unwrap_or(Value::Null);
         v["instances"] = json!(instances);
+        v["join_host"] = json!(self.join_host(host.id));
         Ok(v)
     }
 
@@ -688,6 +694,7 @@ impl Controller {
             }
             "instance_log" => self.hub.publish(Event::instance_log(data)),
             "host_info" => {
+                self.host_addresses(host_id, &data).await;
                 if let (Some(n), Ok(mut ports)) =
                     (data["game_ports"].as_u64(), self.host_ports.lock())
                 {

@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod factorio;
+mod game_defaults;
 pub mod instance;
 pub mod lists;
 pub mod patch;
@@ -149,6 +150,8 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
                             "factorio": host.install.is_some(),
                             "backend": host.backend.name(),
                             "backend_error": host.backend.unavailable(),
+                            "public_address": host.cfg.public_address,
+                            "allocation_ip": crate::join_address::allocation_ip_from_env(),
                         }),
                     );
                     if !ready.resumed {

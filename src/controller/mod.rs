@@ -572,7 +572,17 @@ impl Controller {
                     .into_iter()
                     .filter(|i| i.host_id == Some(host_id))
                     .collect();
-                session.send_event("instances_sync", json!({ "instances": mine }));
+                // The cluster's name (for server names) and the users (for the admin, ban and
+                // white lists: changes made while the host was away reach its running games).
+                let users = self.user_records().await.unwrap_or(Value::Null);
+                session.send_event(
+                    "instances_sync",
+                    json!({
+                        "instances": mine,
+                        "cluster_name": self.settings().cluster_name,
+                        "users": users,
+                    }),
+                );
             }
             Err(e) => tracing::error!(error = %e, "reading instances for a host"),
         }

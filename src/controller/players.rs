@@ -112,7 +112,10 @@ pub fn record_presence(
     for (session, key, name) in &open {
         if !online.iter().any(|n| store::users::key(n) == *key) {
             conn.execute(
-                "UPDATE player_sessions SET left_at = ?2, leave_reason = ?3 WHERE id = ?1",
+                // A reason set beforehand (a kick on its way) stays.
+                "UPDATE player_sessions SET left_at = ?2,
+                    leave_reason = CASE WHEN leave_reason = '' THEN ?3 ELSE leave_reason END
+                 WHERE id = ?1",
                 params![session, now, reason],
             )?;
             presence.left.push(name.clone());
@@ -874,12 +877,20 @@ async fn kick(
         )));
     }
     let command = format!("/kick {} {reason}", u.name).trim_end().to_string();
+    let left = format!("kicked: {reason}")
+        .trim_end_matches(": ")
+        .to_string();
     let mut kicked_from = Vec::new();
     let mut failed = Vec::new();
     for (id, instance) in on {
+        // The history says why they left, whenever the game's leave report arrives.
+        set_leave_reason(ctl, u.id, id, &left).await?;
         match ctl.rcon(who, Ref::Id(id), command.clone()).await {
             Ok(_) => kicked_from.push(instance),
-            Err(e) => failed.push(json!({ "instance": instance, "error": e.message })),
+            Err(e) => {
+                set_leave_reason(ctl, u.id, id, "").await?;
+                failed.push(json!({ "instance": instance, "error": e.message }));
+            }
         }
     }
     let (w, n, detail) = (
@@ -898,6 +909,27 @@ async fn kick(
         ));
     }
     Ok(json!({ "name": u.name, "kicked_from": kicked_from, "failed": failed, "reason": reason }))
+}
+
+/// The reason an open session will close with.
+async fn set_leave_reason(
+    ctl: &Controller,
+    user_id: i64,
+    instance_id: i64,
+    reason: &str,
+) -> Result<(), ApiError> {
+    let reason = reason.to_string();
+    ctl.store
+        .write(move |c| {
+            c.execute(
+                "UPDATE player_sessions SET leave_reason = ?3
+                 WHERE user_id = ?1 AND instance_id = ?2 AND left_at IS NULL",
+                params![user_id, instance_id, reason],
+            )?;
+            Ok(())
+        })
+        .await?;
+    Ok(())
 }
 
 async fn import(ctl: &Controller, who: &str, r: ImportRequest) -> Result<Value, ApiError> {

@@ -349,7 +349,7 @@ pub async fn user(client: &Client, out: &Output, cmd: UserCommand) -> anyhow::Re
                 .post("/lists/import", &body)
                 .await
                 .context("importing the lists")?;
-            out.print(&r, |r| import_text(r))
+            out.print(&r, import_text)
         }
         UserCommand::Export {
             admins,

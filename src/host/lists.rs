@@ -59,6 +59,28 @@ impl UserLists {
         cmds
     }
 
+    /// Replaces the lists with the full set of users the controller sent; returns the RCON
+    /// commands that bring a running game from the old lists to the new ones.
+    pub fn sync_to(&mut self, users: &[Value]) -> Vec<Command> {
+        let mut cmds = Vec::new();
+        let names: BTreeSet<&str> = users.iter().filter_map(|u| u["name"].as_str()).collect();
+        let gone: Vec<String> = self
+            .admins
+            .iter()
+            .chain(self.bans.keys())
+            .chain(self.whitelist.iter())
+            .filter(|n| !names.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            cmds.extend(self.remove_user(&name));
+        }
+        for u in users {
+            cmds.extend(self.apply_user(u));
+        }
+        cmds
+    }
+
     pub fn remove_user(&mut self, name: &str) -> Vec<Command> {
         self.apply_user(&json!({ "name": name }))
     }
@@ -245,6 +267,18 @@ pub fn file_json(list: ListFile, entries: &[ListEntry]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_sync_yields_only_the_differences() {
+        let mut l = UserLists::default();
+        l.apply_user(&json!({"name": "a", "is_admin": true}));
+        l.apply_user(&json!({"name": "gone", "is_banned": true, "ban_reason": "x"}));
+        let cmds = l.sync_to(&[
+            json!({"name": "a", "is_admin": true}),
+            json!({"name": "c", "is_banned": true, "ban_reason": "spam"}),
+        ]);
+        assert_eq!(cmds, vec!["/unban gone", "/ban c spam"]);
+    }
 
     #[test]
     fn ban_files_take_names_and_objects_and_report_every_bad_entry() {

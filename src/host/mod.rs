@@ -637,10 +637,13 @@ impl Host {
         {
             *n = name.to_string();
         }
-        if let Some(users) = data["users"].as_array()
-            && let Ok(mut l) = self.lists.lock()
-        {
-            *l = UserLists::from_users(users);
+        if let Some(users) = data["users"].as_array() {
+            let cmds = self
+                .lists
+                .lock()
+                .map(|mut l| l.sync_to(users))
+                .unwrap_or_default();
+            self.run_on_all(cmds);
         }
         let records = data["instances"].as_array().cloned().unwrap_or_default();
         let wanted: Vec<i64> = records.iter().filter_map(|r| r["id"].as_i64()).collect();

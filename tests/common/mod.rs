@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod cluster;
 pub mod link;
+pub mod players;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

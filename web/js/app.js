@@ -9,6 +9,7 @@ import * as hosts from "./pages/hosts.js";
 import * as instances from "./pages/instances.js";
 import * as instance from "./pages/instance.js";
 import * as users from "./pages/users.js";
+import * as players from "./pages/players.js";
 import * as roles from "./pages/roles.js";
 import * as mods from "./pages/mods.js";
 import * as audit from "./pages/audit.js";
@@ -22,6 +23,7 @@ const NAV = [
   ["overview", "Overview", null],
   ["instances", "Instances", "core.instance.list"],
   ["hosts", "Hosts", "core.host.list"],
+  ["players", "Players", "core.user.list"],
   ["users", "Users", "core.user.list"],
   ["roles", "Roles", "core.role.list"],
   ["mods", "Mods", "core.mod.list"],
@@ -33,6 +35,7 @@ const NAV = [
 ];
 
 const PAGES = { overview, hosts, instances, users, roles, mods, plugins, research, audit, chat, settings };
+PAGES.players = players;
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");

@@ -63,8 +63,21 @@ async fn joins_on_two_instances_make_users_with_history_online_time_and_join_add
         &h1_env,
     );
     let _h2 = HostProcess::start(&root.path().join("h2"), &c.url(""), &join_tok, "h2", &[]);
+    // h3 is a panel slave without a public address: the panel's allocation IP is its address.
+    let h3_env = [("SERVER_IP", "198.51.100.7")];
+    let _h3 = HostProcess::start(
+        &root.path().join("h3"),
+        &c.url(""),
+        &join_tok,
+        "h3",
+        &h3_env,
+    );
     let a = start_on(&api, "a", "h1").await;
     start_on(&api, "b", "h2").await;
+    let c3 = start_on(&api, "c3", "h3").await;
+    let c3_port = c3["game_port"].as_u64().unwrap();
+    let c3 = api.get("/api/v1/instances/c3").await;
+    assert_eq!(c3["join_address"], json!(format!("198.51.100.7:{c3_port}")));
 
     // Where to connect: h1's public address; h2 connects from 127.0.0.1, which is never shown.
     let port = a["game_port"].as_u64().unwrap();

@@ -297,6 +297,26 @@ async fn kick_ban_promote_and_whitelist_from_api_and_ctl_reach_every_instance() 
     assert_eq!(audit_rows(&api, "user.whitelist", "Dora").await.len(), 1);
     assert_eq!(audit_rows(&api, "user.unwhitelist", "Dora").await.len(), 1);
 
+    // A ban typed into one game's console becomes the cluster's: the other game refuses too.
+    rcon(&api, "a", "/ban Mallory cheating").await;
+    wait_until("the cluster has Mallory's ban", 20, || async {
+        let (s, u) = api.call("GET", "/api/v1/users/Mallory", None).await;
+        s == 200 && u["is_banned"] == true && u["ban_reason"] == "cheating"
+    })
+    .await;
+    wait_until("b refuses Mallory", 20, || async {
+        join(&api, "b", "Mallory").await.starts_with("refused")
+    })
+    .await;
+    assert_eq!(
+        audit_rows(&api, "user.ban", "Mallory").await[0]["actor"],
+        "game:a"
+    );
+    // The games' echoes of the cluster's own changes are no new changes: Bob stays demoted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(api.get("/api/v1/users/Bob").await["is_admin"], false);
+    assert_eq!(audit_rows(&api, "user.promote", "Bob").await.len(), 1);
+
     // Taking a flag from a name nobody knows is an error, not a new user.
     let (s, v) = api.post("/api/v1/users/Nobody/unban", json!({})).await;
     assert_eq!(s, 404, "{v}");

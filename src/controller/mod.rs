@@ -68,6 +68,8 @@ pub struct Controller {
     host_backends: std::sync::Mutex<HashMap<i64, Value>>,
     /// Each host's addresses for players (what it reports and where its link comes from).
     join_addresses: std::sync::Mutex<HashMap<i64, crate::join_address::HostAddresses>>,
+    /// List changes sent to the games lately, so their echoes are not taken for new ones.
+    player_echoes: players::Echoes,
 }
 
 /// What a host last reported about an instance beyond its status.
@@ -106,6 +108,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         host_ports: std::sync::Mutex::new(HashMap::new()),
         host_backends: std::sync::Mutex::new(HashMap::new()),
         join_addresses: std::sync::Mutex::new(HashMap::new()),
+        player_echoes: players::Echoes::default(),
         store,
         loaded: loaded.clone(),
         settings: std::sync::Mutex::new(loaded),
@@ -732,6 +735,7 @@ impl Controller {
                     player = data["name"].as_str(),
                     "player event"
                 );
+                self.game_player_event(&data).await;
                 self.hub.publish(Event::player_event(data));
             }
             other => {

@@ -502,6 +502,98 @@ fn clean_reason(reason: Option<String>) -> Result<String, ApiError> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Changes made in a game (an admin typing /ban, /promote …), for the whole cluster.
+
+/// How long a change the controller made is expected back from the games (each running game
+/// reports the command it was sent as its own event).
+const ECHO_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The flag changes the controller sent to the games lately: their echoes are not new changes.
+#[derive(Default)]
+pub struct Echoes(std::sync::Mutex<Vec<(String, &'static str, std::time::Instant)>>);
+
+impl Echoes {
+    fn kind(flag: &Flag) -> &'static str {
+        match flag {
+            Flag::Ban(_) => "BAN",
+            Flag::Unban => "UNBANNED",
+            Flag::Promote => "PROMOTE",
+            Flag::Demote => "DEMOTE",
+            Flag::Whitelist | Flag::Unwhitelist => "WHITELIST",
+        }
+    }
+
+    fn expect(&self, name: &str, flag: &Flag) {
+        if let Ok(mut e) = self.0.lock() {
+            e.retain(|(_, _, at)| at.elapsed() < ECHO_WINDOW);
+            e.push((
+                store::users::key(name),
+                Self::kind(flag),
+                std::time::Instant::now(),
+            ));
+        }
+    }
+
+    fn is_echo(&self, name: &str, kind: &str) -> bool {
+        let key = store::users::key(name);
+        self.0.lock().is_ok_and(|e| {
+            e.iter()
+                .any(|(n, k, at)| *n == key && *k == kind && at.elapsed() < ECHO_WINDOW)
+        })
+    }
+}
+
+impl Controller {
+    /// A game reported a ban, unban, promotion or demotion (the Lua module's `player_event`):
+    /// unless it is the echo of the controller's own command, it becomes the cluster's.
+    pub(super) async fn game_player_event(&self, data: &Value) {
+        let (Some(kind), Some(name)) = (data["type"].as_str(), data["name"].as_str()) else {
+            return;
+        };
+        let flag = match kind {
+            "BAN" => Flag::Ban(data["reason"].as_str().unwrap_or_default().to_string()),
+            "UNBANNED" => Flag::Unban,
+            "PROMOTE" => Flag::Promote,
+            "DEMOTE" => Flag::Demote,
+            _ => return,
+        };
+        if self.player_echoes.is_echo(name, kind) {
+            return;
+        }
+        let instance = data["instance_id"].as_i64().unwrap_or(-1);
+        let actor = match self
+            .store
+            .read(move |c| store::instances::get(c, &instance.to_string()))
+            .await
+        {
+            Ok(rec) => format!("game:{}", rec.name),
+            Err(_) => GAME_ACTOR.to_string(),
+        };
+        let name = name.to_string();
+        let result = self
+            .store
+            .write(move |c| {
+                // A game's ban of someone banned already keeps the cluster's reason.
+                if let Flag::Ban(_) = flag
+                    && store::users::find(c, &name)?.is_some_and(|u| u.is_banned)
+                {
+                    return Ok(None);
+                }
+                set_flag(c, &actor, &name, &flag).map(|(u, changed)| changed.then_some(u))
+            })
+            .await;
+        match result {
+            Ok(Some(u)) => {
+                tracing::info!(player = %u.name, kind, "a change made in a game, applied to the cluster");
+                self.hub.publish(Event::user_updated(&u));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(kind, error = %e, "a change made in a game was not applied"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Import and export of Factorio's list files.
 
 /// What an import would change (a dry run) or changed.
@@ -654,13 +746,18 @@ fn apply_import(
     actor: &str,
     files: &ImportFiles,
     replace: bool,
-) -> StoreResult<(ImportSummary, Vec<User>)> {
+) -> StoreResult<(ImportSummary, Vec<(User, Vec<Flag>)>)> {
     let (summary, changes) = plan_import(conn, files, replace)?;
-    let mut touched: Vec<User> = Vec::new();
+    let mut touched: Vec<(User, Vec<Flag>)> = Vec::new();
     for (name, flag) in &changes {
         let (u, _) = set_flag(conn, actor, name, flag)?;
-        touched.retain(|t| t.id != u.id);
-        touched.push(u);
+        let mut flags = touched
+            .iter()
+            .position(|(t, _)| t.id == u.id)
+            .map(|i| touched.remove(i).1)
+            .unwrap_or_default();
+        flags.push(flag.clone());
+        touched.push((u, flags));
     }
     audit::record(
         conn,
@@ -846,12 +943,14 @@ async fn flag(ctl: &Controller, who: &str, user: String, f: Flag) -> Result<Valu
         store::users::validate_name(&user)?;
     }
     let who = who.to_string();
+    let f_kind = f.clone();
     let (u, changed) = ctl
         .store
         .write(move |c| set_flag(c, &who, &user, &f))
         .await?;
     if changed {
         // Hosts get it too: every running game is told over RCON, later starts get the files.
+        ctl.player_echoes.expect(&u.name, &f_kind);
         ctl.hub.publish(Event::user_updated(&u));
     }
     let mut v = serde_json::to_value(&u).map_err(internal)?;
@@ -962,7 +1061,10 @@ async fn import(ctl: &Controller, who: &str, r: ImportRequest) -> Result<Value, 
         .store
         .write(move |c| apply_import(c, &who, &files, replace))
         .await?;
-    for u in &touched {
+    for (u, flags) in &touched {
+        for f in flags {
+            ctl.player_echoes.expect(&u.name, f);
+        }
         ctl.hub.publish(Event::user_updated(u));
     }
     serde_json::to_value(&summary).map_err(internal)

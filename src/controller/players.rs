@@ -740,15 +740,18 @@ fn plan_import(
     Ok((summary, changes))
 }
 
+/// A user an import changed, with the flags it set.
+type Touched = (User, Vec<Flag>);
+
 /// Applies an import in one transaction (the caller's): every change or none.
 fn apply_import(
     conn: &Connection,
     actor: &str,
     files: &ImportFiles,
     replace: bool,
-) -> StoreResult<(ImportSummary, Vec<(User, Vec<Flag>)>)> {
+) -> StoreResult<(ImportSummary, Vec<Touched>)> {
     let (summary, changes) = plan_import(conn, files, replace)?;
-    let mut touched: Vec<(User, Vec<Flag>)> = Vec::new();
+    let mut touched: Vec<Touched> = Vec::new();
     for (name, flag) in &changes {
         let (u, _) = set_flag(conn, actor, name, flag)?;
         let mut flags = touched

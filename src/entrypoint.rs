@@ -150,7 +150,37 @@ fn check_values(mode: Mode, get: Lookup) -> Result<(), EntrypointError> {
                     "{var} is '{ports}' ({e:#}); accepted values: UDP ports as a list and/or ranges, like 34197,34200-34210"
                 )));
             }
+            check_game_defaults(table, get)?;
         }
+    }
+    Ok(())
+}
+
+/// The slave's defaults for its games and its public address (the egg's game variables).
+fn check_game_defaults(
+    table: &[(&'static str, &'static str)],
+    get: Lookup,
+) -> Result<(), EntrypointError> {
+    if let Some((var, n)) = setting(table, "game_max_players", get)
+        && n.parse::<u16>().is_err()
+    {
+        return Err(usage(format!(
+            "{var} is '{n}'; accepted values: a number of players, 0-65535 (0 = unlimited)"
+        )));
+    }
+    if let Some((var, v)) = setting(table, "game_visibility", get)
+        && !matches!(v.as_str(), "lan" | "public" | "both" | "hidden")
+    {
+        return Err(usage(format!(
+            "{var} is '{v}'; accepted values: lan, public, both, hidden"
+        )));
+    }
+    if let Some((var, a)) = setting(table, "public_address", get)
+        && (a.contains("://") || a.contains('/') || a.chars().any(char::is_whitespace))
+    {
+        return Err(usage(format!(
+            "{var} is '{a}'; accepted values: a host name or IP address players can reach, like play.example.org or 203.0.113.7"
+        )));
     }
     Ok(())
 }
@@ -266,6 +296,33 @@ mod tests {
             Err(EntrypointError::Usage(m)) => m,
             other => panic!("expected a usage error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn game_variables_with_unusable_values_name_the_variable() {
+        let base = [
+            ("SERVER_MODE", "slave"),
+            ("MASTER_URL", "http://m:8081"),
+            ("MASTER_TOKEN", "t"),
+            ("SLAVE_NAME", "s"),
+        ];
+        for (var, value, says) in [
+            ("MAX_PLAYERS", "lots", "0-65535"),
+            ("GAME_VISIBILITY", "everyone", "lan, public, both, hidden"),
+            ("PUBLIC_ADDRESS", "http://x", "host name or IP"),
+        ] {
+            let mut env = base.to_vec();
+            env.push((var, value));
+            let m = message(check_values(Mode::Host, &vars(&env)));
+            assert!(m.starts_with(var) && m.contains(says), "{m}");
+        }
+        let mut env = base.to_vec();
+        env.extend([
+            ("MAX_PLAYERS", "12"),
+            ("GAME_VISIBILITY", "both"),
+            ("PUBLIC_ADDRESS", "203.0.113.7"),
+        ]);
+        assert!(check_values(Mode::Host, &vars(&env)).is_ok());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod ctl;
 pub mod demo;
 pub mod entrypoint;
 pub mod host;
+pub mod join_address;
 pub mod link;
 pub mod permissions;
 pub mod plugins;

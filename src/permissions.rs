@@ -101,6 +101,7 @@ permissions! {
     "core.user.set_banned", false, "Set banned", "Ban or unban players.";
     "core.user.set_whitelisted", false, "Set whitelisted", "Add or remove players from the whitelist.";
     "core.user.delete", false, "Delete user", "Delete users.";
+    "core.user.kick", false, "Kick player", "Kick a player from the games they are in.";
     "core.user.bulk_import", false, "Bulk import users", "Import admin, ban and white lists.";
     "core.user.bulk_export", false, "Bulk export users", "Export admin, ban and white lists.";
     "core.user.bulk_restore", false, "Bulk restore users", "Replace lists from an import.";

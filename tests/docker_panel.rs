@@ -149,7 +149,10 @@ fn panel_env(values: &[(&str, &str)]) -> Vec<(String, String)> {
         ("TZ".into(), "UTC".into()),
         ("STARTUP".into(), egg()["startup"].as_str().unwrap().into()),
         ("SERVER_MEMORY".into(), "0".into()),
-        ("SERVER_IP".into(), "0.0.0.0".into()),
+        (
+            "SERVER_IP".into(),
+            value("SERVER_IP").unwrap_or_else(|| "0.0.0.0".into()),
+        ),
         (
             "SERVER_PORT".into(),
             value("SERVER_PORT").unwrap_or_else(|| "8081".into()),
@@ -679,6 +682,12 @@ async fn a_master_and_two_slaves_on_a_docker_network() {
 
     let mut slaves = Vec::new();
     for s in ["slave-1", "slave-2"] {
+        // slave-1 has the egg's Public address; slave-2 nothing (Wings' SERVER_IP is 0.0.0.0).
+        let public = if s == "slave-1" {
+            "play.example.org"
+        } else {
+            ""
+        };
         let vol = root.path().join(s);
         common::cluster::install_sim(&vol);
         let vol = volume(root.path(), s);
@@ -689,6 +698,7 @@ async fn a_master_and_two_slaves_on_a_docker_network() {
             ("MASTER_URL", "http://master:8081"),
             ("MASTER_TOKEN", join.as_str()),
             ("SLAVE_NAME", s),
+            ("PUBLIC_ADDRESS", public),
             ("FACTORIO_STANDIN_SPEED", "0.02"),
         ];
         let c = panel_container(
@@ -732,6 +742,45 @@ async fn a_master_and_two_slaves_on_a_docker_network() {
         assert_eq!(factorio_pids(name).len(), 1);
     }
     api.post("/api/v1/users", json!({"name": "engineer"})).await;
+
+    // Where players connect: slave-1's public address; slave-2 has none, and what the master
+    // sees it connect from is a container address on the Docker network, so no join address is
+    // claimed — never that address, never 127.0.0.1.
+    let hosts = api.get("/api/v1/hosts").await;
+    let host = |name: &str| {
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let (one, two) = (host("slave-1"), host("slave-2"));
+    assert_eq!(one["join_host"]["address"], "play.example.org", "{one}");
+    assert_eq!(one["join_host"]["source"], "public_address");
+    let seen = two["address"].as_str().unwrap().to_string();
+    assert!(
+        seen.starts_with("172."),
+        "the master sees a Docker address: {two}"
+    );
+    assert_eq!(two["join_host"], Value::Null, "{two}");
+    for i in ["east", "west"] {
+        let v = api.get(&format!("/api/v1/instances/{i}")).await;
+        let on_one = v["host"] == "slave-1";
+        let join = v["join_address"].clone();
+        if on_one {
+            assert_eq!(join, json!("play.example.org:34197"), "{v}");
+        } else {
+            assert_eq!(join, Value::Null, "{v}");
+        }
+    }
+    let all = api.get("/api/v1/instances").await.to_string();
+    assert!(
+        !all.contains(&format!("{seen}:")),
+        "no Docker address as a join address"
+    );
+    assert!(!all.contains("127.0.0.1:34197"), "no loopback join address");
 
     // Stop and start the master container: nothing is lost, the slaves come back by themselves.
     docker_ok(&["stop", &master]);

@@ -385,8 +385,48 @@ pub static HOST: &[Field] = &[
         .restart(),
     Field::new("public_address", text(255), D::Str(""))
         .title("Public address")
-        .about("Address players use to reach this host (shown in the UI); empty: the controller's view.")
+        .about("Address players use to reach this host (shown in the UI as each game's join address); empty: the panel's allocation IP, else the address the controller sees this slave connect from.")
         .section(SERVER)
+        .env(&["PUBLIC_ADDRESS"])
+        .restart(),
+    // Defaults for the games of this slave; an instance's own config wins over each.
+    Field::new("game_name_template", text(200), D::Str(""))
+        .title("Server name template")
+        .about("Server browser name of games whose config names none: {cluster}, {instance} and {host} are replaced; empty: {cluster} - {instance}.")
+        .section(GAME)
+        .env(&["GAME_NAME_TEMPLATE"])
+        .restart(),
+    Field::new("game_password", text(255), D::Str(""))
+        .title("Game password")
+        .about("Password players enter to join this slave's games, unless a game's config sets one; empty: none.")
+        .section(GAME)
+        .env(&["GAME_PASSWORD"])
+        .secret()
+        .restart(),
+    Field::new("game_max_players", int(0, 65535), D::Int(0))
+        .title("Maximum players")
+        .about("Players allowed at once in this slave's games, unless a game's config sets it; 0 = unlimited.")
+        .section(GAME)
+        .env(&["MAX_PLAYERS"])
+        .restart(),
+    Field::new("game_visibility", Kind::Enum(&["lan", "public", "both", "hidden"]), D::Str("lan"))
+        .title("Visibility")
+        .about("Where this slave's games are announced, unless a game's config says: lan, public (needs the factorio.com username and token), both or hidden.")
+        .section(GAME)
+        .env(&["GAME_VISIBILITY"])
+        .restart(),
+    Field::new("factorio_username", text(255), D::Str(""))
+        .title("factorio.com username")
+        .about("factorio.com login this slave's games use to publish themselves, unless a game's config sets one.")
+        .section(GAME)
+        .env(&["FACTORIO_USERNAME"])
+        .restart(),
+    Field::new("factorio_token", text(255), D::Str(""))
+        .title("factorio.com token")
+        .about("factorio.com authentication token for that login (from factorio.com/profile).")
+        .section(GAME)
+        .env(&["FACTORIO_TOKEN"])
+        .secret()
         .restart(),
     Field::new("factorio_directory", text(4096), D::Str(""))
         .title("Factorio directory")

@@ -205,6 +205,13 @@ pub struct HostConfig {
     pub game_ports: String,
     pub bind_address: String,
     pub public_address: String,
+    /// Defaults for this host's games (an instance's config wins): see [`fields::HOST`].
+    pub game_name_template: String,
+    pub game_password: String,
+    pub game_max_players: u32,
+    pub game_visibility: String,
+    pub factorio_username: String,
+    pub factorio_token: String,
     pub factorio_directory: String,
     pub instances_directory: String,
     pub log_level: LogLevel,

@@ -71,6 +71,30 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
             vec![("user", s(u))],
             false,
         ),
+        ("GET", ["players"]) => r("/players", "player_list", vec![], false),
+        ("GET", ["players", u]) => r("/players/{name}", "player_get", vec![("user", s(u))], false),
+        (
+            "POST",
+            [
+                "users",
+                u,
+                action @ ("kick" | "ban" | "unban" | "promote" | "demote" | "whitelist"
+                | "unwhitelist"),
+            ],
+        ) => {
+            let (pattern, request) = match *action {
+                "kick" => ("/users/{name}/kick", "player_kick"),
+                "ban" => ("/users/{name}/ban", "player_ban"),
+                "unban" => ("/users/{name}/unban", "player_unban"),
+                "promote" => ("/users/{name}/promote", "player_promote"),
+                "demote" => ("/users/{name}/demote", "player_demote"),
+                "whitelist" => ("/users/{name}/whitelist", "player_whitelist"),
+                _ => ("/users/{name}/unwhitelist", "player_unwhitelist"),
+            };
+            r(pattern, request, vec![("user", s(u))], true)
+        }
+        ("POST", ["lists", "import"]) => r("/lists/import", "list_import", vec![], true),
+        ("GET", ["lists", l]) => r("/lists/{list}", "list_export", vec![("list", s(l))], false),
         ("GET", ["tokens"]) => r("/tokens", "token_list", vec![], false),
         ("POST", ["tokens"]) => r("/tokens", "token_create", vec![], true),
         ("DELETE", ["tokens", id]) => r(

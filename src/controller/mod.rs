@@ -1,5 +1,6 @@
 //! The controller (master): HTTP API, link socket, metrics and the cluster's state.
 
+mod addresses;
 mod api;
 pub mod auth;
 mod console;
@@ -9,6 +10,7 @@ mod history;
 mod hub;
 mod instances;
 mod metrics;
+pub mod players;
 pub mod plugins;
 pub mod requests;
 mod saves;
@@ -66,6 +68,10 @@ pub struct Controller {
     me: std::sync::Weak<Controller>,
     /// How each host runs Factorio (`process`/`docker`) and why it cannot, if it says so.
     host_backends: std::sync::Mutex<HashMap<i64, Value>>,
+    /// Each host's addresses for players (what it reports and where its link comes from).
+    join_addresses: std::sync::Mutex<HashMap<i64, crate::join_address::HostAddresses>>,
+    /// List changes sent to the games lately, so their echoes are not taken for new ones.
+    player_echoes: players::Echoes,
 }
 
 /// What a host last reported about an instance beyond its status.
@@ -85,6 +91,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     let plugins = plugins::Plugins::load(&cfg.plugins)?;
     let store = Store::open(dir)?;
     plugins::migrate(&store, &plugins).await?;
+    players::migrate(&store).await?;
     let loaded = ControllerConfig::load(dir).unwrap_or_else(|_| cfg.clone());
     if let Some((user, token)) = bootstrap(&store, &cfg).await? {
         println!("First start: created admin user '{user}'. Login token (shown once): {token}");
@@ -106,6 +113,8 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         history: history::History::default(),
         host_ports: std::sync::Mutex::new(HashMap::new()),
         host_backends: std::sync::Mutex::new(HashMap::new()),
+        join_addresses: std::sync::Mutex::new(HashMap::new()),
+        player_echoes: players::Echoes::default(),
         store,
         loaded: loaded.clone(),
         settings: std::sync::Mutex::new(loaded),
@@ -397,6 +406,7 @@ impl Controller {
             "status": status,
             "game_port": rec.game_port,
             "players_online": live.players,
+            "join_address": self.join_address(rec.host_id, rec.game_port),
             "message": live.message,
             "container": live.container,
             "desired": rec.desired,
@@ -458,6 +468,7 @@ impl Controller {
             .and_then(|b| b.get(&host.id).cloned())
             .unwrap_or(Value::Null);
         v["instances"] = json!(instances);
+        v["join_host"] = json!(self.join_host(host.id));
         Ok(v)
     }
 
@@ -612,7 +623,17 @@ impl Controller {
                     .into_iter()
                     .filter(|i| i.host_id == Some(host_id))
                     .collect();
-                session.send_event("instances_sync", json!({ "instances": mine }));
+                // The cluster's name (for server names) and the users (for the admin, ban and
+                // white lists: changes made while the host was away reach its running games).
+                let users = self.user_records().await.unwrap_or(Value::Null);
+                session.send_event(
+                    "instances_sync",
+                    json!({
+                        "instances": mine,
+                        "cluster_name": self.settings().cluster_name,
+                        "users": users,
+                    }),
+                );
             }
             Err(e) => tracing::error!(error = %e, "reading instances for a host"),
         }
@@ -714,6 +735,14 @@ impl Controller {
                 };
                 let status = status.to_string();
                 let port = data["game_port"].as_i64();
+                let online: Vec<String> = data["players"]
+                    .as_array()
+                    .map(|p| {
+                        p.iter()
+                            .filter_map(|n| n.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 if let Ok(mut live) = self.live.lock() {
                     let entry = live.entry(id).or_default();
                     entry.confirmed = true;
@@ -755,6 +784,7 @@ impl Controller {
                     .await;
                 match result {
                     Ok(rec) => {
+                        self.observe_players(&rec, online).await;
                         if let Ok(view) = self.instance_view(rec).await {
                             self.hub.publish(Event::instance_updated(&view));
                         }
@@ -764,6 +794,7 @@ impl Controller {
             }
             "instance_log" => self.hub.publish(Event::instance_log(data)),
             "host_info" => {
+                self.host_addresses(host_id, &data).await;
                 if let (Some(n), Ok(mut ports)) =
                     (data["game_ports"].as_u64(), self.host_ports.lock())
                 {
@@ -792,6 +823,7 @@ impl Controller {
                     player = data["name"].as_str(),
                     "player event"
                 );
+                self.game_player_event(&data).await;
                 self.hub.publish(Event::player_event(data));
             }
             other => {

@@ -324,6 +324,9 @@ pub enum ControlRequest {
     ScheduleDelete {
         instance: Ref,
     },
+    /// Players: list, history, actions, list files (`players.rs`).
+    #[serde(skip)]
+    Players(super::players::PlayerRequest),
 }
 
 fn grantor(actor: &Actor) -> grants::Grantor {
@@ -358,6 +361,9 @@ fn created(body: impl serde::Serialize) -> Result<Reply, ApiError> {
 impl ControlRequest {
     /// Decodes a link request (`name` + `data`).
     pub fn from_link(name: &str, data: Value) -> Result<Self, ApiError> {
+        if let Some(r) = super::players::PlayerRequest::from_link(name, &data) {
+            return r.map(ControlRequest::Players);
+        }
         let empty = data.is_null() || data.as_object().is_some_and(|m| m.is_empty());
         // Requests without fields (e.g. "status") are unit variants: they take no "data".
         if empty && let Ok(r) = serde_json::from_value(json!({ "name": name })) {
@@ -481,6 +487,7 @@ impl ControlRequest {
             InstanceBulk { action, .. } => vec![action.permission()],
             ScheduleGet { .. } => vec!["core.instance.schedule.get"],
             ScheduleSet { .. } | ScheduleDelete { .. } => vec!["core.instance.schedule.update"],
+            Players(r) => r.permissions(),
         }
     }
 
@@ -859,6 +866,7 @@ impl ControlRequest {
                 ok(ctl.schedule_set(&who, instance, fields).await?)
             }
             ScheduleDelete { instance } => ok(ctl.schedule_delete(&who, instance).await?),
+            Players(r) => ok(r.run(ctl, actor).await?),
         }
     }
 }

@@ -440,7 +440,8 @@ pub enum UserCommand {
         /// Role names or ids.
         roles: Vec<String>,
     },
-    /// Make a user a Factorio admin on every instance.
+    /// Make a user a Factorio admin on every instance (a name never seen becomes a user).
+    #[command(visible_alias = "promote")]
     Admin {
         /// User name or id.
         user: String,
@@ -468,6 +469,58 @@ pub enum UserCommand {
     Unban {
         /// User name or id.
         user: String,
+    },
+    /// Take a user's Factorio admin away on every instance.
+    Demote {
+        /// User name or id.
+        user: String,
+    },
+    /// Kick a player from the games they are in now.
+    Kick {
+        /// User name or id.
+        user: String,
+        /// Reason shown to the player.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Players: who is online where, with their totals (online first).
+    Players {
+        /// Only names containing this (any case).
+        #[arg(long)]
+        search: Option<String>,
+    },
+    /// A player's statistics per instance and their recent sessions.
+    History {
+        /// User name or id.
+        user: String,
+    },
+    /// Import Factorio's server-adminlist.json / server-banlist.json / server-whitelist.json.
+    /// A malformed entry in any file imports nothing.
+    Import {
+        /// An admin list (JSON array of names).
+        #[arg(long, value_name = "FILE")]
+        admins: Option<std::path::PathBuf>,
+        /// A ban list (names, or {"username", "reason"} objects).
+        #[arg(long, value_name = "FILE")]
+        bans: Option<std::path::PathBuf>,
+        /// A whitelist (JSON array of names).
+        #[arg(long, value_name = "FILE")]
+        whitelist: Option<std::path::PathBuf>,
+        /// Only show what would change.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also take the flag from users missing from a given file.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Export the cluster's lists in Factorio's file formats ("-" writes to stdout).
+    Export {
+        #[arg(long, value_name = "FILE")]
+        admins: Option<std::path::PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        bans: Option<std::path::PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        whitelist: Option<std::path::PathBuf>,
     },
     /// Issue a login token for a user (printed once), or list / revoke its tokens.
     Token {

@@ -229,57 +229,160 @@ pub async fn user(client: &Client, out: &Output, cmd: UserCommand) -> anyhow::Re
             .await
         }
         UserCommand::Admin { user, revoke } => {
-            update(
+            let (action, says) = if revoke {
+                ("demote", "is no longer an admin")
+            } else {
+                ("promote", "is an admin")
+            };
+            act(client, out, &user, action, json!({}), says).await
+        }
+        UserCommand::Demote { user } => {
+            act(
                 client,
                 out,
                 &user,
-                json!({ "is_admin": !revoke }),
-                "changing admin of",
-                |u| {
-                    if revoke {
-                        format!("User {} is no longer an admin", cell(&u["name"]))
-                    } else {
-                        format!("User {} is an admin", cell(&u["name"]))
-                    }
-                },
+                "demote",
+                json!({}),
+                "is no longer an admin",
             )
             .await
         }
         UserCommand::Whitelist { user, remove } => {
-            let body = json!({ "is_whitelisted": !remove });
-            update(
+            let (action, says) = if remove {
+                ("unwhitelist", "is off the whitelist")
+            } else {
+                ("whitelist", "is whitelisted")
+            };
+            act(client, out, &user, action, json!({}), says).await
+        }
+        UserCommand::Ban { user, reason } => {
+            let body = json!({ "reason": reason.unwrap_or_default() });
+            act(
                 client,
                 out,
                 &user,
+                "ban",
                 body,
-                "changing the whitelist for",
-                |u| {
-                    if remove {
-                        format!("User {} is off the whitelist", cell(&u["name"]))
-                    } else {
-                        format!("User {} is whitelisted", cell(&u["name"]))
-                    }
-                },
+                "is banned on every instance",
             )
-            .await
-        }
-        UserCommand::Ban { user, reason } => {
-            let body = json!({ "is_banned": true, "ban_reason": reason.unwrap_or_default() });
-            update(client, out, &user, body, "banning", |u| {
-                format!("User {} is banned", cell(&u["name"]))
-            })
             .await
         }
         UserCommand::Unban { user } => {
-            update(
+            act(
                 client,
                 out,
                 &user,
-                json!({ "is_banned": false }),
-                "unbanning",
-                |u| format!("User {} is no longer banned", cell(&u["name"])),
+                "unban",
+                json!({}),
+                "is no longer banned",
             )
             .await
+        }
+        UserCommand::Kick { user, reason } => {
+            let name = user_name(client, &user).await?;
+            let body = json!({ "reason": reason.unwrap_or_default() });
+            let r = client
+                .post(&format!("/users/{}/kick", seg(&name)), &body)
+                .await
+                .with_context(|| format!("kicking '{user}'"))?;
+            out.print(&r, |r| {
+                let from: Vec<String> = r["kicked_from"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(cell)
+                    .collect();
+                format!("Kicked {} from {}", cell(&r["name"]), from.join(", "))
+            })
+        }
+        UserCommand::Players { search } => {
+            let path = match search {
+                Some(s) => format!("/players?search={}", seg(&s)),
+                None => "/players".into(),
+            };
+            let players = client.get(&path).await.context("listing players")?;
+            out.print(&players, |players| {
+                let mut t = Table::new(&[
+                    "NAME",
+                    "ONLINE ON",
+                    "JOINS",
+                    "ONLINE TIME",
+                    "LAST SEEN (UTC)",
+                    "FLAGS",
+                ]);
+                for p in players.as_array().into_iter().flatten() {
+                    t.row(player_row(out, p));
+                }
+                t.render(out, "No players.")
+            })
+        }
+        UserCommand::History { user } => {
+            let name = user_name(client, &user).await?;
+            let p = client
+                .get(&format!("/players/{}", seg(&name)))
+                .await
+                .with_context(|| format!("getting player '{user}'"))?;
+            out.print(&p, |p| history_text(out, p))
+        }
+        UserCommand::Import {
+            admins,
+            bans,
+            whitelist,
+            dry_run,
+            replace,
+        } => {
+            let mut body = json!({ "dry_run": dry_run, "replace": replace });
+            let mut any = false;
+            for (key, path) in [("admins", admins), ("bans", bans), ("whitelist", whitelist)] {
+                if let Some(path) = path {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    body[key] = json!(text);
+                    any = true;
+                }
+            }
+            anyhow::ensure!(
+                any,
+                "nothing to import: give --admins FILE, --bans FILE and/or --whitelist FILE"
+            );
+            let r = client
+                .post("/lists/import", &body)
+                .await
+                .context("importing the lists")?;
+            out.print(&r, import_text)
+        }
+        UserCommand::Export {
+            admins,
+            bans,
+            whitelist,
+        } => {
+            let mut wrote = Vec::new();
+            let mut any = false;
+            for (key, path) in [("admins", admins), ("bans", bans), ("whitelist", whitelist)] {
+                let Some(path) = path else { continue };
+                any = true;
+                let list = client
+                    .get(&format!("/lists/{key}"))
+                    .await
+                    .with_context(|| format!("exporting the {key} list"))?;
+                let text = serde_json::to_string_pretty(&list)? + "\n";
+                if path.as_os_str() == "-" {
+                    super::output::write_stdout(&text)?;
+                } else {
+                    crate::saves::write_atomic(&path, text.as_bytes())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    let n = list.as_array().map_or(0, Vec::len);
+                    wrote.push(format!("{} ({n} entries)", path.display()));
+                }
+            }
+            anyhow::ensure!(
+                any,
+                "nothing to export: give --admins FILE, --bans FILE and/or --whitelist FILE"
+            );
+            if !wrote.is_empty() {
+                eprintln!("Wrote {}", wrote.join(", "));
+            }
+            Ok(())
         }
         UserCommand::Token {
             user,
@@ -288,6 +391,161 @@ pub async fn user(client: &Client, out: &Output, cmd: UserCommand) -> anyhow::Re
             revoke_all,
         } => token(client, out, &user, list, revoke, revoke_all).await,
     }
+}
+
+/// One player action (`POST /users/{name}/<action>`); a name never seen is created by the
+/// actions that give a flag.
+async fn act(
+    client: &Client,
+    out: &Output,
+    user: &str,
+    action: &str,
+    body: Value,
+    says: &str,
+) -> anyhow::Result<()> {
+    let name = user_name(client, user).await?;
+    let u = client
+        .post(&format!("/users/{}/{action}", seg(&name)), &body)
+        .await
+        .with_context(|| format!("{action} '{user}'"))?;
+    out.print(&u, |u| {
+        let already = if u["changed"] == json!(false) {
+            " (no change)"
+        } else {
+            ""
+        };
+        format!("User {} {says}{already}", cell(&u["name"]))
+    })
+}
+
+fn duration_ms(v: &Value) -> String {
+    super::output::duration_s(v.as_i64().unwrap_or(0).max(0) as u64 / 1000)
+}
+
+fn player_row(out: &Output, p: &Value) -> Vec<String> {
+    let on: Vec<String> = p["online_on"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(cell)
+        .collect();
+    let mut flags = Vec::new();
+    if p["is_admin"] == json!(true) {
+        flags.push(out.paint(Style::Yellow, "admin"));
+    }
+    if p["is_whitelisted"] == json!(true) {
+        flags.push(out.paint(Style::Green, "whitelisted"));
+    }
+    if p["is_banned"] == json!(true) {
+        flags.push(out.paint(Style::Red, "banned"));
+    }
+    vec![
+        cell(&p["name"]),
+        if on.is_empty() {
+            "-".into()
+        } else {
+            out.paint(Style::Green, &on.join(", "))
+        },
+        cell(&p["join_count"]),
+        duration_ms(&p["online_time_ms"]),
+        time_ms(&p["last_seen_at"]),
+        if flags.is_empty() {
+            "-".into()
+        } else {
+            flags.join(" ")
+        },
+    ]
+}
+
+fn history_text(out: &Output, p: &Value) -> String {
+    let mut s = format!(
+        "{} — {} join(s), online {}{}\n\n",
+        cell(&p["name"]),
+        cell(&p["join_count"]),
+        duration_ms(&p["online_time_ms"]),
+        match p["online_on"].as_array() {
+            Some(a) if !a.is_empty() => format!(
+                ", now on {}",
+                a.iter().map(cell).collect::<Vec<_>>().join(", ")
+            ),
+            _ => String::new(),
+        }
+    );
+    let mut t = Table::new(&[
+        "INSTANCE",
+        "JOINS",
+        "ONLINE TIME",
+        "FIRST (UTC)",
+        "LAST (UTC)",
+    ]);
+    for st in p["instance_stats"].as_array().into_iter().flatten() {
+        t.row(vec![
+            cell(&st["instance"]),
+            cell(&st["join_count"]),
+            duration_ms(&st["online_time_ms"]),
+            time_ms(&st["first_join_at"]),
+            time_ms(&st["last_join_at"]),
+        ]);
+    }
+    s += &t.render(out, "Never joined a game.");
+    let mut h = Table::new(&["INSTANCE", "JOINED (UTC)", "LEFT (UTC)", "FOR", "HOW"]);
+    for se in p["history"].as_array().into_iter().flatten() {
+        h.row(vec![
+            cell(&se["instance"]),
+            time_ms(&se["joined_at"]),
+            if se["left_at"].is_null() {
+                out.paint(Style::Green, "online")
+            } else {
+                time_ms(&se["left_at"])
+            },
+            duration_ms(&se["duration_ms"]),
+            cell(&se["leave_reason"]),
+        ]);
+    }
+    if p["history"].as_array().is_some_and(|a| !a.is_empty()) {
+        s += "\n";
+        s += &h.render(out, "");
+    }
+    s
+}
+
+fn import_text(r: &Value) -> String {
+    let names = |v: &Value| -> String {
+        let n: Vec<String> = v.as_array().into_iter().flatten().map(cell).collect();
+        if n.is_empty() {
+            "-".into()
+        } else {
+            n.join(", ")
+        }
+    };
+    let mut s = if r["dry_run"] == json!(true) {
+        "Dry run: nothing was changed. An import would:\n".to_string()
+    } else {
+        "Imported:\n".to_string()
+    };
+    s += &format!("  create users   {}\n", names(&r["created"]));
+    for key in ["admins", "bans", "whitelist"] {
+        let c = &r[key];
+        if c["given"] != json!(true) {
+            continue;
+        }
+        s += &format!(
+            "  {key:<14} add {}; {}unchanged {}{}\n",
+            names(&c["added"]),
+            if c["updated"].as_array().is_some_and(|a| !a.is_empty()) {
+                format!("new reason {}; ", names(&c["updated"]))
+            } else {
+                String::new()
+            },
+            cell(&c["unchanged"]),
+            if c["removed"].as_array().is_some_and(|a| !a.is_empty()) {
+                format!("; remove {}", names(&c["removed"]))
+            } else {
+                String::new()
+            },
+        );
+    }
+    s
 }
 
 async fn update(

@@ -203,9 +203,13 @@ impl Instance {
 }
 
 impl Host {
-    /// An instance's effective settings: the schema's defaults with its stored config over them.
+    /// An instance's effective settings: the schema's defaults, this host's game defaults over
+    /// them, and the instance's stored config over both.
     pub fn settings(&self, inst: &Instance) -> Value {
-        self.schemas.instance.resolve(&inst.stored_config())
+        let host = super::game_defaults::instance_defaults(&self.cfg);
+        self.schemas
+            .instance
+            .resolve(&super::game_defaults::layered(&host, &inst.stored_config()))
     }
 
     pub fn report(&self, inst: &Instance, message: Option<&str>) {
@@ -779,7 +783,12 @@ impl Host {
         // The schema's defaults are Factorio's; an empty name becomes "<cluster> - <instance>".
         let mut settings = config["server_settings"].clone();
         if settings["name"].as_str().is_none_or(str::is_empty) {
-            settings["name"] = json!(format!("{} - {}", self.cluster_name(), inst.name));
+            settings["name"] = json!(super::game_defaults::server_name(
+                &self.cfg.game_name_template,
+                &self.cluster_name(),
+                &inst.name,
+                &self.cfg.host_name,
+            ));
         }
         let lists = self.lists();
         let sync = config["sync_lists"].as_bool().unwrap_or(true);

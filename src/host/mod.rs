@@ -4,8 +4,9 @@
 
 pub mod backend;
 pub mod factorio;
+mod game_defaults;
 pub mod instance;
-mod lists;
+pub mod lists;
 pub mod mapgen;
 pub mod metrics;
 pub mod patch;
@@ -153,6 +154,8 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
                             "factorio": host.install.is_some(),
                             "backend": host.backend.name(),
                             "backend_error": host.backend.unavailable(),
+                            "public_address": host.cfg.public_address,
+                            "allocation_ip": crate::join_address::allocation_ip_from_env(),
                         }),
                     );
                     if !ready.resumed {
@@ -634,10 +637,13 @@ impl Host {
         {
             *n = name.to_string();
         }
-        if let Some(users) = data["users"].as_array()
-            && let Ok(mut l) = self.lists.lock()
-        {
-            *l = UserLists::from_users(users);
+        if let Some(users) = data["users"].as_array() {
+            let cmds = self
+                .lists
+                .lock()
+                .map(|mut l| l.sync_to(users))
+                .unwrap_or_default();
+            self.run_on_all(cmds);
         }
         let records = data["instances"].as_array().cloned().unwrap_or_default();
         let wanted: Vec<i64> = records.iter().filter_map(|r| r["id"].as_i64()).collect();

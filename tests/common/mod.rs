@@ -8,6 +8,7 @@ pub mod link;
 pub mod subspace;
 pub mod saves;
 pub mod metrics;
+pub mod players;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

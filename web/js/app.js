@@ -10,6 +10,7 @@ import * as hosts from "./pages/hosts.js";
 import * as instances from "./pages/instances.js";
 import * as instance from "./pages/instance.js";
 import * as users from "./pages/users.js";
+import * as players from "./pages/players.js";
 import * as roles from "./pages/roles.js";
 import * as mods from "./pages/mods.js";
 import * as audit from "./pages/audit.js";
@@ -25,6 +26,7 @@ const NAV = [
   ["overview", "Overview", null],
   ["instances", "Instances", "core.instance.list"],
   ["hosts", "Hosts", "core.host.list"],
+  ["players", "Players", "core.user.list"],
   ["users", "Users", "core.user.list"],
   ["roles", "Roles", "core.role.list"],
   ["mods", "Mods", "core.mod.list"],
@@ -38,6 +40,7 @@ const NAV = [
 ];
 
 const PAGES = { overview, hosts, instances, users, roles, mods, plugins, research, storage, audit, chat, settings, inventories };
+PAGES.players = players;
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");

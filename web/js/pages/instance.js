@@ -7,6 +7,7 @@ import { state, subscribe, can, instanceByRef } from "../store.js";
 import { hostOptions } from "./instances.js";
 import { loadSchema, settingsForm, diffPatch } from "../settings.js";
 import { savesTab } from "./saves.js";
+import { joinAddress } from "./players.js";
 
 const TABS = [
   ["overview", "Overview"],
@@ -120,6 +121,7 @@ function overviewTab(inst, box) {
       row("Status", statusBadge(i.status)),
       row("Host", i.host ? h("a", { href: "#/hosts" }, i.host) : "not assigned"),
       row("Game port", i.game_port ? String(i.game_port) : "chosen at start"),
+      row("Join address", joinAddress(i)),
       i.container ? row("Container", `${i.container.name} (${i.container.id.slice(0, 12)}), memory ${i.container.memory_limit_mb ? `${i.container.memory_limit_mb} MB` : "unlimited"}, CPU ${i.container.cpu_limit ?? "unlimited"}`) : null,
       row("Created", timeEl(i.created_at)),
       row("Updated", timeEl(i.updated_at)),
@@ -129,7 +131,7 @@ function overviewTab(inst, box) {
     replace(
       players,
       h("h2", { id: "pl-h" }, `Players online (${online.length})`),
-      online.length ? h("ul", { class: "players", id: "players-online" }, online.map((p) => h("li", {}, p))) : h("p", { class: "muted" }, "Nobody is playing."),
+      online.length ? h("ul", { class: "players", id: "players-online" }, online.map((p) => h("li", {}, h("a", { href: `#/players/${seg(p)}` }, p)))) : h("p", { class: "muted" }, "Nobody is playing."),
     );
     if (assign) assign.fill(i);
   }

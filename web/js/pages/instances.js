@@ -4,6 +4,7 @@ import { post, seg } from "../api.js";
 import { h, replace, busy, toast, field, statusBadge } from "../dom.js";
 import { state, subscribe, sorted, can } from "../store.js";
 import { bulkBar } from "./bulk.js";
+import { joinAddress } from "./players.js";
 
 /** Instance names (they become directory names on the host): as the controller checks them. */
 export const NAME_RE = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/;
@@ -100,7 +101,7 @@ export function mount(main) {
       h(
         "table",
         { id: "instances-table" },
-        h("thead", {}, h("tr", {}, ["Name", "Status", "Host", "Players", "Port", ""].map((c) => h("th", { scope: "col" }, c)))),
+        h("thead", {}, h("tr", {}, ["Name", "Status", "Host", "Players", "Port", "Join address", ""].map((c) => h("th", { scope: "col" }, c)))),
         h(
           "tbody",
           {},
@@ -113,6 +114,7 @@ export function mount(main) {
               h("td", {}, i.host || h("span", { class: "muted" }, "—")),
               h("td", {}, String((i.players_online || []).length)),
               h("td", {}, i.game_port ? String(i.game_port) : ""),
+              h("td", {}, joinAddress(i)),
               h("td", { class: "actions-cell" }, quickActions(i)),
             ),
           ),

@@ -42,7 +42,11 @@ function banDialog(user) {
     body: [h("p", {}, "Banned players are kicked and kept off every instance that syncs lists."), field("Reason (shown to the player)", reason)],
     confirm: "Ban",
     danger: true,
-    onConfirm: () => update(user, { is_banned: true, ban_reason: reason.value.trim() }, `${user.name} is banned.`),
+    onConfirm: async () => {
+      const v = await post(`users/${seg(user.name)}/ban`, { reason: reason.value.trim() });
+      state.users.set(v.id, v);
+      toast(`${user.name} is banned.`);
+    },
   });
 }
 
@@ -124,7 +128,11 @@ function createForm() {
 
 export function mount(main) {
   const table = h("div", { class: "table-wrap", id: "users-list" });
-  main.append(h("h1", {}, "Users"), h("section", { "aria-label": "All users" }, table));
+  main.append(
+    h("h1", {}, "Users"),
+    h("p", { class: "muted" }, "Players who join a game become users. Who is online, their history, kick and the list files: ", h("a", { href: "#/players" }, "Players"), "."),
+    h("section", { "aria-label": "All users" }, table),
+  );
   const create = can("core.user.create") ? createForm() : null;
   if (create) main.append(create.form);
 
@@ -147,7 +155,14 @@ export function mount(main) {
       out.push(b);
     };
     if (can("core.user.set_banned")) {
-      if (user.is_banned) btn("Unban", "secondary", "unban", (b) => busy(b, () => update(user, { is_banned: false }, `${user.name} is no longer banned.`)));
+      if (user.is_banned)
+        btn("Unban", "secondary", "unban", (b) =>
+          busy(b, async () => {
+            const v = await post(`users/${seg(user.name)}/unban`);
+            state.users.set(v.id, v);
+            toast(`${user.name} is no longer banned.`);
+          }),
+        );
       else btn("Ban…", "danger", "ban", () => banDialog(user));
     }
     if (can("core.user.update_roles")) btn("Roles…", "secondary", "roles", () => rolesDialog(user));

@@ -5,10 +5,10 @@ pub mod browser;
 pub mod cluster;
 pub mod inventory;
 pub mod link;
-pub mod subspace;
-pub mod saves;
 pub mod metrics;
 pub mod players;
+pub mod saves;
+pub mod subspace;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -50,39 +50,7 @@ const MIGRATIONS: &[&str] = &[r#"
 const MIGRATION_NAME: &str = "players";
 
 pub async fn migrate(store: &Store) -> anyhow::Result<()> {
-    store
-        .write(|c| {
-            c.execute_batch(
-                "CREATE TABLE IF NOT EXISTS plugin_migrations (
-                    plugin TEXT NOT NULL,
-                    step INTEGER NOT NULL,
-                    applied_at INTEGER NOT NULL,
-                    PRIMARY KEY (plugin, step)
-                );",
-            )?;
-            let done: i64 = c.query_row(
-                "SELECT COUNT(*) FROM plugin_migrations WHERE plugin = ?1",
-                [MIGRATION_NAME],
-                |r| r.get(0),
-            )?;
-            let done = usize::try_from(done).unwrap_or(usize::MAX);
-            if done > MIGRATIONS.len() {
-                return Err(StoreError::Invalid(format!(
-                    "the player tables were written by a newer clustorio (step {done}, this build knows {}); upgrade clustorio",
-                    MIGRATIONS.len()
-                )));
-            }
-            for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
-                c.execute_batch(sql)?;
-                c.execute(
-                    "INSERT INTO plugin_migrations (plugin, step, applied_at) VALUES (?1, ?2, ?3)",
-                    params![MIGRATION_NAME, (i + 1) as i64, now_ms()],
-                )?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("migrating the player tables: {e}"))
+    super::plugins::apply_migrations(store, MIGRATION_NAME, MIGRATIONS, "the player tables").await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -70,42 +70,60 @@ impl Plugins {
 /// Applies each enabled plugin's migrations not yet applied, one transaction each.
 pub async fn migrate(store: &Store, plugins: &Plugins) -> anyhow::Result<()> {
     for b in &plugins.enabled {
-        let (name, steps) = (b.info.name, b.info.migrations);
-        store
-            .write(move |c| {
-                c.execute_batch(
-                    "CREATE TABLE IF NOT EXISTS plugin_migrations (
-                        plugin TEXT NOT NULL,
-                        step INTEGER NOT NULL,
-                        applied_at INTEGER NOT NULL,
-                        PRIMARY KEY (plugin, step)
-                    );",
-                )?;
-                let done: i64 = c.query_row(
-                    "SELECT COUNT(*) FROM plugin_migrations WHERE plugin = ?1",
-                    [name],
-                    |r| r.get(0),
-                )?;
-                let done = usize::try_from(done).unwrap_or(usize::MAX);
-                if done > steps.len() {
-                    return Err(StoreError::Invalid(format!(
-                        "plugin {name}'s tables were written by a newer version (step {done}, this build knows {})",
-                        steps.len()
-                    )));
-                }
-                for (i, sql) in steps.iter().enumerate().skip(done) {
-                    c.execute_batch(sql)?;
-                    c.execute(
-                        "INSERT INTO plugin_migrations (plugin, step, applied_at) VALUES (?1, ?2, ?3)",
-                        rusqlite::params![name, (i + 1) as i64, store::now_ms()],
-                    )?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("migrating plugin {name}: {e}"))?;
+        apply_migrations(
+            store,
+            b.info.name,
+            b.info.migrations,
+            &format!("plugin {}'s tables", b.info.name),
+        )
+        .await?;
     }
     Ok(())
+}
+
+/// Applies the steps of one named set of tables not yet applied (recorded in
+/// `plugin_migrations` under `name`), in one transaction. `what` names the set in errors.
+pub async fn apply_migrations(
+    store: &Store,
+    name: &'static str,
+    steps: &'static [&'static str],
+    what: &str,
+) -> anyhow::Result<()> {
+    let what = what.to_string();
+    let w = what.clone();
+    store
+        .write(move |c| {
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS plugin_migrations (
+                    plugin TEXT NOT NULL,
+                    step INTEGER NOT NULL,
+                    applied_at INTEGER NOT NULL,
+                    PRIMARY KEY (plugin, step)
+                );",
+            )?;
+            let done: i64 = c.query_row(
+                "SELECT COUNT(*) FROM plugin_migrations WHERE plugin = ?1",
+                [name],
+                |r| r.get(0),
+            )?;
+            let done = usize::try_from(done).unwrap_or(usize::MAX);
+            if done > steps.len() {
+                return Err(StoreError::Invalid(format!(
+                    "{w} were written by a newer clustorio (step {done}, this build knows {}); upgrade clustorio",
+                    steps.len()
+                )));
+            }
+            for (i, sql) in steps.iter().enumerate().skip(done) {
+                c.execute_batch(sql)?;
+                c.execute(
+                    "INSERT INTO plugin_migrations (plugin, step, applied_at) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![name, (i + 1) as i64, store::now_ms()],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("migrating {what}: {e}"))
 }
 
 /// What a plugin's controller part gets.

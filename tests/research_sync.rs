@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::cluster::{Api, HostProcess};
+use common::cluster::{Api, HostProcess, create_and_start, wait_until};
 use common::{ControllerProcess, join_token};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -24,36 +24,6 @@ async fn rcon(api: &Api, instance: &str, command: &str) -> String {
         assert!(Instant::now() < deadline, "rcon {command}: {v}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn wait_until<F, Fut>(what: &str, secs: u64, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn create_and_start(api: &Api, name: &str, host: &str) {
-    let (s, v) = api
-        .post("/api/v1/instances", json!({ "name": name, "config": {} }))
-        .await;
-    assert_eq!(s, 201, "{v}");
-    let (s, v) = api
-        .post(
-            &format!("/api/v1/instances/{name}/assign"),
-            json!({ "host": host }),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let (s, v) = api
-        .post(&format!("/api/v1/instances/{name}/start"), json!({}))
-        .await;
-    assert_eq!(s, 200, "start {name}: {v}");
 }
 
 /// One technology as a game has it (`research_sync.dump_technologies()`).
@@ -112,8 +82,8 @@ async fn research_adds_up_finishes_everywhere_catches_up_and_survives_kill_9() {
     let join = join_token(&cdir);
     let _h1 = HostProcess::start(&root.path().join("h1"), &c.url(""), &join, "h1", &[]);
     let _h2 = HostProcess::start(&root.path().join("h2"), &c.url(""), &join, "h2", &[]);
-    create_and_start(&api, "a", "h1").await;
-    create_and_start(&api, "b", "h2").await;
+    create_and_start(&api, "a", "h1", json!({})).await;
+    create_and_start(&api, "b", "h2", json!({})).await;
     wait_until("both games synced at start", 30, || async {
         !cluster_tech(&api, "automation").await.is_null()
     })
@@ -174,7 +144,7 @@ async fn research_adds_up_finishes_everywhere_catches_up_and_survives_kill_9() {
     );
 
     // A third game started later catches up at its start.
-    create_and_start(&api, "late", "h1").await;
+    create_and_start(&api, "late", "h1", json!({})).await;
     wait_until("the late game catches up", 30, || async {
         let optics = game_tech(&api, "late", "optics").await;
         let automation = game_tech(&api, "late", "automation").await;

@@ -760,9 +760,23 @@ async fn a_master_and_two_slaves_on_a_docker_network() {
     assert_eq!(one["join_host"]["address"], "play.example.org", "{one}");
     assert_eq!(one["join_host"]["source"], "public_address");
     let seen = two["address"].as_str().unwrap().to_string();
-    assert!(
-        seen.starts_with("172."),
-        "the master sees a Docker address: {two}"
+    let slave_two = &slaves
+        .iter()
+        .find(|(n, _)| n.contains("-slave-2-"))
+        .unwrap()
+        .0;
+    let container_ip = docker_ok(&[
+        "inspect",
+        "-f",
+        &format!(
+            "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+            net.0
+        ),
+        slave_two,
+    ]);
+    assert_eq!(
+        seen, container_ip,
+        "the master sees slave-2's address on the Docker network: {two}"
     );
     assert_eq!(two["join_host"], Value::Null, "{two}");
     for i in ["east", "west"] {

@@ -78,9 +78,19 @@ fn start_child(mut cmd: Command, what: &str) -> anyhow::Result<(Child, Vec<Strin
     });
     let mut seen = Vec::new();
     loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .map_err(|_| anyhow::anyhow!("the {what} did not start within 60 s"))?;
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                bail!("the {what} did not start within 60 s")
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child
+                    .wait()
+                    .with_context(|| format!("waiting for the {what}"))?;
+                bail!("the {what} stopped before it started ({status}); its error is above")
+            }
+        };
         let started = line.contains("Started");
         seen.push(line);
         if started {
@@ -91,10 +101,27 @@ fn start_child(mut cmd: Command, what: &str) -> anyhow::Result<(Child, Vec<Strin
 
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let sim = find_sim()?;
-    let dir = match opts.dir {
-        Some(d) => d,
-        None => std::env::temp_dir().join(format!("clustorio-demo-{}", std::process::id())),
+    // A taken port is the common failure: say so before anything is created or started.
+    if let Err(e) = std::net::TcpListener::bind(("0.0.0.0", opts.port)) {
+        bail!(
+            "port {} cannot be used ({e}): is another demo or controller running? \
+             Pick another with `clustorio demo --port N`",
+            opts.port
+        );
+    }
+    let Some(dir) = opts.dir.clone() else {
+        // A temporary directory of our own is removed again when the demo fails to start.
+        let dir = std::env::temp_dir().join(format!("clustorio-demo-{}", std::process::id()));
+        let result = run_in(opts, sim, dir.clone()).await;
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return result;
     };
+    run_in(opts, sim, dir).await
+}
+
+async fn run_in(opts: DemoOptions, sim: PathBuf, dir: PathBuf) -> anyhow::Result<()> {
     let (cdir, hdir) = (dir.join("controller"), dir.join("host"));
     for d in [&cdir, &hdir] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;

@@ -149,13 +149,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Role::Entrypoint { .. } => Ok(()),
         Role::Ctl(args) => clustorio::ctl::run(args),
         Role::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "clustorio",
-                &mut std::io::stdout(),
-            );
-            Ok(())
+            // Generated into memory first: `clustorio completions zsh | head` closes the pipe
+            // early, which is not an error.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "clustorio", &mut script);
+            clustorio::ctl::output::write_stdout(&String::from_utf8_lossy(&script))
         }
         Role::Demo { dir, port } => {
             init_logging(clustorio::config::LogLevel::Warn);

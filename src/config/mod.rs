@@ -349,8 +349,11 @@ where
         // Parse the JSON first: figment's error for a broken file does not name the line.
         let text =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        serde_json::from_str::<serde_json::Value>(&text)
-            .with_context(|| format!("{} is not valid JSON", file.display()))?;
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&text) {
+            return Err(
+                crate::UsageError(format!("{} is not valid JSON: {e}", file.display())).into(),
+            );
+        }
     }
     let mut figment = Figment::from(Serialized::defaults(&merged));
     if file.exists() {
@@ -367,14 +370,21 @@ where
         )
     })?;
     // Every declared key obeys its rule; other keys (a removed plugin's, say) are left alone.
+    // The error names what the user set — the variable (as a panel shows it) or the key in the
+    // file — never an internal path.
     for f in schema.fields() {
-        if let Some(v) = schema::get_path(&merged, f.name).filter(|v| !v.is_null()) {
-            f.check(v).with_context(|| {
-                format!(
-                    "invalid configuration (from {} or the environment)",
-                    file.display()
-                )
-            })?;
+        if let Some(v) = schema::get_path(&merged, f.name).filter(|v| !v.is_null())
+            && let Err(refusal) = f.check(v)
+        {
+            let source = match env_var_of(f) {
+                Some(var) if f.secret => format!("{var} (environment)"),
+                Some(var) => format!(
+                    "{var}={} (environment)",
+                    std::env::var(var).unwrap_or_default().trim()
+                ),
+                None => format!("\"{}\" in {}", f.name, file.display()),
+            };
+            return Err(crate::UsageError(format!("{source}: {refusal}")).into());
         }
     }
     serde_json::from_value(merged).with_context(|| {

@@ -397,8 +397,26 @@ pub async fn handle(
 ) -> (&'static str, StatusCode, Value) {
     let segments: Vec<&str> = tail.split('/').filter(|s| !s.is_empty()).collect();
     let Some(route) = route(&method, &segments) else {
-        let e = ApiError::not_found(format!("no route {method} /api/v1/{tail}"));
-        return ("unknown", status(&e), e.to_json());
+        // A known path asked with another method is a 405 naming the methods it takes.
+        let allow: Vec<&str> = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+            .into_iter()
+            .filter(|m| {
+                Method::from_bytes(m.as_bytes()).is_ok_and(|m| route(&m, &segments).is_some())
+            })
+            .collect();
+        if allow.is_empty() {
+            let e = ApiError::not_found(format!("no route {method} /api/v1/{tail}"));
+            return ("unknown", status(&e), e.to_json());
+        }
+        let allow = allow.join(", ");
+        let e = ApiError::new(
+            405,
+            "method_not_allowed",
+            format!("/api/v1/{tail} takes {allow}, not {method}"),
+        );
+        let mut body = e.to_json();
+        body["error"]["allow"] = json!(allow);
+        return ("unknown", status(&e), body);
     };
     if route.public && route.request == "status" {
         return (route.pattern, StatusCode::OK, json!(ctl.status()));

@@ -264,10 +264,22 @@ fn routes(
                 )
                 .await;
                 ctl.metrics.http_request(route, &m, status.as_u16());
+                use warp::http::header::{self, HeaderValue};
+                use warp::reply::Reply;
+                let allow = value["error"]["allow"].as_str().map(str::to_owned);
+                let mut reply = warp::reply::json(&value).into_response();
+                *reply.status_mut() = status;
+                let headers = reply.headers_mut();
                 // API replies can carry tokens and secrets: never cached, never sniffed.
-                let reply = warp::reply::with_status(warp::reply::json(&value), status);
-                let reply = warp::reply::with_header(reply, "cache-control", "no-store");
-                warp::reply::with_header(reply, "x-content-type-options", "nosniff")
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                headers.insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                );
+                if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+                    headers.insert(header::ALLOW, allow);
+                }
+                reply
             },
         );
 

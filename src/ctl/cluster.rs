@@ -27,6 +27,17 @@ pub async fn status(client: &Client, out: &Output) -> anyhow::Result<()> {
     );
     if client.has_token() {
         let (hosts, instances) = tokio::join!(client.get("/hosts"), client.get("/instances"));
+        // A refused token is an error, not a shorter status: print what the controller said
+        // about itself, then fail. A role without the listing permission just shows less.
+        for reply in [&hosts, &instances] {
+            if let Err(e) = reply
+                && e.downcast_ref::<super::client::ApiFailure>()
+                    .is_none_or(|f| f.status != 403)
+            {
+                super::output::write_stdout(&text)?;
+                return Err(anyhow::anyhow!("{e:#}"));
+            }
+        }
         if let Ok(Value::Array(hosts)) = hosts {
             let up = hosts
                 .iter()

@@ -516,6 +516,22 @@ async fn logs(
                 .join("\n")
         });
     }
+    // Following a game that is not running waits for lines that may never come: say so.
+    let info = client
+        .get(&format!("/instances/{}", seg(instance)))
+        .await
+        .with_context(|| format!("following the log of instance '{instance}'"))?;
+    if info["host"].is_null() {
+        eprintln!(
+            "instance '{instance}' is not assigned to a host: no lines until it is assigned \
+             (`clustorio ctl instance assign {instance}`) and started; waiting, Ctrl-C to stop"
+        );
+    } else if info["status"] != json!("running") && info["status"] != json!("starting") {
+        eprintln!(
+            "instance '{instance}' is {}: no new lines until it starts; waiting, Ctrl-C to stop",
+            info["status"].as_str().unwrap_or("not running")
+        );
+    }
     let resp = client
         .stream(&format!("/instances/{}/logs?follow=1", seg(instance)))
         .await

@@ -9,7 +9,7 @@ mod connection;
 mod files;
 mod instance;
 mod inventory;
-mod output;
+pub mod output;
 mod users;
 
 use clap::{Args, Subcommand};

@@ -71,7 +71,10 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
     // Factorio resolves relative paths against its own working directory: hand it absolute ones.
     let dir = &std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
     if cfg.host_name.trim().is_empty() {
-        bail!("SLAVE_NAME is not set: give this host a name (host_name in {HOST_CONFIG_FILE})");
+        return Err(crate::UsageError(format!(
+            "SLAVE_NAME is not set: give this host a name (host_name in {HOST_CONFIG_FILE})"
+        ))
+        .into());
     }
     let token = if !cfg.host_token.is_empty() {
         cfg.host_token.clone()

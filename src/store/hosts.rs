@@ -30,7 +30,7 @@ fn from_row(r: &rusqlite::Row) -> rusqlite::Result<HostRecord> {
 }
 
 pub fn validate_name(name: &str) -> Result<()> {
-    super::check_name("host", name, 64)
+    super::check_addressable_name("host", name, 64)
 }
 
 pub fn list(conn: &Connection) -> Result<Vec<HostRecord>> {

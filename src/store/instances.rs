@@ -55,7 +55,7 @@ fn decode(
 
 /// Instance names become directory names on hosts: keep them plain.
 pub fn validate_name(name: &str) -> Result<()> {
-    super::check_name("instance", name, 64)
+    super::check_addressable_name("instance", name, 64)
 }
 
 pub fn list(conn: &Connection) -> Result<Vec<InstanceRecord>> {

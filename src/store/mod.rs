@@ -349,6 +349,18 @@ fn writer_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
     }
 }
 
+/// Host and instance names: as [`check_name`], and not all digits — the API and ctl take an id
+/// or a name in the same place, so a name "7" would shadow the id 7 of another.
+pub fn check_addressable_name(what: &str, name: &str, max: usize) -> Result<()> {
+    check_name(what, name, max)?;
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(StoreError::Invalid(format!(
+            "invalid {what} name '{name}': a name of only digits would be taken for an id; add a letter"
+        )));
+    }
+    Ok(())
+}
+
 /// Names of users, hosts and instances: 1–`max` letters, digits, '-', '_' or '.', not starting
 /// with '.' (host and instance names become directory names).
 pub fn check_name(what: &str, name: &str, max: usize) -> Result<()> {

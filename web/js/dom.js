@@ -186,3 +186,22 @@ export async function busy(button, action, doneMessage) {
 export function statusBadge(status) {
   return h("span", { class: ["badge", `st-${status}`] }, status);
 }
+
+// An instance's message: its first line says what happened ("Factorio killed by signal 9; last
+// output:"); the rest, if any, is the game's last output, shown as lines and folded away.
+export function messageSummary(message) {
+  return String(message || "").split("\n")[0].replace(/;?\s*last output:\s*$/, "");
+}
+
+export function messageBlock(message) {
+  const [first, ...rest] = String(message || "").split("\n");
+  const lines = rest.filter((l) => l.trim() !== "");
+  return h(
+    "div",
+    { class: "inst-report" },
+    h("strong", {}, messageSummary(first)),
+    lines.length
+      ? h("details", {}, h("summary", {}, `Last ${lines.length} lines of output`), h("pre", { class: "inst-output" }, lines.join("\n")))
+      : null,
+  );
+}

@@ -2,7 +2,7 @@
 // live log with an RCON console.
 
 import { get, post, patch, del, seg } from "../api.js";
-import { h, replace, busy, confirmDialog, toast, field, statusBadge, timeEl, checkbox } from "../dom.js";
+import { h, replace, busy, confirmDialog, toast, field, statusBadge, timeEl, checkbox, messageSummary, messageBlock } from "../dom.js";
 import { state, subscribe, can, instanceByRef } from "../store.js";
 import { hostOptions } from "./instances.js";
 import { loadSchema, settingsForm, diffPatch } from "../settings.js";
@@ -39,7 +39,7 @@ function header(inst, container) {
       "Status: ",
       statusBadge(i.status),
       i.host ? h("span", { class: "muted" }, ` on host ${i.host}`) : h("span", { class: "muted" }, " (not assigned to a host)"),
-      i.message ? h("span", { class: "inst-message" }, ` — ${i.message}`) : null,
+      i.message ? h("span", { class: "inst-message" }, ` — ${messageSummary(i.message)}`) : null,
     );
     const list = ACTIONS.filter((a) => can(a[4])).map(([verb, label, cls, when]) => {
       const b = h("button", { type: "button", class: cls, id: `action-${verb}`, dataset: { key: `action-${verb}` }, disabled: !when.includes(i.status) }, label);
@@ -125,7 +125,7 @@ function overviewTab(inst, box) {
       i.container ? row("Container", `${i.container.name} (${i.container.id.slice(0, 12)}), memory ${i.container.memory_limit_mb ? `${i.container.memory_limit_mb} MB` : "unlimited"}, CPU ${i.container.cpu_limit ?? "unlimited"}`) : null,
       row("Created", timeEl(i.created_at)),
       row("Updated", timeEl(i.updated_at)),
-      i.message ? row("Last message", i.message) : null,
+      i.message ? row("Last message", messageBlock(i.message)) : null,
     );
     const online = i.players_online || [];
     replace(

@@ -2,7 +2,7 @@
 
 import { get } from "../api.js";
 import { lineChart } from "../chart.js";
-import { h, replace, statusBadge } from "../dom.js";
+import { h, replace, statusBadge, messageSummary } from "../dom.js";
 import { state, subscribe, sorted, can, totalPlayers } from "../store.js";
 
 const HISTORY_REFRESH_MS = 30_000;
@@ -15,9 +15,9 @@ function alerts() {
   }
   for (const i of sorted(state.instances)) {
     const link = h("a", { href: `#/instances/${i.id}` }, i.name);
-    if (i.status === "crashed") out.push(["error", h("span", {}, "Instance ", link, " crashed", i.message ? `: ${i.message}` : ".")]);
+    if (i.status === "crashed") out.push(["error", h("span", {}, "Instance ", link, " crashed", i.message ? `: ${messageSummary(i.message)}` : ".")]);
     else if (i.status === "unknown") out.push(["warn", h("span", {}, "Instance ", link, " is on a host that is not connected.")]);
-    else if (i.message && i.status !== "running") out.push(["warn", h("span", {}, "Instance ", link, `: ${i.message}`)]);
+    else if (i.message && i.status !== "running") out.push(["warn", h("span", {}, "Instance ", link, `: ${messageSummary(i.message)}`)]);
   }
   return out;
 }

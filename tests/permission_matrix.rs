@@ -1,0 +1,325 @@
+//! Every documented route × role × permission (issue 22, must-show 1): each route of
+//! `docs/api.md` is called without a token, by a user with no role, by a Player, and by a user
+//! holding exactly the permissions the route names when it refuses — so a route that forgets its
+//! check, or checks the wrong permission, fails here. New routes are covered by documenting them.
+
+mod common;
+
+use common::cluster::Api;
+use common::{ControllerProcess, bin};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// One row of the API reference: method, path (placeholders filled in) and its permission cell.
+#[derive(Debug)]
+struct Route {
+    method: String,
+    path: String,
+    doc_permission: String,
+}
+
+/// Reads every `| \`METHOD /path\` | … | permission |` row of `docs/api.md`.
+fn documented_routes() -> Vec<Route> {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md")).unwrap();
+    let mut routes = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("| `") else {
+            continue;
+        };
+        let Some((code, _)) = rest.split_once('`') else {
+            continue;
+        };
+        let Some((method, path)) = code.split_once(' ') else {
+            continue;
+        };
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method) {
+            continue;
+        }
+        let path = path.split_whitespace().next().unwrap_or_default();
+        let cells: Vec<&str> = line.split('|').collect();
+        let doc_permission = cells
+            .iter()
+            .rev()
+            .find(|c| !c.trim().is_empty())
+            .map(|c| c.trim().to_string())
+            .unwrap_or_default();
+        routes.push(Route {
+            method: method.to_string(),
+            path: fill(path),
+            doc_permission,
+        });
+    }
+    routes
+}
+
+/// Fills `{id}`-style placeholders with the fixtures' names; `{a|b}` takes `a`.
+fn fill(path: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        let name = &rest[start + 1..start + len];
+        let first = name.split('|').next().unwrap_or(name);
+        out.push_str(match first {
+            "id" | "i" | "instance" => "target",
+            "host" | "h" => "nohost",
+            "name" | "user" | "player" => "victim",
+            "save" | "file" | "backup" | "mod" => "x.zip",
+            "role" => "9999",
+            other if name.contains('|') => other,
+            _ => "x",
+        });
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    // The reference's "?limit=N" examples: placeholders in queries need a value.
+    out.replace("=N", "=1")
+        .replace("=NAME", "=victim")
+        .replace("=S", "=a")
+}
+
+fn is_public(r: &Route) -> bool {
+    r.doc_permission == "none"
+        || r.path.starts_with("/status")
+        || r.path.starts_with("/player_auth/")
+}
+
+fn any_user(r: &Route) -> bool {
+    r.doc_permission.contains("any user token")
+}
+
+/// Calls a route with a short timeout (follow streams never end; that is not a refusal).
+async fn call(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    r: &Route,
+) -> (u16, Value) {
+    let path = if r.path == "/metrics" {
+        r.path.clone()
+    } else {
+        format!("/api/v1{}", r.path)
+    };
+    let method = reqwest::Method::from_bytes(r.method.as_bytes()).unwrap();
+    let mut req = client
+        .request(method, format!("{base}{path}"))
+        .timeout(Duration::from_secs(3));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if matches!(r.method.as_str(), "POST" | "PATCH") {
+        req = req.json(&json!({}));
+    }
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let body = tokio::time::timeout(Duration::from_secs(2), resp.bytes())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(Value::Null);
+            (status, body)
+        }
+        // A stream that keeps the reply open: accepted, not refused.
+        Err(e) if e.is_timeout() => (200, Value::Null),
+        Err(e) => panic!("{} {}: {e}", r.method, r.path),
+    }
+}
+
+/// The permission a 403 names ("user 'x' lacks the permission core.y").
+fn named_permission(body: &Value) -> Option<String> {
+    body["error"]["message"]
+        .as_str()?
+        .split("lacks the permission ")
+        .nth(1)
+        .map(|p| p.trim().trim_end_matches('.').to_string())
+}
+
+async fn user_with(admin: &Api, name: &str, permissions: &[String]) -> String {
+    let (s, role) = admin
+        .post(
+            "/api/v1/roles",
+            json!({ "name": format!("{name}-role"), "permissions": permissions }),
+        )
+        .await;
+    assert_eq!(s, 201, "{role}");
+    let (s, v) = admin
+        .post(
+            "/api/v1/users",
+            json!({ "name": name, "roles": [role["id"]] }),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    token(admin, name).await
+}
+
+async fn token(admin: &Api, name: &str) -> String {
+    let (s, t) = admin.post("/api/v1/tokens", json!({ "user": name })).await;
+    assert_eq!(s, 201, "{t}");
+    t["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_checks_its_permission_for_every_role() {
+    let _ = bin("clustorio");
+    let dir = tempfile::tempdir().unwrap();
+    let c = ControllerProcess::start(dir.path());
+    let base = c.url("");
+    let admin = Api::new(&base, &c.first_token);
+    let client = reqwest::Client::new();
+
+    let routes = documented_routes();
+    assert!(
+        routes.len() > 60,
+        "the reference lists the routes: {}",
+        routes.len()
+    );
+    let known: BTreeSet<String> = admin
+        .get("/api/v1/permissions")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    let roles = admin.get("/api/v1/roles").await;
+    let player_role = roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "Player")
+        .expect("a Player role")
+        .clone();
+    let player_may: BTreeSet<String> = player_role["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+
+    let (s, v) = admin
+        .post("/api/v1/users", json!({ "name": "nobody", "roles": [] }))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let nobody = token(&admin, "nobody").await;
+    let (s, v) = admin
+        .post(
+            "/api/v1/users",
+            json!({ "name": "player", "roles": [player_role["id"]] }),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let player = token(&admin, "player").await;
+
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for (n, r) in routes.iter().enumerate() {
+        // Fresh fixtures for each route: an earlier DELETE must not turn a refusal into a 404.
+        let _ = admin
+            .post("/api/v1/instances", json!({ "name": "target" }))
+            .await;
+        let _ = admin
+            .post("/api/v1/users", json!({ "name": "victim" }))
+            .await;
+        let what = format!("{} {}", r.method, r.path);
+
+        let (s, body) = call(&client, &base, None, r).await;
+        if is_public(r) {
+            if s == 401 || s == 403 {
+                problems.push(format!("{what}: public, but {s} without a token: {body}"));
+            }
+            continue;
+        }
+        if r.path == "/metrics" {
+            continue; // its own rule: metrics_public or a scraper's token
+        }
+        if s != 401 {
+            problems.push(format!("{what}: {s} without a token (want 401): {body}"));
+        }
+
+        let (s, body) = call(&client, &base, Some(&nobody), r).await;
+        if any_user(r) {
+            if s == 401 || s == 403 {
+                problems.push(format!(
+                    "{what}: any user may, but a user with no role got {s}"
+                ));
+            }
+            continue;
+        }
+        if s != 403 {
+            problems.push(format!(
+                "{what}: a user with no role got {s} (want 403): {body}"
+            ));
+            continue;
+        }
+
+        // Grant exactly what it names until it stops refusing; each named permission must be
+        // a real one, and the route must then let the user through.
+        let mut granted: Vec<String> = Vec::new();
+        let mut body = body;
+        let mut passed = false;
+        for round in 0..4 {
+            let Some(p) = named_permission(&body) else {
+                problems.push(format!("{what}: a 403 that names no permission: {body}"));
+                break;
+            };
+            if !known.contains(&p) {
+                problems.push(format!(
+                    "{what}: refuses for '{p}', which is not a permission"
+                ));
+                break;
+            }
+            if granted.contains(&p) {
+                problems.push(format!("{what}: still refuses for {p} once it is held"));
+                break;
+            }
+            granted.push(p);
+            let t = user_with(&admin, &format!("u{n}-{round}"), &granted).await;
+            let (s, b) = call(&client, &base, Some(&t), r).await;
+            if s != 403 {
+                passed = s != 401;
+                break;
+            }
+            body = b;
+        }
+        if !passed {
+            problems.push(format!("{what}: not reachable with {granted:?}"));
+            continue;
+        }
+        // The documented permission is the one checked (the reference says "same" for a row
+        // sharing the one above it).
+        if !r.doc_permission.starts_with("same")
+            && !granted.iter().any(|p| {
+                r.doc_permission.contains(p.as_str())
+                    || r.doc_permission.contains(p.trim_start_matches("core."))
+            })
+        {
+            problems.push(format!(
+                "{what}: checks {granted:?}, the reference says '{}'",
+                r.doc_permission
+            ));
+        }
+
+        // The Player role: refused exactly when it lacks the first permission the route needs.
+        let (s, body) = call(&client, &base, Some(&player), r).await;
+        let needs = &granted[0];
+        let has = player_may.contains(needs);
+        if !has && s != 403 {
+            problems.push(format!("{what}: Player lacks {needs} but got {s}: {body}"));
+        }
+        if has && s == 403 && named_permission(&body).as_deref() == Some(needs.as_str()) {
+            problems.push(format!(
+                "{what}: Player holds {needs} but was refused for it"
+            ));
+        }
+        checked += 1;
+    }
+    println!("permission matrix: {checked} routes checked against 4 roles");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -6,6 +6,7 @@
 mod common;
 
 use common::cluster::Api;
+use common::link::LinkClient;
 use common::{ControllerProcess, bin};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -377,5 +378,127 @@ async fn every_route_checks_its_permission_for_every_role() {
         checked += 1;
     }
     println!("permission matrix: {checked} routes checked against 4 roles");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The link request names the reference lists ("`user_list|get|create`" → user_list, user_get,
+/// user_create).
+fn documented_link_requests() -> Vec<String> {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md")).unwrap();
+    let start = text
+        .find("Every REST request is also available as a link request")
+        .expect("the reference lists the link requests");
+    let para = text[start..].split("\n\n").next().unwrap_or_default();
+    let mut names = BTreeSet::new();
+    for (i, span) in para.split('`').enumerate() {
+        if i % 2 == 0 || span.contains([' ', '{', '/', '.']) {
+            continue;
+        }
+        let alts: Vec<&str> = span.split('|').collect();
+        let prefix = alts[0].rfind('_').map_or("", |at| &alts[0][..=at]);
+        names.insert(alts[0].to_string());
+        for alt in &alts[1..] {
+            names.insert(format!("{prefix}{alt}"));
+        }
+    }
+    names.into_iter().collect()
+}
+
+/// Sends one link request and returns its response frame.
+async fn link_call(link: &mut LinkClient, name: &str, data: &Value) -> Value {
+    let id = link.request(name, data.clone()).await;
+    link.response(id).await
+}
+
+fn link_error_code(resp: &Value) -> Option<&str> {
+    resp["error"]["code"].as_str()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_link_request_checks_its_permission() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ControllerProcess::start(dir.path());
+    let admin = Api::new(&c.url(""), &c.first_token);
+    let ws = c.ws_url();
+    let names = documented_link_requests();
+    assert!(
+        names.len() > 50,
+        "the reference names the link requests: {names:?}"
+    );
+    let mut root = LinkClient::connect(&ws, "control", &c.first_token, None, None).await;
+    let connect = vec!["core.control.connect".to_string()];
+    let only_connect = user_with(&admin, "link-only", &connect).await;
+    let mut bare = LinkClient::connect(&ws, "control", &only_connect, None, None).await;
+
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (n, name) in names.iter().enumerate() {
+        let _ = admin
+            .post("/api/v1/instances", json!({ "name": "target" }))
+            .await;
+        let _ = admin
+            .post("/api/v1/users", json!({ "name": "victim" }))
+            .await;
+        // A body that parses, found as the admin.
+        let mut data = json!({});
+        for _ in 0..6 {
+            let resp = link_call(&mut root, name, &data).await;
+            let missing = link_error_code(&resp)
+                .filter(|c| *c == "bad_request")
+                .and_then(|_| missing_field(&resp));
+            let Some(field) = missing else { break };
+            data[field.as_str()] = match field.as_str() {
+                "host" => json!("nohost"),
+                "id" => json!(9999),
+                "save" | "file" => json!("x.zip"),
+                "name" => json!(format!("matrix-{n}")),
+                other => value_for(other),
+            };
+        }
+        let resp = link_call(&mut bare, name, &data).await;
+        if link_error_code(&resp) == Some("unknown_request") {
+            problems.push(format!(
+                "{name}: documented, but the controller does not know it"
+            ));
+            continue;
+        }
+        if link_error_code(&resp) != Some("forbidden") {
+            // Needs nothing beyond connecting: only what the reference says any user may do.
+            if !["status", "me", "config_schema"].contains(&name.as_str()) {
+                problems.push(format!(
+                    "{name}: allowed with only core.control.connect: {resp}"
+                ));
+            }
+            continue;
+        }
+        let mut granted = connect.clone();
+        let mut resp = resp;
+        let mut passed = false;
+        for round in 0..40 {
+            let Some(p) = named_permission(&resp) else {
+                problems.push(format!("{name}: refused naming no permission: {resp}"));
+                break;
+            };
+            if granted.contains(&p) {
+                problems.push(format!("{name}: still refused for {p} once it is held"));
+                break;
+            }
+            granted.push(p);
+            let t = user_with(&admin, &format!("l{n}-{round}"), &granted).await;
+            let mut link = LinkClient::connect(&ws, "control", &t, None, None).await;
+            resp = link_call(&mut link, name, &data).await;
+            if link_error_code(&resp) != Some("forbidden") {
+                passed = true;
+                break;
+            }
+        }
+        if !passed {
+            problems.push(format!("{name}: not reachable with {granted:?}"));
+            continue;
+        }
+        checked += 1;
+    }
+    println!("permission matrix: {checked} link requests checked");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -118,12 +118,23 @@ async fn a_client_that_never_reads_is_dropped_and_the_controller_stays_small() {
     // A session that reads, to show events still reach readers meanwhile.
     let mut reader = LinkClient::connect(&c.ws_url(), "control", &c.first_token, None, None).await;
 
-    // ~20 s of 256 KiB events (instance_updated carries the config).
+    // 900 KiB events (instance_updated carries the config) for at least 20 s, and until the
+    // idle session's outbox overflowed (about 25 MiB: its outbox and the socket buffers).
     let started = Instant::now();
     let mut changes = 0;
     let mut sent_bytes = 0usize;
-    while started.elapsed() < Duration::from_secs(20) {
-        let body = big_tags(changes, 256 << 10);
+    let closed_now = || async {
+        metric(
+            &c,
+            "clustorio_slow_consumers_dropped_total",
+            &[("stream", "link"), ("action", "closed")],
+        )
+        .await
+    };
+    while started.elapsed() < Duration::from_secs(20)
+        || (sent_bytes < (80 << 20) && closed_now().await < 1.0)
+    {
+        let body = big_tags(changes, 900 << 10);
         sent_bytes += body.to_string().len();
         let (s, v) = patch(&api, "big", body).await;
         assert_eq!(s, 200, "{v}");
@@ -154,8 +165,9 @@ async fn a_client_that_never_reads_is_dropped_and_the_controller_stays_small() {
     .await;
     let after = rss(pid);
     println!(
-        "never-reading client: {changes} config changes, {} of events in 20 s; controller RSS before {}, peak {}, after {}; slow consumers detached {detached}, closed {closed}",
+        "never-reading client: {changes} config changes, {} of events in {:?}; controller RSS before {}, peak {}, after {}; slow consumers detached {detached}, closed {closed}",
         mib(sent_bytes as u64),
+        started.elapsed(),
         mib(before),
         mib(peak),
         mib(after)
@@ -184,9 +196,9 @@ async fn a_slow_reader_is_dropped_to_resume_and_loses_nothing() {
     let mut link = LinkClient::connect(&c.ws_url(), "control", &c.first_token, None, None).await;
     let session = link.session();
 
-    // 24 MiB of events while the client reads nothing: more than the socket buffers and the
+    // 12 MiB of events while the client reads nothing: more than the socket buffers and the
     // writer's budget take, less than the outbox keeps.
-    let n = 80;
+    let n = 40;
     for i in 0..n {
         let (s, v) = patch(&api, "big", big_tags(i, 300 << 10)).await;
         assert_eq!(s, 200, "{v}");
@@ -256,8 +268,8 @@ async fn a_resume_after_the_outbox_overflowed_starts_fresh_and_says_why() {
     let link = LinkClient::connect(&c.ws_url(), "control", &c.first_token, None, None).await;
     let session = link.session();
     drop(link);
-    // Away: 48 MiB of events are more than the outbox keeps.
-    for i in 0..160 {
+    // Away: 24 MiB of events are more than a control session's outbox keeps.
+    for i in 0..80 {
         let (s, v) = patch(&api, "big", big_tags(i, 300 << 10)).await;
         assert_eq!(s, 200, "{v}");
     }
@@ -273,7 +285,7 @@ async fn a_resume_after_the_outbox_overflowed_starts_fresh_and_says_why() {
     assert_eq!(link.ready["resumed"], false);
     assert_eq!(link.ready["ended"]["code"], "overflow", "{}", link.ready);
     let message = link.ready["ended"]["message"].as_str().unwrap();
-    assert!(message.contains("33554432 bytes"), "{message}");
+    assert!(message.contains("16777216 bytes"), "{message}");
 }
 
 #[tokio::test]

@@ -296,7 +296,7 @@ impl Hub {
         self.census.observe(event.name, &event.data);
         let ev = Arc::new(event);
         // What holding this event costs a subscriber (its data dominates).
-        let bytes = serde_json::to_vec(&ev.data).map_or(0, |v| v.len()) + 64;
+        let bytes = approximate_size(&ev.data) + 64;
         let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
         subs.retain(|w| w.strong_count() > 0);
         for sub in subs.iter().filter_map(Weak::upgrade) {
@@ -519,6 +519,21 @@ impl Hub {
         let all: Vec<_> = self.sessions().values().cloned().collect();
         for s in all {
             self.remove(&s, ErrorBody::new("shutdown", reason));
+        }
+    }
+}
+
+/// About the bytes `value` takes as JSON, without writing it out.
+fn approximate_size(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => items.iter().map(approximate_size).sum::<usize>() + items.len() + 2,
+        Value::Object(map) => {
+            map.iter()
+                .map(|(k, v)| k.len() + 4 + approximate_size(v))
+                .sum::<usize>()
+                + 2
         }
     }
 }

@@ -198,16 +198,19 @@ fn session_limits(cfg: &ControllerConfig) -> session::SessionLimits {
             outbox_bytes: SESSION_OUTBOX_BYTES,
             max_frame: cfg.max_message_bytes,
         },
+        control_outbox_bytes: CONTROL_OUTBOX_BYTES,
         write_budget: SESSION_WRITE_BUDGET,
         request_rate: cfg.link_request_rate,
         request_burst: cfg.link_request_burst,
     }
 }
 
-/// Unacknowledged bytes one session may hold (across a resume) before it is ended.
+/// Unacknowledged bytes one host session may hold (across a resume) before it is ended.
 const SESSION_OUTBOX_BYTES: usize = 32 << 20;
+/// The same for a web UI or ctl session.
+const CONTROL_OUTBOX_BYTES: usize = 16 << 20;
 /// Bytes waiting for one socket's writer before its peer counts as not reading.
-const SESSION_WRITE_BUDGET: usize = 8 << 20;
+const SESSION_WRITE_BUDGET: usize = 4 << 20;
 
 /// Silent connections closed by the HTTP server, counted.
 struct ConnectionEvents(prometheus::IntCounterVec);

@@ -33,7 +33,11 @@ pub enum Peer {
 /// What one session may hold, send and ask.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionLimits {
+    /// A host session's outbox and frame limits.
     pub link: crate::link::Limits,
+    /// A control session's outbox may hold at most this many bytes (a tab that comes back
+    /// after more than this reloads its state instead).
+    pub control_outbox_bytes: usize,
     /// Bytes queued for the socket writer (not yet written to the socket) beyond which the peer
     /// counts as not reading: the socket is dropped, the session waits for a resume.
     pub write_budget: usize,
@@ -153,12 +157,16 @@ impl Session {
             }
             _ => None,
         };
+        let mut link = limits.link;
+        if matches!(peer, Peer::Control { .. }) {
+            link.outbox_bytes = limits.control_outbox_bytes;
+        }
         Session {
             requests: Mutex::new(requests),
             limits,
             id,
             peer,
-            link: Endpoint::new(limits.link),
+            link: Endpoint::new(link),
             detached_at: Mutex::new(Some(Instant::now())),
             generation: AtomicU64::new(0),
             dead: AtomicBool::new(false),

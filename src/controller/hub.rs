@@ -21,7 +21,7 @@ use tokio::sync::{Notify, broadcast};
 /// Events a subscriber may leave untaken, at most.
 pub const SUBSCRIBER_EVENTS: usize = 65_536;
 /// Bytes of event data a subscriber may leave untaken, at most.
-pub const SUBSCRIBER_BYTES: usize = 16 << 20;
+pub const SUBSCRIBER_BYTES: usize = 8 << 20;
 /// Why recently ended sessions ended, kept for clients that try to resume them.
 const ENDED_KEPT: usize = 1024;
 

@@ -164,6 +164,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 ctl.hub.reap(window);
+                crate::limits::release_free_memory();
             }
         })
     };

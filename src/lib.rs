@@ -8,6 +8,7 @@ pub mod demo;
 pub mod entrypoint;
 pub mod host;
 pub mod join_address;
+pub mod limits;
 pub mod link;
 pub mod permissions;
 pub mod plugins;

@@ -144,6 +144,16 @@ fn main() -> ExitCode {
 
 use clustorio::runtime;
 
+/// Servers hold a socket per client and a file per game: use every descriptor the system allows.
+fn raise_fd_limit() {
+    match clustorio::limits::raise_fd_limit() {
+        Ok((before, after)) => {
+            tracing::info!(before, after, "file descriptor limit (RLIMIT_NOFILE)")
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.role {
         Role::Entrypoint { .. } => Ok(()),
@@ -167,6 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let cfg = HostConfig::load(&dir)?;
             init_logging(cfg.log_level);
+            raise_fd_limit();
             runtime()?.block_on(clustorio::host::run(&dir, cfg))
         }
         Role::Controller { command } => match command {
@@ -176,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     cfg.port = port;
                 }
                 init_logging(cfg.log_level);
+                raise_fd_limit();
                 runtime()?.block_on(clustorio::controller::run(&data.dir, cfg))
             }
             ControllerCommand::Token { data, user, join } => {

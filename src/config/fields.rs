@@ -341,9 +341,25 @@ pub static CONTROLLER: &[Field] = &[
     Field::new("max_body_bytes", int(1024, 1 << 30), D::Int(1 << 20))
         .title("Largest request")
         .about("Largest accepted API request body (JSON) in bytes."),
-    Field::new("max_message_bytes", int(1024, 1 << 30), D::Int(4 << 20))
+    Field::new("max_message_bytes", int(1024, crate::link::FRAME_CEILING as i64), D::Int(crate::link::DEFAULT_MAX_FRAME as i64))
         .title("Largest link message")
-        .about("Largest accepted link message in bytes.")
+        .about("Largest link message in bytes, either way: hosts and clients are told it, and nothing larger is sent (the request fails with too_large).")
+        .restart(),
+    Field::new("link_request_rate", int(0, 1_000_000), D::Int(100))
+        .title("Link request rate")
+        .about("Requests a second one web UI or ctl session may send (token bucket; 0 = no limit); over it a request is answered rate_limited and not done. Hosts and administrators are not limited.")
+        .restart(),
+    Field::new("link_request_burst", int(1, 1_000_000), D::Int(200))
+        .title("Link request burst")
+        .about("Requests a web UI or ctl session may send at once before the rate applies.")
+        .restart(),
+    Field::new("max_silent_connections", int(16, 1_000_000), D::Int(512))
+        .title("Silent connections")
+        .about("HTTP connections that have not sent a request yet, at most; beyond it the oldest is closed. File descriptors stay free for clients that talk.")
+        .restart(),
+    Field::new("first_request_timeout_ms", int(100, 600_000), D::Int(10_000))
+        .title("First request timeout")
+        .about("An HTTP connection that sends no request within this many milliseconds is closed.")
         .restart(),
 ];
 

@@ -137,6 +137,10 @@ pub struct ControllerConfig {
     pub resume_window_ms: u64,
     pub max_body_bytes: usize,
     pub max_message_bytes: usize,
+    pub link_request_rate: u32,
+    pub link_request_burst: u32,
+    pub max_silent_connections: usize,
+    pub first_request_timeout_ms: u64,
     /// Plugins' settings (`<plugin>.<key>`), checked against their fields; read with
     /// [`ControllerConfig::plugin_setting`].
     #[serde(flatten)]

@@ -337,6 +337,10 @@ pub struct Schema {
     write: &'static str,
 }
 
+/// The largest stored config (instance, controller, host), as JSON: it must fit in one link
+/// message at the default limit ([`crate::link::DEFAULT_MAX_FRAME`]) with room to spare.
+pub const MAX_CONFIG_BYTES: usize = 2 << 20;
+
 /// What a secret's reader sees instead of its value.
 pub const SECRET_SET: &str = "set";
 pub const SECRET_NOT_SET: &str = "not set";
@@ -460,6 +464,15 @@ impl Schema {
             Value::Object(Map::new())
         };
         merge_patch(&mut out, patch);
+        let size = serde_json::to_vec(&out).map_or(0, |v| v.len());
+        if size > MAX_CONFIG_BYTES {
+            return Err(Refusal::new(
+                "",
+                format!(
+                    "the config would be {size} bytes; a config may be at most {MAX_CONFIG_BYTES} bytes (it travels to hosts in one link message)"
+                ),
+            ));
+        }
         Ok(out)
     }
 

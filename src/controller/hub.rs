@@ -1,20 +1,29 @@
 //! Live link sessions: which hosts are connected, and the event stream every subscriber gets.
 //!
-//! Events go through a broadcast channel; each session has a pump task that copies the events
-//! its peer may see into the session's outbox (so they wait there across a resume).
+//! Events go to every subscriber's own queue; each session has a pump task that copies the
+//! events its peer may see into the session's outbox (so they wait there across a resume), and
+//! each `logs?follow` stream reads its queue as fast as its client takes the lines.
+//!
+//! A queue holds at most [`SUBSCRIBER_EVENTS`] events and [`SUBSCRIBER_BYTES`] bytes of event
+//! data: a subscriber that falls that far behind (a frozen browser tab) is dropped — a session
+//! is ended and starts over with the full state, a stream ends — instead of keeping every event
+//! since it stopped reading.
 
-use super::session::{Peer, Session};
+use super::session::{Peer, Session, SessionLimits};
 use crate::link::ErrorBody;
 use crate::store::{InstanceRecord, Role, User};
 use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
-/// Capacity of the event broadcast; a session that falls this far behind is ended and must
-/// start over (it then gets the full state again).
-const EVENT_BACKLOG: usize = 65_536;
+/// Events a subscriber may leave untaken, at most.
+pub const SUBSCRIBER_EVENTS: usize = 65_536;
+/// Bytes of event data a subscriber may leave untaken, at most.
+pub const SUBSCRIBER_BYTES: usize = 8 << 20;
+/// Why recently ended sessions ended, kept for clients that try to resume them.
+const ENDED_KEPT: usize = 1024;
 
 /// Who may see an instance's config.
 pub const INSTANCE_CONFIG_READ: &str = "core.instance.get_config";
@@ -124,12 +133,88 @@ impl Event {
     }
 }
 
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<(Arc<Event>, usize)>,
+    bytes: usize,
+    /// Events dropped since the subscriber fell too far behind.
+    lost: u64,
+}
+
+struct Subscriber {
+    queue: Mutex<Queue>,
+    ready: Notify,
+}
+
+impl Subscriber {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// False when the subscriber is over its budget (its queue is then emptied).
+    fn push(&self, ev: &Arc<Event>, bytes: usize) -> bool {
+        let mut q = self.lock();
+        if q.lost > 0 {
+            q.lost += 1;
+            return false;
+        }
+        if q.items.len() >= SUBSCRIBER_EVENTS || q.bytes + bytes > SUBSCRIBER_BYTES {
+            q.lost = q.items.len() as u64 + 1;
+            q.items.clear();
+            q.bytes = 0;
+            drop(q);
+            self.ready.notify_one();
+            return false;
+        }
+        q.items.push_back((ev.clone(), bytes));
+        q.bytes += bytes;
+        drop(q);
+        self.ready.notify_one();
+        true
+    }
+}
+
+/// One subscriber's events, in order.
+pub struct Subscription {
+    sub: Arc<Subscriber>,
+    /// HTTP streams end when they fell behind; sessions are told how much they lost.
+    end_when_behind: bool,
+}
+
+impl Subscription {
+    /// The next event. A subscriber that fell too far behind gets `Closed` (HTTP streams) or
+    /// `Lagged` (sessions) and nothing more.
+    pub async fn recv(&mut self) -> Result<Arc<Event>, broadcast::error::RecvError> {
+        loop {
+            {
+                let mut q = self.sub.lock();
+                if q.lost > 0 {
+                    return Err(if self.end_when_behind {
+                        broadcast::error::RecvError::Closed
+                    } else {
+                        broadcast::error::RecvError::Lagged(q.lost)
+                    });
+                }
+                if let Some((ev, bytes)) = q.items.pop_front() {
+                    q.bytes -= bytes;
+                    return Ok(ev);
+                }
+            }
+            self.sub.ready.notified().await;
+        }
+    }
+}
+
 pub struct Hub {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     /// Host id → its session, while a socket is attached.
     hosts: Mutex<HashMap<i64, Arc<Session>>>,
-    events: broadcast::Sender<Arc<Event>>,
-    pub outbox_limit: usize,
+    subscribers: Mutex<Vec<Weak<Subscriber>>>,
+    /// Why recently ended sessions ended (id, reason), newest last.
+    ended: Mutex<VecDeque<(String, ErrorBody)>>,
+    /// Subscribers dropped for not reading (the metric).
+    slow_consumers: prometheus::IntCounterVec,
+    pub limits: SessionLimits,
     store: crate::store::Store,
     /// Bumped on every change to users, roles or tokens: sessions and log streams then check
     /// their token again before they pass on the next event.
@@ -161,16 +246,19 @@ impl Watch {
 
 impl Hub {
     pub fn new(
-        outbox_limit: usize,
+        limits: SessionLimits,
         store: crate::store::Store,
         census: Arc<super::metrics::Census>,
+        slow_consumers: prometheus::IntCounterVec,
     ) -> Self {
         Hub {
             census,
             sessions: Mutex::new(HashMap::new()),
             hosts: Mutex::new(HashMap::new()),
-            events: broadcast::channel(EVENT_BACKLOG).0,
-            outbox_limit,
+            subscribers: Mutex::new(Vec::new()),
+            ended: Mutex::new(VecDeque::new()),
+            slow_consumers,
+            limits,
             store,
             grants: std::sync::atomic::AtomicU64::new(0),
         }
@@ -184,15 +272,52 @@ impl Hub {
         self.hosts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A receiver of every event from now on (HTTP log streams).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.events.subscribe()
+    /// Every event from now on, for an HTTP stream: it ends if its client stops reading.
+    pub fn subscribe(&self) -> Subscription {
+        self.subscription(true)
+    }
+
+    fn subscription(&self, end_when_behind: bool) -> Subscription {
+        let sub = Arc::new(Subscriber {
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+        });
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&sub));
+        Subscription {
+            sub,
+            end_when_behind,
+        }
     }
 
     pub fn publish(&self, event: Event) {
         self.census.observe(event.name, &event.data);
-        // No receivers is fine: nobody is subscribed.
-        let _ = self.events.send(Arc::new(event));
+        let ev = Arc::new(event);
+        // What holding this event costs a subscriber (its data dominates).
+        let bytes = approximate_size(&ev.data) + 64;
+        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        subs.retain(|w| w.strong_count() > 0);
+        for sub in subs.iter().filter_map(Weak::upgrade) {
+            let was_behind = sub.lock().lost > 0;
+            if !sub.push(&ev, bytes) && !was_behind {
+                self.slow_consumers
+                    .with_label_values(&["event_queue", "closed"])
+                    .inc();
+            }
+        }
+    }
+
+    /// Why session `id` ended, if it ended lately.
+    pub fn ended_reason(&self, id: &str) -> Option<ErrorBody> {
+        self.ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .rev()
+            .find(|(s, _)| s == id)
+            .map(|(_, r)| r.clone())
     }
 
     /// Users, roles or tokens changed: every open session and stream checks its token again.
@@ -213,7 +338,7 @@ impl Hub {
     /// Registers a new session and starts copying events to it.
     pub fn add_session(self: &Arc<Self>, session: Arc<Session>) {
         self.sessions().insert(session.id.clone(), session.clone());
-        let mut events = self.events.subscribe();
+        let mut events = self.subscription(false);
         let hub = self.clone();
         let mut watch = match &session.peer {
             Peer::Control { actor, token } => Some(self.watch(token, actor)),
@@ -244,7 +369,8 @@ impl Hub {
                             }
                         }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
-                            session.kill(ErrorBody::new("lagged", format!("{n} events were missed; reconnect for a fresh state")));
+                            hub.slow_consumers.with_label_values(&["link", "closed"]).inc();
+                            hub.remove(&session, ErrorBody::new("lagged", format!("{n} events were missed; reconnect for a fresh state")));
                             break;
                         }
                         Err(broadcast::error::RecvError::Closed) => break,
@@ -327,6 +453,13 @@ impl Hub {
     }
 
     fn remove(&self, session: &Arc<Session>, reason: ErrorBody) {
+        {
+            let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+            if ended.len() >= ENDED_KEPT {
+                ended.pop_front();
+            }
+            ended.push_back((session.id.clone(), reason.clone()));
+        }
         session.kill(reason);
         self.sessions().remove(&session.id);
         self.host_detached(session);
@@ -356,16 +489,28 @@ impl Hub {
         }
     }
 
-    /// Ends sessions detached for longer than the resume window.
+    /// Ends sessions detached for longer than the resume window, and forgets those that ended
+    /// themselves (their outbox overflowed).
     pub fn reap(&self, window: Duration) {
         let expired: Vec<_> = self
             .sessions()
             .values()
-            .filter(|s| s.expired(window))
+            .filter(|s| s.expired(window) || s.is_dead())
             .cloned()
             .collect();
         for s in expired {
-            self.remove(&s, ErrorBody::new("expired", "the resume window passed"));
+            let reason = match s.end_reason() {
+                Some(r) => {
+                    if r.code == "overflow" {
+                        self.slow_consumers
+                            .with_label_values(&["link", "closed"])
+                            .inc();
+                    }
+                    r
+                }
+                None => ErrorBody::new("expired", "the resume window passed"),
+            };
+            self.remove(&s, reason);
         }
     }
 
@@ -375,5 +520,63 @@ impl Hub {
         for s in all {
             self.remove(&s, ErrorBody::new("shutdown", reason));
         }
+    }
+}
+
+/// About the bytes `value` takes as JSON, without writing it out.
+fn approximate_size(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => items.iter().map(approximate_size).sum::<usize>() + items.len() + 2,
+        Value::Object(map) => {
+            map.iter()
+                .map(|(k, v)| k.len() + 4 + approximate_size(v))
+                .sum::<usize>()
+                + 2
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscription(end_when_behind: bool) -> Subscription {
+        Subscription {
+            sub: Arc::new(Subscriber {
+                queue: Mutex::new(Queue::default()),
+                ready: Notify::new(),
+            }),
+            end_when_behind,
+        }
+    }
+
+    fn event() -> Arc<Event> {
+        Arc::new(Event::role_deleted(1))
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_by_bytes_is_dropped_not_buffered() {
+        let mut stream = subscription(true);
+        assert!(stream.sub.push(&event(), SUBSCRIBER_BYTES / 2));
+        assert!(stream.recv().await.is_ok());
+        assert!(stream.sub.push(&event(), SUBSCRIBER_BYTES / 2));
+        assert!(stream.sub.push(&event(), SUBSCRIBER_BYTES / 2));
+        assert!(!stream.sub.push(&event(), SUBSCRIBER_BYTES / 2));
+        assert_eq!(stream.sub.lock().items.len(), 0, "its queue was freed");
+        assert!(matches!(
+            stream.recv().await,
+            Err(broadcast::error::RecvError::Closed)
+        ));
+
+        let mut session = subscription(false);
+        for _ in 0..3 {
+            session.sub.push(&event(), SUBSCRIBER_BYTES / 2);
+        }
+        assert!(matches!(
+            session.recv().await,
+            Err(broadcast::error::RecvError::Lagged(3))
+        ));
     }
 }

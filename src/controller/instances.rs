@@ -25,6 +25,7 @@ pub fn host_error(e: ErrorBody) -> ApiError {
         "bad_request" => (400, "bad_request"),
         "host_disconnected" | "session_lost" => (409, "host_disconnected"),
         "timeout" => (504, "timeout"),
+        "too_large" => (413, "too_large"),
         _ => (502, "host_error"),
     };
     ApiError::new(status, code, e.message)

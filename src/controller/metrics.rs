@@ -43,6 +43,13 @@ pub struct Metrics {
     pub sessions: IntGauge,
     plugin_messages: IntCounterVec,
     ipc_errors: IntCounterVec,
+    /// Link sessions and HTTP streams whose peer did not read: `stream` (link, log_follow) and
+    /// `action` (detached: the socket was dropped and the session may resume; closed).
+    pub slow_consumers: IntCounterVec,
+    /// Control requests refused with `rate_limited`.
+    pub rate_limited: prometheus::IntCounter,
+    /// Connections closed before their first request: `reason` (timeout, evicted).
+    pub connections_dropped: IntCounterVec,
     pub census: Arc<Census>,
     /// Tokens that passed a full check for `/metrics` lately (by hash, with when), so a
     /// scraper's every request does not hit SQLite. See [`SCRAPER_TRUST`].
@@ -87,6 +94,27 @@ impl Metrics {
             ),
             &["instance_id", "kind"],
         )?;
+        let slow_consumers = IntCounterVec::new(
+            Opts::new(
+                "slow_consumers_dropped_total",
+                "Link sessions and HTTP streams dropped because their peer did not read, by stream and action.",
+            ),
+            &["stream", "action"],
+        )?;
+        let rate_limited = prometheus::IntCounter::new(
+            "requests_rate_limited_total",
+            "Control requests refused because the session was over its request rate.",
+        )?;
+        let connections_dropped = IntCounterVec::new(
+            Opts::new(
+                "connections_dropped_total",
+                "HTTP connections closed before their first request, by reason (timeout, evicted).",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(slow_consumers.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(connections_dropped.clone()))?;
         registry.register(Box::new(plugin_messages.clone()))?;
         registry.register(Box::new(ipc_errors.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
@@ -99,6 +127,9 @@ impl Metrics {
             sessions,
             plugin_messages,
             ipc_errors,
+            slow_consumers,
+            rate_limited,
+            connections_dropped,
             census: Arc::new(Census::default()),
             scrapers: Arc::default(),
         })
@@ -119,6 +150,12 @@ impl Metrics {
     pub fn http_request(&self, route: &str, method: &str, status: u16) {
         self.http_requests
             .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+    }
+
+    pub fn slow_consumer(&self, stream: &str, action: &str) {
+        self.slow_consumers
+            .with_label_values(&[stream, action])
             .inc();
     }
 

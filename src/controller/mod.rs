@@ -104,7 +104,12 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     let ctl = Arc::new_cyclic(|me| Controller {
         plugins,
         me: me.clone(),
-        hub: Arc::new(Hub::new(100_000, store.clone(), metrics.census.clone())),
+        hub: Arc::new(Hub::new(
+            session_limits(&cfg),
+            store.clone(),
+            metrics.census.clone(),
+            metrics.slow_consumers.clone(),
+        )),
         metrics,
         started: Instant::now(),
         shutdown: Shutdown::new(),
@@ -134,13 +139,22 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         )
     })?;
     let local = listener.local_addr()?;
-    let server = warp::serve(routes(ctl.clone()))
-        .incoming(listener)
-        .graceful({
+    // warp's routes on our own accept loop: connections that never send a request are closed
+    // after a timeout, and at most so many may wait at once (file descriptors stay free).
+    let admission = crate::limits::Admission {
+        max_silent: ctl.cfg.max_silent_connections,
+        first_request_timeout: crate::limits::millis(ctl.cfg.first_request_timeout_ms),
+    };
+    let server = crate::limits::serve(
+        listener,
+        routes(ctl.clone()),
+        admission,
+        Arc::new(ConnectionEvents(ctl.metrics.connections_dropped.clone())),
+        {
             let s = ctl.shutdown.clone();
             async move { s.wait().await }
-        })
-        .run();
+        },
+    );
     let server = tokio::spawn(server);
 
     let reaper = {
@@ -150,6 +164,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 ctl.hub.reap(window);
+                crate::limits::release_free_memory();
             }
         })
     };
@@ -174,6 +189,37 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     }
     println!("Stopped");
     Ok(())
+}
+
+/// What one link session may hold, send and ask (DESIGN §3; settings in `fields::CONTROLLER`).
+fn session_limits(cfg: &ControllerConfig) -> session::SessionLimits {
+    session::SessionLimits {
+        link: crate::link::Limits {
+            outbox_frames: 100_000,
+            outbox_bytes: SESSION_OUTBOX_BYTES,
+            max_frame: cfg.max_message_bytes,
+        },
+        control_outbox_bytes: CONTROL_OUTBOX_BYTES,
+        write_budget: SESSION_WRITE_BUDGET,
+        request_rate: cfg.link_request_rate,
+        request_burst: cfg.link_request_burst,
+    }
+}
+
+/// Unacknowledged bytes one host session may hold (across a resume) before it is ended.
+const SESSION_OUTBOX_BYTES: usize = 32 << 20;
+/// The same for a web UI or ctl session.
+const CONTROL_OUTBOX_BYTES: usize = 16 << 20;
+/// Bytes waiting for one socket's writer before its peer counts as not reading.
+const SESSION_WRITE_BUDGET: usize = 4 << 20;
+
+/// Silent connections closed by the HTTP server, counted.
+struct ConnectionEvents(prometheus::IntCounterVec);
+
+impl crate::limits::AdmissionEvents for ConnectionEvents {
+    fn dropped(&self, why: &'static str) {
+        self.0.with_label_values(&[why]).inc();
+    }
 }
 
 /// First boot: default roles, join token, and the admin users from `ADMIN_STRING`. Returns the
@@ -209,9 +255,7 @@ async fn bootstrap(
     Ok(first)
 }
 
-fn routes(
-    ctl: Arc<Controller>,
-) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
+fn routes(ctl: Arc<Controller>) -> crate::limits::Routes {
     let with_ctl = {
         let ctl = ctl.clone();
         warp::any().map(move || ctl.clone())
@@ -222,7 +266,7 @@ fn routes(
         .and(warp::path("socket"))
         .and(warp::path::end())
         .and(warp::ws())
-        .and(warp::addr::remote())
+        .and(crate::limits::remote())
         .and(with_ctl.clone())
         .map(
             |ws: warp::ws::Ws, addr: Option<SocketAddr>, ctl: Arc<Controller>| {
@@ -241,7 +285,7 @@ fn routes(
         .and(warp::method())
         .and(raw_query)
         .and(warp::header::optional::<String>("authorization"))
-        .and(warp::addr::remote())
+        .and(crate::limits::remote())
         .and(warp::body::stream())
         .and(with_ctl.clone())
         .then(

@@ -4,7 +4,7 @@ use super::Controller;
 use super::auth::{self, Actor};
 use super::error::ApiError;
 use super::requests::ControlRequest;
-use super::session::{Outgoing, Peer, Session};
+use super::session::{Outgoing, Peer, Session, WriteBudget};
 use crate::link::{Accept, ErrorBody, Frame, Hello, PROTOCOL_VERSION, Ready};
 use crate::store::{self, TokenOwner};
 use futures_util::{SinkExt, StreamExt};
@@ -43,8 +43,11 @@ pub async fn serve(ws: WebSocket, ctl: Arc<Controller>, addr: Option<SocketAddr>
         }
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+    // What waits for the writer is bounded in bytes: a peer that stops reading is dropped (it
+    // may resume; its outbox keeps what it has not acknowledged).
+    let budget = Arc::new(WriteBudget::new(session.limits.write_budget));
     let resumed = ready.0.resumed;
-    let generation = session.attach(tx, ready.1, Frame::Ready(ready.0).to_text());
+    let generation = session.attach(tx, budget.clone(), ready.1, Frame::Ready(ready.0).to_text());
     if session.host_id().is_some() {
         ctl.host_connected(&session, resumed).await;
     }
@@ -52,6 +55,7 @@ pub async fn serve(ws: WebSocket, ctl: Arc<Controller>, addr: Option<SocketAddr>
     let heartbeat = Duration::from_millis(ctl.cfg.heartbeat_interval_ms.max(100));
     let writer_session = session.clone();
     let metrics = ctl.metrics.clone();
+    let writer_budget = budget.clone();
     let writer = tokio::spawn(async move {
         let mut ping = tokio::time::interval(heartbeat);
         ping.tick().await;
@@ -60,7 +64,13 @@ pub async fn serve(ws: WebSocket, ctl: Arc<Controller>, addr: Option<SocketAddr>
                 out = rx.recv() => match out {
                     Some(Outgoing::Text(text)) => {
                         metrics.link_message("out", "frame");
-                        if sink.send(Message::text(text)).await.is_err() { break; }
+                        let sent = sink.send(Message::text(text.to_string())).await;
+                        writer_budget.written(text.len());
+                        if sent.is_err() { break; }
+                    }
+                    Some(Outgoing::Resend(text)) => {
+                        metrics.link_message("out", "frame");
+                        if sink.send(Message::text(text.to_string())).await.is_err() { break; }
                     }
                     Some(Outgoing::Close(reason)) => {
                         let _ = sink.send(Message::text(Frame::Close(reason.clone()).to_text())).await;
@@ -82,7 +92,15 @@ pub async fn serve(ws: WebSocket, ctl: Arc<Controller>, addr: Option<SocketAddr>
     let silence = heartbeat * 3;
     let max = ctl.cfg.max_message_bytes;
     loop {
-        let msg = match tokio::time::timeout(silence, stream.next()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout(silence, stream.next()) => next,
+            _ = budget.exceeded.notified() => {
+                ctl.metrics.slow_consumer("link", "detached");
+                tracing::info!(session = %session.id, queued = budget.queued(), limit = session.limits.write_budget, "link peer is not reading; dropping its socket (it may resume)");
+                break;
+            }
+        };
+        let msg = match next {
             Ok(Some(Ok(msg))) => msg,
             _ => break,
         };
@@ -191,10 +209,19 @@ async fn handshake(
     let session = Arc::new(Session::new(
         store::tokens::generate("sess"),
         peer,
-        ctl.hub.outbox_limit,
+        ctl.hub.limits,
     ));
     ctl.hub.add_session(session.clone());
-    let ready = ready_frame(ctl, &session, false, host_token);
+    let mut ready = ready_frame(ctl, &session, false, host_token);
+    // Say why the session asked for is gone, so the client knows it starts over.
+    ready.ended = hello.resume.as_ref().map(|r| {
+        ctl.hub.ended_reason(&r.session).unwrap_or_else(|| {
+            ErrorBody::new(
+                "unknown_session",
+                "the session to resume is not known (expired, or the controller restarted)",
+            )
+        })
+    });
     Ok((session, (ready, 0)))
 }
 
@@ -233,6 +260,8 @@ fn ready_frame(
         host,
         host_token,
         user,
+        max_frame_bytes: ctl.cfg.max_message_bytes as u64,
+        ended: None,
     }
 }
 
@@ -356,6 +385,20 @@ async fn handle_frame(ctl: &Arc<Controller>, session: &Arc<Session>, frame: Fram
             tracing::warn!(session = %session.id, code = %e.code, message = %e.message, "peer reported an error")
         }
         Frame::Close(_) => {}
+        Frame::Request { id, .. } if !session.take_request() => {
+            ctl.metrics.rate_limited.inc();
+            let l = session.limits;
+            session.respond(
+                id,
+                Err(ErrorBody::new(
+                    "rate_limited",
+                    format!(
+                        "more than {} requests a second (bursts of {}); nothing was done, try again shortly",
+                        l.request_rate, l.request_burst
+                    ),
+                )),
+            );
+        }
         Frame::Request { id, name, data, .. } => {
             let ctl = ctl.clone();
             let session = session.clone();

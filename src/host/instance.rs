@@ -343,9 +343,9 @@ impl Host {
         args.use_server_whitelist = config["enable_whitelist"].as_bool().unwrap_or(false);
         args.mod_directory = Some(inst.dir.join("mods"));
         let mut spec = StartSpec::new(install, &inst.dir, args);
-        if let Some(t) = config["start_timeout_s"].as_u64() {
-            spec.ready_timeout = Duration::from_secs(t);
-        }
+        // Checked: a value from anywhere (an old database, a hand-edited file) cannot overflow.
+        let start_timeout = crate::limits::secs(config["start_timeout_s"].as_u64().unwrap_or(120));
+        spec.ready_timeout = start_timeout;
 
         let (server, events) = self
             .backend
@@ -363,9 +363,7 @@ impl Host {
         tokio::spawn(self.clone().pump(inst.clone(), events, generation));
 
         server
-            .wait_ready(Duration::from_secs(
-                config["start_timeout_s"].as_u64().unwrap_or(120),
-            ))
+            .wait_ready(start_timeout)
             .await
             .map_err(|e| e.to_string())?;
         let queue = Arc::new(RconQueue::start(server.clone(), inst.name.clone()));
@@ -394,7 +392,7 @@ impl Host {
                     // A Factorio update reverted the level script: the game runs without modules.
                     *lock(&inst.rcon_queue) = None;
                     server
-                        .stop(Duration::from_secs(self.cfg.stop_timeout_s.max(1)))
+                        .stop(crate::limits::secs(self.cfg.stop_timeout_s.max(1)))
                         .await;
                     *lock(&inst.server) = None;
                     return Err(PATCH_UNDONE.into());
@@ -440,7 +438,7 @@ impl Host {
         inst.set_status(Status::Stopping);
         self.report(inst, None);
         let report = server
-            .stop(Duration::from_secs(self.cfg.stop_timeout_s.max(1)))
+            .stop(crate::limits::secs(self.cfg.stop_timeout_s.max(1)))
             .await;
         self.mark_stopped(inst);
         if report.graceful

@@ -114,7 +114,7 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
             name: Some(cfg.host_name.clone()),
             software: env!("CARGO_PKG_VERSION").into(),
             plugins: Host::plugin_versions(&plugins),
-            max_backoff: Duration::from_secs(cfg.max_reconnect_delay_s.max(1)),
+            max_backoff: crate::limits::secs(cfg.max_reconnect_delay_s.max(1)),
         },
         shutdown.clone(),
     );
@@ -321,7 +321,7 @@ impl Host {
                 stop_orphan(
                     pid,
                     &path,
-                    Duration::from_secs(self.cfg.stop_timeout_s.max(1)),
+                    crate::limits::secs(self.cfg.stop_timeout_s.max(1)),
                 )
                 .await;
             }
@@ -443,7 +443,7 @@ impl Host {
                     if let Some(server) = inst.server() {
                         // Keep `desired` as it is: a host restart brings running instances back.
                         server
-                            .stop(Duration::from_secs(host.cfg.stop_timeout_s.max(1)))
+                            .stop(crate::limits::secs(host.cfg.stop_timeout_s.max(1)))
                             .await;
                     }
                 })

@@ -18,8 +18,18 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Unacknowledged frames kept while the controller is away (events of many hours).
-const OUTBOX_LIMIT: usize = 200_000;
+/// Unacknowledged frames kept while the controller is away (events of many hours), at most
+/// this many and this many bytes.
+const OUTBOX_FRAMES: usize = 200_000;
+const OUTBOX_BYTES: usize = 256 << 20;
+
+fn outbox_limits(max_frame: usize) -> super::Limits {
+    super::Limits {
+        outbox_frames: OUTBOX_FRAMES,
+        outbox_bytes: OUTBOX_BYTES,
+        max_frame,
+    }
+}
 
 /// Close codes after which retrying cannot help: the operator must fix something.
 const FATAL: &[&str] = &[
@@ -69,7 +79,7 @@ pub enum LinkError {
 }
 
 struct Shared {
-    link: Endpoint<mpsc::UnboundedSender<String>>,
+    link: Endpoint<mpsc::UnboundedSender<Arc<str>>>,
     /// The controller's session id, to resume after a drop.
     session: Mutex<Option<String>>,
     token: Mutex<String>,
@@ -108,7 +118,7 @@ impl Link {
         tokio::task::JoinHandle<Result<(), LinkError>>,
     ) {
         let shared = Arc::new(Shared {
-            link: Endpoint::new(OUTBOX_LIMIT),
+            link: Endpoint::new(outbox_limits(super::DEFAULT_MAX_FRAME)),
             session: Mutex::new(None),
             token: Mutex::new(opts.token.clone()),
         });
@@ -177,9 +187,19 @@ impl Link {
     }
 
     /// Attaches a new socket after `ready`: resend what the controller has not seen.
-    fn attach(&self, ready: &Ready, socket: mpsc::UnboundedSender<String>) {
+    fn attach(&self, ready: &Ready, socket: mpsc::UnboundedSender<Arc<str>>) {
         let mut st = self.shared.link.lock();
+        let max_frame = match ready.max_frame_bytes {
+            0 => super::DEFAULT_MAX_FRAME,
+            n => usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(super::FRAME_CEILING),
+        };
+        if let Some(why) = &ready.ended {
+            tracing::warn!(code = %why.code, message = %why.message, "the controller ended the previous link session; starting a new one");
+        }
         if ready.resumed {
+            st.outbox.set_max_frame(max_frame);
             st.outbox.ack(ready.last_seq);
         } else {
             // A new session: the controller's seq counters start over, so renumber what is
@@ -189,17 +209,19 @@ impl Link {
                 .pending()
                 .filter_map(|t| Frame::parse(t).ok())
                 .collect();
-            st.outbox = Outbox::new(OUTBOX_LIMIT);
+            st.outbox = Outbox::new(outbox_limits(max_frame));
             st.inbox = Inbox::new();
             for frame in old {
-                let _ = st.outbox.push(|seq| renumber(frame, seq));
+                if let Err(e) = st.outbox.push(|seq| renumber(frame, seq)) {
+                    tracing::warn!(error = %e, "dropping an unacknowledged frame the new session cannot take");
+                }
             }
         }
         if let Ok(mut s) = self.shared.session.lock() {
             *s = Some(ready.session.clone());
         }
         for text in st.outbox.pending() {
-            let _ = socket.send(text.to_string());
+            let _ = socket.send(text.clone());
         }
         st.socket = Some(socket);
     }
@@ -255,9 +277,13 @@ impl Link {
         incoming: &mpsc::UnboundedSender<Incoming>,
         shutdown: &Shutdown,
     ) -> Result<bool, SessionEnd> {
+        // Whatever the controller may send (its frame limit is at most the ceiling), we take.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(super::FRAME_CEILING))
+            .max_frame_size(Some(super::FRAME_CEILING));
         let connect = tokio::time::timeout(
             Duration::from_secs(10),
-            tokio_tungstenite::connect_async(url),
+            tokio_tungstenite::connect_async_with_config(url, Some(config), false),
         );
         let (ws, _) = match connect.await {
             Ok(Ok(pair)) => pair,
@@ -296,13 +322,13 @@ impl Link {
             self.set_token(token);
         }
         let heartbeat = Duration::from_millis(ready.heartbeat_ms.max(100));
-        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Arc<str>>();
         self.attach(&ready, tx);
         let _ = incoming.send(Incoming::Connected(ready));
 
         let writer = tokio::spawn(async move {
             while let Some(text) = rx.recv().await {
-                if sink.send(Message::text(text)).await.is_err() {
+                if sink.send(Message::text(text.to_string())).await.is_err() {
                     break;
                 }
             }

@@ -2,10 +2,11 @@
 //! until acknowledged, duplicates recognised, requests matched to their responses. Each side adds
 //! only what differs — the controller keeps sessions across sockets, the client reconnects.
 
-use super::session::Overflow;
+use super::session::{Limits, SendError};
 use super::{Accept, ErrorBody, Frame, Inbox, Outbox};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -13,11 +14,12 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Where frames go while a socket is attached.
 pub trait Wire: Send {
-    fn send_text(&self, text: String);
+    /// A frame's text; shared with the outbox, so a frame waiting in both costs its bytes once.
+    fn send_text(&self, text: Arc<str>);
 }
 
-impl Wire for mpsc::UnboundedSender<String> {
-    fn send_text(&self, text: String) {
+impl Wire for mpsc::UnboundedSender<Arc<str>> {
+    fn send_text(&self, text: Arc<str>) {
         // A closed socket just misses the frame; it stays in the outbox for the resend.
         let _ = self.send(text);
     }
@@ -39,10 +41,10 @@ pub struct Endpoint<W> {
 }
 
 impl<W: Wire> Endpoint<W> {
-    pub fn new(outbox_limit: usize) -> Self {
+    pub fn new(limits: Limits) -> Self {
         Endpoint {
             state: Mutex::new(Sequencing {
-                outbox: Outbox::new(outbox_limit),
+                outbox: Outbox::new(limits),
                 inbox: Inbox::new(),
                 socket: None,
             }),
@@ -62,7 +64,7 @@ impl<W: Wire> Endpoint<W> {
     }
 
     /// Queues a sequenced frame (`build` gets seq and ack); sent at once if a socket is attached.
-    pub fn send_sequenced(&self, build: impl FnOnce(u64, u64) -> Frame) -> Result<(), Overflow> {
+    pub fn send_sequenced(&self, build: impl FnOnce(u64, u64) -> Frame) -> Result<(), SendError> {
         let mut st = self.lock();
         let ack = st.inbox.last_seq();
         let text = st.outbox.push(|seq| build(seq, ack))?;
@@ -72,7 +74,7 @@ impl<W: Wire> Endpoint<W> {
         Ok(())
     }
 
-    pub fn send_event(&self, name: &str, data: Value) -> Result<(), Overflow> {
+    pub fn send_event(&self, name: &str, data: Value) -> Result<(), SendError> {
         self.send_sequenced(|seq, ack| Frame::Event {
             seq,
             ack: Some(ack),
@@ -81,7 +83,7 @@ impl<W: Wire> Endpoint<W> {
         })
     }
 
-    pub fn respond(&self, id: u64, result: Result<Value, ErrorBody>) -> Result<(), Overflow> {
+    pub fn respond(&self, id: u64, result: Result<Value, ErrorBody>) -> Result<(), SendError> {
         let (ok, error) = match result {
             Ok(v) => (Some(v), None),
             Err(e) => (None, Some(e)),
@@ -114,7 +116,7 @@ impl<W: Wire> Endpoint<W> {
         });
         if let Err(e) = sent {
             self.pending().remove(&id);
-            return Err(ErrorBody::new("overflow", e.to_string()));
+            return Err(e.to_body());
         }
         let result = tokio::time::timeout(timeout, rx).await;
         self.pending().remove(&id);
@@ -146,7 +148,7 @@ impl<W: Wire> Endpoint<W> {
     /// An unsequenced frame (ack, pong, error), if a socket is attached.
     pub fn send_control(&self, frame: Frame) {
         if let Some(socket) = &self.lock().socket {
-            socket.send_text(frame.to_text());
+            socket.send_text(Arc::from(frame.to_text()));
         }
     }
 

@@ -67,6 +67,13 @@ pub struct Ready {
     /// Hosts: the plugins the cluster enables (the host runs those it also has).
     #[serde(default)]
     pub plugins: Vec<crate::plugins::PluginVersion>,
+    /// The largest frame the controller accepts (0: not said; assume [`super::DEFAULT_MAX_FRAME`]).
+    #[serde(default)]
+    pub max_frame_bytes: u64,
+    /// A resume that could not be honoured: why the old session ended (its outbox overflowed, it
+    /// expired, …). The client starts fresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<ErrorBody>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,60 +1,165 @@
 //! Per-session reliability, the same on both ends: the outbox keeps what we sent until the peer
 //! acknowledges it; the inbox remembers the highest seq we took so a resent frame is not applied
 //! twice.
+//!
+//! The outbox is bounded twice, by frames and by bytes: a peer that stops acknowledging cannot
+//! make its session hold more than [`Limits::outbox_bytes`]. A frame larger than
+//! [`Limits::max_frame`] is refused before it takes a seq, so it never reaches the peer (whose
+//! socket would refuse it and, resent on every reconnect, poison the session).
 
 use super::Frame;
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// How much one session may hold and send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Unacknowledged frames kept at most.
+    pub outbox_frames: usize,
+    /// Unacknowledged bytes kept at most.
+    pub outbox_bytes: usize,
+    /// The largest frame the peer accepts.
+    pub max_frame: usize,
+}
 
 #[derive(Debug)]
 pub struct Outbox {
     next_seq: u64,
-    unacked: VecDeque<(u64, String)>,
-    limit: usize,
+    unacked: VecDeque<(u64, Arc<str>)>,
+    bytes: usize,
+    limits: Limits,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("more than {0} messages are waiting for acknowledgement; the session must start over")]
-pub struct Overflow(pub usize);
+/// Why a sequenced frame was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error(
+        "{frames} messages ({bytes} bytes) are waiting for acknowledgement, over the limit of {max_frames} messages or {max_bytes} bytes; the session must start over"
+    )]
+    Overflow {
+        frames: usize,
+        bytes: usize,
+        max_frames: usize,
+        max_bytes: usize,
+    },
+    #[error("a {kind} of {size} bytes exceeds the link's frame limit of {max} bytes")]
+    TooLarge {
+        kind: &'static str,
+        size: usize,
+        max: usize,
+    },
+}
 
-impl Outbox {
-    pub fn new(limit: usize) -> Self {
-        Outbox {
-            next_seq: 1,
-            unacked: VecDeque::new(),
-            limit,
+impl SendError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            SendError::Overflow { .. } => "overflow",
+            SendError::TooLarge { .. } => "too_large",
         }
     }
 
+    pub fn to_body(&self) -> super::ErrorBody {
+        super::ErrorBody::new(self.code(), self.to_string())
+    }
+}
+
+/// The old name of [`SendError`].
+pub type Overflow = SendError;
+
+impl Outbox {
+    pub fn new(limits: Limits) -> Self {
+        Outbox {
+            next_seq: 1,
+            unacked: VecDeque::new(),
+            bytes: 0,
+            limits,
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The peer told us the largest frame it takes.
+    pub fn set_max_frame(&mut self, max: usize) {
+        self.limits.max_frame = max;
+    }
+
     /// Gives `build` the next seq, keeps the frame until acknowledged and returns its text.
-    pub fn push(&mut self, build: impl FnOnce(u64) -> Frame) -> Result<String, Overflow> {
-        if self.unacked.len() >= self.limit {
-            return Err(Overflow(self.limit));
+    /// Nothing changes when it is refused (the seq is not used).
+    pub fn push(&mut self, build: impl FnOnce(u64) -> Frame) -> Result<Arc<str>, SendError> {
+        let l = self.limits;
+        if self.unacked.len() >= l.outbox_frames || self.bytes > l.outbox_bytes {
+            return Err(self.overflow());
         }
         let seq = self.next_seq;
+        let frame = build(seq);
+        let text = frame.to_text();
+        if text.len() > l.max_frame {
+            return Err(SendError::TooLarge {
+                kind: frame_kind(&frame),
+                size: text.len(),
+                max: l.max_frame,
+            });
+        }
+        if self.bytes + text.len() > l.outbox_bytes {
+            return Err(SendError::Overflow {
+                frames: self.unacked.len() + 1,
+                bytes: self.bytes + text.len(),
+                max_frames: l.outbox_frames,
+                max_bytes: l.outbox_bytes,
+            });
+        }
         self.next_seq += 1;
-        let text = build(seq).to_text();
+        let text: Arc<str> = Arc::from(text);
+        self.bytes += text.len();
         self.unacked.push_back((seq, text.clone()));
         Ok(text)
+    }
+
+    fn overflow(&self) -> SendError {
+        SendError::Overflow {
+            frames: self.unacked.len(),
+            bytes: self.bytes,
+            max_frames: self.limits.outbox_frames,
+            max_bytes: self.limits.outbox_bytes,
+        }
     }
 
     /// Drops everything up to and including `ack`.
     pub fn ack(&mut self, ack: u64) {
         while self.unacked.front().is_some_and(|(seq, _)| *seq <= ack) {
-            self.unacked.pop_front();
+            if let Some((_, text)) = self.unacked.pop_front() {
+                self.bytes -= text.len();
+            }
         }
     }
 
     /// Frames still unacknowledged, oldest first (to resend after a resume).
-    pub fn pending(&self) -> impl Iterator<Item = &str> {
-        self.unacked.iter().map(|(_, text)| text.as_str())
+    pub fn pending(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.unacked.iter().map(|(_, text)| text)
     }
 
     pub fn len(&self) -> usize {
         self.unacked.len()
     }
 
+    /// Bytes waiting for acknowledgement.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn is_empty(&self) -> bool {
         self.unacked.is_empty()
+    }
+}
+
+fn frame_kind(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::Request { .. } => "request",
+        Frame::Response { .. } => "response",
+        Frame::Event { .. } => "event",
+        _ => "frame",
     }
 }
 
@@ -109,9 +214,17 @@ mod tests {
         }
     }
 
+    fn limits(frames: usize, bytes: usize, max_frame: usize) -> Limits {
+        Limits {
+            outbox_frames: frames,
+            outbox_bytes: bytes,
+            max_frame,
+        }
+    }
+
     #[test]
     fn acked_frames_are_dropped_and_the_rest_kept_in_order() {
-        let mut out = Outbox::new(10);
+        let mut out = Outbox::new(limits(10, 1 << 20, 1 << 20));
         for _ in 0..5 {
             out.push(event).unwrap();
         }
@@ -125,10 +238,45 @@ mod tests {
 
     #[test]
     fn overflow_is_reported() {
-        let mut out = Outbox::new(2);
+        let mut out = Outbox::new(limits(2, 1 << 20, 1 << 20));
         out.push(event).unwrap();
         out.push(event).unwrap();
         assert!(out.push(event).is_err());
+    }
+
+    #[test]
+    fn the_outbox_is_bounded_in_bytes_and_acks_free_them() {
+        let one = event(1).to_text().len();
+        let mut out = Outbox::new(limits(1000, one * 3, 1 << 20));
+        for _ in 0..3 {
+            out.push(event).unwrap();
+        }
+        let err = out.push(event).unwrap_err();
+        assert_eq!(err.code(), "overflow");
+        assert!(
+            err.to_string().contains(&format!("{} bytes", one * 3)),
+            "{err}"
+        );
+        out.ack(2);
+        assert_eq!(out.bytes(), one);
+        out.push(event).unwrap();
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_without_using_a_seq() {
+        let mut out = Outbox::new(limits(10, 1 << 20, 100));
+        let big = |seq| Frame::Event {
+            seq,
+            ack: None,
+            name: "e".into(),
+            data: serde_json::json!("x".repeat(500)),
+        };
+        let err = out.push(big).unwrap_err();
+        assert_eq!(err.code(), "too_large");
+        assert!(err.to_string().contains("limit of 100 bytes"), "{err}");
+        assert!(out.is_empty());
+        let text = out.push(event).unwrap();
+        assert_eq!(Frame::parse(&text).unwrap().seq(), Some(1));
     }
 
     #[test]

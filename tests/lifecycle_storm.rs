@@ -33,6 +33,7 @@ fn games_under(host_dir: &Path) -> Vec<String> {
 
 struct Cluster {
     _root: tempfile::TempDir,
+    ctl_dir: PathBuf,
     _controller: ControllerProcess,
     hosts: Vec<(String, PathBuf, HostProcess)>,
     api: Api,
@@ -55,6 +56,7 @@ fn cluster() -> Cluster {
         .collect();
     Cluster {
         _root: root,
+        ctl_dir,
         _controller: c,
         hosts,
         api,
@@ -384,4 +386,153 @@ async fn a_delete_right_after_a_start_leaves_no_game_behind() {
     assert!(cl.games().is_empty(), "games left: {:?}", cl.games());
     cl.ports_reusable(&host, "after").await;
     println!("{deleted} of 30 deletes right after a start; no game left behind");
+}
+
+fn zip_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = zip::ZipWriter::new(&mut buf);
+        for (name, data) in entries {
+            w.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Four uploads of one mod name at once, five rounds: each answer is 201 or a clear 409, and
+/// the stored file and its metadata are both one upload that got 201 — never a mix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_of_one_mod_name_store_one_whole_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ControllerProcess::start(dir.path());
+    let api = Api::new(&c.url(""), &c.first_token);
+    let path = "/api/v1/mods/racy_1.0.0.zip";
+    for round in 0..5 {
+        let uploads: Vec<Vec<u8>> = (0..4)
+            .map(|n| {
+                // Big enough that the four bodies are being written at the same time.
+                let padding: Vec<u8> = (0..(2 << 20))
+                    .map(|i| ((i * 7 + n * 13 + round) % 251) as u8)
+                    .collect();
+                zip_with(&[
+                    (
+                        "racy_1.0.0/info.json",
+                        format!(r#"{{"name":"racy","version":"1.0.0","upload":{n}}}"#).as_bytes(),
+                    ),
+                    ("racy_1.0.0/data.bin", &padding),
+                ])
+            })
+            .collect();
+        let tasks: Vec<_> = uploads
+            .iter()
+            .cloned()
+            .map(|body| {
+                let api = Api::new(&api.base, &api.token);
+                tokio::spawn(async move { api.put_bytes(path, body).await })
+            })
+            .collect();
+        let mut accepted = Vec::new();
+        for (n, t) in tasks.into_iter().enumerate() {
+            let (s, v) = t.await.unwrap();
+            assert!(matches!(s, 201 | 409), "round {round} upload {n}: {s} {v}");
+            if s == 201 {
+                assert_eq!(
+                    v["sha256"],
+                    sha256(&uploads[n]),
+                    "round {round}: the reply describes another upload"
+                );
+                accepted.push(sha256(&uploads[n]));
+            }
+        }
+        assert!(
+            !accepted.is_empty(),
+            "round {round}: no upload was accepted"
+        );
+        let (s, stored) = api.get_bytes(path).await;
+        assert_eq!(s, 200);
+        let (s, meta) = api.call("GET", &format!("{path}?meta=1"), None).await;
+        assert_eq!(s, 200, "{meta}");
+        let stored_sha = sha256(&stored);
+        assert!(
+            accepted.contains(&stored_sha),
+            "round {round}: the stored file is none of the accepted uploads"
+        );
+        assert_eq!(
+            meta["sha256"], stored_sha,
+            "round {round}: metadata of another upload than the file"
+        );
+        assert_eq!(meta["size"], stored.len() as u64);
+    }
+    // No temporary file is left in the mod store.
+    let extra: Vec<_> = std::fs::read_dir(dir.path().join("mods"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n != "racy_1.0.0.zip")
+        .collect();
+    assert!(extra.is_empty(), "left in the mod store: {extra:?}");
+}
+
+/// Eight downloads of one save at once (the host pushes it through the controller for each):
+/// all succeed with the whole save, and no pulled copy stays on the controller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_downloads_of_one_save_all_succeed() {
+    let cl = cluster();
+    let host = cl.hosts[0].0.clone();
+    common::cluster::create_and_start(&cl.api, "dl", &host, json!({})).await;
+    let (s, v) = cl.api.post("/api/v1/instances/dl/stop", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let id = cl.api.get("/api/v1/instances/dl").await["id"]
+        .as_i64()
+        .unwrap();
+    for round in 0..3 {
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let api = Api::new(&cl.api.base, &cl.api.token);
+                tokio::spawn(
+                    async move { api.get_bytes("/api/v1/instances/dl/saves/world.zip").await },
+                )
+            })
+            .collect();
+        let mut bodies = Vec::new();
+        for (n, t) in tasks.into_iter().enumerate() {
+            let (s, body) = t.await.unwrap();
+            assert_eq!(
+                s,
+                200,
+                "round {round} download {n}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            assert!(
+                zip::ZipArchive::new(std::io::Cursor::new(&body)).is_ok(),
+                "round {round} download {n}: not a whole zip"
+            );
+            bodies.push(body);
+        }
+        assert!(
+            bodies.windows(2).all(|w| w[0] == w[1]),
+            "round {round}: downloads differ"
+        );
+    }
+    let downloads = cl
+        .ctl_dir
+        .join("saves")
+        .join(id.to_string())
+        .join("downloads");
+    let left: Vec<_> = std::fs::read_dir(&downloads)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "pulled saves left on the controller: {left:?}"
+    );
 }

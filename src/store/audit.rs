@@ -47,7 +47,14 @@ pub fn bounded(detail: &Value) -> Value {
     if text.len() <= MAX_DETAIL_BYTES {
         return detail.clone();
     }
-    let mut summary = summarize(detail, 0);
+    // Fewer and shorter values until it fits.
+    let mut summary = Value::Null;
+    for (items, chars) in [(MAX_ITEMS, MAX_VALUE_CHARS), (8, 48), (2, 16)] {
+        summary = summarize(detail, 0, items, chars);
+        if summary.to_string().len() <= MAX_DETAIL_BYTES {
+            break;
+        }
+    }
     if summary.to_string().len() > MAX_DETAIL_BYTES {
         // Still too big (many fields): the top-level field names alone.
         summary = match detail {
@@ -66,10 +73,10 @@ pub fn bounded(detail: &Value) -> Value {
     }
 }
 
-fn summarize(v: &Value, depth: usize) -> Value {
+fn summarize(v: &Value, depth: usize, items: usize, chars: usize) -> Value {
     match v {
-        Value::String(s) if s.chars().count() > MAX_VALUE_CHARS => {
-            let cut: String = s.chars().take(MAX_VALUE_CHARS).collect();
+        Value::String(s) if s.chars().count() > chars => {
+            let cut: String = s.chars().take(chars).collect();
             json!(format!("{cut}… ({} bytes)", s.len()))
         }
         Value::Array(a) if depth >= MAX_DEPTH => json!(format!("[{} items]", a.len())),
@@ -77,23 +84,23 @@ fn summarize(v: &Value, depth: usize) -> Value {
         Value::Array(a) => {
             let mut out: Vec<Value> = a
                 .iter()
-                .take(MAX_ITEMS)
-                .map(|x| summarize(x, depth + 1))
+                .take(items)
+                .map(|x| summarize(x, depth + 1, items, chars))
                 .collect();
-            if a.len() > MAX_ITEMS {
-                out.push(json!(format!("… {} more", a.len() - MAX_ITEMS)));
+            if a.len() > items {
+                out.push(json!(format!("… {} more", a.len() - items)));
             }
             Value::Array(out)
         }
         Value::Object(m) => {
             let mut out = serde_json::Map::new();
-            for (k, x) in m.iter().take(MAX_ITEMS) {
-                out.insert(k.clone(), summarize(x, depth + 1));
+            for (k, x) in m.iter().take(items) {
+                out.insert(k.clone(), summarize(x, depth + 1, items, chars));
             }
-            if m.len() > MAX_ITEMS {
+            if m.len() > items {
                 out.insert(
                     "…".into(),
-                    json!(format!("{} more fields", m.len() - MAX_ITEMS)),
+                    json!(format!("{} more fields", m.len() - items)),
                 );
             }
             Value::Object(out)

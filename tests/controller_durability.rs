@@ -101,13 +101,13 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_change() {
                     } else {
                         "/api/v1/users"
                     };
-                    let Ok(resp) = client
+                    let resp = client
                         .post(format!("{url}{path}"))
                         .bearer_auth(&token)
                         .json(&json!({ "name": name }))
                         .send()
-                        .await
-                    else {
+                        .await;
+                    let Ok(resp) = resp else {
                         break;
                     };
                     // Only a complete success reply counts as acknowledged.
@@ -116,6 +116,16 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_change() {
                     }
                 }
             }));
+        }
+        // The kill comes at a random moment while writes are being acknowledged: counted from
+        // the round's first acknowledged write (a fresh controller on a busy machine can take a
+        // while to answer the first ones).
+        let acked_now =
+            || acked_instances.lock().unwrap().len() + acked_users.lock().unwrap().len();
+        let before = acked_now();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while acked_now() == before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(30..400))).await;
         c.kill9();

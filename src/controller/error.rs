@@ -50,6 +50,27 @@ impl ApiError {
         Self::new(409, "conflict", message)
     }
 
+    /// A file operation failed: `507 disk_full` when the disk (or a size limit) is full,
+    /// else `500 io` naming what was being done.
+    pub fn io(context: impl std::fmt::Display, e: &std::io::Error) -> Self {
+        if is_disk_full(e) {
+            tracing::error!(error = %e, "{context}: disk full");
+            return Self::disk_full(format!("{context}: {e}"));
+        }
+        Self::new(500, "io", format!("{context}: {e}"))
+    }
+
+    /// 507: what to do is free space on the controller's disk, then retry.
+    pub fn disk_full(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            507,
+            "disk_full",
+            format!(
+                "disk full on the controller: free space in its data directory and retry; nothing was changed ({detail})"
+            ),
+        )
+    }
+
     pub fn to_body(&self) -> ErrorBody {
         ErrorBody::new(self.code, self.message.clone())
     }
@@ -71,12 +92,28 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(m) => ApiError::new(400, "invalid", m),
             StoreError::Forbidden(m) => ApiError::forbidden(m),
             StoreError::Refused(r) => ApiError::refused(r),
+            StoreError::Full(m) => {
+                tracing::error!(error = %m, "store write failed: disk full");
+                ApiError::disk_full("the database could not grow")
+            }
             StoreError::Db(m) => {
                 tracing::error!(error = %m, "store error");
                 ApiError::new(500, "internal", "internal error; see the controller log")
             }
         }
     }
+}
+
+/// ENOSPC (no space), EDQUOT (quota) and EFBIG (file size limit) all mean: the disk is full
+/// as far as this process is concerned.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || e.kind() == std::io::ErrorKind::FileTooLarge
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
+        )
 }
 
 impl std::fmt::Display for ApiError {

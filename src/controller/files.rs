@@ -26,6 +26,19 @@ use warp::{Filter, Rejection, Reply};
 /// Largest save or mod accepted.
 const MAX_FILE_BYTES: u64 = 4 << 30;
 
+/// One operation at a time per file name: a mod's file and its metadata, a save staged for a
+/// host, a save pulled from a host. Keyed by path (paths differ between controllers).
+static FILE_LOCKS: std::sync::LazyLock<super::instances::KeyedLocks<PathBuf>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// A name no other upload in this process uses: concurrent uploads of one name never share
+/// a temporary file.
+fn unique(dir: &Path, what: &str, name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!(".{what}-{}-{n}-{name}", std::process::id()))
+}
+
 type Resp = warp::reply::Response;
 
 fn error(e: ApiError) -> Resp {
@@ -97,8 +110,7 @@ where
     B: Buf,
 {
     use sha2::{Digest, Sha256};
-    let io =
-        |e: std::io::Error| ApiError::new(500, "io", format!("writing {}: {e}", target.display()));
+    let io = |e: std::io::Error| ApiError::io(format_args!("writing {}", target.display()), &e);
     if let Some(dir) = target.parent() {
         tokio::fs::create_dir_all(dir).await.map_err(io)?;
     }
@@ -138,7 +150,7 @@ where
     Ok((size, hex::encode(hasher.finalize())))
 }
 
-/// Receives into a temporary file, checks it with `check`, then moves it to `target`.
+/// Receives into a temporary file of its own, checks it with `check`, then moves it to `target`.
 async fn receive_checked<S, B>(
     body: S,
     target: &Path,
@@ -149,14 +161,34 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
 {
-    let staging = target.with_file_name(format!(".incoming-{}-{name}", std::process::id()));
+    let (staging, got) = receive_staged(body, target, name, check).await?;
+    std::fs::rename(&staging, target).map_err(|e| {
+        let _ = std::fs::remove_file(&staging);
+        ApiError::io(format_args!("storing {}", target.display()), &e)
+    })?;
+    Ok(got)
+}
+
+/// Receives into a checked temporary file beside `target` (unique to this upload) and returns
+/// it; the caller moves it into place.
+async fn receive_staged<S, B>(
+    body: S,
+    target: &Path,
+    name: &str,
+    check: fn(&Path, &str) -> Result<(), saves::SaveError>,
+) -> Result<(PathBuf, (u64, String)), ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let staging = unique(dir, "incoming", name);
     let got = receive(body, &staging).await?;
     if let Err(e) = check(&staging, name) {
         let _ = std::fs::remove_file(&staging);
         return Err(ApiError::new(400, "invalid_file", e.to_string()));
     }
-    std::fs::rename(&staging, target).map_err(|e| ApiError::new(500, "io", e.to_string()))?;
-    Ok(got)
+    Ok((staging, got))
 }
 
 async fn send_file(
@@ -164,12 +196,50 @@ async fn send_file(
     download_name: &str,
     extra: Option<(&'static str, String)>,
 ) -> Resp {
-    let file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
-        Err(_) => return error(ApiError::not_found(format!("no file '{download_name}'"))),
+    match std::fs::File::open(path) {
+        Ok(f) => send_open_file(f, download_name, extra).await,
+        Err(_) => error(ApiError::not_found(format!("no file '{download_name}'"))),
+    }
+}
+
+/// Streams an open file; its length and checksum are of the same open file, so a file
+/// replaced meanwhile (a new upload of the name) never mixes two versions.
+async fn send_open_file(
+    file: std::fs::File,
+    download_name: &str,
+    extra: Option<(&'static str, String)>,
+) -> Resp {
+    let hashed = tokio::task::spawn_blocking(move || {
+        use sha2::{Digest, Sha256};
+        use std::io::{Read, Seek};
+        let mut file = file;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut len = 0u64;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            len += n as u64;
+            hasher.update(&buf[..n]);
+        }
+        file.seek(std::io::SeekFrom::Start(0))?;
+        Ok::<_, std::io::Error>((file, len, hex::encode(hasher.finalize())))
+    })
+    .await;
+    let (file, len, sha) = match hashed {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return error(ApiError::io(format_args!("reading {download_name}"), &e)),
+        Err(e) => {
+            return error(ApiError::new(
+                500,
+                "internal",
+                format!("reading {download_name}: {e}"),
+            ));
+        }
     };
-    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    let sha = saves::sha256_file(path).unwrap_or_default();
+    let file = tokio::fs::File::from_std(file);
     let stream = tokio_util::io::ReaderStream::new(file);
     let mut resp = warp::reply::stream(stream).into_response();
     let h = resp.headers_mut();
@@ -238,7 +308,14 @@ where
         let rec = ctl.record(&instance_ref(&instance)).await?;
         ctl.host_of(&rec).await?;
         let target = ctl.saves_dir(rec.id).join("uploads").join(&name);
-        let (size, sha) = receive_checked(body, &target, &name, saves::check_save_zip).await?;
+        let (staging, (size, sha)) =
+            receive_staged(body, &target, &name, saves::check_save_zip).await?;
+        // One upload of a name at a time reaches the host: the file it fetches is this one.
+        let _one = FILE_LOCKS.lock(target.clone()).await;
+        if let Err(e) = std::fs::rename(&staging, &target) {
+            let _ = std::fs::remove_file(&staging);
+            return Err(ApiError::io(format_args!("staging {name}"), &e));
+        }
         // The host keeps it under a name of its own if the running game writes `name`.
         let fetched = ctl
             .ask_host(
@@ -284,21 +361,21 @@ async fn download_save(
         valid(&name)?;
         let rec = ctl.record(&instance_ref(&instance)).await?;
         if rec.host_id.is_some_and(|h| ctl.hub.host_connected(h)) {
-            ctl.ask_host(
-                &rec,
-                "save_push",
-                json!({ "name": name }),
-                std::time::Duration::from_secs(600),
-            )
-            .await?;
-            return Ok(ctl.saves_dir(rec.id).join("downloads").join(&name));
+            let pulled = ctl
+                .pull_save(&rec, &name, std::time::Duration::from_secs(600))
+                .await?;
+            // Open, then gone from the disk: the open file streams, nothing is left behind.
+            let file = std::fs::File::open(&pulled)
+                .map_err(|e| ApiError::io(format_args!("opening the pulled {name}"), &e));
+            let _ = std::fs::remove_file(&pulled);
+            return Ok(Pulled::Open(file?));
         }
         // Host away: the newest backup of that save, if there is one.
         let backups = saves::list(&ctl.backups_dir(rec.id)).unwrap_or_default();
         backups
             .iter()
             .find(|b| backup_save_name(&b.name) == name)
-            .map(|b| ctl.backups_dir(rec.id).join(&b.name))
+            .map(|b| Pulled::Path(ctl.backups_dir(rec.id).join(&b.name)))
             .ok_or_else(|| {
                 ApiError::not_found(format!(
                     "the host is not connected and there is no backup of '{name}'"
@@ -307,8 +384,37 @@ async fn download_save(
     }
     .await;
     match result {
-        Ok(path) => send_file(&path, &name, None).await,
+        Ok(Pulled::Open(file)) => send_open_file(file, &name, None).await,
+        Ok(Pulled::Path(path)) => send_file(&path, &name, None).await,
         Err(e) => error(e),
+    }
+}
+
+/// What a download sends: a save just pulled from the host (already unlinked), or a backup.
+enum Pulled {
+    Open(std::fs::File),
+    Path(PathBuf),
+}
+
+impl Controller {
+    /// Has the host push save `name` of `rec` and returns the copy as a file of its own
+    /// (the caller removes it). Pulls of one name run one at a time, so concurrent downloads
+    /// and transfers each get a whole copy.
+    pub async fn pull_save(
+        &self,
+        rec: &store::InstanceRecord,
+        name: &str,
+        timeout: std::time::Duration,
+    ) -> Result<PathBuf, ApiError> {
+        let dir = self.saves_dir(rec.id).join("downloads");
+        let arrived = dir.join(name);
+        let _one = FILE_LOCKS.lock(arrived.clone()).await;
+        self.ask_host(rec, "save_push", json!({ "name": name }), timeout)
+            .await?;
+        let mine = unique(&dir, "pulled", name);
+        std::fs::rename(&arrived, &mine)
+            .map_err(|e| ApiError::io(format_args!("taking the pulled save {name}"), &e))?;
+        Ok(mine)
     }
 }
 
@@ -431,14 +537,44 @@ where
         let actor = user(&ctl, auth_header, "core.mod.upload").await?;
         valid(&name)?;
         let target = ctl.mods_dir().join(&name);
-        let (size, sha) = receive_checked(body, &target, &name, saves::check_mod_zip).await?;
+        let (staging, (size, sha)) =
+            receive_staged(body, &target, &name, saves::check_mod_zip).await?;
+        // File and metadata change together, one upload of a name at a time: whichever
+        // upload commits last is what is stored, whole; a failed commit puts the old file back.
+        let _one = FILE_LOCKS.lock(target.clone()).await;
+        let previous = unique(&ctl.mods_dir(), "previous", &name);
+        // A second name for the stored file (readers keep seeing it until the rename).
+        let had_previous = std::fs::hard_link(&target, &previous).is_ok();
+        let restore = || {
+            if had_previous {
+                let _ = std::fs::rename(&previous, &target);
+            } else {
+                let _ = std::fs::remove_file(&target);
+            }
+        };
+        if let Err(e) = saves::commit(&staging, &target) {
+            let _ = std::fs::remove_file(&staging);
+            restore();
+            return Err(ApiError::io(format_args!("storing mod {name}"), &e));
+        }
         let who = actor.audit_name();
         let n = name.clone();
-        let rec = ctl
+        let written = ctl
             .store
             .write(move |c| store::mods::put(c, &who, &n, size as i64, &sha))
-            .await?;
-        Ok::<_, ApiError>(json!(rec))
+            .await;
+        match written {
+            Ok(rec) => {
+                if had_previous {
+                    let _ = std::fs::remove_file(&previous);
+                }
+                Ok::<_, ApiError>(json!(rec))
+            }
+            Err(e) => {
+                restore();
+                Err(e.into())
+            }
+        }
     }
     .await;
     created(result)

@@ -7,6 +7,8 @@ use super::requests::Ref;
 use crate::link::ErrorBody;
 use crate::store::{self, InstanceRecord};
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// Starting may create a map, fetch mods and restore a backup first.
@@ -97,22 +99,43 @@ impl Controller {
         Ok(())
     }
 
+    /// Waits for, then holds, the lifecycle lock of the instance `instance` names, and reads
+    /// its record again under it (whoever held the lock may have changed or deleted it).
+    pub async fn lock_instance(
+        &self,
+        instance: &Ref,
+    ) -> Result<(LifecycleGuard, InstanceRecord), ApiError> {
+        let first = self.record(instance).await?;
+        let guard = self.lifecycle.lock(first.id).await;
+        let rec = self.record(&Ref::Id(first.id)).await?;
+        Ok((guard, rec))
+    }
+
     pub async fn start(
         &self,
         who: &str,
         instance: Ref,
         save: Option<String>,
     ) -> Result<Value, ApiError> {
-        let rec = self.record(&instance).await?;
-        self.host_of(&rec).await?;
+        let (_guard, rec) = self.lock_instance(&instance).await?;
+        self.start_locked(who, &rec, save).await
+    }
+
+    async fn start_locked(
+        &self,
+        who: &str,
+        rec: &InstanceRecord,
+        save: Option<String>,
+    ) -> Result<Value, ApiError> {
+        self.host_of(rec).await?;
         if let Some(s) = &save {
             crate::saves::validate_name(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
         }
-        self.set_desired(who, &rec, "running", "instance.start")
+        self.set_desired(who, rec, "running", "instance.start")
             .await?;
         let result = self
             .ask_host(
-                &rec,
+                rec,
                 "instance_start",
                 json!({ "save": save, "users": self.user_records().await? }),
                 START_TIMEOUT,
@@ -120,7 +143,7 @@ impl Controller {
             .await;
         if let Err(e) = result {
             // It did not start: do not keep trying to run it on every reconnect.
-            self.set_desired(who, &rec, "stopped", "instance.start_failed")
+            self.set_desired(who, rec, "stopped", "instance.start_failed")
                 .await?;
             return Err(e);
         }
@@ -128,17 +151,21 @@ impl Controller {
     }
 
     pub async fn stop(&self, who: &str, instance: Ref) -> Result<Value, ApiError> {
-        let rec = self.record(&instance).await?;
-        self.host_of(&rec).await?;
-        self.set_desired(who, &rec, "stopped", "instance.stop")
+        let (_guard, rec) = self.lock_instance(&instance).await?;
+        self.stop_locked(who, &rec).await
+    }
+
+    async fn stop_locked(&self, who: &str, rec: &InstanceRecord) -> Result<Value, ApiError> {
+        self.host_of(rec).await?;
+        self.set_desired(who, rec, "stopped", "instance.stop")
             .await?;
-        self.ask_host(&rec, "instance_stop", json!({}), STOP_TIMEOUT)
+        self.ask_host(rec, "instance_stop", json!({}), STOP_TIMEOUT)
             .await?;
         self.view_by_id(rec.id).await
     }
 
     pub async fn kill(&self, who: &str, instance: Ref) -> Result<Value, ApiError> {
-        let rec = self.record(&instance).await?;
+        let (_guard, rec) = self.lock_instance(&instance).await?;
         self.host_of(&rec).await?;
         self.set_desired(who, &rec, "stopped", "instance.kill")
             .await?;
@@ -147,9 +174,80 @@ impl Controller {
         self.view_by_id(rec.id).await
     }
 
+    /// Stop and start under one hold of the lock: nothing slips in between.
     pub async fn restart(&self, who: &str, instance: Ref) -> Result<Value, ApiError> {
-        self.stop(who, instance.clone()).await?;
-        self.start(who, instance, None).await
+        let (_guard, rec) = self.lock_instance(&instance).await?;
+        self.stop_locked(who, &rec).await?;
+        self.start_locked(who, &rec, None).await
+    }
+
+    /// Stops the game of an instance on the host it is assigned to now, before the instance
+    /// leaves that host (assigned elsewhere, or deleted). The caller holds the lifecycle lock.
+    /// A host that is away cannot be asked: it drops (and stops) the instance when it comes
+    /// back, as the controller no longer gives it that instance.
+    pub async fn stop_before_leaving(
+        &self,
+        who: &str,
+        rec: &InstanceRecord,
+    ) -> Result<(), ApiError> {
+        let Some(host) = rec.host_id else {
+            return Ok(());
+        };
+        if !self.hub.host_connected(host) {
+            return Ok(());
+        }
+        self.set_desired(who, rec, "stopped", "instance.stop")
+            .await?;
+        match self
+            .ask_host(rec, "instance_stop", json!({}), STOP_TIMEOUT)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // The host does not have it (yet): nothing runs there.
+            Err(e) if e.code == "not_found" || e.code == "host_disconnected" => Ok(()),
+            Err(e) => Err(ApiError::new(
+                e.status,
+                e.code,
+                format!(
+                    "stopping instance '{}' first failed; nothing was changed: {}",
+                    rec.name, e.message
+                ),
+            )),
+        }
+    }
+
+    /// Deletes an instance: a running game is stopped first (it saves; the host then removes
+    /// its directory), and the controller's files of it (saves staged for the host, downloads,
+    /// backups) are removed with it.
+    pub async fn delete_instance(&self, who: &str, instance: Ref) -> Result<Value, ApiError> {
+        let (_guard, current) = self.lock_instance(&instance).await?;
+        self.stop_before_leaving(who, &current).await?;
+        let (w, id) = (who.to_string(), current.id);
+        let rec = self
+            .store
+            .write(move |c| store::instances::delete(c, &w, &id.to_string()))
+            .await?;
+        if let Some(host) = rec.host_id {
+            self.hub.send_to_host(
+                host,
+                "instance_unassigned",
+                json!({ "id": rec.id, "name": rec.name, "delete": true }),
+            );
+        }
+        let files = self.saves_dir(rec.id);
+        if let Err(e) = std::fs::remove_dir_all(&files)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(instance = %rec.name, dir = %files.display(), error = %e, "could not remove the deleted instance's files");
+        }
+        if let Ok(mut live) = self.live.lock() {
+            live.remove(&rec.id);
+        }
+        self.hub.publish(super::hub::Event::instance_deleted(&rec));
+        if let Some(host) = rec.host_id {
+            self.publish_host_view(host).await;
+        }
+        Ok(json!({ "deleted": rec.name }))
     }
 
     pub async fn rcon(&self, who: &str, instance: Ref, command: String) -> Result<Value, ApiError> {
@@ -284,6 +382,50 @@ impl Controller {
     /// All users, for the admin/ban/white lists hosts write.
     pub async fn user_records(&self) -> Result<Value, ApiError> {
         Ok(json!(self.store.read(store::users::list).await?))
+    }
+}
+
+/// One lock per instance, held across the host round-trip of a start, stop, kill, restart,
+/// assign or delete, so those run one at a time per instance and an instance runs at most once.
+pub type Lifecycle = KeyedLocks<i64>;
+
+/// Async locks by key, created on first use and dropped when nobody holds or waits for them.
+pub struct KeyedLocks<K> {
+    locks: std::sync::Mutex<HashMap<K, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl<K> Default for KeyedLocks<K> {
+    fn default() -> Self {
+        KeyedLocks {
+            locks: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Held while one operation on its key runs.
+pub struct LifecycleGuard {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl<K: std::hash::Hash + Eq> KeyedLocks<K> {
+    pub async fn lock(&self, key: K) -> LifecycleGuard {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            // Locks nobody holds or waits for are dropped: the map stays as small as the
+            // number of keys busy right now.
+            locks.retain(|_, l| l.strong_count() > 0);
+            match locks.get(&key).and_then(Weak::upgrade) {
+                Some(l) => l,
+                None => {
+                    let l = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(key, Arc::downgrade(&l));
+                    l
+                }
+            }
+        };
+        LifecycleGuard {
+            _guard: lock.lock_owned().await,
+        }
     }
 }
 

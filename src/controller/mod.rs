@@ -72,6 +72,8 @@ pub struct Controller {
     join_addresses: std::sync::Mutex<HashMap<i64, crate::join_address::HostAddresses>>,
     /// List changes sent to the games lately, so their echoes are not taken for new ones.
     player_echoes: players::Echoes,
+    /// Start, stop, assign and delete of one instance run one at a time (`instances.rs`).
+    lifecycle: instances::Lifecycle,
 }
 
 /// What a host last reported about an instance beyond its status.
@@ -120,6 +122,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         host_backends: std::sync::Mutex::new(HashMap::new()),
         join_addresses: std::sync::Mutex::new(HashMap::new()),
         player_echoes: players::Echoes::default(),
+        lifecycle: instances::Lifecycle::default(),
         store,
         loaded: loaded.clone(),
         settings: std::sync::Mutex::new(loaded),
@@ -545,15 +548,8 @@ impl Controller {
         instance: Ref,
         host: Option<Ref>,
     ) -> Result<Value, ApiError> {
-        let instance = instance.to_string();
-        let current = self
-            .store
-            .read({
-                let i = instance.clone();
-                move |c| store::instances::get(c, &i)
-            })
-            .await?;
-        requests::refuse_if_active(self, &current)?;
+        let (_guard, current) = self.lock_instance(&instance).await?;
+        let instance = current.id.to_string();
         let target = match host {
             Some(h) => {
                 let h = h.to_string();
@@ -568,6 +564,11 @@ impl Controller {
             }
             None => self.pick_host().await?,
         };
+        // Moving a running instance stops it on its old host first (it saves and backs up
+        // there), so it never runs on two hosts.
+        if current.host_id != Some(target) {
+            self.stop_before_leaving(who, &current).await?;
+        }
         let who = who.to_string();
         let rec = self
             .store

@@ -528,10 +528,16 @@ impl ControlRequest {
             UserUpdate(fields) => {
                 let change = fields.change();
                 let g = grantor(actor);
-                let u = store
+                let (u, changed) = store
                     .write(move |c| {
+                        let current = store::users::get(c, &fields.user)?;
+                        // Nothing to change (`{}`, or every value as it is): no write, no
+                        // audit row, no broadcast — anyone may send these, as often as they like.
+                        if changes_nothing(&current, &change) {
+                            return Ok((current, false));
+                        }
                         if let Some(roles) = &change.roles {
-                            let old = store::users::get(c, &fields.user)?.roles;
+                            let old = &current.roles;
                             let added: Vec<i64> =
                                 roles.iter().copied().filter(|r| !old.contains(r)).collect();
                             g.may_grant(&grants::role_permissions(c, &added)?)?;
@@ -539,10 +545,13 @@ impl ControlRequest {
                         grants::keeping_an_admin(c, || {
                             store::users::update(c, &who, &fields.user, &change)
                         })
+                        .map(|u| (u, true))
                     })
                     .await?;
-                ctl.hub.grants_changed();
-                ctl.hub.publish(Event::user_updated(&u));
+                if changed {
+                    ctl.hub.grants_changed();
+                    ctl.hub.publish(Event::user_updated(&u));
+                }
                 ok(u)
             }
             UserDelete { user } => {
@@ -579,6 +588,7 @@ impl ControlRequest {
                         if store::users::key(&target.name) != store::users::key(&g.name) {
                             g.may_grant(&store::users::permissions(c, target.id)?)?;
                         }
+                        store::tokens::within_limit(c, &target.name)?;
                         store::tokens::issue(c, &who, &user)
                     })
                     .await?;
@@ -719,31 +729,7 @@ impl ControlRequest {
             HostConfigUpdate { host, config } => {
                 ok(ctl.host_config(host, Some((&who, config))).await?)
             }
-            InstanceDelete { instance } => {
-                let instance = instance.to_string();
-                let current = store
-                    .read({
-                        let i = instance.clone();
-                        move |c| store::instances::get(c, &i)
-                    })
-                    .await?;
-                refuse_if_active(ctl, &current)?;
-                let rec = store
-                    .write(move |c| store::instances::delete(c, &who, &instance))
-                    .await?;
-                if let Some(host) = rec.host_id {
-                    ctl.hub.send_to_host(
-                        host,
-                        "instance_unassigned",
-                        json!({ "id": rec.id, "name": rec.name, "delete": true }),
-                    );
-                }
-                ctl.hub.publish(Event::instance_deleted(&rec));
-                if let Some(host) = rec.host_id {
-                    ctl.publish_host_view(host).await;
-                }
-                ok(json!({ "deleted": rec.name }))
-            }
+            InstanceDelete { instance } => ok(ctl.delete_instance(&who, instance).await?),
             InstanceAssign(a) => ctl.assign(&who, a.instance, a.host).await.and_then(ok),
             AuditList { limit } => {
                 let limit = limit.unwrap_or(100).min(10_000);
@@ -869,6 +855,26 @@ impl ControlRequest {
             Players(r) => ok(r.run(ctl, actor).await?),
         }
     }
+}
+
+/// Whether `change` leaves `user` exactly as it is.
+fn changes_nothing(user: &store::User, change: &UserChange) -> bool {
+    let same_roles = change.roles.as_ref().is_none_or(|r| {
+        let mut new = r.clone();
+        let mut old = user.roles.clone();
+        new.sort_unstable();
+        new.dedup();
+        old.sort_unstable();
+        new == old
+    });
+    same_roles
+        && change.is_admin.is_none_or(|a| a == user.is_admin)
+        && change
+            .is_whitelisted
+            .is_none_or(|w| w == user.is_whitelisted)
+        && change.ban.as_ref().is_none_or(|(banned, reason)| {
+            *banned == user.is_banned && (!banned || *reason == user.ban_reason)
+        })
 }
 
 /// An instance that is running somewhere cannot be deleted or moved; stop it first.

@@ -131,9 +131,7 @@ impl Controller {
         let action = if copy { "copy" } else { "transfer" };
         self.hub
             .publish(progress(&src.name, &name, action, "from_host", 0));
-        self.ask_host(&src, "save_push", json!({ "name": name }), TRANSFER_TIMEOUT)
-            .await?;
-        let pulled = self.saves_dir(src.id).join("downloads").join(&name);
+        let pulled = self.pull_save(&src, &name, TRANSFER_TIMEOUT).await?;
         let staged = self.saves_dir(dst.id).join("uploads").join(&as_name);
         let copied = stage_copy(&pulled, &staged);
         let _ = std::fs::remove_file(&pulled);

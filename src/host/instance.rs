@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,9 @@ pub struct Instance {
     active_plugins: Mutex<Vec<&'static str>>,
     /// Ordered RCON commands while the game runs.
     rcon_queue: Mutex<Option<Arc<RconQueue>>>,
+    /// Set when the controller took the instance away (unassigned, deleted): it never starts
+    /// again, so a start racing the removal cannot leave a game running for nobody.
+    removed: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -123,7 +126,17 @@ impl Instance {
             crashes: Mutex::new((0, None)),
             active_plugins: Mutex::new(Vec::new()),
             rcon_queue: Mutex::new(None),
+            removed: AtomicBool::new(false),
         }
+    }
+
+    /// The instance is no longer this host's: starts are refused from now on.
+    pub fn mark_removed(&self) {
+        self.removed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::SeqCst)
     }
 
     pub fn active_plugins(&self) -> Vec<&'static str> {
@@ -227,6 +240,14 @@ impl Host {
         let (host, inst) = (self.clone(), inst.clone());
         Box::pin(async move {
             let _op = inst.ops.lock().await;
+            // Checked under the lock: a removal stops what runs only after the start in
+            // progress, and any start queued behind it sees the flag.
+            if inst.is_removed() {
+                return Err(format!(
+                    "instance '{}' is no longer assigned to this host",
+                    inst.name
+                ));
+            }
             if inst.status().is_active() {
                 return Ok(());
             }
@@ -441,7 +462,9 @@ impl Host {
             .stop(crate::limits::secs(self.cfg.stop_timeout_s.max(1)))
             .await;
         self.mark_stopped(inst);
+        // A removed instance is not ours to back up (the controller refuses it anyway).
         if report.graceful
+            && !inst.is_removed()
             && let Err(e) = self.backup(inst).await
         {
             tracing::warn!(instance = %inst.name, error = %e, "backup after stop failed");

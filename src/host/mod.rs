@@ -401,11 +401,12 @@ impl Host {
         let Some(inst) = self.instances.lock().ok().and_then(|mut m| m.remove(&id)) else {
             return;
         };
+        inst.mark_removed();
         let host = self.clone();
         tokio::spawn(async move {
-            if inst.server().is_some() {
-                let _ = host.stop_instance(&inst).await;
-            }
+            // Waits for a start in progress (the instance's lock), then stops what it started;
+            // later starts are refused (`mark_removed`), so no game outlives its assignment.
+            let _ = host.stop_instance(&inst).await;
             let _op = inst.ops.lock().await;
             if delete_files {
                 if let Err(e) = std::fs::remove_dir_all(&inst.dir) {

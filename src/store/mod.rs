@@ -50,6 +50,9 @@ pub enum StoreError {
     Refused(crate::config::Refusal),
     #[error("database error: {0}")]
     Db(String),
+    /// The disk (or the file size limit) is full: SQLite's SQLITE_FULL. Nothing was written.
+    #[error("disk full: {0}")]
+    Full(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -59,6 +62,9 @@ impl From<rusqlite::Error> for StoreError {
                 if f.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
                 StoreError::Conflict(msg.clone().unwrap_or_else(|| "constraint violated".into()))
+            }
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+                StoreError::Full(e.to_string())
             }
             _ => StoreError::Db(e.to_string()),
         }

@@ -39,6 +39,26 @@ pub enum TokenOwner {
     Join,
 }
 
+/// Most unrevoked login tokens one user may hold through `POST /tokens`; revoke old ones to
+/// make new ones (the offline `controller token` command is not limited).
+pub const MAX_ACTIVE_TOKENS_PER_USER: i64 = 50;
+
+/// Refuses a new token for `user` when they hold `MAX_ACTIVE_TOKENS_PER_USER` already.
+pub fn within_limit(conn: &Connection, user: &str) -> Result<()> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM tokens JOIN users ON users.id = tokens.user_id
+         WHERE users.name_key = ?1 AND tokens.revoked_at IS NULL",
+        [super::users::key(user)],
+        |r| r.get(0),
+    )?;
+    if n >= MAX_ACTIVE_TOKENS_PER_USER {
+        return Err(super::StoreError::Conflict(format!(
+            "user '{user}' already has {n} active tokens (at most {MAX_ACTIVE_TOKENS_PER_USER}); revoke some first"
+        )));
+    }
+    Ok(())
+}
+
 /// Issues a new token for `user`; returns (token id, the secret — shown once).
 pub fn issue(conn: &Connection, actor: &str, user: &str) -> Result<(i64, String)> {
     let u = super::users::get(conn, user)?;

@@ -151,13 +151,21 @@ impl Link {
     /// Sends an event; kept until the controller acknowledges it, across reconnects.
     pub fn send_event(&self, name: &str, data: Value) {
         if let Err(e) = self.shared.link.send_event(name, data) {
-            tracing::error!(error = %e, "link outbox full; dropping an event");
+            tracing::error!(event = name, error = %e, "link event not sent");
         }
     }
 
     pub fn respond(&self, id: u64, result: Result<Value, ErrorBody>) {
-        if let Err(e) = self.shared.link.respond(id, result) {
-            tracing::error!(error = %e, "link outbox full; dropping a response");
+        let sent = match self.shared.link.respond(id, result) {
+            // Too large for the controller: it still gets an answer, an error saying why.
+            Err(e @ super::SendError::TooLarge { .. }) => self
+                .shared
+                .link
+                .respond(id, Err(ErrorBody::new("too_large", e.to_string()))),
+            other => other,
+        };
+        if let Err(e) = sent {
+            tracing::error!(id, error = %e, "link response not sent");
         }
     }
 

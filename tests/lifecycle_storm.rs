@@ -408,6 +408,30 @@ fn sha256(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+/// A PUT whose body arrives in 64 KiB pieces a few milliseconds apart, so concurrent uploads
+/// are being received at the same time.
+async fn slow_put(url: &str, token: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+    let stream = futures_util::StreamExt::then(futures_util::stream::iter(pieces), |p| async {
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        p
+    });
+    let resp = reqwest::Client::new()
+        .put(url)
+        .bearer_auth(token)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .expect("upload");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
 /// Four uploads of one mod name at once, five rounds: each answer is 201 or a clear 409, and
 /// the stored file and its metadata are both one upload that got 201 — never a mix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,8 +460,8 @@ async fn concurrent_uploads_of_one_mod_name_store_one_whole_upload() {
             .iter()
             .cloned()
             .map(|body| {
-                let api = Api::new(&api.base, &api.token);
-                tokio::spawn(async move { api.put_bytes(path, body).await })
+                let (url, token) = (format!("{}{path}", api.base), api.token.clone());
+                tokio::spawn(async move { slow_put(&url, &token, body).await })
             })
             .collect();
         let mut accepted = Vec::new();

@@ -170,6 +170,6 @@ mod tests {
             .collect();
         let b = bounded(&Value::Object(wide));
         assert!(b.to_string().len() <= MAX_DETAIL_BYTES + 64);
-        assert_eq!(b["field_count"], 5000);
+        assert!(b.to_string().contains("more fields"), "{b}");
     }
 }

@@ -11,6 +11,7 @@ mod hub;
 mod instances;
 mod metrics;
 pub mod players;
+pub mod plugin_kv;
 pub mod plugins;
 pub mod requests;
 mod saves;
@@ -92,6 +93,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     let store = Store::open(dir)?;
     plugins::migrate(&store, &plugins).await?;
     players::migrate(&store).await?;
+    plugin_kv::migrate(&store).await?;
     let loaded = ControllerConfig::load(dir).unwrap_or_else(|_| cfg.clone());
     if let Some((user, token)) = bootstrap(&store, &cfg).await? {
         println!("First start: created admin user '{user}'. Login token (shown once): {token}");

@@ -12,6 +12,7 @@ mod instances;
 mod metrics;
 pub mod players;
 pub mod plugin_kv;
+pub mod plugin_lua;
 pub mod plugins;
 pub mod requests;
 mod saves;
@@ -94,6 +95,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     plugins::migrate(&store, &plugins).await?;
     players::migrate(&store).await?;
     plugin_kv::migrate(&store).await?;
+    plugin_lua::migrate(&store).await?;
     let loaded = ControllerConfig::load(dir).unwrap_or_else(|_| cfg.clone());
     if let Some((user, token)) = bootstrap(&store, &cfg).await? {
         println!("First start: created admin user '{user}'. Login token (shown once): {token}");
@@ -330,7 +332,8 @@ fn routes(
         });
 
     socket
-        .or(files::routes(ctl))
+        .or(files::routes(ctl.clone()))
+        .or(plugin_lua::routes(ctl))
         .or(api)
         .or(metrics)
         .or(monitoring_files)

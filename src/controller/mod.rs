@@ -678,6 +678,9 @@ impl Controller {
 
     /// Requests a host sends to the controller.
     async fn host_request(&self, host_id: i64, name: &str, data: Value) -> Result<Value, ApiError> {
+        if name == "plugin_lua.kv" {
+            return self.plugin_lua_kv(host_id, data).await;
+        }
         if let Some(result) = self.plugin_request(host_id, name, data).await {
             return result.map_err(|e| {
                 ApiError::new(400, "plugin_error", format!("{}: {}", e.code, e.message))
@@ -831,6 +834,7 @@ impl Controller {
                 self.game_player_event(&data).await;
                 self.hub.publish(Event::player_event(data));
             }
+            "plugin_lua.broadcast" => self.plugin_lua_broadcast(host_id, data).await,
             other => {
                 if !self.plugin_event(host_id, other, data).await {
                     tracing::debug!(host_id, event = other, "unhandled host event");

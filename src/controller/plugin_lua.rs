@@ -519,12 +519,250 @@ async fn host_get(ctl: Arc<Controller>, header: Option<String>, name: String) ->
     }
 }
 
+// --- Lua-only plugins: the reserved channels, carried by the controller. ---
+
+/// Is `plugin` a stored Lua-only plugin that instance `rec` enables?
+fn lua_only_for(bundles: &[BundleRecord], rec: &store::InstanceRecord, plugin: &str) -> bool {
+    bundles
+        .iter()
+        .any(|b| b.plugin == plugin && b.kind == Kind::Lua)
+        && enabled_for(&rec.config, plugin)
+}
+
+impl Controller {
+    /// `plugin_lua.broadcast {instance_id, plugin, data}` from a host (the instance is checked to
+    /// be that host's): to every other running instance with the plugin, on connected hosts.
+    pub(super) async fn plugin_lua_broadcast(&self, _host_id: i64, data: Value) {
+        let (Some(from), Some(plugin)) = (data["instance_id"].as_i64(), data["plugin"].as_str())
+        else {
+            tracing::warn!("malformed plugin_lua.broadcast");
+            return;
+        };
+        if data["data"].to_string().len() > super::plugin_kv::MAX_VALUE_BYTES {
+            tracing::warn!(
+                plugin,
+                instance_id = from,
+                "broadcast larger than 64 KiB; dropped"
+            );
+            return;
+        }
+        let Ok((all, bundles)) = self
+            .store
+            .read(|c| Ok((store::instances::list(c)?, list_in(c)?)))
+            .await
+        else {
+            return;
+        };
+        let from_name = all
+            .iter()
+            .find(|r| r.id == from)
+            .map(|r| r.name.clone())
+            .unwrap_or_default();
+        self.metrics.plugin_message(plugin, "in");
+        let mut sent = 0;
+        for rec in &all {
+            let Some(host) = rec.host_id else { continue };
+            if rec.id == from
+                || rec.status != "running"
+                || !lua_only_for(&bundles, rec, plugin)
+                || !self.hub.host_connected(host)
+            {
+                continue;
+            }
+            self.hub.send_to_host(
+                host,
+                "plugin_lua.broadcast",
+                json!({
+                    "instance_id": rec.id,
+                    "plugin": plugin,
+                    "from_instance_id": from,
+                    "from_instance": from_name,
+                    "data": data["data"],
+                }),
+            );
+            self.metrics.plugin_message(plugin, "out");
+            sent += 1;
+        }
+        tracing::debug!(plugin, from = %from_name, sent, "Lua plugin broadcast");
+    }
+
+    /// `plugin_lua.kv {instance_id, plugin, op: get|set|delete, key, value}` from a host: the
+    /// plugin's namespace of the key–value store; a set is committed before the answer.
+    pub(super) async fn plugin_lua_kv(&self, host_id: i64, data: Value) -> Result<Value, ApiError> {
+        let id = data["instance_id"]
+            .as_i64()
+            .ok_or_else(|| ApiError::bad_request("instance_id is missing"))?;
+        let plugin = data["plugin"]
+            .as_str()
+            .ok_or_else(|| ApiError::bad_request("plugin is missing"))?
+            .to_string();
+        let key = data["key"]
+            .as_str()
+            .ok_or_else(|| ApiError::bad_request("key must be a string"))?
+            .to_string();
+        let (rec, bundles) = self
+            .store
+            .read(move |c| Ok((store::instances::get(c, &id.to_string())?, list_in(c)?)))
+            .await?;
+        if rec.host_id != Some(host_id) {
+            return Err(ApiError::forbidden(format!(
+                "instance {id} is not assigned to this host"
+            )));
+        }
+        if !lua_only_for(&bundles, &rec, &plugin) {
+            return Err(ApiError::forbidden(format!(
+                "instance {} does not run the Lua-only plugin '{plugin}'",
+                rec.name
+            )));
+        }
+        self.metrics.plugin_message(&plugin, "in");
+        match data["op"].as_str() {
+            Some("get") => {
+                let value = super::plugin_kv::get(&self.store, &plugin, &key).await?;
+                Ok(json!({ "key": key, "value": value }))
+            }
+            Some("set") => {
+                let e = super::plugin_kv::put(&self.store, &plugin, &key, data["value"].clone())
+                    .await?;
+                Ok(json!({ "key": key, "value": e.value }))
+            }
+            Some("delete") => {
+                let existed = super::plugin_kv::delete(&self.store, &plugin, &key).await?;
+                Ok(json!({ "key": key, "value": Value::Null, "existed": existed }))
+            }
+            other => Err(ApiError::bad_request(format!(
+                "op must be get, set or delete, not {}",
+                other.unwrap_or("missing")
+            ))),
+        }
+    }
+}
+
+// --- HTTP: users upload, list and delete Lua-only plugins. ---
+
+async fn user_of(
+    ctl: &Controller,
+    header: Option<String>,
+    permission: &str,
+) -> Result<auth::Actor, ApiError> {
+    let token = auth::bearer(header.as_deref())?;
+    let actor = auth::authenticate(&ctl.store, token).await?;
+    actor.require(permission)?;
+    Ok(actor)
+}
+
+fn reply(status: u16, result: Result<Value, ApiError>) -> Resp {
+    match result {
+        Ok(v) => warp::reply::with_status(
+            warp::reply::json(&v),
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        )
+        .into_response(),
+        Err(e) => error(e),
+    }
+}
+
+/// An upload body, at most [`MAX_ZIP_BYTES`](crate::plugins::lua_only::MAX_ZIP_BYTES): a
+/// larger `Content-Length` is refused before anything is read.
+async fn read_limited<S, B>(len: Option<u64>, mut body: S) -> Result<Vec<u8>, ApiError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: bytes::Buf,
+{
+    use futures_util::StreamExt;
+    let limit = crate::plugins::lua_only::MAX_ZIP_BYTES;
+    let too_large = || {
+        ApiError::new(
+            413,
+            "too_large",
+            format!("Lua-only plugin uploads are limited to {limit} bytes"),
+        )
+    };
+    if len.is_some_and(|l| l > limit as u64) {
+        return Err(too_large());
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            if out.len() + piece.len() > limit {
+                return Err(too_large());
+            }
+            out.extend_from_slice(piece);
+            let n = piece.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out)
+}
+
+/// `POST /api/v1/plugins/lua` (body: the zip): 201 with the stored plugin.
+async fn upload(ctl: Arc<Controller>, header: Option<String>, body: Vec<u8>) -> Resp {
+    let result = async {
+        let actor = user_of(&ctl, header, "core.plugin.install").await?;
+        let (manifest, bundle) = crate::plugins::lua_only::read_zip(&body)
+            .map_err(|m| ApiError::new(400, "invalid_plugin", m))?;
+        let who = actor.audit_name();
+        let manifest_json = serde_json::to_value(&manifest)
+            .map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
+        let name = bundle.plugin.clone();
+        let rec = ctl
+            .store
+            .write(move |c| {
+                put_in(c, &who, Kind::Lua, &bundle, &manifest_json)?;
+                get_in(c, &name)
+            })
+            .await?;
+        tracing::info!(plugin = %manifest.name, version = %manifest.version, "Lua-only plugin uploaded");
+        Ok::<_, ApiError>(json!(rec))
+    }
+    .await;
+    reply(201, result)
+}
+
+/// `GET /api/v1/plugins/lua`: every stored Lua-only plugin.
+async fn list(ctl: Arc<Controller>, header: Option<String>) -> Resp {
+    let result = async {
+        user_of(&ctl, header, "core.plugin.list").await?;
+        let all = ctl.store.read(list_in).await?;
+        let lua: Vec<BundleRecord> = all.into_iter().filter(|b| b.kind == Kind::Lua).collect();
+        Ok::<_, ApiError>(json!(lua))
+    }
+    .await;
+    reply(200, result)
+}
+
+/// `DELETE /api/v1/plugins/lua/{name}`: removes the plugin's Lua (its key–value data stays, so
+/// uploading it again carries on). Instances drop it at their next start.
+async fn delete(ctl: Arc<Controller>, header: Option<String>, name: String) -> Resp {
+    let result = async {
+        let actor = user_of(&ctl, header, "core.plugin.install").await?;
+        let who = actor.audit_name();
+        let rec = ctl
+            .store
+            .write(move |c| {
+                let rec = get_in(c, &name)?
+                    .filter(|r| r.kind == Kind::Lua)
+                    .ok_or_else(|| {
+                        StoreError::NotFound(format!("no Lua-only plugin named '{name}'"))
+                    })?;
+                delete_in(c, &who, &rec.plugin)
+            })
+            .await?;
+        Ok::<_, ApiError>(json!(rec))
+    }
+    .await;
+    reply(200, result)
+}
+
 pub fn routes(ctl: Arc<Controller>) -> impl Filter<Extract = (Resp,), Error = Rejection> + Clone {
     let with = warp::any().map(move || ctl.clone());
     let auth = warp::header::optional::<String>("authorization");
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     let v1 = warp::path("api").and(warp::path("v1"));
-    let list = v1
+    let list_for_host = v1
         .and(warp::path!("host" / "plugin-lua"))
         .and(warp::get())
         .and(with.clone())
@@ -534,10 +772,43 @@ pub fn routes(ctl: Arc<Controller>) -> impl Filter<Extract = (Resp,), Error = Re
     let get = v1
         .and(warp::path!("host" / "plugin-lua" / String))
         .and(warp::get())
-        .and(with)
+        .and(with.clone())
         .and(auth)
         .then(|n: String, ctl, a| async move { host_get(ctl, a, n).await });
-    list.or(get).unify()
+    let up = v1
+        .and(warp::path!("plugins" / "lua"))
+        .and(warp::post())
+        .and(with.clone())
+        .and(auth)
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::body::stream())
+        .then(|ctl, a, len: Option<u64>, body| async move {
+            match read_limited(len, Box::pin(body)).await {
+                Ok(bytes) => upload(ctl, a, bytes).await,
+                Err(e) => error(e),
+            }
+        });
+    let user_list = v1
+        .and(warp::path!("plugins" / "lua"))
+        .and(warp::get())
+        .and(with.clone())
+        .and(auth)
+        .then(|ctl, a| async move { list(ctl, a).await });
+    let del = v1
+        .and(warp::path!("plugins" / "lua" / String))
+        .and(warp::delete())
+        .and(with.clone())
+        .and(auth)
+        .then(|n: String, ctl, a| async move { delete(ctl, a, n).await });
+    list_for_host
+        .or(get)
+        .unify()
+        .or(up)
+        .unify()
+        .or(user_list)
+        .unify()
+        .or(del)
+        .unify()
 }
 
 #[cfg(test)]

@@ -272,3 +272,79 @@ async fn uploaded_lua_plugin_broadcasts_between_games_and_keeps_a_counter_across
         .await;
     assert_eq!(s, 404);
 }
+
+fn ctl(c: &ControllerProcess, token: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::bin("clustorio"))
+        .arg("ctl")
+        .args(args)
+        .args(["--url", &c.url(""), "--token", token])
+        .env_remove("CLUSTORIO_URL")
+        .env_remove("CLUSTORIO_TOKEN")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_uploads_lists_and_deletes_lua_plugins() {
+    let root = tempfile::tempdir().unwrap();
+    let c = ControllerProcess::start(&root.path().join("c"));
+    let token = c.first_token.clone();
+    let good = root.path().join("announce.zip");
+    std::fs::write(&good, example_zip()).unwrap();
+    let evil = root.path().join("evil.zip");
+    std::fs::write(
+        &evil,
+        zip_of(&[
+            (
+                "plugin.json",
+                br#"{"name":"evil","version":"1.0.0","load":["x.lua"]}"#,
+            ),
+            ("x.lua", b""),
+            ("../x.lua", b""),
+        ]),
+    )
+    .unwrap();
+
+    let out = ctl(&c, &token, &["plugin", "upload", evil.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'..'"), "{err}");
+
+    let out = ctl(&c, &token, &["plugin", "upload", good.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Uploaded Lua-only plugin announce 1.0.0"),
+        "{text}"
+    );
+
+    let out = ctl(&c, &token, &["plugin", "lua", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("announce") && text.contains("1.0.0"),
+        "{text}"
+    );
+    assert!(!text.contains("evil"), "{text}");
+
+    let out = ctl(&c, &token, &["plugin", "lua", "delete", "announce"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ctl(&c, &token, &["--json", "plugin", "lua", "list"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list, json!([]));
+    let out = ctl(&c, &token, &["plugin", "lua", "delete", "announce"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no Lua-only plugin named 'announce'"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

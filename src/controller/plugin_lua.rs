@@ -698,7 +698,7 @@ where
     Ok(out)
 }
 
-/// `POST /api/v1/plugins/lua` (body: the zip): 201 with the stored plugin.
+/// `POST /api/v1/plugins/lua` (or `PUT`, as `ctl` sends files; body: the zip): 201 with the stored plugin.
 async fn upload(ctl: Arc<Controller>, header: Option<String>, body: Vec<u8>) -> Resp {
     let result = async {
         let actor = user_of(&ctl, header, "core.plugin.install").await?;
@@ -777,7 +777,7 @@ pub fn routes(ctl: Arc<Controller>) -> impl Filter<Extract = (Resp,), Error = Re
         .then(|n: String, ctl, a| async move { host_get(ctl, a, n).await });
     let up = v1
         .and(warp::path!("plugins" / "lua"))
-        .and(warp::post())
+        .and(warp::post().or(warp::put()).unify())
         .and(with.clone())
         .and(auth)
         .and(warp::header::optional::<u64>("content-length"))

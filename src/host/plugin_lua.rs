@@ -16,8 +16,11 @@ use std::time::Duration;
 pub const CACHE_DIR: &str = "plugin-lua-cache";
 /// What the controller last listed for an instance: `<instance dir>/plugin-lua.json`.
 const LIST_FILE: &str = "plugin-lua.json";
-/// How long a fetch from the controller may take.
+/// How long a bundle fetch from the controller may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a start waits for the controller's list before it uses the last one (as long as
+/// it waits for the cluster's plugin set).
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a key–value request from a game waits for the controller.
 const KV_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -50,6 +53,7 @@ impl Host {
             let resp = http()?
                 .get(self.controller_path(&format!("/api/v1/host/plugin-lua?instance={}", inst.id)))
                 .bearer_auth(self.link.token())
+                .timeout(LIST_TIMEOUT)
                 .send()
                 .await
                 .map_err(|e| format!("asking the controller for plugin Lua: {e}"))?;

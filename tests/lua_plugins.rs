@@ -348,3 +348,53 @@ async fn ctl_uploads_lists_and_deletes_lua_plugins() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_refuses_plugin_lua_whose_checksum_does_not_match() {
+    let root = tempfile::tempdir().unwrap();
+    let cdir = root.path().join("c");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let mut c = ControllerProcess::start(&cdir);
+    let port = c.port;
+    let token = c.first_token.clone();
+    let api = Api::new(&c.url(""), &token);
+    let (s, v) = upload(&api, example_zip()).await;
+    assert_eq!(s, 201, "{v}");
+    // The stored bytes change behind the controller's back (its listed checksum does not).
+    c.kill9();
+    {
+        let db = rusqlite::Connection::open(cdir.join("clustorio.db")).unwrap();
+        let n = db
+            .execute(
+                "UPDATE plugin_lua SET bundle = CAST(CAST(bundle AS TEXT) || ' ' AS BLOB) WHERE plugin = 'announce'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let c = ControllerProcess::start_on(&cdir, port, &[]);
+    let api = Api::new(&c.url(""), &token);
+    let join = join_token(&cdir);
+    let _h = HostProcess::start(&root.path().join("h1"), &c.url(""), &join, "h1", &[]);
+    let (s, v) = api
+        .post("/api/v1/instances", json!({ "name": "a", "config": {} }))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = api
+        .post("/api/v1/instances/a/assign", json!({ "host": "h1" }))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = api.post("/api/v1/instances/a/start", json!({})).await;
+    assert_ne!(s, 200, "{v}");
+    let text = v.to_string();
+    assert!(
+        text.contains("plugin announce's Lua arrived with SHA-256"),
+        "{text}"
+    );
+    // Nothing was cached under the listed checksum.
+    let cache = root.path().join("h1/plugin-lua-cache");
+    assert!(
+        !cache.exists() || std::fs::read_dir(&cache).unwrap().next().is_none(),
+        "a refused bundle was cached"
+    );
+}

@@ -11,6 +11,8 @@ mod hub;
 mod instances;
 mod metrics;
 pub mod players;
+pub mod plugin_kv;
+pub mod plugin_lua;
 pub mod plugins;
 pub mod requests;
 mod saves;
@@ -94,6 +96,8 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     let store = Store::open(dir)?;
     plugins::migrate(&store, &plugins).await?;
     players::migrate(&store).await?;
+    plugin_kv::migrate(&store).await?;
+    plugin_lua::migrate(&store).await?;
     let loaded = ControllerConfig::load(dir).unwrap_or_else(|_| cfg.clone());
     if let Some((user, token)) = bootstrap(&store, &cfg).await? {
         println!("First start: created admin user '{user}'. Login token (shown once): {token}");
@@ -387,7 +391,8 @@ fn routes(ctl: Arc<Controller>) -> crate::limits::Routes {
         });
 
     socket
-        .or(files::routes(ctl))
+        .or(files::routes(ctl.clone()))
+        .or(plugin_lua::routes(ctl))
         .or(api)
         .or(metrics)
         .or(monitoring_files)
@@ -730,6 +735,9 @@ impl Controller {
 
     /// Requests a host sends to the controller.
     async fn host_request(&self, host_id: i64, name: &str, data: Value) -> Result<Value, ApiError> {
+        if name == "plugin_lua.kv" {
+            return self.plugin_lua_kv(host_id, data).await;
+        }
         if let Some(result) = self.plugin_request(host_id, name, data).await {
             return result.map_err(|e| {
                 ApiError::new(400, "plugin_error", format!("{}: {}", e.code, e.message))
@@ -883,6 +891,7 @@ impl Controller {
                 self.game_player_event(&data).await;
                 self.hub.publish(Event::player_event(data));
             }
+            "plugin_lua.broadcast" => self.plugin_lua_broadcast(host_id, data).await,
             other => {
                 if !self.plugin_event(host_id, other, data).await {
                     tracing::debug!(host_id, event = other, "unhandled host event");

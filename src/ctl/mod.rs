@@ -9,6 +9,7 @@ mod connection;
 mod files;
 mod instance;
 mod inventory;
+mod lua_plugin;
 pub mod output;
 mod users;
 
@@ -601,6 +602,8 @@ pub enum PluginCommand {
     /// List the built-in plugins: version, enabled on the cluster, the version each host runs.
     #[command(visible_alias = "ls")]
     List,
+    #[command(flatten)]
+    LuaOnly(lua_plugin::LuaPluginCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -664,6 +667,9 @@ async fn dispatch(args: CtlArgs) -> anyhow::Result<()> {
             cluster::permissions(&client, &out).await
         }
         CtlCommand::Plugin(PluginCommand::List) => cluster::plugins(&client, &out).await,
+        CtlCommand::Plugin(PluginCommand::LuaOnly(cmd)) => {
+            lua_plugin::run(&client, &out, cmd).await
+        }
         CtlCommand::Chat(ChatCommand::Send { instance, text }) => {
             cluster::chat_send(&client, &out, instance, &text.join(" ")).await
         }

@@ -12,6 +12,7 @@
 
 pub mod global_chat;
 pub mod inventory_sync;
+pub mod lua_only;
 pub mod ping;
 pub mod player_auth;
 pub mod research_sync;
@@ -275,7 +276,11 @@ pub fn message_plugin(name: &str) -> Option<&str> {
 /// Every plugin's settings, for the schemas (whether or not the cluster enables it, so a stored
 /// value is always checked against its declaration).
 pub fn settings() -> Vec<crate::config::PluginSettings> {
-    builtins().iter().map(|b| b.info.settings).collect()
+    builtins()
+        .iter()
+        .map(|b| b.info.settings)
+        .chain(std::iter::once(lua_only::SETTINGS))
+        .collect()
 }
 
 /// The per-instance switch every plugin declares.

@@ -72,6 +72,8 @@ pub struct Controller {
     join_addresses: std::sync::Mutex<HashMap<i64, crate::join_address::HostAddresses>>,
     /// List changes sent to the games lately, so their echoes are not taken for new ones.
     player_echoes: players::Echoes,
+    /// External-process plugins (`role: "plugin"` on the link).
+    pub external: crate::plugins::external::External,
 }
 
 /// What a host last reported about an instance beyond its status.
@@ -92,6 +94,16 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     let store = Store::open(dir)?;
     plugins::migrate(&store, &plugins).await?;
     players::migrate(&store).await?;
+    plugins::apply_migrations(
+        &store,
+        "external_plugins",
+        crate::plugins::external::store::MIGRATIONS,
+        "the external plugins' table",
+    )
+    .await?;
+    let external = crate::plugins::external::External::load(&store)?;
+    let mut plugin_settings = crate::plugins::settings();
+    plugin_settings.extend(crate::plugins::external::External::settings(&store));
     let loaded = ControllerConfig::load(dir).unwrap_or_else(|_| cfg.clone());
     if let Some((user, token)) = bootstrap(&store, &cfg).await? {
         println!("First start: created admin user '{user}'. Login token (shown once): {token}");
@@ -115,10 +127,11 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         host_backends: std::sync::Mutex::new(HashMap::new()),
         join_addresses: std::sync::Mutex::new(HashMap::new()),
         player_echoes: players::Echoes::default(),
+        external,
         store,
         loaded: loaded.clone(),
         settings: std::sync::Mutex::new(loaded),
-        schemas: Schemas::new(&crate::plugins::settings()),
+        schemas: Schemas::new(&plugin_settings),
         cfg,
     });
     ctl.shutdown.listen_for_signals()?;
@@ -293,7 +306,9 @@ fn routes(
                     Ok(()) => {
                         ctl.metrics.sessions.set(ctl.hub.session_count() as i64);
                         ctl.metrics.http_request("/metrics", "GET", 200);
-                        let text = ctl.metrics.render() + &ctl.plugin_metrics().await;
+                        let text = ctl.metrics.render()
+                            + &ctl.plugin_metrics().await
+                            + &ctl.external.metrics_text();
                         Box::new(warp::reply::with_header(
                             text,
                             "content-type",
@@ -726,6 +741,9 @@ impl Controller {
             );
             return;
         }
+        if matches!(name, "instance_log" | "instance_status") {
+            self.external.observe(self, name, &data).await;
+        }
         match name {
             "instance_status" => {
                 let (Some(id), Some(status)) = (data["id"].as_i64(), data["status"].as_str())
@@ -826,11 +844,30 @@ impl Controller {
                 self.game_player_event(&data).await;
                 self.hub.publish(Event::player_event(data));
             }
+            other if other.starts_with(crate::plugins::external::HOST_PREFIX) => {
+                self.external.host_event(self, other, data).await
+            }
             other => {
                 if !self.plugin_event(host_id, other, data).await {
                     tracing::debug!(host_id, event = other, "unhandled host event");
                 }
             }
         }
+    }
+}
+
+/// What external plugins (`plugins::external`) use of the controller.
+impl Controller {
+    pub(crate) fn external_host_connected(&self, host_id: i64) -> bool {
+        self.hub.host_connected(host_id)
+    }
+
+    /// Sends an event to a connected host; false when it is not connected.
+    pub(crate) fn external_send_to_host(&self, host_id: i64, name: &str, data: Value) -> bool {
+        if !self.hub.host_connected(host_id) {
+            return false;
+        }
+        self.hub.send_to_host(host_id, name, data);
+        true
     }
 }

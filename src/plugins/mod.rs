@@ -17,6 +17,8 @@ pub mod player_auth;
 pub mod research_sync;
 pub mod statistics_exporter;
 pub mod subspace_storage;
+/// External-process plugins on the link (`role: "plugin"`).
+pub mod external;
 
 use crate::host::backend::BoxFuture;
 use crate::host::patch;

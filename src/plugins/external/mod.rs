@@ -8,6 +8,7 @@
 //! durable channels are queued (bounded), the rest counted and dropped; a restarted process
 //! gets the queue. What it sends is rate-limited per session.
 
+pub mod control;
 pub mod declaration;
 pub mod queue;
 pub mod routing;

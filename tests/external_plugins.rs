@@ -56,12 +56,21 @@ fn contents(got: &Arc<Mutex<Vec<Value>>>) -> Vec<String> {
     got.lock()
         .unwrap()
         .iter()
-        .map(|v| format!("{} {}", v["username"].as_str().unwrap_or(""), v["content"].as_str().unwrap_or("")))
+        .map(|v| {
+            format!(
+                "{} {}",
+                v["username"].as_str().unwrap_or(""),
+                v["content"].as_str().unwrap_or("")
+            )
+        })
         .collect()
 }
 
 fn bridge(url: &str, token: &str, webhook: &str, listen: &str, api: Option<&str>) -> Proc {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/discord_bridge/bridge.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/discord_bridge/bridge.py"
+    );
     let mut cmd = Command::new("python3");
     cmd.arg("-u")
         .arg(script)
@@ -142,7 +151,9 @@ async fn the_python_bridge_relays_games_and_webhook_and_loses_nothing_across_a_r
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut proc = bridge(&c.url(""), &token, &hook, &listen, None);
-    let ready = proc.wait_line(Duration::from_secs(30), |l| l.contains("bridge ready") || l.contains("refused"));
+    let ready = proc.wait_line(Duration::from_secs(30), |l| {
+        l.contains("bridge ready") || l.contains("refused")
+    });
     assert!(ready.contains("bridge ready"), "{ready}");
 
     // Chat in A and a join in B reach the webhook, in Discord's format.
@@ -150,7 +161,8 @@ async fn the_python_bridge_relays_games_and_webhook_and_loses_nothing_across_a_r
     rcon(&api, "b", "/standin join bob").await;
     wait_until("the webhook gets chat and join", 30, || async {
         let c = contents(&got);
-        c.iter().any(|l| l == "a **alice**: hello from a") && c.iter().any(|l| l == "b bob joined the game")
+        c.iter().any(|l| l == "a **alice**: hello from a")
+            && c.iter().any(|l| l == "b bob joined the game")
     })
     .await;
     let first = got.lock().unwrap()[0].clone();
@@ -191,7 +203,13 @@ async fn the_python_bridge_relays_games_and_webhook_and_loses_nothing_across_a_r
     })
     .await;
     for i in 1..=5 {
-        game_sends(&api, "a", "discord_bridge:announce", &format!("{{\"text\":\"announce {i}\"}}")).await;
+        game_sends(
+            &api,
+            "a",
+            "discord_bridge:announce",
+            &format!("{{\"text\":\"announce {i}\"}}"),
+        )
+        .await;
     }
     rcon(&api, "a", "/standin chat alice said while away").await;
     wait_until("five messages queued", 30, || async {
@@ -214,8 +232,16 @@ async fn the_python_bridge_relays_games_and_webhook_and_loses_nothing_across_a_r
 
     // …and a restarted process (a reload) gets them all, in order, once each.
     let before = got.lock().unwrap().len();
-    let proc2 = bridge(&c.url(""), &token, &hook, &format!("127.0.0.1:{}", free_port()), None);
-    let ready = proc2.wait_line(Duration::from_secs(30), |l| l.contains("bridge ready") || l.contains("refused"));
+    let proc2 = bridge(
+        &c.url(""),
+        &token,
+        &hook,
+        &format!("127.0.0.1:{}", free_port()),
+        None,
+    );
+    let ready = proc2.wait_line(Duration::from_secs(30), |l| {
+        l.contains("bridge ready") || l.contains("refused")
+    });
     assert!(ready.contains("5 queued"), "{ready}");
     wait_until("the queued announcements arrive", 30, || async {
         got.lock().unwrap().len() >= before + 5
@@ -224,16 +250,24 @@ async fn the_python_bridge_relays_games_and_webhook_and_loses_nothing_across_a_r
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after: Vec<String> = contents(&got)[before..].to_vec();
     let want: Vec<String> = (1..=5).map(|i| format!("a announce {i}")).collect();
-    assert_eq!(after, want, "chat while away is not durable; announcements are, in order");
+    assert_eq!(
+        after, want,
+        "chat while away is not durable; announcements are, in order"
+    );
     assert_eq!(external(&api, "discord_bridge").await["queued"], json!(0));
 
     // A crash reaches the webhook too.
     // The reply may never come: the game dies on it.
     let _ = api
-        .post("/api/v1/instances/b/rcon", json!({"command": "/standin crash boom"}))
+        .post(
+            "/api/v1/instances/b/rcon",
+            json!({"command": "/standin crash boom"}),
+        )
         .await;
     wait_until("the crash is posted", 30, || async {
-        contents(&got).iter().any(|l| l.starts_with("b Instance crashed"))
+        contents(&got)
+            .iter()
+            .any(|l| l.starts_with("b Instance crashed"))
     })
     .await;
 
@@ -243,12 +277,23 @@ async fn the_python_bridge_relays_games_and_webhook_and_loses_nothing_across_a_r
         .post("/api/v1/external-plugins/discord_bridge/revoke", json!({}))
         .await;
     assert_eq!(s, 200, "{v}");
-    let closed = proc2.wait_line(Duration::from_secs(20), |l| l.contains("closed by the controller"));
+    let closed = proc2.wait_line(Duration::from_secs(20), |l| {
+        l.contains("closed by the controller")
+    });
     assert!(closed.contains("revoked"), "{closed}");
     assert_eq!(proc2.wait_exit(Duration::from_secs(10)), Some(2));
-    let proc3 = bridge(&c.url(""), &token, &hook, &format!("127.0.0.1:{}", free_port()), None);
+    let proc3 = bridge(
+        &c.url(""),
+        &token,
+        &hook,
+        &format!("127.0.0.1:{}", free_port()),
+        None,
+    );
     let line = proc3.wait_line(Duration::from_secs(30), |l| l.contains("refused"));
-    assert!(line.contains("unauthorized: invalid or revoked token"), "{line}");
+    assert!(
+        line.contains("unauthorized: invalid or revoked token"),
+        "{line}"
+    );
 }
 
 async fn plugin_hello(c: &ControllerProcess, token: &str, plugin: Value) -> (LinkClient, Value) {
@@ -297,7 +342,10 @@ async fn refusals_bad_declarations_and_a_flood() {
         .post("/api/v1/external-plugins/global_chat/token", json!({}))
         .await;
     assert_eq!(s, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("taken"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("taken"),
+        "{v}"
+    );
     let (s, _) = api
         .post("/api/v1/external-plugins/../token", json!({}))
         .await;
@@ -313,23 +361,59 @@ async fn refusals_bad_declarations_and_a_flood() {
     let r = refused(&c, &alpha, wrong_api).await;
     assert_eq!(r["code"], "api_mismatch", "{r}");
     let m = r["message"].as_str().unwrap();
-    assert!(m.contains("plugin API 1") && m.contains("plugin API 7"), "{m}");
+    assert!(
+        m.contains("plugin API 1") && m.contains("plugin API 7"),
+        "{m}"
+    );
 
     // Malformed declarations, each with what is wrong.
     let cases: Vec<(Value, &str)> = vec![
         (json!(null), "needs a \"plugin\" object"),
         (json!({"api": 1}), "malformed"),
-        (json!({"api": 1, "name": "alpha", "version": 3}), "malformed"),
-        (json!({"api": 1, "name": "alpha", "version": "1", "surprise": true}), "unknown field"),
-        (json!({"api": 1, "name": "beta", "version": "1"}), "token belongs to plugin \"alpha\""),
-        (json!({"api": 1, "name": "alpha", "version": "1", "ipc_channels": ["beta:x"]}), "must start with \"alpha:\""),
-        (json!({"api": 1, "name": "alpha", "version": "1", "ipc_channels": ["global_chat:"]}), "must start with \"alpha:\""),
-        (json!({"api": 1, "name": "alpha", "version": "1", "permissions": [{"name": "core.admin"}]}), "alpha.<something>"),
-        (json!({"api": 1, "name": "alpha", "version": "1", "requests": [{"name": "alpha.x", "permission": "alpha.undeclared"}]}), "does not add"),
-        (json!({"api": 1, "name": "alpha", "version": "1", "lua": {"files": {"../../etc/passwd.lua": "x"}}}), "not allowed"),
-        (json!({"api": 1, "name": "alpha", "version": "1", "lua": {"files": {"modules/../x.lua": "x"}}}), "not allowed"),
-        (json!({"api": 1, "name": "alpha", "version": "1", "lua": {"files": {"a\\b.lua": "x"}}}), "not allowed"),
-        (json!({"api": 1, "name": "alpha", "version": "1", "lua": {"files": {"big.lua": "-".repeat(1024 * 1024 + 1)}}}), "at most"),
+        (
+            json!({"api": 1, "name": "alpha", "version": 3}),
+            "malformed",
+        ),
+        (
+            json!({"api": 1, "name": "alpha", "version": "1", "surprise": true}),
+            "unknown field",
+        ),
+        (
+            json!({"api": 1, "name": "beta", "version": "1"}),
+            "token belongs to plugin \"alpha\"",
+        ),
+        (
+            json!({"api": 1, "name": "alpha", "version": "1", "ipc_channels": ["beta:x"]}),
+            "must start with \"alpha:\"",
+        ),
+        (
+            json!({"api": 1, "name": "alpha", "version": "1", "ipc_channels": ["global_chat:"]}),
+            "must start with \"alpha:\"",
+        ),
+        (
+            json!({"api": 1, "name": "alpha", "version": "1", "permissions": [{"name": "core.admin"}]}),
+            "alpha.<something>",
+        ),
+        (
+            json!({"api": 1, "name": "alpha", "version": "1", "requests": [{"name": "alpha.x", "permission": "alpha.undeclared"}]}),
+            "does not add",
+        ),
+        (
+            json!({"api": 1, "name": "alpha", "version": "1", "lua": {"files": {"../../etc/passwd.lua": "x"}}}),
+            "not allowed",
+        ),
+        (
+            json!({"api": 1, "name": "alpha", "version": "1", "lua": {"files": {"modules/../x.lua": "x"}}}),
+            "not allowed",
+        ),
+        (
+            json!({"api": 1, "name": "alpha", "version": "1", "lua": {"files": {"a\\b.lua": "x"}}}),
+            "not allowed",
+        ),
+        (
+            json!({"api": 1, "name": "alpha", "version": "1", "lua": {"files": {"big.lua": "-".repeat(1024 * 1024 + 1)}}}),
+            "at most",
+        ),
     ];
     for (plugin, want) in cases {
         let r = refused(&c, &alpha, plugin.clone()).await;
@@ -339,9 +423,11 @@ async fn refusals_bad_declarations_and_a_flood() {
     // A frame that is not JSON at all, as a hello.
     let (mut ws, _) = (common::link::connect_raw(&c.ws_url()).await, ());
     use futures_util::SinkExt;
-    ws.send(tokio_tungstenite::tungstenite::Message::text("{\"type\":\"hello\",\"role\":\"plugin\""))
-        .await
-        .unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        "{\"type\":\"hello\",\"role\":\"plugin\"",
+    ))
+    .await
+    .unwrap();
     let first = common::link::next_json(&mut ws).await.unwrap();
     assert_eq!(first["type"], "close", "{first}");
 
@@ -351,36 +437,66 @@ async fn refusals_bad_declarations_and_a_flood() {
     assert_eq!(ready["plugin"]["api"], 1);
 
     // Calls outside its declaration are refused.
-    let id = a.request("instance_send", json!({"instance": "x", "function": "os.exit", "data": {}})).await;
+    let id = a
+        .request(
+            "instance_send",
+            json!({"instance": "x", "function": "os.exit", "data": {}}),
+        )
+        .await;
     let r = a.response(id).await;
-    assert!(r["error"]["message"].as_str().unwrap().contains("not in the declaration"), "{r}");
-    let id = a.request("plugin_kv_get", json!({"plugin": "beta", "key": "k"})).await;
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not in the declaration"),
+        "{r}"
+    );
+    let id = a
+        .request("plugin_kv_get", json!({"plugin": "beta", "key": "k"}))
+        .await;
     let r = a.response(id).await;
     assert_eq!(r["error"]["code"], "forbidden", "{r}");
     let id = a.request("teleport", json!({})).await;
     let r = a.response(id).await;
     assert_eq!(r["error"]["code"], "unknown_request", "{r}");
-    let id = a.request("instance_rcon", json!({"instance": "nope", "command": "/help"})).await;
+    let id = a
+        .request(
+            "instance_rcon",
+            json!({"instance": "nope", "command": "/help"}),
+        )
+        .await;
     let r = a.response(id).await;
     assert_eq!(r["error"]["code"], "not_found", "{r}");
 
     // Users reach declared requests only, with the declared permission; the plugin answers.
     let (s, v) = api
-        .post("/api/v1/external-plugins/alpha/requests/alpha.undeclared", json!({}))
+        .post(
+            "/api/v1/external-plugins/alpha/requests/alpha.undeclared",
+            json!({}),
+        )
         .await;
     assert_eq!(s, 400, "{v}");
-    let (s, v) = api
-        .post("/api/v1/users", json!({"user": "nobody"}))
-        .await;
+    let (s, v) = api.post("/api/v1/users", json!({"user": "nobody"})).await;
     assert_eq!(s, 201, "{v}");
     let nobody = common::user_token(&cdir, "nobody");
     let plain = Api::new(&c.url(""), &nobody);
     let (s, v) = plain
-        .post("/api/v1/external-plugins/alpha/requests/alpha.hello", json!({}))
+        .post(
+            "/api/v1/external-plugins/alpha/requests/alpha.hello",
+            json!({}),
+        )
         .await;
     assert_eq!(s, 403, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("alpha.use"), "{v}");
-    let (s, v) = plain.post("/api/v1/external-plugins/alpha/token", json!({})).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("alpha.use"),
+        "{v}"
+    );
+    let (s, v) = plain
+        .post("/api/v1/external-plugins/alpha/token", json!({}))
+        .await;
     assert_eq!(s, 403, "{v}");
     let call = {
         let api = Api::new(&c.url(""), &c.first_token);
@@ -412,14 +528,23 @@ async fn refusals_bad_declarations_and_a_flood() {
     let mut steal = decl("beta");
     steal["ipc_channels"] = json!(["alpha:x"]);
     let r = refused(&c, &beta, steal).await;
-    assert!(r["message"].as_str().unwrap().contains("must start with \"beta:\""), "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("must start with \"beta:\""),
+        "{r}"
+    );
     let (_b, ready) = plugin_hello(&c, &beta, decl("beta")).await;
     assert_eq!(ready["type"], "ready", "{ready}");
 
     // A flood: at 50 messages/s, 600 requests as fast as they go are mostly refused, and the
     // controller keeps answering its API meanwhile.
     let (s, v) = api
-        .post("/api/v1/external-plugins/alpha/limit", json!({"messages_per_s": 50}))
+        .post(
+            "/api/v1/external-plugins/alpha/limit",
+            json!({"messages_per_s": 50}),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     let (mut a, ready) = plugin_hello(&c, &alpha, decl("alpha")).await;
@@ -436,13 +561,17 @@ async fn refusals_bad_declarations_and_a_flood() {
         assert!(v["version"].is_string(), "{v}");
         status_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    // Answers come in any order (requests run concurrently).
     let (mut limited, mut answered) = (0, 0);
-    for id in ids {
-        let r = a.response(id).await;
-        if r["error"]["code"] == "rate_limited" {
-            limited += 1;
-        } else {
-            answered += 1;
+    let mut waiting: std::collections::HashSet<u64> = ids.into_iter().collect();
+    while !waiting.is_empty() {
+        let f = a.next().await.expect("every request is answered");
+        if f["type"] == "response" && waiting.remove(&f["id"].as_u64().unwrap()) {
+            if f["error"]["code"] == "rate_limited" {
+                limited += 1;
+            } else {
+                answered += 1;
+            }
         }
     }
     let flood = flood_start.elapsed();
@@ -452,7 +581,12 @@ async fn refusals_bad_declarations_and_a_flood() {
         status_ms[10], status_ms[19]
     );
     assert!(limited > 0 && answered > 0, "{limited} {answered}");
-    assert!(external(&api, "alpha").await["rate_limited"].as_u64().unwrap() > 0);
+    assert!(
+        external(&api, "alpha").await["rate_limited"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 
     // A revoked token closes the live session at once, with the reason.
     let (s, v) = api
@@ -476,9 +610,14 @@ async fn refusals_bad_declarations_and_a_flood() {
     assert_eq!(c.wait_exit(Duration::from_secs(20)), Some(0));
     let port = c.port;
     let c = ControllerProcess::start_on(&cdir, port, &[]);
-    let schema = Api::new(&c.url(""), &api_token(&cdir)).get("/api/v1/config/schema").await;
+    let schema = Api::new(&c.url(""), &api_token(&cdir))
+        .get("/api/v1/config/schema")
+        .await;
     let text = schema.to_string();
-    assert!(text.contains("beta.greeting") && text.contains("beta.load_plugin"), "{text:.400}");
+    assert!(
+        text.contains("beta.greeting") && text.contains("beta.load_plugin"),
+        "{text:.400}"
+    );
     let api = Api::new(&c.url(""), &api_token(&cdir));
     let b = external(&api, "beta").await;
     assert_eq!(b["version"], "0.1.0", "{b}");

@@ -63,11 +63,30 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         ("GET", ["external-plugins"]) => {
             r("/external-plugins", "external_plugin_list", vec![], false)
         }
-        ("POST", ["external-plugins", p, action @ ("token" | "revoke" | "limit")]) => {
+        (
+            "POST",
+            [
+                "external-plugins",
+                p,
+                action @ ("token" | "revoke" | "limit"),
+            ],
+        ) => {
             let (pattern, request, body) = match *action {
-                "token" => ("/external-plugins/{name}/token", "external_plugin_token", false),
-                "revoke" => ("/external-plugins/{name}/revoke", "external_plugin_revoke", false),
-                _ => ("/external-plugins/{name}/limit", "external_plugin_limit", true),
+                "token" => (
+                    "/external-plugins/{name}/token",
+                    "external_plugin_token",
+                    false,
+                ),
+                "revoke" => (
+                    "/external-plugins/{name}/revoke",
+                    "external_plugin_revoke",
+                    false,
+                ),
+                _ => (
+                    "/external-plugins/{name}/limit",
+                    "external_plugin_limit",
+                    true,
+                ),
             };
             r(pattern, request, vec![("plugin", s(p))], body)
         }

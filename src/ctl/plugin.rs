@@ -22,7 +22,14 @@ pub async fn list(client: &Client, out: &Output) -> anyhow::Result<()> {
         .await
         .context("listing external plugins")?;
     out.print(&external, |list| {
-        let mut t = Table::new(&["EXTERNAL PLUGIN", "VERSION", "STATE", "LAST SEEN", "QUEUED", "DROPPED"]);
+        let mut t = Table::new(&[
+            "EXTERNAL PLUGIN",
+            "VERSION",
+            "STATE",
+            "LAST SEEN",
+            "QUEUED",
+            "DROPPED",
+        ]);
         for p in list.as_array().into_iter().flatten() {
             let state = if p["revoked"] == json!(true) {
                 "revoked"
@@ -40,14 +47,20 @@ pub async fn list(client: &Client, out: &Output) -> anyhow::Result<()> {
                 cell(&p["dropped"]),
             ]);
         }
-        t.render(out, "No external plugins (create one with `ctl plugin token NAME`).")
+        t.render(
+            out,
+            "No external plugins (create one with `ctl plugin token NAME`).",
+        )
     })
 }
 
 /// `ctl plugin token NAME`: prints the new token once.
 pub async fn token(client: &Client, out: &Output, name: &str) -> anyhow::Result<()> {
     let v = client
-        .post(&format!("/external-plugins/{}/token", seg(name)), &json!({}))
+        .post(
+            &format!("/external-plugins/{}/token", seg(name)),
+            &json!({}),
+        )
         .await
         .with_context(|| format!("creating a token for plugin {name}"))?;
     out.print(&v, |v| {
@@ -60,10 +73,15 @@ pub async fn token(client: &Client, out: &Output, name: &str) -> anyhow::Result<
 
 pub async fn revoke(client: &Client, out: &Output, name: &str) -> anyhow::Result<()> {
     let v = client
-        .post(&format!("/external-plugins/{}/revoke", seg(name)), &json!({}))
+        .post(
+            &format!("/external-plugins/{}/revoke", seg(name)),
+            &json!({}),
+        )
         .await
         .with_context(|| format!("revoking plugin {name}"))?;
-    out.print(&v, |_| format!("Revoked plugin {name}'s token; its session was closed."))
+    out.print(&v, |_| {
+        format!("Revoked plugin {name}'s token; its session was closed.")
+    })
 }
 
 pub async fn limit(client: &Client, out: &Output, name: &str, per_s: u64) -> anyhow::Result<()> {
@@ -74,7 +92,9 @@ pub async fn limit(client: &Client, out: &Output, name: &str, per_s: u64) -> any
         )
         .await
         .with_context(|| format!("setting plugin {name}'s rate limit"))?;
-    out.print(&v, |_| format!("Plugin {name} may send {per_s} messages a second."))
+    out.print(&v, |_| {
+        format!("Plugin {name} may send {per_s} messages a second.")
+    })
 }
 
 /// `ctl plugin call NAME REQUEST [JSON]`: a request the plugin declared; prints its answer.

@@ -281,7 +281,10 @@ impl Host {
                             tracing::warn!(instance_id = id, error = %e, "external plugin message not queued");
                         }
                     }
-                    _ => tracing::debug!(instance_id = id, "external plugin message for an instance not running; dropped"),
+                    _ => tracing::debug!(
+                        instance_id = id,
+                        "external plugin message for an instance not running; dropped"
+                    ),
                 }
             }
             other => tracing::debug!(event = other, "unknown external plugin event"),

@@ -10,6 +10,8 @@
 //! it, the host's own `PLUGINS` does not leave it out, and the instance's `<plugin>.load_plugin`
 //! is not `false`.
 
+/// External-process plugins on the link (`role: "plugin"`).
+pub mod external;
 pub mod global_chat;
 pub mod inventory_sync;
 pub mod ping;
@@ -17,8 +19,6 @@ pub mod player_auth;
 pub mod research_sync;
 pub mod statistics_exporter;
 pub mod subspace_storage;
-/// External-process plugins on the link (`role: "plugin"`).
-pub mod external;
 
 use crate::host::backend::BoxFuture;
 use crate::host::patch;

@@ -34,11 +34,19 @@ pub struct TokenInfo {
 /// Whose token a presented secret is.
 #[derive(Debug, Clone)]
 pub enum TokenOwner {
-    User { user_id: i64, name: String },
-    Host { host_id: i64, name: String },
+    User {
+        user_id: i64,
+        name: String,
+    },
+    Host {
+        host_id: i64,
+        name: String,
+    },
     Join,
     /// An external-process plugin (`ctl plugin token NAME`); see `plugins::external`.
-    Plugin { name: String },
+    Plugin {
+        name: String,
+    },
 }
 
 /// Issues a new token for `user`; returns (token id, the secret — shown once).

@@ -208,7 +208,9 @@ impl Declaration {
             return Err(refuse(p));
         }
         if self.version.is_empty() || self.version.len() > 40 {
-            return Err(refuse("version must be a non-empty string of at most 40 characters"));
+            return Err(refuse(
+                "version must be a non-empty string of at most 40 characters",
+            ));
         }
         let lists = [
             ("permissions", self.permissions.len()),
@@ -380,12 +382,10 @@ impl Declaration {
     /// declaration at the controller's start).
     pub fn settings(&self) -> crate::config::PluginSettings {
         let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
-        let mut instance: Vec<Field> = vec![
-            crate::plugins::load_plugin_field(
-                leak(&format!("{}.load_plugin", self.name)),
-                leak(&format!("Run the {} plugin", self.name)),
-            ),
-        ];
+        let mut instance: Vec<Field> = vec![crate::plugins::load_plugin_field(
+            leak(&format!("{}.load_plugin", self.name)),
+            leak(&format!("Run the {} plugin", self.name)),
+        )];
         instance.extend(self.instance_config.iter().filter_map(|f| field_of(f).ok()));
         let controller: Vec<Field> = self
             .controller_config
@@ -454,7 +454,11 @@ fn field_of(f: &FieldDecl) -> Result<Field, String> {
             ));
         }
     };
-    let title = if f.title.is_empty() { &f.name } else { &f.title };
+    let title = if f.title.is_empty() {
+        &f.name
+    } else {
+        &f.title
+    };
     Ok(Field::new(leak(&f.name), kind, default)
         .title(leak(title))
         .about(leak(&f.description))
@@ -496,16 +500,36 @@ mod tests {
     fn bad_declarations_say_what_is_wrong() {
         let cases: &[(&str, Value, &str)] = &[
             ("/name", json!("other"), "token belongs"),
-            ("/ipc_channels", json!(["global_chat:x"]), "must start with \"bridge:\""),
-            ("/permissions", json!([{"name": "core.admin"}]), "bridge.<something>"),
+            (
+                "/ipc_channels",
+                json!(["global_chat:x"]),
+                "must start with \"bridge:\"",
+            ),
+            (
+                "/permissions",
+                json!([{"name": "core.admin"}]),
+                "bridge.<something>",
+            ),
             ("/durable", json!(["bridge2:x"]), "not one of the declared"),
             ("/events", json!(["teleport"]), "unknown event"),
             ("/lua_functions", json!(["os.execute()"]), "not a Lua name"),
-            ("/instance_config", json!([{"name": "bridge.x", "type": "blob"}]), "unknown type"),
+            (
+                "/instance_config",
+                json!([{"name": "bridge.x", "type": "blob"}]),
+                "unknown type",
+            ),
             ("/version", json!(""), "version"),
-            ("/lua", json!({"files": {"../evil.lua": "x"}}), "not allowed"),
+            (
+                "/lua",
+                json!({"files": {"../evil.lua": "x"}}),
+                "not allowed",
+            ),
             ("/lua", json!({"files": {"/abs.lua": "x"}}), "not allowed"),
-            ("/lua", json!({"load": ["main.lua"], "files": {}}), "no such file"),
+            (
+                "/lua",
+                json!({"load": ["main.lua"], "files": {}}),
+                "no such file",
+            ),
             ("/extra", json!(1), "malformed"),
         ];
         for (path, value, want) in cases {

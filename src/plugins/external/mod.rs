@@ -127,7 +127,10 @@ impl External {
             let Some(text) = &r.declaration else { continue };
             match serde_json::from_str::<Declaration>(text) {
                 Ok(d) => {
-                    let rate = r.rate_limit.map(|n| n.max(1) as u64).unwrap_or(DEFAULT_RATE);
+                    let rate = r
+                        .rate_limit
+                        .map(|n| n.max(1) as u64)
+                        .unwrap_or(DEFAULT_RATE);
                     plugins.insert(r.name.clone(), Arc::new(Live::new(d, rate)));
                 }
                 Err(e) => {
@@ -210,12 +213,36 @@ impl External {
         all.sort_by_key(|l| l.name());
         let mut out = String::new();
         let series: [(&str, &str, &str); 6] = [
-            ("clustorio_plugin_connected", "gauge", "1 while the external plugin's process is connected"),
-            ("clustorio_plugin_queued", "gauge", "Messages of durable channels kept for an external plugin that is away"),
-            ("clustorio_plugin_dropped_total", "counter", "Messages for an external plugin dropped (away and not durable, or its queue full)"),
-            ("clustorio_plugin_rate_limited_total", "counter", "Messages from an external plugin refused by its rate limit"),
-            ("clustorio_plugin_delivered_total", "counter", "Messages delivered to an external plugin"),
-            ("clustorio_plugin_received_total", "counter", "Messages received from an external plugin"),
+            (
+                "clustorio_plugin_connected",
+                "gauge",
+                "1 while the external plugin's process is connected",
+            ),
+            (
+                "clustorio_plugin_queued",
+                "gauge",
+                "Messages of durable channels kept for an external plugin that is away",
+            ),
+            (
+                "clustorio_plugin_dropped_total",
+                "counter",
+                "Messages for an external plugin dropped (away and not durable, or its queue full)",
+            ),
+            (
+                "clustorio_plugin_rate_limited_total",
+                "counter",
+                "Messages from an external plugin refused by its rate limit",
+            ),
+            (
+                "clustorio_plugin_delivered_total",
+                "counter",
+                "Messages delivered to an external plugin",
+            ),
+            (
+                "clustorio_plugin_received_total",
+                "counter",
+                "Messages received from an external plugin",
+            ),
         ];
         for (i, (name, kind, help)) in series.iter().enumerate() {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -299,7 +326,12 @@ async fn handshake(
 ) -> Result<(Arc<Live>, Arc<PluginSession>, String, u64), ErrorBody> {
     let hello = match Frame::parse(text)? {
         Frame::Hello(h) => h,
-        _ => return Err(ErrorBody::new("bad_handshake", "the first frame must be a hello")),
+        _ => {
+            return Err(ErrorBody::new(
+                "bad_handshake",
+                "the first frame must be a hello",
+            ));
+        }
     };
     if hello.version != PROTOCOL_VERSION {
         return Err(ErrorBody::new(
@@ -328,6 +360,9 @@ async fn handshake(
         }
         None => return Err(ErrorBody::new("unauthorized", "invalid or revoked token")),
     };
+    if !raw["plugin"].is_object() {
+        Declaration::parse(&Value::Null)?;
+    }
     // The API version first: a plugin for another API may not even parse as a declaration.
     let api = raw["plugin"]["api"].as_u64();
     if api != Some(u64::from(PLUGIN_API_VERSION)) {
@@ -354,7 +389,10 @@ async fn handshake(
         {
             return Err(ErrorBody::new(
                 "channel_taken",
-                format!("IPC channel \"{channel}\" is owned by the plugin {}", o.name),
+                format!(
+                    "IPC channel \"{channel}\" is owned by the plugin {}",
+                    o.name
+                ),
             ));
         }
     }
@@ -403,9 +441,14 @@ async fn handshake(
         let kept: Vec<(String, Value)> = old
             .unacked_events()
             .into_iter()
-            .filter(|(n, d)| n == "ipc" && d["channel"].as_str().is_some_and(|c| decl.is_durable(c)))
+            .filter(|(n, d)| {
+                n == "ipc" && d["channel"].as_str().is_some_and(|c| decl.is_durable(c))
+            })
             .collect();
-        old.kill(ErrorBody::new("replaced", "the plugin connected again with a new session"));
+        old.kill(ErrorBody::new(
+            "replaced",
+            "the plugin connected again with a new session",
+        ));
         lock(&live.queue).push_front_all(kept);
     }
     let session = Arc::new(PluginSession::new(
@@ -540,7 +583,10 @@ pub async fn serve(ws: WebSocket, ctl: Arc<Controller>, hello_text: String, addr
         if text.len() > max {
             session.send_control(Frame::Error(ErrorBody::new(
                 "too_large",
-                format!("frame of {} bytes exceeds the limit of {max} bytes", text.len()),
+                format!(
+                    "frame of {} bytes exceeds the limit of {max} bytes",
+                    text.len()
+                ),
             )));
             continue;
         }
@@ -638,7 +684,11 @@ async fn handle_frame(
                 format!("plugins send no events (\"{name}\"); use requests (docs/plugins.md)")
             };
             session.send_control(Frame::Error(ErrorBody::new(
-                if limited { "rate_limited" } else { "unknown_event" },
+                if limited {
+                    "rate_limited"
+                } else {
+                    "unknown_event"
+                },
                 message,
             )));
             session.send_control(Frame::Ack {

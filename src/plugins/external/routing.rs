@@ -138,7 +138,10 @@ pub async fn plugin_request(
                     ctl.external.forget_call(call);
                     Err(ErrorBody::new(
                         "timeout",
-                        format!("instance '{}' did not answer within {CALL_TIMEOUT:?}", rec.name),
+                        format!(
+                            "instance '{}' did not answer within {CALL_TIMEOUT:?}",
+                            rec.name
+                        ),
                     ))
                 }
             }
@@ -146,7 +149,9 @@ pub async fn plugin_request(
         "instance_send" => {
             let function = data["function"]
                 .as_str()
-                .ok_or_else(|| bad("\"function\" (a Lua function the declaration names) is required"))?
+                .ok_or_else(|| {
+                    bad("\"function\" (a Lua function the declaration names) is required")
+                })?
                 .to_string();
             if !lock(&live.decl).lua_functions.contains(&function) {
                 return Err(ErrorBody::new(
@@ -344,13 +349,17 @@ impl External {
         } else {
             format!("{plugin}.{request}")
         };
-        let r = decl.requests.iter().find(|r| r.name == full).ok_or_else(|| {
-            ApiError::new(
-                400,
-                "unknown_request",
-                format!("plugin {plugin} declares no request \"{full}\""),
-            )
-        })?;
+        let r = decl
+            .requests
+            .iter()
+            .find(|r| r.name == full)
+            .ok_or_else(|| {
+                ApiError::new(
+                    400,
+                    "unknown_request",
+                    format!("plugin {plugin} declares no request \"{full}\""),
+                )
+            })?;
         actor.require(&r.permission)?;
         let session = live.session().filter(|s| s.is_attached()).ok_or_else(|| {
             ApiError::new(
@@ -360,7 +369,11 @@ impl External {
             )
         })?;
         session
-            .request(&full, json!({ "user": actor.name, "data": data }), CALL_TIMEOUT)
+            .request(
+                &full,
+                json!({ "user": actor.name, "data": data }),
+                CALL_TIMEOUT,
+            )
             .await
             .map_err(|e| ApiError::new(502, "plugin_error", format!("{}: {}", e.code, e.message)))
     }

@@ -40,13 +40,7 @@ pub fn issue(conn: &Connection, actor: &str, name: &str) -> store::Result<String
          ON CONFLICT(name) DO UPDATE SET token_hash = excluded.token_hash, revoked_at = NULL",
         params![name, tokens::hash(&secret), store::now_ms()],
     )?;
-    audit::record(
-        conn,
-        actor,
-        "plugin.token",
-        name,
-        &serde_json::json!({}),
-    )?;
+    audit::record(conn, actor, "plugin.token", name, &serde_json::json!({}))?;
     Ok(secret)
 }
 
@@ -60,13 +54,7 @@ pub fn revoke(conn: &Connection, actor: &str, name: &str) -> store::Result<()> {
             "no external plugin \"{name}\" (ctl plugin list shows them)"
         )));
     }
-    audit::record(
-        conn,
-        actor,
-        "plugin.revoke",
-        name,
-        &serde_json::json!({}),
-    )?;
+    audit::record(conn, actor, "plugin.revoke", name, &serde_json::json!({}))?;
     Ok(())
 }
 
@@ -76,7 +64,9 @@ pub fn set_rate_limit(conn: &Connection, actor: &str, name: &str, per_s: i64) ->
         params![name, per_s],
     )?;
     if n == 0 {
-        return Err(StoreError::NotFound(format!("no external plugin \"{name}\"")));
+        return Err(StoreError::NotFound(format!(
+            "no external plugin \"{name}\""
+        )));
     }
     audit::record(
         conn,

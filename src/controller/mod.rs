@@ -11,6 +11,7 @@ mod hub;
 mod instances;
 mod metrics;
 pub mod players;
+pub mod plugin_kv;
 pub mod plugins;
 pub mod requests;
 mod saves;
@@ -94,6 +95,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     let store = Store::open(dir)?;
     plugins::migrate(&store, &plugins).await?;
     players::migrate(&store).await?;
+    plugin_kv::migrate(&store).await?;
     plugins::apply_migrations(
         &store,
         "external_plugins",

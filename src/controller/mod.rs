@@ -12,6 +12,7 @@ mod instances;
 mod metrics;
 pub mod players;
 pub mod plugin_kv;
+pub mod plugin_lua;
 pub mod plugins;
 pub mod requests;
 mod saves;
@@ -96,6 +97,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     plugins::migrate(&store, &plugins).await?;
     players::migrate(&store).await?;
     plugin_kv::migrate(&store).await?;
+    plugin_lua::migrate(&store).await?;
     plugins::apply_migrations(
         &store,
         "external_plugins",
@@ -345,7 +347,8 @@ fn routes(
         });
 
     socket
-        .or(files::routes(ctl))
+        .or(files::routes(ctl.clone()))
+        .or(plugin_lua::routes(ctl))
         .or(api)
         .or(metrics)
         .or(monitoring_files)

@@ -99,6 +99,8 @@ pub struct Instance {
     crashes: Mutex<(u32, Option<Instant>)>,
     /// The plugins running for this instance since its last start.
     active_plugins: Mutex<Vec<&'static str>>,
+    /// The Lua-only plugins patched into its save at its last start.
+    lua_plugins: Mutex<Vec<String>>,
     /// Ordered RCON commands while the game runs.
     rcon_queue: Mutex<Option<Arc<RconQueue>>>,
 }
@@ -122,12 +124,17 @@ impl Instance {
             ops: tokio::sync::Mutex::new(()),
             crashes: Mutex::new((0, None)),
             active_plugins: Mutex::new(Vec::new()),
+            lua_plugins: Mutex::new(Vec::new()),
             rcon_queue: Mutex::new(None),
         }
     }
 
     pub fn active_plugins(&self) -> Vec<&'static str> {
         lock(&self.active_plugins).clone()
+    }
+
+    pub fn lua_plugins(&self) -> Vec<String> {
+        lock(&self.lua_plugins).clone()
     }
 
     pub fn rcon_queue(&self) -> Option<Arc<RconQueue>> {
@@ -470,6 +477,7 @@ impl Host {
     ) -> Result<bool, String> {
         let active = self.plugins_for(inst).await;
         *lock(&inst.active_plugins) = active.clone();
+        lock(&inst.lua_plugins).clear();
         if config["save_patching"].as_bool() == Some(false) {
             return Ok(false);
         }
@@ -481,6 +489,13 @@ impl Host {
                 .filter_map(|p| p.info().lua)
                 .map(|l| l.to_module()),
         );
+        let bundles = self.plugin_lua_bundles(inst).await?;
+        modules.extend(bundles.iter().map(|(_, b)| b.to_module()));
+        let lua_only: Vec<String> = bundles
+            .iter()
+            .filter(|(k, _)| *k == crate::controller::plugin_lua::Kind::Lua)
+            .map(|(_, b)| b.plugin.clone())
+            .collect();
         let opts = PatchOptions {
             allow_unknown_scenario: config["patch_unknown_scenario"].as_bool() == Some(true),
         };
@@ -490,6 +505,7 @@ impl Host {
             .map_err(|e| format!("patching the save: {e}"))?
             .map_err(|e| e.to_string())?;
         tracing::info!(instance = %inst.name, patch_number = report.patch_number, modules = ?report.modules, reset = report.level_was_reset, "save patched");
+        *lock(&inst.lua_plugins) = lua_only;
         Ok(true)
     }
 
@@ -673,6 +689,7 @@ impl Host {
             })
             .collect();
         *lock(&inst.active_plugins) = active;
+        *lock(&inst.lua_plugins) = self.patched_lua_plugins(inst, patched.as_deref());
         *lock(&inst.rcon_queue) = Some(Arc::new(RconQueue::start(
             server.clone(),
             inst.name.clone(),

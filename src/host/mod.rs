@@ -10,6 +10,7 @@ pub mod lists;
 pub mod mapgen;
 pub mod metrics;
 pub mod patch;
+pub mod plugin_lua;
 pub mod plugins;
 pub mod ports;
 mod saves;

@@ -161,6 +161,9 @@ impl Host {
 
     /// A message from a game: the core's own channel, else the plugin that owns it.
     pub(super) fn route_ipc(self: &Arc<Self>, inst: &Arc<Instance>, channel: &str, data: Value) {
+        if self.route_lua_ipc(inst, channel, &data) {
+            return;
+        }
         let active = inst.active_plugins();
         let owner = self
             .plugins
@@ -195,6 +198,10 @@ impl Host {
     pub(super) fn route_plugin_event(self: &Arc<Self>, name: &str, data: Value) -> bool {
         if let Some(what) = name.strip_prefix(plugins::external::HOST_PREFIX) {
             self.external_plugin_event(what, data);
+            return true;
+        }
+        if name.starts_with("plugin_lua.") {
+            self.plugin_lua_event(name, data);
             return true;
         }
         let Some(plugin) = plugins::message_plugin(name).and_then(|p| self.plugin(p)) else {

@@ -190,7 +190,7 @@ impl Host {
             .unwrap_or_default();
         listed
             .into_iter()
-            .filter(|w| w.kind == Kind::Lua && patched.iter().any(|m| *m == w.plugin))
+            .filter(|w| w.kind == Kind::Lua && patched.contains(&w.plugin))
             .map(|w| w.plugin)
             .collect()
     }

@@ -468,6 +468,22 @@ async fn refusals_bad_declarations_and_a_flood() {
     let r = a.response(id).await;
     assert_eq!(r["error"]["code"], "not_found", "{r}");
 
+    // Its own key–value namespace: put, get, list, delete; another plugin sees none of it.
+    let id = a
+        .request("plugin_kv_put", json!({"key": "count", "value": 41}))
+        .await;
+    let r = a.response(id).await;
+    assert!(r["error"].is_null(), "{r}");
+    let id = a.request("plugin_kv_get", json!({"key": "count"})).await;
+    assert_eq!(a.response(id).await["ok"]["value"], json!(41));
+    let id = a.request("plugin_kv_list", json!({})).await;
+    let r = a.response(id).await;
+    assert_eq!(r["ok"][0]["key"], "count", "{r}");
+    let id = a
+        .request("plugin_kv_put", json!({"key": "", "value": 1}))
+        .await;
+    assert!(a.response(id).await["error"].is_object());
+
     // Users reach declared requests only, with the declared permission; the plugin answers.
     let (s, v) = api
         .post(
@@ -535,8 +551,17 @@ async fn refusals_bad_declarations_and_a_flood() {
             .contains("must start with \"beta:\""),
         "{r}"
     );
-    let (_b, ready) = plugin_hello(&c, &beta, decl("beta")).await;
+    // beta uploads Lua files with its declaration (stored for hosts to patch into saves).
+    let mut with_lua = decl("beta");
+    with_lua["lua"] = json!({"load": ["main.lua"], "files": {"main.lua": "return {}", "lib/util.lua": "return 1"}});
+    let (mut b, ready) = plugin_hello(&c, &beta, with_lua).await;
     assert_eq!(ready["type"], "ready", "{ready}");
+    let id = b.request("plugin_kv_get", json!({"key": "count"})).await;
+    assert_eq!(
+        b.response(id).await["ok"]["value"],
+        Value::Null,
+        "alpha's keys are not beta's"
+    );
 
     // A flood: at 50 messages/s, 600 requests as fast as they go are mostly refused, and the
     // controller keeps answering its API meanwhile.

@@ -29,16 +29,33 @@ fn bad(message: impl Into<String>) -> ErrorBody {
     ErrorBody::new("bad_request", message)
 }
 
-/// Stores the Lua files a plugin uploads with its declaration (checked already).
+/// Stores the Lua files a plugin uploads with its declaration (checked already) in the Lua
+/// store hosts fetch from and patch into saves.
 pub async fn store_lua(
-    _ctl: &Arc<Controller>,
-    _plugin: &str,
-    _version: &str,
-    _lua: &super::declaration::LuaDecl,
+    ctl: &Arc<Controller>,
+    plugin: &str,
+    version: &str,
+    lua: &super::declaration::LuaDecl,
 ) -> Result<(), ErrorBody> {
-    // The files travel in the stored declaration; patching them into saves is the Lua store's
-    // part (controller::plugin_lua), not present in this build.
-    Ok(())
+    let files = lua
+        .files
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+        .collect();
+    crate::controller::plugin_lua::put(
+        &ctl.store,
+        plugin,
+        version,
+        lua.load.clone(),
+        lua.require.clone(),
+        files,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| match e {
+        store::StoreError::Invalid(m) => ErrorBody::new("bad_declaration", m),
+        other => ErrorBody::new("internal", format!("storing the Lua files: {other}")),
+    })
 }
 
 async fn instance(ctl: &Controller, data: &Value) -> Result<InstanceRecord, ErrorBody> {
@@ -186,21 +203,55 @@ pub async fn plugin_request(
 
 /// The plugin's own key–value namespace (only its own: the namespace is its name, never input).
 async fn kv(
-    _ctl: &Arc<Controller>,
-    _plugin: &str,
+    ctl: &Arc<Controller>,
+    plugin: &str,
     name: &str,
     data: &Value,
 ) -> Result<Value, ErrorBody> {
+    use crate::controller::plugin_kv;
     if data.get("plugin").is_some() || data.get("namespace").is_some() {
         return Err(ErrorBody::new(
             "forbidden",
             "a plugin reaches only its own key–value namespace; leave out \"plugin\"/\"namespace\"",
         ));
     }
-    Err(ErrorBody::new(
-        "unavailable",
-        format!("{name}: the key–value store is not part of this build"),
-    ))
+    let key = || {
+        data["key"]
+            .as_str()
+            .ok_or_else(|| bad("\"key\" (a string) is required"))
+    };
+    let failed = |e: store::StoreError| match e {
+        store::StoreError::Db(m) => ErrorBody::new("internal", m),
+        other => ErrorBody::new("bad_request", other.to_string()),
+    };
+    let store = &ctl.store;
+    match name {
+        "plugin_kv_get" => {
+            Ok(json!({ "value": plugin_kv::get(store, plugin, key()?).await.map_err(failed)? }))
+        }
+        "plugin_kv_put" => {
+            let value = data.get("value").cloned().unwrap_or(Value::Null);
+            let entry = plugin_kv::put(store, plugin, key()?, value)
+                .await
+                .map_err(failed)?;
+            Ok(json!({ "key": entry.key, "updated_at": entry.updated_at }))
+        }
+        "plugin_kv_delete" => Ok(
+            json!({ "deleted": plugin_kv::delete(store, plugin, key()?).await.map_err(failed)? }),
+        ),
+        "plugin_kv_list" => {
+            let prefix = data["prefix"].as_str().unwrap_or("");
+            Ok(json!(
+                plugin_kv::list(store, plugin, prefix)
+                    .await
+                    .map_err(failed)?
+            ))
+        }
+        other => Err(ErrorBody::new(
+            "unknown_request",
+            format!("unknown key–value request \"{other}\""),
+        )),
+    }
 }
 
 impl External {

@@ -49,7 +49,9 @@ impl Plugin {
     }
 }
 
+/// A game command that prints an IPC line with `body` (JSON), as `send_json` would.
 fn ipc_command(channel: &str, body: &str) -> String {
+    let body = body.replace('\\', "\\\\").replace('"', "\\\"");
     format!("/sc print(\"\\12$ipc:{channel}?j{body}\")")
 }
 

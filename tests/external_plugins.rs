@@ -230,6 +230,22 @@ async fn the_python_bridge_relays_games_and_webhook_and_loses_nothing_across_a_r
         "{metrics}"
     );
 
+    // A channel nobody owns is counted as an unhandled IPC message, not delivered anywhere.
+    game_sends(&api, "a", "nobody:x", "{}").await;
+    wait_until("the unowned channel is counted", 30, || async {
+        let m = reqwest::Client::new()
+            .get(c.url("/metrics"))
+            .bearer_auth(&c.first_token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.contains("clustorio_plugin_ipc_unowned_total 1")
+    })
+    .await;
+
     // …and a restarted process (a reload) gets them all, in order, once each.
     let before = got.lock().unwrap().len();
     let proc2 = bridge(

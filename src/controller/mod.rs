@@ -850,7 +850,10 @@ impl Controller {
                 self.hub.publish(Event::player_event(data));
             }
             other if other.starts_with(crate::plugins::external::HOST_PREFIX) => {
-                self.external.host_event(self, other, data).await
+                let instance = data["instance_id"].as_i64().unwrap_or(-1).to_string();
+                if !self.external.host_event(self, other, data).await {
+                    self.metrics.ipc_error(&instance, "unhandled");
+                }
             }
             other => {
                 if !self.plugin_event(host_id, other, data).await {

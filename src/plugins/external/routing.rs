@@ -256,30 +256,31 @@ async fn kv(
 
 impl External {
     /// A host event `external_plugin.*` (the instance it names is that host's, checked).
-    pub async fn host_event(&self, ctl: &Controller, name: &str, data: Value) {
+    /// False for IPC on a channel no plugin owns (an `ipc_error` of kind `unhandled`).
+    pub async fn host_event(&self, ctl: &Controller, name: &str, data: Value) -> bool {
         match name.strip_prefix(HOST_PREFIX) {
             Some("ipc") => {
                 let Some(channel) = data["channel"].as_str() else {
-                    return;
+                    return false;
                 };
                 let Some(live) = self.owner_of(channel) else {
                     self.unowned_ipc.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(channel, "IPC on a channel no plugin owns; dropped");
-                    return;
+                    tracing::warn!(channel, "IPC message on a channel no plugin owns; dropped");
+                    return false;
                 };
                 let Some(id) = data["instance_id"].as_i64() else {
-                    return;
+                    return true;
                 };
                 let Ok(rec) = ctl
                     .store
                     .read(move |c| store::instances::get(c, &id.to_string()))
                     .await
                 else {
-                    return;
+                    return true;
                 };
                 let decl = lock(&live.decl).clone();
                 if !decl.enabled_for(&rec.config) {
-                    return;
+                    return true;
                 }
                 let durable = decl.is_durable(channel);
                 live.deliver(
@@ -292,18 +293,23 @@ impl External {
                     }),
                     durable,
                 );
+                true
             }
             Some("rcon_result") => {
                 let Some(call) = data["call"].as_u64() else {
-                    return;
+                    return true;
                 };
                 let result = match data["error"].as_str() {
                     Some(e) => Err(ErrorBody::new("rcon_failed", e)),
                     None => Ok(json!({ "output": data["output"] })),
                 };
                 self.finish_call(call, result);
+                true
             }
-            _ => tracing::debug!(event = name, "unknown external plugin event from a host"),
+            _ => {
+                tracing::debug!(event = name, "unknown external plugin event from a host");
+                true
+            }
         }
     }
 

@@ -310,6 +310,19 @@ async fn the_python_bridge_relays_games_and_webhook_and_loses_nothing_across_a_r
         line.contains("unauthorized: invalid or revoked token"),
         "{line}"
     );
+
+    // The Python process declaring another plugin API is refused with both versions named.
+    let fresh = plugin_token(&api, "discord_bridge").await;
+    let listen4 = format!("127.0.0.1:{}", free_port());
+    let mut proc4 = bridge(&c.url(""), &fresh, &hook, &listen4, Some("2"));
+    let line = proc4.wait_line(Duration::from_secs(30), |l| l.contains("refused"));
+    assert!(
+        line.contains("api_mismatch")
+            && line.contains("plugin API 1")
+            && line.contains("plugin API 2"),
+        "{line}"
+    );
+    assert_eq!(proc4.wait_exit(Duration::from_secs(10)), Some(2));
 }
 
 async fn plugin_hello(c: &ControllerProcess, token: &str, plugin: Value) -> (LinkClient, Value) {
@@ -578,6 +591,21 @@ async fn refusals_bad_declarations_and_a_flood() {
         Value::Null,
         "alpha's keys are not beta's"
     );
+
+    // A dropped socket resumes its session: nothing resent twice, the seq goes on.
+    let session = b.session();
+    drop(b);
+    let hello = json!({ "type": "hello", "version": 1, "role": "plugin", "token": beta,
+        "name": "beta", "resume": {"session": session, "last_seq": 1}, "plugin": decl("beta") });
+    let (ws, ready) = LinkClient::hello(&c.ws_url(), hello).await;
+    assert_eq!(ready["resumed"], true, "{ready}");
+    assert_eq!(
+        ready["last_seq"], 1,
+        "the controller has beta's one request: {ready}"
+    );
+    let mut b = LinkClient { ws, ready, seq: 2 };
+    let id = b.request("plugin_kv_get", json!({"key": "nothing"})).await;
+    assert_eq!(b.response(id).await["ok"]["value"], Value::Null);
 
     // A flood: at 50 messages/s, 600 requests as fast as they go are mostly refused, and the
     // controller keeps answering its API meanwhile.

@@ -406,6 +406,11 @@ fn field_of(f: &FieldDecl) -> Result<Field, String> {
     if f.title.len() > 200 || f.description.len() > 1000 {
         return Err("title or description too long".into());
     }
+    if let (Some(min), Some(max)) = (f.min, f.max)
+        && (min > max || !min.is_finite() || !max.is_finite())
+    {
+        return Err("min must be a number not above max".into());
+    }
     let (kind, default) = match f.kind.as_str() {
         "bool" => match &f.default {
             Value::Null => (Kind::Bool, Default::Bool(false)),
@@ -519,6 +524,11 @@ mod tests {
                 "unknown type",
             ),
             ("/version", json!(""), "version"),
+            (
+                "/instance_config",
+                json!([{"name": "bridge.n", "type": "integer", "min": 5, "max": 1}]),
+                "not above max",
+            ),
             (
                 "/lua",
                 json!({"files": {"../evil.lua": "x"}}),

@@ -60,6 +60,42 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         ("GET", ["me"]) => r("/me", "me", vec![], false),
         ("GET", ["permissions"]) => r("/permissions", "permission_list", vec![], false),
         ("GET", ["plugins"]) => r("/plugins", "plugin_list", vec![], false),
+        ("GET", ["external-plugins"]) => {
+            r("/external-plugins", "external_plugin_list", vec![], false)
+        }
+        (
+            "POST",
+            [
+                "external-plugins",
+                p,
+                action @ ("token" | "revoke" | "limit"),
+            ],
+        ) => {
+            let (pattern, request, body) = match *action {
+                "token" => (
+                    "/external-plugins/{name}/token",
+                    "external_plugin_token",
+                    false,
+                ),
+                "revoke" => (
+                    "/external-plugins/{name}/revoke",
+                    "external_plugin_revoke",
+                    false,
+                ),
+                _ => (
+                    "/external-plugins/{name}/limit",
+                    "external_plugin_limit",
+                    true,
+                ),
+            };
+            r(pattern, request, vec![("plugin", s(p))], body)
+        }
+        ("POST", ["external-plugins", p, "requests", q]) => r(
+            "/external-plugins/{name}/requests/{request}",
+            "external_plugin_call",
+            vec![("plugin", s(p)), ("request", s(q))],
+            true,
+        ),
         ("GET", ["users"]) => r("/users", "user_list", vec![], false),
         ("POST", ["users"]) => r("/users", "user_create", vec![], true),
         ("GET", ["users", u]) => r("/users/{name}", "user_get", vec![("user", s(u))], false),

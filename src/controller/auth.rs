@@ -64,7 +64,9 @@ pub async fn authenticate(store: &Store, token: &str) -> Result<Actor, ApiError>
                         permissions,
                     }))
                 }
-                Some(TokenOwner::Host { .. } | TokenOwner::Join) => Some(Err(())),
+                Some(TokenOwner::Host { .. } | TokenOwner::Join | TokenOwner::Plugin { .. }) => {
+                    Some(Err(()))
+                }
                 None => None,
             })
         })

@@ -76,6 +76,8 @@ pub struct Controller {
     player_echoes: players::Echoes,
     /// Start, stop, assign and delete of one instance run one at a time (`instances.rs`).
     lifecycle: instances::Lifecycle,
+    /// External-process plugins (`role: "plugin"` on the link).
+    pub external: crate::plugins::external::External,
 }
 
 /// What a host last reported about an instance beyond its status.
@@ -98,6 +100,16 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     players::migrate(&store).await?;
     plugin_kv::migrate(&store).await?;
     plugin_lua::migrate(&store).await?;
+    plugins::apply_migrations(
+        &store,
+        "external_plugins",
+        crate::plugins::external::store::MIGRATIONS,
+        "the external plugins' table",
+    )
+    .await?;
+    let external = crate::plugins::external::External::load(&store)?;
+    let mut plugin_settings = crate::plugins::settings();
+    plugin_settings.extend(crate::plugins::external::External::settings(&store));
     let loaded = ControllerConfig::load(dir).unwrap_or_else(|_| cfg.clone());
     if let Some((user, token)) = bootstrap(&store, &cfg).await? {
         println!("First start: created admin user '{user}'. Login token (shown once): {token}");
@@ -127,10 +139,11 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         join_addresses: std::sync::Mutex::new(HashMap::new()),
         player_echoes: players::Echoes::default(),
         lifecycle: instances::Lifecycle::default(),
+        external,
         store,
         loaded: loaded.clone(),
         settings: std::sync::Mutex::new(loaded),
-        schemas: Schemas::new(&crate::plugins::settings()),
+        schemas: Schemas::new(&plugin_settings),
         cfg,
     });
     ctl.shutdown.listen_for_signals()?;
@@ -356,7 +369,9 @@ fn routes(ctl: Arc<Controller>) -> crate::limits::Routes {
                     Ok(()) => {
                         ctl.metrics.sessions.set(ctl.hub.session_count() as i64);
                         ctl.metrics.http_request("/metrics", "GET", 200);
-                        let text = ctl.metrics.render() + &ctl.plugin_metrics().await;
+                        let text = ctl.metrics.render()
+                            + &ctl.plugin_metrics().await
+                            + &ctl.external.metrics_text();
                         Box::new(warp::reply::with_header(
                             text,
                             "content-type",
@@ -791,6 +806,9 @@ impl Controller {
             );
             return;
         }
+        if matches!(name, "instance_log" | "instance_status") {
+            self.external.observe(self, name, &data).await;
+        }
         match name {
             "instance_status" => {
                 let (Some(id), Some(status)) = (data["id"].as_i64(), data["status"].as_str())
@@ -892,11 +910,33 @@ impl Controller {
                 self.hub.publish(Event::player_event(data));
             }
             "plugin_lua.broadcast" => self.plugin_lua_broadcast(host_id, data).await,
+            other if other.starts_with(crate::plugins::external::HOST_PREFIX) => {
+                let instance = data["instance_id"].as_i64().unwrap_or(-1).to_string();
+                if !self.external.host_event(self, other, data).await {
+                    self.metrics.ipc_error(&instance, "unhandled");
+                }
+            }
             other => {
                 if !self.plugin_event(host_id, other, data).await {
                     tracing::debug!(host_id, event = other, "unhandled host event");
                 }
             }
         }
+    }
+}
+
+/// What external plugins (`plugins::external`) use of the controller.
+impl Controller {
+    pub(crate) fn external_host_connected(&self, host_id: i64) -> bool {
+        self.hub.host_connected(host_id)
+    }
+
+    /// Sends an event to a connected host; false when it is not connected.
+    pub(crate) fn external_send_to_host(&self, host_id: i64, name: &str, data: Value) -> bool {
+        if !self.hub.host_connected(host_id) {
+            return false;
+        }
+        self.hub.send_to_host(host_id, name, data);
+        true
     }
 }

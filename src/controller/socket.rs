@@ -28,6 +28,16 @@ pub async fn serve(ws: WebSocket, ctl: Arc<Controller>, addr: Option<SocketAddr>
         _ => return,
     };
     let address = addr.map(|a| a.ip().to_string()).unwrap_or_default();
+    // The `plugin` role: an external-process plugin (plugins::external has its own session).
+    if let Ok(text) = hello.to_str()
+        && crate::plugins::external::is_plugin_hello(text)
+    {
+        let text = text.to_string();
+        if let Ok(ws) = sink.reunite(stream) {
+            crate::plugins::external::serve(ws, ctl, text, address).await;
+        }
+        return;
+    }
     let (session, ready) = match handshake(&ctl, &hello, &address).await {
         Ok(pair) => pair,
         Err(reason) => {
@@ -314,6 +324,10 @@ async fn authenticate(
                 Some(token),
             ))
         }
+        ("host", Some(TokenOwner::Plugin { .. })) => Err(ErrorBody::new(
+            "forbidden",
+            "a plugin token cannot connect as a host; connect with role \"plugin\"",
+        )),
         ("host", Some(TokenOwner::User { .. })) => Err(ErrorBody::new(
             "forbidden",
             "a user token cannot connect as a host; use the join token (MASTER_TOKEN)",
@@ -342,7 +356,7 @@ async fn authenticate(
         }
         (other, _) => Err(ErrorBody::new(
             "bad_handshake",
-            format!("unknown role \"{other}\"; expected \"host\" or \"control\""),
+            format!("unknown role \"{other}\"; expected \"host\", \"control\" or \"plugin\""),
         )),
     }
 }

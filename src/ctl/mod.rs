@@ -11,6 +11,7 @@ mod instance;
 mod inventory;
 mod lua_plugin;
 pub mod output;
+mod plugin;
 mod users;
 
 use clap::{Args, Subcommand};
@@ -600,10 +601,23 @@ pub enum PermissionCommand {
 #[derive(Subcommand, Debug)]
 pub enum PluginCommand {
     /// List the built-in plugins: version, enabled on the cluster, the version each host runs.
+    /// Then the external plugins: version, connected, last seen, queued messages.
     #[command(visible_alias = "ls")]
     List,
     #[command(flatten)]
     LuaOnly(lua_plugin::LuaPluginCommand),
+    /// Create a token for the external plugin NAME (shown once; replaces an earlier one).
+    Token { name: String },
+    /// Revoke the external plugin's token; a connected session is closed at once.
+    Revoke { name: String },
+    /// Set how many messages a second the external plugin may send.
+    Limit { name: String, messages_per_s: u64 },
+    /// Send a request the external plugin declared (`NAME.REQUEST`), with optional JSON data.
+    Call {
+        name: String,
+        request: String,
+        data: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -666,10 +680,25 @@ async fn dispatch(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Permission(PermissionCommand::List) => {
             cluster::permissions(&client, &out).await
         }
-        CtlCommand::Plugin(PluginCommand::List) => cluster::plugins(&client, &out).await,
         CtlCommand::Plugin(PluginCommand::LuaOnly(cmd)) => {
             lua_plugin::run(&client, &out, cmd).await
         }
+        CtlCommand::Plugin(PluginCommand::List) => plugin::list(&client, &out).await,
+        CtlCommand::Plugin(PluginCommand::Token { name }) => {
+            plugin::token(&client, &out, &name).await
+        }
+        CtlCommand::Plugin(PluginCommand::Revoke { name }) => {
+            plugin::revoke(&client, &out, &name).await
+        }
+        CtlCommand::Plugin(PluginCommand::Limit {
+            name,
+            messages_per_s,
+        }) => plugin::limit(&client, &out, &name, messages_per_s).await,
+        CtlCommand::Plugin(PluginCommand::Call {
+            name,
+            request,
+            data,
+        }) => plugin::call(&client, &out, &name, &request, data).await,
         CtlCommand::Chat(ChatCommand::Send { instance, text }) => {
             cluster::chat_send(&client, &out, instance, &text.join(" ")).await
         }

@@ -174,6 +174,16 @@ impl Host {
                 let ctx = InstanceCtx::new(self, inst, p.info().name);
                 p.ipc(&ctx, channel, data);
             }
+            // No built-in claims it: an external plugin may own it; the controller routes it.
+            None if !plugins::builtins()
+                .iter()
+                .any(|b| b.info.owns_channel(channel)) =>
+            {
+                self.link.send_event(
+                    &format!("{}ipc", plugins::external::HOST_PREFIX),
+                    json!({ "instance_id": inst.id, "channel": channel, "data": data }),
+                );
+            }
             None => {
                 tracing::warn!(instance = %inst.name, channel, "IPC message on a channel no running plugin owns; dropped");
                 self.link.send_event(
@@ -186,6 +196,10 @@ impl Host {
 
     /// An event `<plugin>.<name>` from the controller.
     pub(super) fn route_plugin_event(self: &Arc<Self>, name: &str, data: Value) -> bool {
+        if let Some(what) = name.strip_prefix(plugins::external::HOST_PREFIX) {
+            self.external_plugin_event(what, data);
+            return true;
+        }
         if name.starts_with("plugin_lua.") {
             self.plugin_lua_event(name, data);
             return true;
@@ -223,6 +237,64 @@ impl Host {
             if inst.active_plugins().contains(&p.info().name) {
                 p.instance_started(&InstanceCtx::new(self, inst, p.info().name));
             }
+        }
+    }
+}
+
+impl Host {
+    /// An external plugin's call into a game, through the instance's ordered RCON queue:
+    /// `rcon` (answered with `external_plugin.rcon_result`) or `send` (`/sc <function>(json)`).
+    fn external_plugin_event(self: &Arc<Self>, what: &str, data: Value) {
+        let Some(id) = data["instance_id"].as_i64() else {
+            return;
+        };
+        let queue = self
+            .instance(id)
+            .ok()
+            .filter(|i| i.status() == Status::Running)
+            .and_then(|i| i.rcon_queue());
+        match what {
+            "rcon" => {
+                let call = data["call"].clone();
+                let command = data["command"].as_str().unwrap_or_default().to_string();
+                let host = self.clone();
+                tokio::spawn(async move {
+                    let result = match queue {
+                        Some(q) => q.call(command).await,
+                        None => Err(format!("instance {id} is not running")),
+                    };
+                    let mut answer = json!({ "instance_id": id, "call": call });
+                    match result {
+                        Ok(out) => answer["output"] = json!(out),
+                        Err(e) => answer["error"] = json!(e),
+                    }
+                    host.link.send_event(
+                        &format!("{}rcon_result", plugins::external::HOST_PREFIX),
+                        answer,
+                    );
+                });
+            }
+            "send" => {
+                let function = data["function"].as_str().unwrap_or_default();
+                let valid = !function.is_empty()
+                    && function
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+                match queue {
+                    Some(q) if valid => {
+                        let cmd =
+                            format!("/sc {function}({})", lua_string(&data["data"].to_string()));
+                        if let Err(e) = q.push(cmd) {
+                            tracing::warn!(instance_id = id, error = %e, "external plugin message not queued");
+                        }
+                    }
+                    _ => tracing::debug!(
+                        instance_id = id,
+                        "external plugin message for an instance not running; dropped"
+                    ),
+                }
+            }
+            other => tracing::debug!(event = other, "unknown external plugin event"),
         }
     }
 }

@@ -10,6 +10,8 @@
 //! it, the host's own `PLUGINS` does not leave it out, and the instance's `<plugin>.load_plugin`
 //! is not `false`.
 
+/// External-process plugins on the link (`role: "plugin"`).
+pub mod external;
 pub mod global_chat;
 pub mod inventory_sync;
 pub mod lua_only;

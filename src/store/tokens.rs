@@ -34,9 +34,19 @@ pub struct TokenInfo {
 /// Whose token a presented secret is.
 #[derive(Debug, Clone)]
 pub enum TokenOwner {
-    User { user_id: i64, name: String },
-    Host { host_id: i64, name: String },
+    User {
+        user_id: i64,
+        name: String,
+    },
+    Host {
+        host_id: i64,
+        name: String,
+    },
     Join,
+    /// An external-process plugin (`ctl plugin token NAME`); see `plugins::external`.
+    Plugin {
+        name: String,
+    },
 }
 
 /// Most unrevoked login tokens one user may hold through `POST /tokens`; revoke old ones to
@@ -160,6 +170,9 @@ pub fn resolve(conn: &Connection, secret: &str) -> Result<Option<TokenOwner>> {
     if let Some((host_id, name)) = host {
         return Ok(Some(TokenOwner::Host { host_id, name }));
     }
+    if let Some(name) = plugin_owner(conn, &h)? {
+        return Ok(Some(TokenOwner::Plugin { name }));
+    }
     if let Some(join) = join_token(conn)? {
         use subtle::ConstantTimeEq;
         if bool::from(join.as_bytes().ct_eq(secret.as_bytes())) {
@@ -167,6 +180,26 @@ pub fn resolve(conn: &Connection, secret: &str) -> Result<Option<TokenOwner>> {
         }
     }
     Ok(None)
+}
+
+/// The external plugin whose unrevoked token hashes to `h` (its table exists once the
+/// controller ran its migrations; before that no plugin token exists).
+fn plugin_owner(conn: &Connection, h: &str) -> Result<Option<String>> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'external_plugins')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(None);
+    }
+    Ok(conn
+        .query_row(
+            "SELECT name FROM external_plugins WHERE token_hash = ?1 AND revoked_at IS NULL",
+            [h],
+            |r| r.get(0),
+        )
+        .optional()?)
 }
 
 pub fn join_token(conn: &Connection) -> Result<Option<String>> {

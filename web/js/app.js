@@ -20,6 +20,7 @@ import * as chat from "./pages/chat.js";
 import * as research from "./pages/research.js";
 import * as inventories from "./pages/inventories.js";
 import * as storage from "./pages/storage.js";
+import * as externalPlugins from "./plugins.js";
 
 /** Nav entries: route, label, the permission needed to see the page. */
 const NAV = [
@@ -31,6 +32,7 @@ const NAV = [
   ["roles", "Roles", "core.role.list"],
   ["mods", "Mods", "core.mod.list"],
   ["plugins", "Plugins", "core.plugin.list"],
+  ["external-plugins", "External plugins", "core.plugin.list"],
   ["chat", "Chat", "global_chat.view"],
   ["research", "Research", "research_sync.list"],
   ["inventories", "Inventories", "inventory_sync.inventory.view"],
@@ -41,6 +43,7 @@ const NAV = [
 
 const PAGES = { overview, hosts, instances, users, roles, mods, plugins, research, storage, audit, chat, settings, inventories };
 PAGES.players = players;
+PAGES["external-plugins"] = externalPlugins;
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");

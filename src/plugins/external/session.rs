@@ -1,0 +1,238 @@
+//! One external plugin's link session: seq/ack/resume like any session (the shared
+//! [`Endpoint`]), a rate limit on what the plugin sends, and the socket loop.
+
+use crate::link::endpoint::{Endpoint, Wire};
+use crate::link::{Accept, ErrorBody, Frame};
+use serde_json::Value;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// What the socket writer sends.
+#[derive(Debug)]
+pub enum Outgoing {
+    Text(std::sync::Arc<str>),
+    Close(ErrorBody),
+}
+
+pub struct Socket {
+    generation: u64,
+    tx: mpsc::UnboundedSender<Outgoing>,
+}
+
+impl Wire for Socket {
+    fn send_text(&self, text: std::sync::Arc<str>) {
+        let _ = self.tx.send(Outgoing::Text(text));
+    }
+}
+
+/// A token bucket: `rate` messages a second, bursts up to one second's worth.
+#[derive(Debug)]
+pub struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    pub fn new(rate: u64) -> Self {
+        let rate = rate.max(1) as f64;
+        Bucket {
+            rate,
+            tokens: rate,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub struct PluginSession {
+    pub id: String,
+    pub plugin: String,
+    link: Endpoint<Socket>,
+    detached_at: Mutex<Option<Instant>>,
+    generation: AtomicU64,
+    dead: AtomicBool,
+    /// Held while one inbound frame is applied (a resumed socket waits for the old one).
+    pub applying: tokio::sync::Mutex<()>,
+    bucket: Mutex<Bucket>,
+    pub connected_at: i64,
+}
+
+impl PluginSession {
+    pub fn new(id: String, plugin: String, limits: crate::link::Limits, rate: u64) -> Self {
+        PluginSession {
+            id,
+            plugin,
+            link: Endpoint::new(limits),
+            detached_at: Mutex::new(Some(Instant::now())),
+            generation: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
+            applying: tokio::sync::Mutex::new(()),
+            bucket: Mutex::new(Bucket::new(rate)),
+            connected_at: crate::store::now_ms(),
+        }
+    }
+
+    fn detached_at(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.detached_at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::SeqCst)
+    }
+
+    /// A socket is attached now.
+    pub fn is_attached(&self) -> bool {
+        !self.is_dead() && self.link.is_attached()
+    }
+
+    /// Detached for longer than `window` (a resume is no longer possible).
+    pub fn expired(&self, window: Duration) -> bool {
+        self.detached_at().is_some_and(|at| at.elapsed() > window)
+    }
+
+    pub fn set_rate(&self, rate: u64) {
+        *self.bucket.lock().unwrap_or_else(|e| e.into_inner()) = Bucket::new(rate);
+    }
+
+    /// May the plugin send one more message now?
+    pub fn admit(&self) -> bool {
+        self.bucket.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    pub fn attach(
+        &self,
+        tx: mpsc::UnboundedSender<Outgoing>,
+        peer_last_seq: u64,
+        first: String,
+    ) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut st = self.link.lock();
+        if let Some(old) = st.socket.take() {
+            let _ = old.tx.send(Outgoing::Close(ErrorBody::new(
+                "replaced",
+                "the session was resumed on another socket",
+            )));
+        }
+        st.outbox.ack(peer_last_seq);
+        let socket = Socket { generation, tx };
+        socket.send_text(first.into());
+        for text in st.outbox.pending() {
+            socket.send_text(text.clone());
+        }
+        st.socket = Some(socket);
+        *self.detached_at() = None;
+        generation
+    }
+
+    pub fn detach(&self, generation: u64) -> bool {
+        let mut st = self.link.lock();
+        if st
+            .socket
+            .as_ref()
+            .is_some_and(|s| s.generation == generation)
+        {
+            st.socket = None;
+            *self.detached_at() = Some(Instant::now());
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Ends the session: closes the socket with `reason`, fails what waits on the plugin.
+    pub fn kill(&self, reason: ErrorBody) {
+        self.dead.store(true, Ordering::SeqCst);
+        if let Some(socket) = self.link.lock().socket.take() {
+            let _ = socket.tx.send(Outgoing::Close(reason.clone()));
+        }
+        self.link.fail_pending(&reason.message);
+    }
+
+    /// Events still unacknowledged, oldest first (a restarted process gets the durable ones).
+    pub fn unacked_events(&self) -> Vec<(String, Value)> {
+        self.link
+            .lock()
+            .outbox
+            .pending()
+            .filter_map(|t| match Frame::parse(t) {
+                Ok(Frame::Event { name, data, .. }) => Some((name, data)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn inbound(&self, seq: u64) -> Accept {
+        self.link.accept(seq)
+    }
+
+    pub fn acked(&self, ack: u64) {
+        self.link.acked(ack);
+    }
+
+    pub fn last_received(&self) -> u64 {
+        self.link.last_received()
+    }
+
+    pub fn send_control(&self, frame: Frame) {
+        self.link.send_control(frame);
+    }
+
+    fn check(&self, sent: Result<(), crate::link::session::Overflow>) {
+        if let Err(e) = sent {
+            self.kill(ErrorBody::new("overflow", e.to_string()));
+        }
+    }
+
+    pub fn send_event(&self, name: &str, data: Value) {
+        if !self.is_dead() {
+            self.check(self.link.send_event(name, data));
+        }
+    }
+
+    pub fn respond(&self, id: u64, result: Result<Value, ErrorBody>) {
+        if !self.is_dead() {
+            self.check(self.link.respond(id, result));
+        }
+    }
+
+    pub async fn request(
+        &self,
+        name: &str,
+        data: Value,
+        timeout: Duration,
+    ) -> Result<Value, ErrorBody> {
+        self.link.request(name, data, timeout).await
+    }
+
+    pub fn resolve(&self, id: u64, result: Result<Value, ErrorBody>) {
+        self.link.resolve(id, result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_admits_a_seconds_worth_then_refuses() {
+        let mut b = Bucket::new(10);
+        let admitted = (0..100).filter(|_| b.take()).count();
+        assert!((10..=11).contains(&admitted), "{admitted}");
+    }
+}

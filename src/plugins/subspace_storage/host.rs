@@ -88,6 +88,11 @@ struct State {
     saves: HashMap<i64, SavePoints>,
     /// Keys whose pending state the controller has (this process sent them).
     sent_pending: HashSet<String>,
+    /// This host process (random): which exports it saw the game's output around.
+    host_run: String,
+    /// Grants of a game's run before its map was loaded again: settled from their markers
+    /// (also in `busy` until then).
+    recheck: HashSet<i64>,
 }
 
 /// One game's exports by what its saves hold, and when it last needed one.
@@ -114,6 +119,9 @@ struct SpoolEntry {
     state: String,
     #[serde(default)]
     spooled_at: i64,
+    /// The host process that spooled it.
+    #[serde(default)]
+    host_run: String,
 }
 
 fn available() -> String {
@@ -209,6 +217,7 @@ impl Shared {
         {
             let mut st = self.state();
             st.dir = dir.clone();
+            st.host_run = format!("{:016x}", rand::random::<u64>());
             match std::fs::read_to_string(st.grants_file()) {
                 Ok(text) => match serde_json::from_str(&text) {
                     Ok(g) => st.grants = g,
@@ -228,7 +237,10 @@ impl Shared {
     /// Writes an export to the spool as pending (its game has not saved since); it is sent
     /// from there.
     fn spool(&self, instance_id: i64, items: &[Item]) -> std::io::Result<(String, PathBuf)> {
-        let dir = spool_dir(&self.state().dir);
+        let (dir, host_run) = {
+            let st = self.state();
+            (spool_dir(&st.dir), st.host_run.clone())
+        };
         let key = format!("{:032x}", rand::random::<u128>());
         let since_epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -240,6 +252,7 @@ impl Shared {
             items: ledger::items_json(items),
             state: "pending".into(),
             spooled_at: since_epoch.as_millis() as i64,
+            host_run,
         };
         let text = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
         crate::saves::write_atomic(&path, &text)?;
@@ -314,18 +327,23 @@ async fn flush_spool(shared: &Shared, host: &HostCtx) {
     }
 }
 
-/// The game loaded a map: what it exported before and the host saw no save holding is settled
-/// by the loaded save's age. A save written after the host spooled an export holds it (the
-/// game does not tick while it saves, so the export came before the save started); an older
-/// save does not, and the items are in the game's chests again.
-fn settle_previous_run(shared: &Shared, inst: &InstanceCtx, loaded: Option<PathBuf>) {
-    let save_ms = loaded
-        .filter(|p| p.is_file())
-        .or_else(|| newest_save(&inst.saves_dir()))
-        .and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64);
-    let dir = spool_dir(&shared.state().dir);
+/// The game loaded a map: what it exported before and the host saw no save holding must be
+/// settled. This host process read the game's output in order up to its end: no save finished
+/// after those exports, so the game went back to a save without them (cancelled, the items are
+/// in its chests again). Exports spooled by an earlier host process that died: the game was left
+/// running and the next host process stopped it, and it saved on the way out — unless it died
+/// too. The game's log of that run (`factorio-previous.log`, written by the game itself, not
+/// through the pipe) says which: it ends with a finished quit save, or not.
+fn settle_previous_run(shared: &Shared, inst: &InstanceCtx) {
+    let write_dir = inst.saves_dir().parent().map(Path::to_path_buf);
+    let quit_saved = write_dir
+        .map(|d| d.join("factorio-previous.log"))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .is_some_and(|text| ends_with_quit_save(&text));
+    let (dir, this_run) = {
+        let st = shared.state();
+        (spool_dir(&st.dir), st.host_run.clone())
+    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
@@ -340,7 +358,7 @@ fn settle_previous_run(shared: &Shared, inst: &InstanceCtx, loaded: Option<PathB
         if e.instance_id != inst.id || e.state != "pending" {
             continue;
         }
-        if save_ms.is_some_and(|s| s > e.spooled_at) {
+        if e.host_run != this_run && quit_saved {
             kept += 1;
             resolve_entry(&path, "available");
         } else {
@@ -349,7 +367,7 @@ fn settle_previous_run(shared: &Shared, inst: &InstanceCtx, loaded: Option<PathB
         }
     }
     if kept > 0 {
-        tracing::warn!(plugin = INFO.name, instance = %inst.name, exports = kept, "the game saved while the host did not see it (a host restart); the exports that save holds count");
+        tracing::warn!(plugin = INFO.name, instance = %inst.name, exports = kept, "the game saved when it was stopped after a host restart; the exports that save holds count");
     }
     if cancelled > 0 {
         tracing::info!(plugin = INFO.name, instance = %inst.name, exports = cancelled, "the game went back to a save from before these exports; they are cancelled (the items are in its chests again)");
@@ -357,40 +375,41 @@ fn settle_previous_run(shared: &Shared, inst: &InstanceCtx, loaded: Option<PathB
     let mut st = shared.state();
     st.saves.insert(inst.id, SavePoints::default());
     // Its grants are settled from their markers once the game answers (recheck).
-    let ids: Vec<i64> = st
-        .grants
-        .iter()
-        .filter(|(_, g)| g.instance_id == inst.id)
-        .map(|(id, _)| *id)
-        .collect();
-    st.busy.extend(ids);
+    let mut ids = Vec::new();
+    for (id, g) in st.grants.iter_mut() {
+        if g.instance_id == inst.id {
+            // What the run before printed says nothing about the save now loaded.
+            g.seen = false;
+            g.saving = false;
+            ids.push(*id);
+        }
+    }
+    st.busy.extend(ids.iter().copied());
+    st.recheck.extend(ids);
     drop(st);
     shared.wake.notify_one();
 }
 
-/// The newest `.zip` in a saves directory (what `--start-server-load-latest` loads).
-fn newest_save(dir: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "zip") && !p.to_string_lossy().ends_with(".tmp.zip")
-        })
-        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-        .max()
-        .map(|(_, p)| p)
-}
-
-/// The path in `Loading map <path>` / `Loading map <path>: <n> bytes.`.
-fn loaded_map(message: &str, saves: &Path) -> Option<PathBuf> {
-    let rest = message.strip_prefix("Loading map ")?;
-    let rest = match rest.rfind(": ") {
-        Some(i) if rest[i + 2..].ends_with(" bytes.") => &rest[..i],
-        _ => rest,
-    };
-    let p = PathBuf::from(rest.trim());
-    Some(if p.is_absolute() { p } else { saves.join(p) })
+/// Whether a game's log ends with a finished quit save (`Saving map as …` then
+/// `Saving progress: 100.000000%`, no save started after).
+fn ends_with_quit_save(log: &str) -> bool {
+    let mut running: Option<bool> = None;
+    let mut last: Option<bool> = None;
+    for raw in log.lines() {
+        let line = crate::host::factorio::log::parse_line(raw);
+        let m = line.message();
+        match save_line(m) {
+            Some(SaveLine::Started) => running = Some(m.starts_with("Saving map as ")),
+            Some(SaveLine::Finished) => {
+                if let Some(quit) = running.take() {
+                    last = Some(quit);
+                }
+            }
+            Some(SaveLine::Failed) => running = None,
+            None => {}
+        }
+    }
+    running.is_none() && last == Some(true)
 }
 
 /// Tells the controller about grants a save of their game holds: final.
@@ -437,7 +456,7 @@ async fn recheck(shared: Arc<Shared>, inst: InstanceCtx) {
         let st = shared.state();
         st.grants
             .iter()
-            .filter(|(_, g)| g.instance_id == inst.id)
+            .filter(|(id, g)| g.instance_id == inst.id && st.recheck.contains(id))
             .map(|(id, _)| *id)
             .collect()
     };
@@ -462,9 +481,12 @@ async fn recheck(shared: Arc<Shared>, inst: InstanceCtx) {
             }
             other => {
                 tracing::warn!(plugin = INFO.name, instance = %inst.name, grant = id, answer = ?other, "could not check a grant's marker; checked at the next start");
+                continue;
             }
         }
-        shared.state().busy.remove(&id);
+        let mut st = shared.state();
+        st.busy.remove(&id);
+        st.recheck.remove(&id);
     }
     shared.wake.notify_one();
 }
@@ -737,6 +759,15 @@ async fn order(shared: Arc<Shared>, inst: InstanceCtx, wanted: Vec<Item>) {
         done(&shared);
         return;
     }
+    // Fault injection for tests only: the host dies with the grant on disk, unclaimed.
+    if std::env::var_os("CLUSTORIO_FAULT_SUBSPACE_DIE_BEFORE_CLAIM").is_some() {
+        tracing::error!(
+            plugin = INFO.name,
+            grant = id,
+            "fault injection: dying before the claim"
+        );
+        std::process::abort();
+    }
     // On disk: now the controller may count on this host. A grant it expired meanwhile (the
     // host was away past the bound) is not imported.
     let claimed = host
@@ -900,9 +931,9 @@ impl HostPlugin for SubspaceHost {
     /// save started are in that save once it finished; a map being loaded ends the run before.
     fn line(&self, inst: &InstanceCtx, line: &crate::host::factorio::log::LogLine) {
         let m = line.message();
-        if let Some(loaded) = loaded_map(m, &inst.saves_dir()) {
+        if m.starts_with("Loading map ") {
             self.shared.ensure(&inst.host());
-            settle_previous_run(&self.shared, inst, Some(loaded));
+            settle_previous_run(&self.shared, inst);
             return;
         }
         let event = match save_line(m) {

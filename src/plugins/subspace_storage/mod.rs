@@ -7,25 +7,27 @@
 //! host calls its globals over RCON: `Import(json)`, `UpdateInvData(json, full)` and the
 //! keep-alive `global.ticksSinceMasterPinged = 0`.
 //!
-//! Unlike Clusterio nothing is voided or duplicated (README "Subspace storage"):
+//! Unlike Clusterio nothing is voided or duplicated (README "Subspace storage"), and the
+//! guarantee holds across a game's rollback to its last save:
 //! - an export is written to the host's spool on disk before anything else, sent with an
-//!   idempotency key, and deleted only once the controller has committed it; the controller
-//!   credits each key once, in the same transaction that records it ([`ledger::export`]);
-//! - a grant is a ledger entry (pending) committed before the host hears of it; the host runs
-//!   `Import` together with a marker in the mod's `global` in one Lua chunk, and confirms only
-//!   after the game answered; a grant that did not reach the game is refunded, and one whose
-//!   outcome is unknown (the game died mid-command) is settled from the marker when the game
-//!   runs again; a delivered grant is kept until a save holds it, and imported again if the game
-//!   rolled back to a save without it ([`host`]);
-//! - counts cannot go negative (a CHECK in SQLite) and there is no size cut-off.
+//!   idempotency key as `pending`, and made `available` (credited, once) only when a save of its
+//!   game that started after it has finished, or `cancelled` when the game went back to a save
+//!   from before it ([`ledger::export`], [`host`]);
+//! - a grant is a ledger entry (pending) committed before the host hears of it; the host records
+//!   it, `claim`s it, and runs `Import` with a marker in the mod's `global`; it is final
+//!   (`delivered`) once a save of the game holds it, refunded when the game did not get it or
+//!   went back to a save without it; a grant nobody claimed within `grant_timeout` is refunded
+//!   and cannot be claimed after;
+//! - counts cannot go negative (a CHECK in SQLite), there is no size cut-off, and old ledger
+//!   history is pruned with the counts kept exact.
 //!
 //! Messages (link, `subspace_storage.<name>`), all requests host → controller unless noted:
-//! `export {key, instance_id, items}` → `{duplicate}`; `remove {instance_id, items}` →
-//! `{grant, items}`; `delivered {grant}`; `refund {grant}`; `sync {held, delivered}` (after
-//! each reconnect and every 30 s: every other pending grant of the host is refunded);
-//! `get_storage` → `{items}`; events controller → host: `storage {items}` (changed counts, at
-//! most once a second) and `hello` (a host came up). Items are Clusterio's `[name, count,
-//! quality]`.
+//! `export {key, instance_id, items, state, spooled_at}` → `{duplicate}`; `remove {instance_id,
+//! items}` → `{grant, items}`; `claim {grant}` → `{claimed}`; `delivered {grant}`; `refund
+//! {grant}`; `sync {held, delivered}` (after each reconnect and every 30 s: every other pending
+//! grant of the host is refunded); `get_storage` → `{items}`; events controller → host: `storage
+//! {items}` (changed counts, at most once a second) and `hello` (a host came up). Items are
+//! Clusterio's `[name, count, quality]`.
 
 mod host;
 pub mod ledger;

@@ -491,6 +491,31 @@ async fn recheck(shared: Arc<Shared>, inst: InstanceCtx) {
     shared.wake.notify_one();
 }
 
+/// Grants still to be settled from their markers (the check at the game's start failed or
+/// did not run), for every running game with the mod.
+async fn recheck_all(shared: &Arc<Shared>, host: &HostCtx) {
+    let due: Vec<i64> = {
+        let st = shared.state();
+        let mut ids: Vec<i64> = st
+            .grants
+            .iter()
+            .filter(|(id, g)| st.recheck.contains(id) && st.with_mod.contains(&g.instance_id))
+            .map(|(_, g)| g.instance_id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    if due.is_empty() {
+        return;
+    }
+    for inst in host.running_instances() {
+        if due.contains(&inst.id) {
+            recheck(shared.clone(), inst).await;
+        }
+    }
+}
+
 /// Drops settled grants from the file and their markers from the games.
 fn forget(shared: &Shared, host: &HostCtx, done: &[(i64, i64)]) {
     {
@@ -692,6 +717,7 @@ async fn worker(shared: Arc<Shared>, host: HostCtx) {
             }
         }
         settle_unknown(&shared, &host).await;
+        recheck_all(&shared, &host).await;
         save_waiting(&shared, &host);
         let _ = tokio::time::timeout(LOOP, shared.wake.notified()).await;
     }

@@ -18,6 +18,9 @@ async fn storage_page_shows_the_pool_and_follows_it_live() {
     let c = Cluster::start(&["h1"]).await;
     c.instance("a", "h1").await;
     c.instance("b", "h1").await;
+    // Saves only when the test says: its exports stay pending until then.
+    c.instance_with("p", "h1", serde_json::json!({ "save_interval": 0 }))
+        .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     rcon(&c.api, "a", "/standin subspace put iron-plate 100").await;
     rcon(&c.api, "a", "/standin subspace put copper-plate 5").await;
@@ -71,6 +74,28 @@ async fn storage_page_shows_the_pool_and_follows_it_live() {
         if !errors.is_empty() {
             bail!("browser errors: {errors:#?}");
         }
+        Ok(())
+    })
+    .await;
+
+    // An export from a game that has not saved since is shown apart, then joins the pool when
+    // that game saves.
+    rcon(&c.api, "p", "/standin subspace put copper-plate 7").await;
+    cycles(&c.api, "p", 1).await;
+    ui.step("storage_pending_export", async {
+        ui.wait_text("#storage-pending", "7 items").await?;
+        ui.wait_text("#storage-pending", "copper-plate 7").await?;
+        Ok(())
+    })
+    .await;
+    rcon(&c.api, "p", "/server-save").await;
+    ui.step("storage_pending_saved", async {
+        ui.wait_text("#storage-summary", "52 items").await?;
+        ui.wait_js(
+            "nothing pending",
+            "document.querySelector('#storage-pending').dataset.count === '0'",
+        )
+        .await?;
         Ok(())
     })
     .await;

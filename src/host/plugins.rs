@@ -421,6 +421,11 @@ impl InstanceCtx {
         }
     }
 
+    /// The instance's saves directory (what the game loads its latest save from).
+    pub fn saves_dir(&self) -> std::path::PathBuf {
+        self.inst.saves_dir()
+    }
+
     /// Whether the instance still runs.
     pub fn running(&self) -> bool {
         self.inst.status() == Status::Running

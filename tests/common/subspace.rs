@@ -98,13 +98,20 @@ impl Cluster {
         .await;
     }
 
-    /// An instance with the mod, on `host`, started.
+    /// An instance with the mod, on `host`, started; its host saves it 1 s after a transfer
+    /// (exports count, imports are final, once the game saved after them).
     pub async fn instance(&self, name: &str, host: &str) {
+        self.instance_with(name, host, json!({ "save_interval": 1 }))
+            .await
+    }
+
+    /// An instance with the mod and this `subspace_storage` config, on `host`, started.
+    pub async fn instance_with(&self, name: &str, host: &str, plugin: Value) {
         let (s, v) = self
             .api
             .post(
                 "/api/v1/instances",
-                json!({ "name": name, "config": { "mods": [MOD_ZIP] } }),
+                json!({ "name": name, "config": { "mods": [MOD_ZIP], "subspace_storage": plugin } }),
             )
             .await;
         assert_eq!(s, 201, "{v}");
@@ -153,6 +160,12 @@ impl Cluster {
     pub async fn pool(&self) -> Counts {
         let v = self.api.get("/api/v1/storage").await;
         counts(&v["items"])
+    }
+
+    /// Exports waiting for their game's next save.
+    pub async fn pending(&self) -> Counts {
+        let v = self.api.get("/api/v1/storage").await;
+        counts(&v["pending"]["items"])
     }
 
     /// The pool and the items granted but not yet confirmed.
@@ -208,6 +221,31 @@ pub fn parse_game(out: &str) -> Counts {
 /// What a game holds (injectors + local storage + extractors), through the API.
 pub async fn game(api: &Api, instance: &str) -> Counts {
     parse_game(&rcon(api, instance, "/standin subspace count").await)
+}
+
+/// Everything ever put into a game, as its (possibly rolled back) state remembers it.
+pub async fn put_total(api: &Api, instance: &str) -> Counts {
+    let out = rcon(api, instance, "/standin subspace count").await;
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or(Value::Null);
+    let mut c = Counts::new();
+    for (k, e) in v.as_object().into_iter().flatten() {
+        let n = e["put"].as_i64().unwrap_or(0);
+        if n > 0 {
+            c.insert(k.clone(), n);
+        }
+    }
+    c
+}
+
+/// kill -9 of a game (it restarts from its last save).
+pub fn kill_game(host: &HostProcess, instance: &str) -> bool {
+    match host.factorio_pid(instance) {
+        Some(pid) => std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success()),
+        None => false,
+    }
 }
 
 /// Items of one kind a game's extractors hold.

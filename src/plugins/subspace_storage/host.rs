@@ -1,15 +1,25 @@
-//! The host's part: the export spool, grants and their `Import`, the keep-alive and the
-//! storage table the games' combinators see.
+//! The host's part: the export spool, save points, grants and their `Import`, the keep-alive
+//! and the storage table the games' combinators see.
+//!
+//! Save points (README "Subspace storage"): a game killed without saving restarts from its last
+//! save, so what it exported since is back in its chests and what it imported since is gone.
+//! The host reads each game's output in order (exports, imports, `Saving …` lines) and knows
+//! which transfers a save holds: an export is `pending` until a save that started after it has
+//! finished, then `available` (the controller credits it); an import is final (`delivered`)
+//! only then. When the game loads a map (`Loading map`), what is still pending belongs to the
+//! run before: a loaded save written after the host spooled an export holds it (available),
+//! an older one does not (cancelled); an import is settled from the marker the `Import` set in
+//! the game's state (present: final, absent: back to the pool).
 //!
 //! Files, under `<host dir>/plugins/subspace_storage/`:
-//! - `spool/<time>-<key>.json`: one export each, written (fsync'd) when the game prints it and
-//!   deleted once the controller has committed it. Sent oldest first whenever the link is up,
-//!   so exports made while the controller is away arrive when it is back.
-//! - `grants.json`: grants this host holds: `importing` (the `Import` was or is being sent; the
-//!   outcome is settled from the game's marker if it is not known), `confirmed` (the game has
-//!   the items; the controller is told `delivered`) and `delivered` (kept until a save of the
-//!   game holds the items; at the game's next start a missing marker means it rolled back, and
-//!   the grant is imported again).
+//! - `spool/<time>-<key>.json`: one export each (`state` pending, available or cancelled),
+//!   written (fsync'd) when the game prints it and rewritten when its state changes; sent to
+//!   the controller oldest first whenever the link is up, deleted once a final state is
+//!   committed there.
+//! - `grants.json`: grants this host holds, recorded before the controller is told the host
+//!   has them (`claim`) and before the `Import`: `importing` (outcome unknown until it
+//!   answers or the marker says), `confirmed` (the game has them; `durable` once a save holds
+//!   them, then the controller is told `delivered` and the grant is forgotten).
 
 use super::INFO;
 use super::ledger::{self, Item};
@@ -39,8 +49,7 @@ enum GrantState {
     Importing,
     /// The game has the items; the controller is not yet told.
     Confirmed,
-    /// The controller knows; kept until a save of the game holds the items (a game killed
-    /// before that rolls back, and gets them again at its next start).
+    /// Written by earlier versions (the controller was told already); read as confirmed.
     Delivered,
 }
 
@@ -75,6 +84,79 @@ struct State {
     ordering: HashSet<i64>,
     /// Running instances whose game has the Subspace Storage mod (found at each start).
     with_mod: HashSet<i64>,
+    /// Per instance, exports by save point.
+    saves: HashMap<i64, SavePoints>,
+    /// Keys whose pending state the controller has (this process sent them).
+    sent_pending: HashSet<String>,
+    /// This host process (random): which exports it saw the game's output around.
+    host_run: String,
+    /// Grants of a game's run before its map was loaded again: settled from their markers
+    /// (also in `busy` until then).
+    recheck: HashSet<i64>,
+}
+
+/// One game's exports by what its saves hold, and when it last needed one.
+#[derive(Default)]
+struct SavePoints {
+    /// Exported since the last save started: `(key, spool file)`.
+    unsaved: Vec<(String, PathBuf)>,
+    /// Exported before the save now running.
+    saving: Vec<(String, PathBuf)>,
+    /// Since when exports or imports wait for a save.
+    waiting_since: Option<Instant>,
+    /// When the host last asked for a save.
+    asked: Option<Instant>,
+}
+
+/// One export in the spool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SpoolEntry {
+    key: String,
+    instance_id: i64,
+    items: Value,
+    /// Entries of earlier versions have none: they counted at once.
+    #[serde(default = "available")]
+    state: String,
+    #[serde(default)]
+    spooled_at: i64,
+    /// The host process that spooled it.
+    #[serde(default)]
+    host_run: String,
+}
+
+fn available() -> String {
+    "available".into()
+}
+
+fn read_entry(path: &Path) -> Result<SpoolEntry, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// Moves a pending spool entry to `state`; entries already final stay as they are.
+fn resolve_entry(path: &Path, state: &str) {
+    let mut e = match read_entry(path) {
+        Ok(e) => e,
+        Err(err) => {
+            // Sent and deleted already, or unreadable (flush_spool reports those).
+            tracing::debug!(plugin = INFO.name, file = %path.display(), error = %err, "spool entry not resolved");
+            return;
+        }
+    };
+    if e.state != "pending" {
+        return;
+    }
+    e.state = state.into();
+    let text = match serde_json::to_vec(&e) {
+        Ok(t) => t,
+        Err(err) => {
+            tracing::error!(plugin = INFO.name, error = %err, "cannot encode a spool entry");
+            return;
+        }
+    };
+    if let Err(err) = crate::saves::write_atomic(path, &text) {
+        tracing::error!(plugin = INFO.name, file = %path.display(), error = %err, "cannot update a spool entry; it stays pending until the game loads its map again");
+    }
 }
 
 impl State {
@@ -135,6 +217,7 @@ impl Shared {
         {
             let mut st = self.state();
             st.dir = dir.clone();
+            st.host_run = format!("{:016x}", rand::random::<u64>());
             match std::fs::read_to_string(st.grants_file()) {
                 Ok(text) => match serde_json::from_str(&text) {
                     Ok(g) => st.grants = g,
@@ -151,24 +234,36 @@ impl Shared {
         tokio::spawn(worker(self.clone(), host.clone()));
     }
 
-    /// Writes an export to the spool; it is sent from there.
-    fn spool(&self, instance_id: i64, items: &[Item]) -> std::io::Result<PathBuf> {
-        let dir = spool_dir(&self.state().dir);
+    /// Writes an export to the spool as pending (its game has not saved since); it is sent
+    /// from there.
+    fn spool(&self, instance_id: i64, items: &[Item]) -> std::io::Result<(String, PathBuf)> {
+        let (dir, host_run) = {
+            let st = self.state();
+            (spool_dir(&st.dir), st.host_run.clone())
+        };
         let key = format!("{:032x}", rand::random::<u128>());
-        let nanos = std::time::SystemTime::now()
+        let since_epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let path = dir.join(format!("{nanos:024}-{key}.json"));
-        let body =
-            json!({ "key": key, "instance_id": instance_id, "items": ledger::items_json(items) });
-        crate::saves::write_atomic(&path, body.to_string().as_bytes())?;
+            .unwrap_or_default();
+        let path = dir.join(format!("{:024}-{key}.json", since_epoch.as_nanos()));
+        let entry = SpoolEntry {
+            key: key.clone(),
+            instance_id,
+            items: ledger::items_json(items),
+            state: "pending".into(),
+            spooled_at: since_epoch.as_millis() as i64,
+            host_run,
+        };
+        let text = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
+        crate::saves::write_atomic(&path, &text)?;
         self.wake.notify_one();
-        Ok(path)
+        Ok((key, path))
     }
 }
 
-/// Sends every spooled export, oldest first; stops at the first failure.
+/// Sends every spooled export, oldest first, in its state; stops at the first failure. A
+/// final entry is deleted once the controller committed it; a pending one is sent once per
+/// process (repeats change nothing there).
 async fn flush_spool(shared: &Shared, host: &HostCtx) {
     let dir = spool_dir(&shared.state().dir);
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -181,25 +276,44 @@ async fn flush_spool(shared: &Shared, host: &HostCtx) {
         .collect();
     files.sort();
     for path in files {
-        let body: Value = match std::fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-        {
+        let entry = match read_entry(&path) {
             Ok(v) => v,
+            Err(e) if !path.exists() => {
+                tracing::debug!(plugin = INFO.name, error = %e, "spool entry gone meanwhile");
+                continue;
+            }
             Err(e) => {
                 tracing::error!(plugin = INFO.name, file = %path.display(), error = %e, "unreadable spool entry; left for an operator");
                 let _ = std::fs::rename(&path, path.with_extension("bad"));
                 continue;
             }
         };
+        let pending = entry.state == "pending";
+        if pending && shared.state().sent_pending.contains(&entry.key) {
+            continue;
+        }
+        let body = json!({
+            "key": entry.key,
+            "instance_id": entry.instance_id,
+            "items": entry.items,
+            "state": entry.state,
+            "spooled_at": entry.spooled_at,
+        });
         match host
             .request("subspace_storage.export", body, REQUEST_TIMEOUT)
             .await
         {
+            Ok(_) if pending => {
+                shared.state().sent_pending.insert(entry.key);
+            }
             Ok(_) => {
-                if let Err(e) = std::fs::remove_file(&path) {
+                // Only if it is still the final entry just sent (never a pending rewrite).
+                if read_entry(&path).is_ok_and(|e| e.state == entry.state)
+                    && let Err(e) = std::fs::remove_file(&path)
+                {
                     tracing::warn!(plugin = INFO.name, file = %path.display(), error = %e, "sent export not removed from the spool (the controller dedupes it)");
                 }
+                shared.state().sent_pending.remove(&entry.key);
             }
             Err(e) if e.code == "bad_request" => {
                 tracing::error!(plugin = INFO.name, file = %path.display(), error = %e.message, "the controller refuses a spooled export; left for an operator");
@@ -213,15 +327,103 @@ async fn flush_spool(shared: &Shared, host: &HostCtx) {
     }
 }
 
-/// Tells the controller about confirmed grants.
-async fn flush_confirmed(shared: &Shared, host: &HostCtx) {
-    let confirmed: Vec<(i64, i64)> = shared
-        .state()
-        .grants
-        .iter()
-        .filter(|(_, g)| g.state == GrantState::Confirmed)
-        .map(|(id, g)| (*id, g.instance_id))
+/// The game loaded a map: what it exported before and the host saw no save holding must be
+/// settled. This host process read the game's output in order up to its end: no save finished
+/// after those exports, so the game went back to a save without them (cancelled, the items are
+/// in its chests again). Exports spooled by an earlier host process that died: the game was left
+/// running and the next host process stopped it, and it saved on the way out — unless it died
+/// too. The game's log of that run (`factorio-previous.log`, written by the game itself, not
+/// through the pipe) says which: it ends with a finished quit save, or not.
+fn settle_previous_run(shared: &Shared, inst: &InstanceCtx) {
+    let write_dir = inst.saves_dir().parent().map(Path::to_path_buf);
+    let quit_saved = write_dir
+        .map(|d| d.join("factorio-previous.log"))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .is_some_and(|text| ends_with_quit_save(&text));
+    let (dir, this_run) = {
+        let st = shared.state();
+        (spool_dir(&st.dir), st.host_run.clone())
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
+    files.sort();
+    let (mut kept, mut cancelled) = (0, 0);
+    for path in files {
+        let Ok(e) = read_entry(&path) else { continue };
+        if e.instance_id != inst.id || e.state != "pending" {
+            continue;
+        }
+        if e.host_run != this_run && quit_saved {
+            kept += 1;
+            resolve_entry(&path, "available");
+        } else {
+            cancelled += 1;
+            resolve_entry(&path, "cancelled");
+        }
+    }
+    if kept > 0 {
+        tracing::warn!(plugin = INFO.name, instance = %inst.name, exports = kept, "the game saved when it was stopped after a host restart; the exports that save holds count");
+    }
+    if cancelled > 0 {
+        tracing::info!(plugin = INFO.name, instance = %inst.name, exports = cancelled, "the game went back to a save from before these exports; they are cancelled (the items are in its chests again)");
+    }
+    let mut st = shared.state();
+    st.saves.insert(inst.id, SavePoints::default());
+    // Its grants are settled from their markers once the game answers (recheck).
+    let mut ids = Vec::new();
+    for (id, g) in st.grants.iter_mut() {
+        if g.instance_id == inst.id {
+            // What the run before printed says nothing about the save now loaded.
+            g.seen = false;
+            g.saving = false;
+            ids.push(*id);
+        }
+    }
+    st.busy.extend(ids.iter().copied());
+    st.recheck.extend(ids);
+    drop(st);
+    shared.wake.notify_one();
+}
+
+/// Whether a game's log ends with a finished quit save (`Saving map as …` then
+/// `Saving progress: 100.000000%`, no save started after).
+fn ends_with_quit_save(log: &str) -> bool {
+    let mut running: Option<bool> = None;
+    let mut last: Option<bool> = None;
+    for raw in log.lines() {
+        let line = crate::host::factorio::log::parse_line(raw);
+        let m = line.message();
+        match save_line(m) {
+            Some(SaveLine::Started) => running = Some(m.starts_with("Saving map as ")),
+            Some(SaveLine::Finished) => {
+                if let Some(quit) = running.take() {
+                    last = Some(quit);
+                }
+            }
+            Some(SaveLine::Failed) => running = None,
+            None => {}
+        }
+    }
+    running.is_none() && last == Some(true)
+}
+
+/// Tells the controller about grants a save of their game holds: final.
+async fn flush_confirmed(shared: &Shared, host: &HostCtx) {
+    let confirmed: Vec<(i64, i64)> = {
+        let st = shared.state();
+        st.grants
+            .iter()
+            .filter(|(id, g)| {
+                g.state != GrantState::Importing && g.durable && !st.busy.contains(id)
+            })
+            .map(|(id, g)| (*id, g.instance_id))
+            .collect()
+    };
     for (id, instance_id) in confirmed {
         if host
             .request(
@@ -234,28 +436,8 @@ async fn flush_confirmed(shared: &Shared, host: &HostCtx) {
         {
             return;
         }
-        delivered(shared, host, &[(id, instance_id)]);
+        forget(shared, host, &[(id, instance_id)]);
     }
-}
-
-/// The controller acknowledged these grants: dropped when a save already holds them, else
-/// kept (as delivered) until one does.
-fn delivered(shared: &Shared, host: &HostCtx, acked: &[(i64, i64)]) {
-    let mut done = Vec::new();
-    {
-        let mut st = shared.state();
-        for (id, inst) in acked {
-            if let Some(g) = st.grants.get_mut(id) {
-                if g.durable {
-                    done.push((*id, *inst));
-                } else {
-                    g.state = GrantState::Delivered;
-                }
-            }
-        }
-        let _ = st.save_grants();
-    }
-    forget(shared, host, &done);
 }
 
 /// The Lua chunk that hands a game a grant: `Import`, the marker and a stdout line, in one go.
@@ -266,55 +448,71 @@ fn import_command(id: i64, items: &Value) -> String {
     )
 }
 
-/// At a game's start: grants it had got but no save was known to hold are checked against its
-/// markers; a game that rolled back to a save without them gets them again.
+/// At a game's start: its grants are settled from the markers in the save it loaded. Present:
+/// the save holds the items (final). Absent: the game went back to a save without them, and
+/// they return to the pool.
 async fn recheck(shared: Arc<Shared>, inst: InstanceCtx) {
-    let held: Vec<(i64, Value)> = {
-        let mut st = shared.state();
-        let list: Vec<(i64, Value)> = st
-            .grants
+    let held: Vec<i64> = {
+        let st = shared.state();
+        st.grants
             .iter()
-            .filter(|(_, g)| g.instance_id == inst.id && g.state != GrantState::Importing)
-            .map(|(id, g)| (*id, g.items.clone()))
-            .collect();
-        for (id, _) in &list {
-            st.busy.insert(*id);
-        }
-        list
+            .filter(|(id, g)| g.instance_id == inst.id && st.recheck.contains(id))
+            .map(|(id, _)| *id)
+            .collect()
     };
     let host = inst.host();
-    for (id, items) in held {
+    for id in held {
         let q = format!(
             "{MOD} rcon.print(global.clustorio_grants and global.clustorio_grants[\"g{id}\"] and \"yes\" or \"no\")"
         );
         match inst.rcon_reply(q).await.as_deref().map(str::trim) {
             Ok("yes") => {
-                let done = {
-                    let mut st = shared.state();
-                    match st.grants.get_mut(&id) {
-                        Some(g) if g.state == GrantState::Delivered => true,
-                        Some(g) => {
-                            g.durable = true;
-                            let _ = st.save_grants();
-                            false
-                        }
-                        None => false,
-                    }
-                };
-                if done {
-                    forget(&shared, &host, &[(id, inst.id)]);
+                let mut st = shared.state();
+                if let Some(g) = st.grants.get_mut(&id) {
+                    g.state = GrantState::Confirmed;
+                    g.seen = true;
+                    g.durable = true;
                 }
+                let _ = st.save_grants();
             }
             Ok("no") => {
-                tracing::warn!(plugin = INFO.name, instance = %inst.name, grant = id, "the game rolled back to a save without this grant; importing it again");
-                let again = inst.rcon_reply(import_command(id, &items)).await;
-                if again.as_deref().map(str::trim) != Ok("ok") {
-                    tracing::warn!(plugin = INFO.name, instance = %inst.name, grant = id, "importing again failed; retried at the next start");
-                }
+                tracing::info!(plugin = INFO.name, instance = %inst.name, grant = id, "the game went back to a save without this grant; its items return to the pool");
+                refund(&shared, &host, id).await;
             }
-            _ => {}
+            other => {
+                tracing::warn!(plugin = INFO.name, instance = %inst.name, grant = id, answer = ?other, "could not check a grant's marker; checked at the next start");
+                continue;
+            }
         }
-        shared.state().busy.remove(&id);
+        let mut st = shared.state();
+        st.busy.remove(&id);
+        st.recheck.remove(&id);
+    }
+    shared.wake.notify_one();
+}
+
+/// Grants still to be settled from their markers (the check at the game's start failed or
+/// did not run), for every running game with the mod.
+async fn recheck_all(shared: &Arc<Shared>, host: &HostCtx) {
+    let due: Vec<i64> = {
+        let st = shared.state();
+        let mut ids: Vec<i64> = st
+            .grants
+            .iter()
+            .filter(|(id, g)| st.recheck.contains(id) && st.with_mod.contains(&g.instance_id))
+            .map(|(_, g)| g.instance_id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    if due.is_empty() {
+        return;
+    }
+    for inst in host.running_instances() {
+        if due.contains(&inst.id) {
+            recheck(shared.clone(), inst).await;
+        }
     }
 }
 
@@ -363,8 +561,8 @@ async fn refund(shared: &Shared, host: &HostCtx, id: i64) {
         .await;
 }
 
-/// Settles `importing` grants whose `Import` is not running: the marker in the game's state
-/// says whether it ran (and survived).
+/// Settles `importing` grants whose `Import` is not running (its RCON answer was lost): the
+/// marker in the game's state says whether it ran.
 async fn settle_unknown(shared: &Shared, host: &HostCtx) {
     let unknown: Vec<(i64, i64)> = {
         let st = shared.state();
@@ -387,9 +585,11 @@ async fn settle_unknown(shared: &Shared, host: &HostCtx) {
         );
         match inst.rcon_reply(q).await.as_deref().map(str::trim) {
             Ok("yes") => {
+                // In the game's state now: a save that starts from here on holds it.
                 let mut st = shared.state();
                 if let Some(g) = st.grants.get_mut(&id) {
                     g.state = GrantState::Confirmed;
+                    g.seen = true;
                 }
                 let _ = st.save_grants();
             }
@@ -408,16 +608,19 @@ async fn sync(shared: &Shared, host: &HostCtx) -> bool {
     let _exclusive = shared.removes.write().await;
     let (held, delivered): (Vec<i64>, Vec<(i64, i64)>) = {
         let st = shared.state();
+        let fin = |id: &i64, g: &HeldGrant| {
+            g.state != GrantState::Importing && g.durable && !st.busy.contains(id)
+        };
         let held = st
             .grants
             .iter()
-            .filter(|(_, g)| g.state == GrantState::Importing)
+            .filter(|(id, g)| !fin(id, g))
             .map(|(id, _)| *id)
             .collect();
         let delivered = st
             .grants
             .iter()
-            .filter(|(_, g)| g.state == GrantState::Confirmed)
+            .filter(|(id, g)| fin(id, g))
             .map(|(id, g)| (*id, g.instance_id))
             .collect();
         (held, delivered)
@@ -432,7 +635,7 @@ async fn sync(shared: &Shared, host: &HostCtx) -> bool {
         .await
     {
         Ok(_) => {
-            self::delivered(shared, host, &delivered);
+            forget(shared, host, &delivered);
             true
         }
         Err(e) => {
@@ -514,6 +717,8 @@ async fn worker(shared: Arc<Shared>, host: HostCtx) {
             }
         }
         settle_unknown(&shared, &host).await;
+        recheck_all(&shared, &host).await;
+        save_waiting(&shared, &host);
         let _ = tokio::time::timeout(LOOP, shared.wake.notified()).await;
     }
 }
@@ -580,6 +785,41 @@ async fn order(shared: Arc<Shared>, inst: InstanceCtx, wanted: Vec<Item>) {
         done(&shared);
         return;
     }
+    // Fault injection for tests only: the host dies with the grant on disk, unclaimed.
+    if std::env::var_os("CLUSTORIO_FAULT_SUBSPACE_DIE_BEFORE_CLAIM").is_some() {
+        tracing::error!(
+            plugin = INFO.name,
+            grant = id,
+            "fault injection: dying before the claim"
+        );
+        std::process::abort();
+    }
+    // On disk: now the controller may count on this host. A grant it expired meanwhile (the
+    // host was away past the bound) is not imported.
+    let claimed = host
+        .request(
+            "subspace_storage.claim",
+            json!({ "grant": id }),
+            REQUEST_TIMEOUT,
+        )
+        .await;
+    if !matches!(&claimed, Ok(v) if v["claimed"] == true) {
+        match &claimed {
+            Ok(_) => {
+                tracing::info!(plugin = INFO.name, instance = %inst.name, grant = id, "the controller no longer holds this grant for us; not imported")
+            }
+            Err(e) => {
+                tracing::info!(plugin = INFO.name, instance = %inst.name, grant = id, error = %e.message, "grant not claimed; not imported (the controller returns it)")
+            }
+        }
+        let mut st = shared.state();
+        st.busy.remove(&id);
+        st.grants.remove(&id);
+        let _ = st.save_grants();
+        drop(st);
+        done(&shared);
+        return;
+    }
     let result = inst.rcon_reply(import_command(id, &items)).await;
     shared.state().busy.remove(&id);
     match result {
@@ -624,6 +864,11 @@ impl HostPlugin for SubspaceHost {
                 if let Some(g) = st.grants.get_mut(&id) {
                     g.seen = true;
                     let _ = st.save_grants();
+                    st.saves
+                        .entry(inst.id)
+                        .or_default()
+                        .waiting_since
+                        .get_or_insert_with(Instant::now);
                 }
             }
             return;
@@ -637,7 +882,13 @@ impl HostPlugin for SubspaceHost {
         }
         match channel {
             "subspace_storage:output" => match self.shared.spool(inst.id, &items) {
-                Ok(_) => {
+                Ok(entry) => {
+                    {
+                        let mut st = self.shared.state();
+                        let sp = st.saves.entry(inst.id).or_default();
+                        sp.unsaved.push(entry);
+                        sp.waiting_since.get_or_insert_with(Instant::now);
+                    }
                     if log_transfers(inst) {
                         tracing::info!(plugin = INFO.name, instance = %inst.name, items = %ledger::items_json(&items), "exported");
                     }
@@ -702,34 +953,118 @@ impl HostPlugin for SubspaceHost {
         });
     }
 
-    /// Saves: a grant the game printed before a save started is in that save once it finishes.
+    /// Save points, in the order the game printed them: exports and imports seen before a
+    /// save started are in that save once it finished; a map being loaded ends the run before.
     fn line(&self, inst: &InstanceCtx, line: &crate::host::factorio::log::LogLine) {
         let m = line.message();
-        let starts = m.starts_with("Saving game as ") || m.starts_with("Saving to _autosave");
-        let finished = m == "Saving finished";
-        if !starts && !finished {
+        if m.starts_with("Loading map ") {
+            self.shared.ensure(&inst.host());
+            settle_previous_run(&self.shared, inst);
             return;
         }
-        let mut done = Vec::new();
+        let event = match save_line(m) {
+            Some(e) => e,
+            None => return,
+        };
+        self.shared.ensure(&inst.host());
+        let mut now_available = Vec::new();
         {
             let mut st = self.shared.state();
-            for (id, g) in st.grants.iter_mut() {
+            let sp = st.saves.entry(inst.id).or_default();
+            match event {
+                SaveLine::Started => {
+                    let unsaved = std::mem::take(&mut sp.unsaved);
+                    sp.saving.extend(unsaved);
+                }
+                SaveLine::Finished => {
+                    now_available = std::mem::take(&mut sp.saving);
+                    sp.asked = None;
+                    if sp.unsaved.is_empty() {
+                        sp.waiting_since = None;
+                    }
+                }
+                SaveLine::Failed => {
+                    let mut saving = std::mem::take(&mut sp.saving);
+                    saving.append(&mut sp.unsaved);
+                    sp.unsaved = saving;
+                    sp.asked = None;
+                }
+            }
+            let mut waiting = false;
+            for g in st.grants.values_mut() {
                 if g.instance_id != inst.id {
                     continue;
                 }
-                if starts && g.seen {
-                    g.saving = true;
-                } else if finished && g.saving {
-                    g.durable = true;
-                    if g.state == GrantState::Delivered {
-                        done.push((*id, inst.id));
-                    }
+                match event {
+                    SaveLine::Started if g.seen => g.saving = true,
+                    SaveLine::Finished if g.saving => g.durable = true,
+                    SaveLine::Failed => g.saving = false,
+                    _ => {}
                 }
+                waiting |= g.seen && !g.durable;
             }
             let _ = st.save_grants();
+            if waiting && let Some(sp) = st.saves.get_mut(&inst.id) {
+                sp.waiting_since.get_or_insert_with(Instant::now);
+            }
         }
-        if !done.is_empty() {
-            forget(&self.shared, &inst.host(), &done);
+        for (_, path) in &now_available {
+            resolve_entry(path, "available");
+        }
+        self.shared.wake.notify_one();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SaveLine {
+    Started,
+    Finished,
+    Failed,
+}
+
+/// Factorio's save lines (research/factorio.md): `/server-save`, autosaves, the empty-server
+/// save and the quit save (which ends with its progress at 100 % instead of `Saving finished`).
+fn save_line(m: &str) -> Option<SaveLine> {
+    if m.starts_with("Saving game as ")
+        || m.starts_with("Saving to _autosave")
+        || m.starts_with("Saving map as ")
+    {
+        Some(SaveLine::Started)
+    } else if m == "Saving finished" || m == "Saving progress: 100.000000%" {
+        Some(SaveLine::Finished)
+    } else if m.starts_with("Saving failed") {
+        Some(SaveLine::Failed)
+    } else {
+        None
+    }
+}
+
+/// Asks for a save (`/server-save`) in games whose transfers waited `save_interval` seconds.
+fn save_waiting(shared: &Shared, host: &HostCtx) {
+    for inst in host.running_instances() {
+        let interval = inst.config()["save_interval"].as_u64().unwrap_or(30);
+        if interval == 0 {
+            continue;
+        }
+        let interval = Duration::from_secs(interval);
+        let ask = {
+            let mut st = shared.state();
+            if !st.with_mod.contains(&inst.id) {
+                continue;
+            }
+            let Some(sp) = st.saves.get_mut(&inst.id) else {
+                continue;
+            };
+            let due = sp.waiting_since.is_some_and(|t| t.elapsed() >= interval)
+                && sp.asked.is_none_or(|t| t.elapsed() >= interval);
+            if due {
+                sp.asked = Some(Instant::now());
+            }
+            due
+        };
+        if ask {
+            tracing::debug!(plugin = INFO.name, instance = %inst.name, "saving: transfers wait for a save");
+            inst.rcon("/server-save".into());
         }
     }
 }

@@ -51,6 +51,24 @@ pub const MIGRATION: &str = "CREATE TABLE subspace_storage_items (
         PRIMARY KEY (kind, instance_id, name, quality)
     );";
 
+/// Save points: an export is `pending` until the exporting game saved after it, then
+/// `available` (credited to the pool) or `cancelled` (the game rolled back to a save before it,
+/// so the items are in its chests again). A grant is claimed by its host before the `Import`;
+/// an unclaimed grant older than the bound is returned. `horizon`: exports older than the
+/// pruned history cannot be told from replays, and are refused.
+pub const MIGRATION_SAVE_POINTS: &str = "
+    ALTER TABLE subspace_storage_batches ADD COLUMN state TEXT NOT NULL DEFAULT 'available';
+    ALTER TABLE subspace_storage_batches ADD COLUMN items TEXT;
+    CREATE INDEX subspace_storage_batches_pending ON subspace_storage_batches (state) WHERE state = 'pending';
+    ALTER TABLE subspace_storage_grants ADD COLUMN claimed_at INTEGER;
+    CREATE INDEX subspace_storage_grants_at ON subspace_storage_grants (at);
+    CREATE INDEX subspace_storage_ledger_at ON subspace_storage_ledger (at);
+    CREATE INDEX subspace_storage_batches_at ON subspace_storage_batches (at);
+    CREATE TABLE subspace_storage_horizon (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        at INTEGER NOT NULL
+    );";
+
 /// Longest item or quality name accepted (Factorio's are far shorter).
 const MAX_NAME: usize = 200;
 /// Largest count in one entry (what a Lua double carries exactly).
@@ -205,43 +223,173 @@ fn apply(
     Ok(new)
 }
 
-/// An export from a game: credits the pool unless the batch `key` was seen before. Returns the
-/// new counts, or `None` for a duplicate (nothing changed).
+/// Where an export stands (see [`MIGRATION_SAVE_POINTS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportState {
+    Pending,
+    Available,
+    Cancelled,
+}
+
+impl ExportState {
+    pub fn parse(s: &str) -> Option<ExportState> {
+        match s {
+            "pending" => Some(ExportState::Pending),
+            "available" => Some(ExportState::Available),
+            "cancelled" => Some(ExportState::Cancelled),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportState::Pending => "pending",
+            ExportState::Available => "available",
+            ExportState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What an export request changed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Exported {
+    /// Nothing changed: the key was seen in this state or a final one.
+    pub duplicate: bool,
+    /// The pool's new counts, when items became available.
+    pub counts: Vec<Item>,
+    /// The pending exports changed (the page shows them).
+    pub pending_changed: bool,
+}
+
+/// The oldest export time the controller can still tell from a replay (`None`: nothing pruned).
+fn horizon(c: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(c.query_row(
+        "SELECT at FROM subspace_storage_horizon WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )
+    .optional()?)
+}
+
+/// An export from a game, by idempotency `key`, in the state its host knows: `pending` (the
+/// game has not saved since), `available` (a save holds it: credited once) or `cancelled`
+/// (the game rolled back before it). Only `pending` → `available` and `pending` →
+/// `cancelled` move a known key; anything else is a duplicate and changes nothing. `spooled_at`
+/// (ms) is when the host spooled it: a new key older than the pruned history is refused, as it
+/// could be a replay of a pruned one.
 pub fn export(
     c: &Connection,
     key: &str,
     instance_id: i64,
     host_id: i64,
     items: &[Item],
-) -> Result<Option<Vec<Item>>, StoreError> {
+    state: ExportState,
+    spooled_at: Option<i64>,
+) -> Result<Exported, StoreError> {
     if key.is_empty() || key.len() > 200 {
         return Err(StoreError::Invalid(
             "an export needs a key of 1–200 bytes".into(),
         ));
     }
-    let fresh = c.execute(
-        "INSERT INTO subspace_storage_batches (key, instance_id, host_id, at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (key) DO NOTHING",
-        params![key, instance_id, host_id, store::now_ms()],
-    )? == 1;
-    if !fresh {
-        return Ok(None);
+    let known: Option<String> = c
+        .query_row(
+            "SELECT state FROM subspace_storage_batches WHERE key = ?1",
+            [key],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let credit = match known.as_deref() {
+        None => {
+            if let (Some(at), Some(h)) = (spooled_at, horizon(c)?)
+                && at < h
+            {
+                return Err(StoreError::Invalid(format!(
+                    "export {key} was spooled before the pruned history ({at} < {h} ms); it cannot be told from a replay, so it is refused"
+                )));
+            }
+            c.execute(
+                "INSERT INTO subspace_storage_batches (key, instance_id, host_id, at, state, items) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    key,
+                    instance_id,
+                    host_id,
+                    store::now_ms(),
+                    state.as_str(),
+                    items_json(items).to_string()
+                ],
+            )?;
+            state == ExportState::Available
+        }
+        Some("pending") if state != ExportState::Pending => {
+            c.execute(
+                "UPDATE subspace_storage_batches SET state = ?2, at = ?3 WHERE key = ?1",
+                params![key, state.as_str(), store::now_ms()],
+            )?;
+            state == ExportState::Available
+        }
+        Some(_) => {
+            return Ok(Exported {
+                duplicate: true,
+                ..Exported::default()
+            });
+        }
+    };
+    let pending_changed = state == ExportState::Pending || known.is_some();
+    let mut counts = Vec::new();
+    if credit {
+        // The items as first recorded (a pending key's items cannot change later).
+        let stored: Option<String> = c
+            .query_row(
+                "SELECT items FROM subspace_storage_batches WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        let items = match stored {
+            Some(t) => {
+                let v: Value = serde_json::from_str(&t).map_err(|e| {
+                    StoreError::Db(format!("export {key} has unreadable items: {e}"))
+                })?;
+                parse_items(&v).0
+            }
+            None => items.to_vec(),
+        };
+        for i in &items {
+            let n = apply(
+                c,
+                "export",
+                Some(instance_id),
+                key,
+                &i.name,
+                &i.quality,
+                i.count,
+                None,
+            )?;
+            counts.push(Item::new(&i.name, n, &i.quality));
+        }
     }
-    let mut out = Vec::new();
-    for i in items {
-        let n = apply(
-            c,
-            "export",
-            Some(instance_id),
-            key,
-            &i.name,
-            &i.quality,
-            i.count,
-            None,
-        )?;
-        out.push(Item::new(&i.name, n, &i.quality));
+    Ok(Exported {
+        duplicate: false,
+        counts,
+        pending_changed,
+    })
+}
+
+/// Exports waiting for their game's next save, summed.
+pub fn pending_exports(c: &Connection) -> Result<Vec<Item>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT items FROM subspace_storage_batches WHERE state = 'pending' ORDER BY key",
+    )?;
+    let texts: Vec<Option<String>> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut all = Vec::new();
+    for t in texts.iter().flatten() {
+        let v: Value = serde_json::from_str(t).unwrap_or(Value::Null);
+        all.extend(parse_items(&v).0.into_iter().map(|i| i.to_json()));
     }
-    Ok(Some(out))
+    Ok(parse_items(&Value::Array(all)).0)
 }
 
 /// How a request is divided when the pool has less than games want.
@@ -422,6 +570,58 @@ pub fn reconcile(c: &Connection, host_id: i64, held: &[i64]) -> Result<Vec<Item>
     Ok(out)
 }
 
+/// The host recorded the grant and is about to `Import` it. `false`: the grant is no longer
+/// pending (refunded, expired or unknown) and must not be imported.
+pub fn claim(c: &Connection, id: i64, host_id: i64) -> Result<bool, StoreError> {
+    Ok(c.execute(
+        "UPDATE subspace_storage_grants SET claimed_at = COALESCE(claimed_at, ?3) WHERE id = ?1 AND host_id = ?2 AND state = 'pending'",
+        params![id, host_id, store::now_ms()],
+    )? == 1)
+}
+
+/// Grants no host claimed within `bound_ms` go back to the pool (their host never got them,
+/// or died before recording them; a claim after this is refused). Returns the new counts.
+pub fn expire(c: &Connection, bound_ms: i64) -> Result<Vec<Item>, StoreError> {
+    let cutoff = store::now_ms() - bound_ms;
+    let ids: Vec<(i64, i64)> = {
+        let mut stmt = c.prepare_cached(
+            "SELECT id, host_id FROM subspace_storage_grants WHERE state = 'pending' AND claimed_at IS NULL AND at < ?1",
+        )?;
+        stmt.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    let mut out = Vec::new();
+    for (id, host) in ids {
+        out.extend(refund(c, id, host)?);
+    }
+    Ok(out)
+}
+
+/// Drops ledger rows, settled exports and settled grants older than `retention_ms`. Counts and
+/// totals live in their own tables, so they stay exact; exports spooled before the new horizon
+/// are refused from now on (they cannot be told from replays). Returns the rows dropped.
+pub fn prune(c: &Connection, retention_ms: i64) -> Result<usize, StoreError> {
+    let cutoff = store::now_ms() - retention_ms;
+    let mut n = c.execute(
+        "DELETE FROM subspace_storage_ledger WHERE at < ?1",
+        [cutoff],
+    )?;
+    n += c.execute(
+        "DELETE FROM subspace_storage_batches WHERE at < ?1 AND state != 'pending'",
+        [cutoff],
+    )?;
+    n += c.execute(
+        "DELETE FROM subspace_storage_grants WHERE state != 'pending' AND COALESCE(resolved_at, at) < ?1",
+        [cutoff],
+    )?;
+    c.execute(
+        "INSERT INTO subspace_storage_horizon (id, at) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET at = MAX(at, ?1)",
+        [cutoff],
+    )?;
+    Ok(n)
+}
+
 /// An admin's correction: sets a count, with a ledger row and an audit row.
 pub fn set(
     c: &Connection,
@@ -523,6 +723,7 @@ mod tests {
         )
         .unwrap();
         c.execute_batch(MIGRATION).unwrap();
+        c.execute_batch(MIGRATION_SAVE_POINTS).unwrap();
         c
     }
 
@@ -537,16 +738,125 @@ mod tests {
     #[test]
     fn an_export_counts_once_per_key() {
         let c = db();
-        assert!(export(&c, "k1", 1, 1, &iron(100)).unwrap().is_some());
-        assert!(export(&c, "k1", 1, 1, &iron(100)).unwrap().is_none());
+        assert!(!avail(&c, "k1", 100).duplicate);
+        assert!(avail(&c, "k1", 100).duplicate);
         assert_eq!(count(&c), 100);
+    }
+
+    fn avail(c: &Connection, key: &str, n: i64) -> Exported {
+        export(c, key, 1, 1, &iron(n), ExportState::Available, None).unwrap()
+    }
+
+    #[test]
+    fn a_pending_export_counts_only_once_its_game_saved_and_never_after_a_cancel() {
+        let c = db();
+        let p = export(&c, "p", 1, 1, &iron(40), ExportState::Pending, None).unwrap();
+        assert!(p.counts.is_empty() && p.pending_changed);
+        assert_eq!(count(&c), 0);
+        assert_eq!(pending_exports(&c).unwrap(), iron(40));
+        // Sent again while pending: nothing changes. Then the save: credited once.
+        assert!(
+            export(&c, "p", 1, 1, &iron(40), ExportState::Pending, None)
+                .unwrap()
+                .duplicate
+        );
+        let a = export(&c, "p", 1, 1, &iron(999), ExportState::Available, None).unwrap();
+        assert_eq!(a.counts, iron(40), "the items first recorded count");
+        assert!(
+            export(&c, "p", 1, 1, &iron(40), ExportState::Available, None)
+                .unwrap()
+                .duplicate
+        );
+        assert!(
+            export(&c, "p", 1, 1, &iron(40), ExportState::Cancelled, None)
+                .unwrap()
+                .duplicate
+        );
+        assert_eq!(count(&c), 40);
+        // A cancelled one never counts, whatever comes later.
+        export(&c, "q", 1, 1, &iron(5), ExportState::Pending, None).unwrap();
+        export(&c, "q", 1, 1, &iron(5), ExportState::Cancelled, None).unwrap();
+        assert!(
+            export(&c, "q", 1, 1, &iron(5), ExportState::Available, None)
+                .unwrap()
+                .duplicate
+        );
+        assert_eq!(count(&c), 40);
+        assert!(pending_exports(&c).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unclaimed_grants_expire_and_cannot_be_claimed_after() {
+        let c = db();
+        let mut f = DoleFactors::new();
+        avail(&c, "k", 100);
+        let a = grant(&c, 2, 7, &iron(10), Division::Simple, &mut f)
+            .unwrap()
+            .unwrap();
+        let b = grant(&c, 2, 7, &iron(20), Division::Simple, &mut f)
+            .unwrap()
+            .unwrap();
+        assert!(claim(&c, a.id, 7).unwrap());
+        assert!(!claim(&c, a.id, 8).unwrap(), "another host's claim");
+        // A bound in the past: every unclaimed grant is older.
+        assert_eq!(
+            expire(&c, -1000).unwrap(),
+            vec![Item::new("iron-plate", 90, "normal")]
+        );
+        assert!(!claim(&c, b.id, 7).unwrap(), "too late");
+        assert_eq!(in_flight(&c).unwrap(), (1, iron(10)));
+        assert_eq!(count(&c), 90);
+    }
+
+    #[test]
+    fn pruning_keeps_counts_and_refuses_exports_older_than_the_horizon() {
+        let c = db();
+        let mut f = DoleFactors::new();
+        avail(&c, "k", 100);
+        let g = grant(&c, 2, 7, &iron(10), Division::Simple, &mut f)
+            .unwrap()
+            .unwrap();
+        deliver(&c, g.id, 7).unwrap();
+        export(&c, "p", 1, 1, &iron(3), ExportState::Pending, None).unwrap();
+        let rows = |t: &str| -> i64 {
+            c.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        assert!(prune(&c, -1000).unwrap() >= 3);
+        assert_eq!(rows("subspace_storage_ledger"), 0);
+        assert_eq!(rows("subspace_storage_grants"), 0);
+        assert_eq!(rows("subspace_storage_batches"), 1, "the pending one stays");
+        assert_eq!(count(&c), 90);
+        assert_eq!(totals(&c).unwrap().len(), 2);
+        let old = store::now_ms() - 10_000_000;
+        assert!(
+            export(
+                &c,
+                "late",
+                1,
+                1,
+                &iron(1),
+                ExportState::Available,
+                Some(old)
+            )
+            .is_err()
+        );
+        let now = store::now_ms() + 5_000;
+        assert!(
+            !export(&c, "new", 1, 1, &iron(1), ExportState::Available, Some(now))
+                .unwrap()
+                .duplicate
+        );
+        assert_eq!(count(&c), 91);
+        export(&c, "p", 1, 1, &iron(3), ExportState::Available, None).unwrap();
+        assert_eq!(count(&c), 94);
     }
 
     #[test]
     fn grants_never_drive_counts_negative_and_refunds_return_once() {
         let c = db();
         let mut f = DoleFactors::new();
-        export(&c, "k", 1, 1, &iron(30)).unwrap();
+        avail(&c, "k", 30);
         let g = grant(&c, 2, 7, &iron(50), Division::Simple, &mut f)
             .unwrap()
             .unwrap();
@@ -570,7 +880,7 @@ mod tests {
     fn reconcile_refunds_what_the_host_does_not_hold() {
         let c = db();
         let mut f = DoleFactors::new();
-        export(&c, "k", 1, 1, &iron(100)).unwrap();
+        avail(&c, "k", 100);
         let a = grant(&c, 2, 7, &iron(10), Division::Simple, &mut f)
             .unwrap()
             .unwrap();

@@ -7,25 +7,27 @@
 //! host calls its globals over RCON: `Import(json)`, `UpdateInvData(json, full)` and the
 //! keep-alive `global.ticksSinceMasterPinged = 0`.
 //!
-//! Unlike Clusterio nothing is voided or duplicated (README "Subspace storage"):
+//! Unlike Clusterio nothing is voided or duplicated (README "Subspace storage"), and the
+//! guarantee holds across a game's rollback to its last save:
 //! - an export is written to the host's spool on disk before anything else, sent with an
-//!   idempotency key, and deleted only once the controller has committed it; the controller
-//!   credits each key once, in the same transaction that records it ([`ledger::export`]);
-//! - a grant is a ledger entry (pending) committed before the host hears of it; the host runs
-//!   `Import` together with a marker in the mod's `global` in one Lua chunk, and confirms only
-//!   after the game answered; a grant that did not reach the game is refunded, and one whose
-//!   outcome is unknown (the game died mid-command) is settled from the marker when the game
-//!   runs again; a delivered grant is kept until a save holds it, and imported again if the game
-//!   rolled back to a save without it ([`host`]);
-//! - counts cannot go negative (a CHECK in SQLite) and there is no size cut-off.
+//!   idempotency key as `pending`, and made `available` (credited, once) only when a save of its
+//!   game that started after it has finished, or `cancelled` when the game went back to a save
+//!   from before it ([`ledger::export`], [`host`]);
+//! - a grant is a ledger entry (pending) committed before the host hears of it; the host records
+//!   it, `claim`s it, and runs `Import` with a marker in the mod's `global`; it is final
+//!   (`delivered`) once a save of the game holds it, refunded when the game did not get it or
+//!   went back to a save without it; a grant nobody claimed within `grant_timeout` is refunded
+//!   and cannot be claimed after;
+//! - counts cannot go negative (a CHECK in SQLite), there is no size cut-off, and old ledger
+//!   history is pruned with the counts kept exact.
 //!
 //! Messages (link, `subspace_storage.<name>`), all requests host → controller unless noted:
-//! `export {key, instance_id, items}` → `{duplicate}`; `remove {instance_id, items}` →
-//! `{grant, items}`; `delivered {grant}`; `refund {grant}`; `sync {held, delivered}` (after
-//! each reconnect and every 30 s: every other pending grant of the host is refunded);
-//! `get_storage` → `{items}`; events controller → host: `storage {items}` (changed counts, at
-//! most once a second) and `hello` (a host came up). Items are Clusterio's `[name, count,
-//! quality]`.
+//! `export {key, instance_id, items, state, spooled_at}` → `{duplicate}`; `remove {instance_id,
+//! items}` → `{grant, items}`; `claim {grant}` → `{claimed}`; `delivered {grant}`; `refund
+//! {grant}`; `sync {held, delivered}` (after each reconnect and every 30 s: every other pending
+//! grant of the host is refunded); `get_storage` → `{items}`; events controller → host: `storage
+//! {items}` (changed counts, at most once a second) and `hello` (a host came up). Items are
+//! Clusterio's `[name, count, quality]`.
 
 mod host;
 pub mod ledger;
@@ -37,7 +39,7 @@ use crate::host::backend::BoxFuture;
 use crate::link::frame::ErrorBody;
 use crate::permissions::Permission;
 use crate::store::{self, Store, StoreError};
-use ledger::{Division, DoleFactors, Item};
+use ledger::{Division, DoleFactors, ExportState, Item};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -51,6 +53,15 @@ pub const PERMISSION_SET: &str = "subspace_storage.storage.set";
 
 /// The controller setting naming the division method.
 const DIVISION_KEY: &str = "subspace_storage.division_method";
+/// Instance setting: the host saves a game whose exports or imports waited this long (s).
+pub(crate) const SAVE_INTERVAL_KEY: &str = "subspace_storage.save_interval";
+const DEFAULT_SAVE_INTERVAL: i64 = 30;
+/// Controller setting: unclaimed grants go back to the pool after this (s).
+const GRANT_TIMEOUT_KEY: &str = "subspace_storage.grant_timeout";
+/// Controller setting: ledger history kept (hours).
+const RETENTION_KEY: &str = "subspace_storage.ledger_retention";
+/// Pruning runs at most this often.
+const PRUNE_EVERY_MS: i64 = 10 * 60 * 1000;
 
 static INFO: PluginInfo = PluginInfo {
     name: "subspace_storage",
@@ -73,7 +84,7 @@ static INFO: PluginInfo = PluginInfo {
     ],
     lua: None,
     ipc_channels: &[],
-    migrations: &[ledger::MIGRATION],
+    migrations: &[ledger::MIGRATION, ledger::MIGRATION_SAVE_POINTS],
     settings: crate::config::PluginSettings {
         instance: &[
             super::load_plugin_field("subspace_storage.load_plugin", "Subspace storage"),
@@ -81,11 +92,23 @@ static INFO: PluginInfo = PluginInfo {
                 .title("Log item transfers")
                 .about("Log every export and import of this instance on its host.")
                 .section("Plugins"),
+            Field::new(SAVE_INTERVAL_KEY, Kind::Integer { min: 0, max: 3600 }, D::Int(DEFAULT_SAVE_INTERVAL))
+                .title("Save for subspace storage after (s)")
+                .about("Exports reach the pool, and imports are final, only once the game has saved after them. When items wait this long, the host saves the game (/server-save). Each save stutters a big map; 0 leaves it to autosaves.")
+                .section("Plugins"),
         ],
         controller: &[
             Field::new(DIVISION_KEY, Kind::Enum(&["simple", "dole"]), D::Str("simple"))
                 .title("Division method")
                 .about("How a short item is shared: simple (first come, first served) or dole (every request gets a shrinking share while the item is short).")
+                .section("Plugins"),
+            Field::new(GRANT_TIMEOUT_KEY, Kind::Integer { min: 5, max: 86_400 }, D::Int(60))
+                .title("Unclaimed grant timeout (s)")
+                .about("A grant its host has not claimed (recorded on disk) within this time goes back to the pool; the host can no longer import it.")
+                .section("Plugins"),
+            Field::new(RETENTION_KEY, Kind::Integer { min: 1, max: 87_600 }, D::Int(168))
+                .title("Ledger history (hours)")
+                .about("Ledger rows, settled exports and settled grants older than this are deleted (counts stay exact). A host's export spooled before that is refused as a possible replay.")
                 .section("Plugins"),
         ],
         host: &[],
@@ -105,6 +128,8 @@ const UPDATE_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct Pending {
     changed: BTreeMap<(String, String), i64>,
+    /// Only the pending exports changed (web clients refresh; games see no change).
+    touched: bool,
     running: bool,
 }
 
@@ -112,6 +137,7 @@ struct Pending {
 struct SubspaceController {
     pending: Arc<Mutex<Pending>>,
     dole: Arc<Mutex<DoleFactors>>,
+    last_prune: std::sync::atomic::AtomicI64,
 }
 
 fn store_error(e: StoreError) -> ErrorBody {
@@ -132,6 +158,75 @@ impl SubspaceController {
             for i in counts {
                 p.changed.insert((i.name, i.quality), i.count);
             }
+            if !p.running {
+                p.running = true;
+                start = true;
+            }
+        }
+        if start {
+            tokio::spawn(broadcaster(ctx.clone(), self.pending.clone()));
+        }
+    }
+
+    fn setting_i64(&self, ctx: &ControllerCtx, key: &str, default: i64) -> i64 {
+        ctx.setting(key).as_i64().unwrap_or(default)
+    }
+
+    /// Returns unclaimed grants older than the bound to the pool (before any grant is made and
+    /// whenever the pool is listed, so what is shown and handed out is never held back by a
+    /// host that is gone).
+    async fn expire(&self, ctx: &ControllerCtx) {
+        let bound = self
+            .setting_i64(ctx, GRANT_TIMEOUT_KEY, 60)
+            .clamp(5, 86_400)
+            * 1000;
+        match ctx.store().write(move |c| ledger::expire(c, bound)).await {
+            Ok(counts) if !counts.is_empty() => {
+                tracing::info!(
+                    plugin = INFO.name,
+                    "grants no host claimed in time went back to the pool"
+                );
+                self.changed(ctx, counts);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(plugin = INFO.name, error = %e, "expiring unclaimed grants failed")
+            }
+        }
+    }
+
+    /// Prunes the ledger at most every [`PRUNE_EVERY_MS`].
+    async fn maybe_prune(&self, ctx: &ControllerCtx) {
+        use std::sync::atomic::Ordering;
+        let now = store::now_ms();
+        let last = self.last_prune.load(Ordering::Relaxed);
+        if now - last < PRUNE_EVERY_MS
+            || self
+                .last_prune
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let hours = self.setting_i64(ctx, RETENTION_KEY, 168).clamp(1, 87_600);
+        match ctx
+            .store()
+            .write(move |c| ledger::prune(c, hours * 3_600_000))
+            .await
+        {
+            Ok(n) if n > 0 => {
+                tracing::info!(plugin = INFO.name, rows = n, "old ledger history pruned")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(plugin = INFO.name, error = %e, "pruning the ledger failed"),
+        }
+    }
+
+    /// Pending exports changed: web clients hear of it with the next update.
+    fn touch(&self, ctx: &ControllerCtx) {
+        let mut start = false;
+        if let Ok(mut p) = self.pending.lock() {
+            p.touched = true;
             if !p.running {
                 p.running = true;
                 start = true;
@@ -184,6 +279,19 @@ impl SubspaceController {
                         "export needs key and instance_id",
                     ));
                 };
+                // A host of before save points sends no state: its exports count at once.
+                let state = match data["state"].as_str() {
+                    None => ExportState::Available,
+                    Some(s) => ExportState::parse(s).ok_or_else(|| {
+                        ErrorBody::new(
+                            "bad_request",
+                            format!(
+                                "export state must be pending, available or cancelled, not \"{s}\""
+                            ),
+                        )
+                    })?,
+                };
+                let spooled_at = data["spooled_at"].as_i64();
                 let (items, bad) = ledger::parse_items(&data["items"]);
                 if bad > 0 {
                     tracing::warn!(
@@ -194,20 +302,35 @@ impl SubspaceController {
                     );
                 }
                 let key = key.to_string();
-                let credited = ctx
+                let done = ctx
                     .store()
-                    .write(move |c| ledger::export(c, &key, instance_id, host_id, &items))
+                    .write(move |c| {
+                        ledger::export(c, &key, instance_id, host_id, &items, state, spooled_at)
+                    })
                     .await
                     .map_err(store_error)?;
-                let duplicate = credited.is_none();
-                self.changed(ctx, credited.unwrap_or_default());
-                Ok(json!({ "duplicate": duplicate }))
+                if done.pending_changed && done.counts.is_empty() {
+                    self.touch(ctx);
+                }
+                self.changed(ctx, done.counts);
+                self.maybe_prune(ctx).await;
+                Ok(json!({ "duplicate": done.duplicate }))
+            }
+            "subspace_storage.claim" => {
+                let id = grant_id()?;
+                let ok = ctx
+                    .store()
+                    .write(move |c| ledger::claim(c, id, host_id))
+                    .await
+                    .map_err(store_error)?;
+                Ok(json!({ "claimed": ok }))
             }
             "subspace_storage.remove" => {
                 let Some(instance_id) = data["instance_id"].as_i64() else {
                     return Err(ErrorBody::new("bad_request", "remove needs instance_id"));
                 };
                 self.owned(ctx, host_id, instance_id).await?;
+                self.expire(ctx).await;
                 let (wanted, _) = ledger::parse_items(&data["items"]);
                 let method = self.division(ctx);
                 let dole = self.dole.clone();
@@ -295,14 +418,16 @@ async fn broadcaster(ctx: ControllerCtx, pending: Arc<Mutex<Pending>>) {
     loop {
         let batch = match pending.lock() {
             Ok(mut p) => {
-                if p.changed.is_empty() {
+                if p.changed.is_empty() && !p.touched {
                     p.running = false;
                     return;
                 }
+                p.touched = false;
                 std::mem::take(&mut p.changed)
             }
             Err(_) => return,
         };
+        let batch_empty = batch.is_empty();
         let items: Vec<Value> = batch
             .into_iter()
             .map(|((name, quality), count)| json!([name, count, quality]))
@@ -316,6 +441,9 @@ async fn broadcaster(ctx: ControllerCtx, pending: Arc<Mutex<Pending>>) {
             .collect();
         hosts.sort_unstable();
         hosts.dedup();
+        if batch_empty {
+            hosts.clear();
+        }
         for h in hosts {
             if ctx.host_ready(h) {
                 ctx.send_to_host(h, "subspace_storage.storage", data.clone());
@@ -383,7 +511,10 @@ impl ControllerPlugin for SubspaceController {
         use crate::controller::error::ApiError;
         Box::pin(async move {
             match name {
-                "subspace_storage.list" => Ok(list(ctx.store()).await?),
+                "subspace_storage.list" => {
+                    self.expire(ctx).await;
+                    Ok(list(ctx.store()).await?)
+                }
                 "subspace_storage.set" => {
                     let (Some(item), Some(count)) = (data["name"].as_str(), data["count"].as_i64())
                     else {
@@ -505,8 +636,14 @@ impl ControllerPlugin for SubspaceController {
 
 /// `GET /api/v1/storage`: the pool and what is on its way to games.
 pub async fn list(store: &Store) -> Result<Value, StoreError> {
-    let (items, (grants, moving)) = store
-        .read(|c| Ok((ledger::list(c)?, ledger::in_flight(c)?)))
+    let (items, (grants, moving), pending) = store
+        .read(|c| {
+            Ok((
+                ledger::list(c)?,
+                ledger::in_flight(c)?,
+                ledger::pending_exports(c)?,
+            ))
+        })
         .await?;
     let rows = |l: &[Item]| -> Vec<Value> {
         l.iter()
@@ -516,5 +653,6 @@ pub async fn list(store: &Store) -> Result<Value, StoreError> {
     Ok(json!({
         "items": rows(&items),
         "in_flight": { "grants": grants, "items": rows(&moving) },
+        "pending": { "items": rows(&pending) },
     }))
 }

@@ -12,6 +12,7 @@ export function mount(main) {
   const filter = h("input", { type: "search", id: "storage-filter", placeholder: "Filter items", "aria-label": "Filter items" });
   const table = h("div", { class: "table-wrap", id: "storage-list" }, h("p", { class: "muted" }, "Loading…"));
   const flight = h("p", { class: "muted", id: "storage-in-flight" });
+  const pending = h("p", { class: "muted", id: "storage-pending" });
   const items = new Map();
   let stopped = false;
 
@@ -54,6 +55,40 @@ export function mount(main) {
     render();
   }
 
+  // Exports a game made since its last save: counted once that game saves (README).
+  function showPending(list) {
+    const n = list.reduce((t, i) => t + (i.count || 0), 0);
+    replace(
+      pending,
+      n
+        ? [
+            `Pending (waiting for their game's next save): ${n.toLocaleString()} items — `,
+            list.map((i) => `${i.name}${i.quality === "normal" ? "" : ` (${i.quality})`} ${i.count.toLocaleString()}`).join(", "),
+            ".",
+          ]
+        : "",
+    );
+    pending.dataset.count = String(n);
+  }
+
+  let refreshing = null;
+  // Pending exports and grants are not in the live counts: fetched again when the pool moves.
+  function refreshSide() {
+    if (refreshing || stopped) return;
+    refreshing = setTimeout(async () => {
+      refreshing = null;
+      try {
+        const v = await get("storage");
+        if (stopped) return;
+        const g = (v.in_flight && v.in_flight.grants) || 0;
+        flight.textContent = g ? `${g} grant(s) on their way to games.` : "";
+        showPending((v.pending && v.pending.items) || []);
+      } catch (e) {
+        // The next update tries again.
+      }
+    }, 200);
+  }
+
   async function load() {
     try {
       const v = await get("storage");
@@ -61,6 +96,7 @@ export function mount(main) {
       for (const i of v.items || []) items.set(key(i.name, i.quality), i);
       const g = (v.in_flight && v.in_flight.grants) || 0;
       flight.textContent = g ? `${g} grant(s) on their way to games.` : "";
+      showPending((v.pending && v.pending.items) || []);
       render();
     } catch (e) {
       if (!stopped) replace(table, h("p", { class: "error" }, `Could not load the storage: ${e.message}`));
@@ -88,16 +124,21 @@ export function mount(main) {
     h("h1", {}, "Storage"),
     h("p", { class: "muted" }, "The cluster's subspace storage pool: what injectors in every game have sent, less what extractors have taken. Live."),
     h("p", {}, filter),
+    pending,
     flight,
     h("section", { "aria-label": "Items" }, table),
     can("subspace_storage.storage.set") ? h("details", {}, h("summary", {}, "Correct a count (audited)"), form) : "",
   );
   load();
   const off = subscribe((kind, detail) => {
-    if (kind === "storage" && detail) apply(detail.items);
+    if (kind === "storage" && detail) {
+      apply(detail.items);
+      refreshSide();
+    }
   });
   return () => {
     stopped = true;
+    if (refreshing) clearTimeout(refreshing);
     off();
   };
 }

@@ -190,13 +190,17 @@ remote.add_interface("clusterio", {
 standin_subspace = {
   put = function(name, count, quality)
     add(global.injected, name, count, quality)
+    -- Everything ever put into this game (in its state: a rollback takes back what came after
+    -- its save, like any other change).
+    global.put_total = global.put_total or {}
+    add(global.put_total, name, count, quality)
   end,
   request = function(name, count, quality)
     global.requests[key(name, quality)] = { name, count, quality or "normal" }
     global.extracted[key(name, quality)] = 0
   end,
   -- Every item this game holds, by "name:quality": in injectors (not yet exported), in local
-  -- storage (imported, not yet handed out) and in extractors.
+  -- storage (imported, not yet handed out) and in extractors; and `put`, all ever put in.
   count = function()
     local out = {}
     local function sum(list, field)
@@ -211,6 +215,10 @@ standin_subspace = {
     sum(global.injected, "injected")
     sum(global.itemStorage, "stored")
     sum(global.extracted, "extracted")
+    for k, e in pairs(global.put_total or {}) do
+      out[k] = out[k] or { injected = 0, stored = 0, extracted = 0 }
+      out[k].put = e[2]
+    end
     return to_json(out)
   end,
   -- The orders, now (outside the cycle).

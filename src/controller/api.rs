@@ -188,6 +188,15 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         ("GET", ["storage"]) => r("/storage", "storage_list", vec![], false),
         ("POST", ["storage"]) => r("/storage", "storage_set", vec![], true),
         ("GET", ["mods"]) => r("/mods", "mod_list", vec![], false),
+        ("GET", ["mod_portal", "search"]) => {
+            r("/mod_portal/search", "mod_portal_search", vec![], false)
+        }
+        ("POST", ["mod_portal", "install"]) => {
+            r("/mod_portal/install", "mod_portal_install", vec![], true)
+        }
+        ("GET", ["mod_portal", "updates"]) => {
+            r("/mod_portal/updates", "mod_updates", vec![], false)
+        }
         ("GET", ["inventories"]) => r("/inventories", "inventory_list", vec![], false),
         ("GET", ["inventories", p]) => r(
             "/inventories/{name}",

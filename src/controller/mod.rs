@@ -12,6 +12,7 @@ mod instances;
 mod metrics;
 pub mod players;
 pub mod plugins;
+mod portal;
 pub mod requests;
 mod saves;
 mod schedule;

@@ -327,6 +327,9 @@ pub enum ControlRequest {
     /// Players: list, history, actions, list files (`players.rs`).
     #[serde(skip)]
     Players(super::players::PlayerRequest),
+    /// The mod portal: search, install with dependencies, update checks (`portal.rs`).
+    #[serde(skip)]
+    Portal(super::portal::PortalRequest),
 }
 
 fn grantor(actor: &Actor) -> grants::Grantor {
@@ -363,6 +366,9 @@ impl ControlRequest {
     pub fn from_link(name: &str, data: Value) -> Result<Self, ApiError> {
         if let Some(r) = super::players::PlayerRequest::from_link(name, &data) {
             return r.map(ControlRequest::Players);
+        }
+        if let Some(r) = super::portal::PortalRequest::from_link(name, &data) {
+            return r.map(ControlRequest::Portal);
         }
         let empty = data.is_null() || data.as_object().is_some_and(|m| m.is_empty());
         // Requests without fields (e.g. "status") are unit variants: they take no "data".
@@ -488,6 +494,7 @@ impl ControlRequest {
             ScheduleGet { .. } => vec!["core.instance.schedule.get"],
             ScheduleSet { .. } | ScheduleDelete { .. } => vec!["core.instance.schedule.update"],
             Players(r) => r.permissions(),
+            Portal(r) => r.permissions(),
         }
     }
 
@@ -867,6 +874,7 @@ impl ControlRequest {
             }
             ScheduleDelete { instance } => ok(ctl.schedule_delete(&who, instance).await?),
             Players(r) => ok(r.run(ctl, actor).await?),
+            Portal(r) => ok(r.run(ctl, &who).await?),
         }
     }
 }

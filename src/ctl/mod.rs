@@ -9,6 +9,7 @@ mod connection;
 mod files;
 mod instance;
 mod inventory;
+mod mods;
 mod output;
 mod users;
 
@@ -402,6 +403,9 @@ pub enum ModCommand {
         /// Mod file name, e.g. Name_1.2.3.zip.
         file: String,
     },
+    /// The mod portal: search, install with dependencies, update checks.
+    #[command(flatten)]
+    Portal(mods::PortalCommand),
 }
 
 #[derive(Subcommand, Debug)]

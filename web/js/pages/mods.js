@@ -1,8 +1,9 @@
-// Mods: the controller's mod store (hosts fetch what an instance's config lists before start).
+// Mods: the controller's mod store (hosts fetch what an instance's config lists before start),
+// and the Factorio mod portal: search, install with dependencies (live progress), updates.
 
-import { get, del, seg, upload, download } from "../api.js";
+import { get, post, del, seg, upload, download } from "../api.js";
 import { h, replace, busy, confirmDialog, toast, field, fmtBytes, timeEl } from "../dom.js";
-import { can } from "../store.js";
+import { can, subscribe } from "../store.js";
 
 const MOD_RE = /^[^/\\]+\.zip$/;
 
@@ -112,6 +113,119 @@ export function mount(main) {
     });
     main.append(form);
   }
+  if (can("core.mod.search_portal")) main.append(portalCard(refresh));
   refresh();
   return null;
+}
+
+/** The mod portal: search by name or title for one Factorio version, install with progress. */
+function portalCard(refreshStore) {
+  const q = h("input", { id: "portal-q", type: "search", autocomplete: "off", placeholder: "name or title" });
+  const fv = h("input", { id: "portal-fv", autocomplete: "off", placeholder: "controller default", size: 8 });
+  const btn = h("button", { type: "submit", class: "primary", id: "portal-search" }, "Search");
+  const results = h("div", { class: "table-wrap", id: "portal-results", "aria-live": "polite" });
+  const bar = h("progress", { id: "portal-progress", max: 100, value: 0, "aria-label": "Install progress" });
+  const note = h("span", { class: "muted", id: "portal-note", "aria-live": "polite" });
+  const row = h("div", { class: "progress-row", hidden: true }, bar, note);
+  const log = h("ul", { id: "portal-log", class: "muted" });
+  const error = h("p", { class: "error", role: "alert", id: "portal-error" });
+  const form = h(
+    "form",
+    { class: "card", "aria-labelledby": "mp-h", id: "portal-form" },
+    h("h2", { id: "mp-h" }, "Mod portal"),
+    h("div", { class: "inline-form" }, field("Search", q), field("Factorio version", fv, "e.g. 2.0"), h("div", { class: "actions" }, btn)),
+    error,
+    results,
+    row,
+    log,
+  );
+  let active = null;
+
+  const line = (text) => log.append(h("li", {}, text));
+
+  const off = subscribe((kind, data) => {
+    if (!form.isConnected) return off();
+    if (kind !== "mod_progress" || !data || data.request !== active) return;
+    row.hidden = false;
+    bar.value = data.percent || 0;
+    if (data.stage === "resolving") {
+      note.textContent = "resolving dependencies…";
+      line(`Resolving the dependencies of ${data.request}`);
+    } else if (data.stage === "downloading") {
+      const of = data.count ? ` (${data.index + 1} of ${data.count})` : "";
+      note.textContent = `downloading ${data.file}${of}: ${data.percent} %`;
+      if (!data.percent) line(`Downloading ${data.file}${of}`);
+    } else if (data.stage === "done") {
+      note.textContent = "done";
+    } else if (data.stage === "failed") {
+      note.textContent = "failed";
+    }
+  });
+
+  async function search() {
+    error.textContent = "";
+    const params = new URLSearchParams({ q: q.value.trim(), limit: "25" });
+    if (fv.value.trim()) params.set("factorio_version", fv.value.trim());
+    const r = await get(`mod_portal/search?${params}`);
+    const list = r.results || [];
+    if (!list.length) {
+      replace(results, h("p", { class: "muted" }, `No mod for Factorio ${r.factorio_version} matches "${q.value.trim()}".`));
+      return;
+    }
+    replace(
+      results,
+      h(
+        "table",
+        { id: "portal-table" },
+        h("thead", {}, h("tr", {}, ["Mod", "Title", "Latest", "Factorio", "Downloads", ""].map((c) => h("th", { scope: "col" }, c)))),
+        h(
+          "tbody",
+          {},
+          list.map((m) => {
+            const install = h("button", { type: "button", class: "secondary small", "aria-label": `Install ${m.name}`, dataset: { key: `install-${m.name}` } }, "Install");
+            install.addEventListener("click", () =>
+              busy(install, async () => {
+                error.textContent = "";
+                replace(log);
+                active = m.name;
+                row.hidden = false;
+                bar.value = 0;
+                note.textContent = "starting…";
+                try {
+                  const body = { name: m.name };
+                  if (fv.value.trim()) body.factorio_version = fv.value.trim();
+                  const res = await post("mod_portal/install", body);
+                  for (const i of res.installed || []) line(`Installed ${i.file}${i.needed_by ? ` (needed by ${i.needed_by})` : ""}`);
+                  for (const i of res.already_stored || []) line(`Already in the store: ${i.file}`);
+                  bar.value = 100;
+                  note.textContent = "installed";
+                  toast(`Installed ${m.name} from the mod portal.`);
+                  await refreshStore();
+                } catch (err) {
+                  error.textContent = err.message;
+                  note.textContent = "failed";
+                }
+              }),
+            );
+            return h(
+              "tr",
+              { dataset: { portalMod: m.name } },
+              h("th", { scope: "row" }, m.name),
+              h("td", {}, m.title || ""),
+              h("td", {}, m.latest_version || "–"),
+              h("td", {}, m.factorio_version || "–"),
+              h("td", {}, String(m.downloads_count ?? "")),
+              h("td", { class: "actions-cell" }, can("core.mod.download_from_portal") && can("core.mod.upload") ? install : null),
+            );
+          }),
+        ),
+      ),
+    );
+  }
+
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    busy(btn, () => search().catch((err) => (error.textContent = err.message)));
+  });
+  return form;
 }

@@ -30,6 +30,13 @@ const MOD_FILE: Rule = Rule {
     check: |s| crate::saves::validate_name(s).is_ok(),
     says: "mod zip names like \"Name_1.0.0.zip\"",
 };
+const MOD_PACK: Rule = Rule {
+    check: |s| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'))
+    },
+    says: "a mod pack's name: letters, digits, spaces, '-', '_' and '.'",
+};
 const HTTP_URL: Rule = Rule {
     check: |s| {
         s.is_empty()
@@ -141,6 +148,11 @@ pub static INSTANCE: &[Field] = &[
     Field::new("mods", Kind::List { rule: Some(MOD_FILE) }, D::List(&[]))
         .title("Mods")
         .about("Mod zips from the controller's mod store, fetched before each start.")
+        .section(GAME)
+        .restart(),
+    Field::new("mod_pack", text_rule(100, MOD_PACK), D::Str(""))
+        .title("Mod pack")
+        .about("A mod pack from the controller: its mods (enabled or not) and mod settings are installed before each start; empty: none.")
         .section(GAME)
         .restart(),
     Field::new("enable_whitelist", BOOL, D::Bool(false))

@@ -194,6 +194,26 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         ("POST", ["mod_portal", "install"]) => {
             r("/mod_portal/install", "mod_portal_install", vec![], true)
         }
+        ("GET", ["mod_packs"]) => r("/mod_packs", "mod_pack_list", vec![], false),
+        ("POST", ["mod_packs"]) => r("/mod_packs", "mod_pack_create", vec![], true),
+        ("GET", ["mod_packs", p]) => r(
+            "/mod_packs/{name}",
+            "mod_pack_get",
+            vec![("pack", s(&super::files::decode(p)))],
+            false,
+        ),
+        ("PATCH", ["mod_packs", p]) => r(
+            "/mod_packs/{name}",
+            "mod_pack_update",
+            vec![("pack", s(&super::files::decode(p)))],
+            true,
+        ),
+        ("DELETE", ["mod_packs", p]) => r(
+            "/mod_packs/{name}",
+            "mod_pack_delete",
+            vec![("pack", s(&super::files::decode(p)))],
+            false,
+        ),
         ("GET", ["mod_portal", "updates"]) => {
             r("/mod_portal/updates", "mod_updates", vec![], false)
         }

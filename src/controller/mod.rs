@@ -10,6 +10,7 @@ mod history;
 mod hub;
 mod instances;
 mod metrics;
+mod mod_packs;
 pub mod players;
 pub mod plugins;
 mod portal;

@@ -181,6 +181,24 @@ async fn a_mod_pack_reaches_the_instance_with_its_settings() {
     assert_ne!(s, 200, "{v}");
     assert!(v.to_string().contains("ghost-mod"), "{v}");
 
+    // ctl lists and shows packs.
+    let out = std::process::Command::new(common::bin("clustorio"))
+        .args(["ctl", "mod", "pack", "show", "vanilla plus"])
+        .env("CLUSTORIO_URL", c.url(""))
+        .env("CLUSTORIO_TOKEN", &c.first_token)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("helper-lib") && text.contains("newest") && text.contains("no"),
+        "{text}"
+    );
+
     // Delete: gone from the list.
     let (s, v) = api.call("DELETE", "/api/v1/mod_packs/ghostly", None).await;
     assert_eq!(s, 200, "{v}");

@@ -1,6 +1,6 @@
 //! The Mods page in a real browser (headless Chromium): search the mod portal (a local
 //! stand-in), install a mod with its dependency and watch the download's progress, and see a
-//! checksum mismatch refused. Each step leaves `FAILED-<step>.png` under `target/screenshots/`
+//! checksum mismatch refused, and create a mod pack. Each step leaves `FAILED-<step>.png` under `target/screenshots/`
 //! when it fails.
 
 mod common;
@@ -112,6 +112,23 @@ async fn the_mods_page_searches_the_portal_and_installs_with_progress() {
     })
     .await;
 
+    ui.step("create_a_mod_pack", async {
+        ui.wait_text("#packs-list", "No mod packs").await?;
+        ui.fill("#pack-name", "qol").await?;
+        ui.fill("#pack-mods", "flib 0.15.0\nbig-logistics off")
+            .await?;
+        ui.click("#pack-create").await?;
+        ui.wait_text(
+            "#packs-table tr[data-pack='qol']",
+            "flib 0.15.0, big-logistics (off)",
+        )
+        .await?;
+        Ok(())
+    })
+    .await;
+
+    let packs = api.get("/api/v1/mod_packs").await;
+    assert_eq!(packs[0]["mods"][1]["enabled"], false, "{packs}");
     let stored = api.get("/api/v1/mods").await;
     assert!(!stored.to_string().contains("bad-sum"), "{stored}");
     // The refused install's 502 is logged by the browser; nothing else may be.

@@ -114,8 +114,128 @@ export function mount(main) {
     main.append(form);
   }
   if (can("core.mod.search_portal")) main.append(portalCard(refresh));
+  if (can("core.mod_pack.list")) main.append(packsCard());
   refresh();
   return null;
+}
+
+/** "flib 0.15.0", "flib", "helper-lib off" → {name, version?, enabled}. */
+function parsePackLine(line) {
+  const words = line.trim().split(/\s+/);
+  const enabled = words[words.length - 1] !== "off";
+  if (!enabled) words.pop();
+  const last = words[words.length - 1];
+  const version = words.length > 1 && /^\d+\.\d+(\.\d+)?$/.test(last) ? words.pop() : undefined;
+  const m = { name: words.join(" "), enabled };
+  if (version) m.version = version;
+  return m;
+}
+
+function fileBase64(file) {
+  return new Promise((resolve, reject) => {
+    const r = new FileReader();
+    r.onload = () => resolve(String(r.result).split(",")[1] || "");
+    r.onerror = () => reject(new Error(`reading ${file.name} failed`));
+    r.readAsDataURL(file);
+  });
+}
+
+/** Mod packs: the list, and a form to create one (mods one per line, mod-settings.dat). */
+function packsCard() {
+  const box = h("div", { class: "table-wrap", id: "packs-list" });
+  const card = h("section", { class: "card", "aria-labelledby": "pk-h", id: "packs-card" }, h("h2", { id: "pk-h" }, "Mod packs"), box);
+
+  async function refresh() {
+    try {
+      render((await get("mod_packs")) || []);
+    } catch (e) {
+      replace(box, h("p", { class: "muted" }, `Mod packs are not available: ${e.message}`));
+    }
+  }
+
+  function render(packs) {
+    if (!packs.length) {
+      replace(box, h("p", { class: "muted" }, "No mod packs. An instance uses one through its ", h("code", {}, "mod_pack"), " setting."));
+      return;
+    }
+    replace(
+      box,
+      h(
+        "table",
+        { id: "packs-table" },
+        h("thead", {}, h("tr", {}, ["Pack", "Factorio", "Mods", "Settings", ""].map((c) => h("th", { scope: "col" }, c)))),
+        h(
+          "tbody",
+          {},
+          packs.map((p) => {
+            const rm = h("button", { type: "button", class: "danger small", "aria-label": `Delete ${p.name}`, dataset: { key: `rm-pack-${p.name}` } }, "Delete…");
+            rm.addEventListener("click", () =>
+              confirmDialog({
+                title: `Delete mod pack ${p.name}?`,
+                body: [h("p", {}, "Instances that use it will fail to start until their mod_pack setting changes.")],
+                confirm: "Delete",
+                danger: true,
+                onConfirm: async () => {
+                  await del(`mod_packs/${seg(p.name)}`);
+                  toast(`Deleted ${p.name}.`);
+                  await refresh();
+                },
+              }),
+            );
+            const mods = (p.mods || []).map((m) => `${m.name}${m.version ? ` ${m.version}` : ""}${m.enabled ? "" : " (off)"}`).join(", ");
+            return h(
+              "tr",
+              { dataset: { pack: p.name } },
+              h("th", { scope: "row" }, p.name),
+              h("td", {}, p.factorio_version),
+              h("td", {}, mods || "–"),
+              h("td", {}, p.settings_size ? fmtBytes(p.settings_size) : "none"),
+              h("td", { class: "actions-cell" }, can("core.mod_pack.delete") ? rm : null),
+            );
+          }),
+        ),
+      ),
+    );
+  }
+
+  if (can("core.mod_pack.create")) {
+    const name = h("input", { id: "pack-name", autocomplete: "off", required: true });
+    const mods = h("textarea", { id: "pack-mods", rows: 4, placeholder: "flib 0.15.0\nhelper-lib off" });
+    const settings = h("input", { id: "pack-settings", type: "file", accept: ".dat" });
+    const btn = h("button", { type: "submit", class: "primary", id: "pack-create" }, "Create pack");
+    const error = h("p", { class: "error", role: "alert", id: "pack-error" });
+    const form = h(
+      "form",
+      { class: "inline-form", "aria-label": "New mod pack" },
+      field("Name", name),
+      field("Mods", mods, "One per line: name, optional version, \"off\" to list it disabled"),
+      field("mod-settings.dat", settings, "Optional"),
+      h("div", { class: "actions" }, btn),
+      error,
+    );
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      error.textContent = "";
+      busy(btn, async () => {
+        try {
+          const body = { name: name.value.trim(), mods: mods.value.split("\n").filter((l) => l.trim()).map(parsePackLine) };
+          const f = settings.files && settings.files[0];
+          if (f) body.settings_base64 = await fileBase64(f);
+          await post("mod_packs", body);
+          toast(`Created mod pack ${body.name}.`);
+          name.value = "";
+          mods.value = "";
+          settings.value = "";
+          await refresh();
+        } catch (err) {
+          error.textContent = err.message;
+        }
+      });
+    });
+    card.append(form);
+  }
+  refresh();
+  return card;
 }
 
 /** The mod portal: search by name or title for one Factorio version, install with progress. */

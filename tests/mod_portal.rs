@@ -392,12 +392,20 @@ async fn portal_search_install_refusals_and_updates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn portal_operations_need_their_permissions() {
+async fn portal_operations_need_their_permissions_and_read_the_login_from_the_environment() {
     let portal = portal_with_mods().await;
     let root = tempfile::tempdir().unwrap();
     let cdir = root.path().join("c");
-    portal::write_controller_config(&cdir, &portal);
-    let c = ControllerProcess::start(&cdir);
+    std::fs::create_dir_all(&cdir).unwrap();
+    // The portal and login from the environment this time (a panel's variables).
+    let c = ControllerProcess::start_with(
+        &cdir,
+        &[
+            ("MOD_PORTAL_URL", portal.url.as_str()),
+            ("FACTORIO_USERNAME", portal::USERNAME),
+            ("FACTORIO_TOKEN", portal::TOKEN),
+        ],
+    );
     let admin = Api::new(&c.url(""), &c.first_token);
     // A user whose only role grants searching, not downloading.
     let (s, role) = admin
@@ -431,4 +439,8 @@ async fn portal_operations_need_their_permissions() {
         "{v}"
     );
     assert!(portal.downloads().is_empty());
+    // The admin may, with the login from the environment.
+    let (s, v) = install(&admin, "flib").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(portal.downloads(), ["flib_0.15.0.zip"]);
 }

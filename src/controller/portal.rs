@@ -258,10 +258,11 @@ pub struct PortalConfig {
 }
 
 fn setting(ctl: &Controller, key: &str) -> Option<String> {
-    ctl.settings()
-        .plugin_settings
-        .get("mod_portal")
-        .and_then(|m| m.get(key))
+    let settings = ctl.settings().plugin_settings;
+    // From the environment the dotted name arrives as one key; from the file, nested.
+    settings
+        .get(&format!("mod_portal.{key}"))
+        .or_else(|| settings.get("mod_portal").and_then(|m| m.get(key)))
         .and_then(|v| v.as_str())
         .map(str::trim)
         .filter(|s| !s.is_empty())

@@ -369,7 +369,7 @@ async fn portal_search_install_refusals_and_updates() {
         .call(
             "PATCH",
             "/api/v1/controller/config",
-            Some(json!({"config": {"mod_portal": {"token": ""}}})),
+            Some(json!({"config": {"mod_portal_token": ""}})),
         )
         .await;
     assert_eq!(s, 200, "{v}");
@@ -387,7 +387,7 @@ async fn portal_search_install_refusals_and_updates() {
         v["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("mod_portal.token")
+            .contains("mod_portal_token")
     );
 }
 

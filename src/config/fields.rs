@@ -357,23 +357,23 @@ pub static CONTROLLER: &[Field] = &[
         .title("Largest link message")
         .about("Largest accepted link message in bytes.")
         .restart(),    // The mod portal (README "Mods"): where mods are searched and downloaded from.
-    Field::new("mod_portal.url", text_rule(255, HTTP_URL), D::Str("https://mods.factorio.com"))
+    Field::new("mod_portal_url", text_rule(255, HTTP_URL), D::Str("https://mods.factorio.com"))
         .title("Mod portal URL")
         .about("The Factorio mod portal, or a mirror of its API.")
         .section("Mods")
         .env(&["MOD_PORTAL_URL"]),
-    Field::new("mod_portal.username", text(255), D::Str(""))
+    Field::new("mod_portal_username", text(255), D::Str(""))
         .title("factorio.com username")
         .about("factorio.com login the controller downloads portal mods with.")
         .section("Mods")
         .env(&["FACTORIO_USERNAME"]),
-    Field::new("mod_portal.token", text(255), D::Str(""))
+    Field::new("mod_portal_token", text(255), D::Str(""))
         .title("factorio.com token")
         .about("The factorio.com token for that login (from factorio.com/profile).")
         .section("Mods")
         .env(&["FACTORIO_TOKEN"])
         .secret(),
-    Field::new("mod_portal.factorio_version", text_rule(16, PLAIN_NAME), D::Str("2.0"))
+    Field::new("mod_portal_factorio_version", text_rule(16, PLAIN_NAME), D::Str("2.0"))
         .title("Factorio version for mods")
         .about("The game version (major.minor) portal searches and installs pick releases for, unless a request names one.")
         .section("Mods"),

@@ -137,6 +137,11 @@ pub struct ControllerConfig {
     pub resume_window_ms: u64,
     pub max_body_bytes: usize,
     pub max_message_bytes: usize,
+    /// The mod portal (`controller::portal`).
+    pub mod_portal_url: String,
+    pub mod_portal_username: String,
+    pub mod_portal_token: String,
+    pub mod_portal_factorio_version: String,
     /// Plugins' settings (`<plugin>.<key>`), checked against their fields; read with
     /// [`ControllerConfig::plugin_setting`].
     #[serde(flatten)]

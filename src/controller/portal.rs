@@ -1,8 +1,8 @@
 //! The Factorio mod portal (`research/factorio.md` §7.4): search it, install a mod with its
 //! required dependencies into the controller's mod store, and check the store for updates.
 //!
-//! The portal's address is the controller setting `mod_portal.url` (a mirror, or a stand-in in
-//! tests); downloads need the factorio.com `mod_portal.username` and `mod_portal.token`.
+//! The portal's address is the controller setting `mod_portal_url` (a mirror, or a stand-in in
+//! tests); downloads need the factorio.com `mod_portal_username` and `mod_portal_token`.
 //! Every download is checked against the portal's SHA-1 and opened as a mod zip before anything
 //! is stored; an install stores all of its mods or none.
 
@@ -257,29 +257,24 @@ pub struct PortalConfig {
     pub factorio_version: String,
 }
 
-fn setting(ctl: &Controller, key: &str) -> Option<String> {
-    let settings = ctl.settings().plugin_settings;
-    // From the environment the dotted name arrives as one key; from the file, nested.
-    settings
-        .get(&format!("mod_portal.{key}"))
-        .or_else(|| settings.get("mod_portal").and_then(|m| m.get(key)))
-        .and_then(|v| v.as_str())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-}
-
 impl PortalConfig {
     pub fn of(ctl: &Controller) -> PortalConfig {
+        let s = ctl.settings();
+        let or = |v: &str, d: &str| {
+            let v = v.trim();
+            if v.is_empty() {
+                d.to_string()
+            } else {
+                v.to_string()
+            }
+        };
         PortalConfig {
-            url: setting(ctl, "url")
-                .unwrap_or_else(|| DEFAULT_PORTAL_URL.to_string())
+            url: or(&s.mod_portal_url, DEFAULT_PORTAL_URL)
                 .trim_end_matches('/')
                 .to_string(),
-            username: setting(ctl, "username").unwrap_or_default(),
-            token: setting(ctl, "token").unwrap_or_default(),
-            factorio_version: setting(ctl, "factorio_version")
-                .unwrap_or_else(|| DEFAULT_FACTORIO_VERSION.to_string()),
+            username: s.mod_portal_username.trim().to_string(),
+            token: s.mod_portal_token.trim().to_string(),
+            factorio_version: or(&s.mod_portal_factorio_version, DEFAULT_FACTORIO_VERSION),
         }
     }
 
@@ -757,7 +752,7 @@ async fn download(
                 502,
                 "portal_login",
                 format!(
-                    "the mod portal refused the download of {file} ({}): check mod_portal.username and mod_portal.token",
+                    "the mod portal refused the download of {file} ({}): check mod_portal_username and mod_portal_token",
                     resp.status()
                 ),
             ));
@@ -884,7 +879,7 @@ async fn install_inner(
         return Err(ApiError::new(
             400,
             "portal_login",
-            "downloads from the mod portal need a factorio.com login: set mod_portal.username and mod_portal.token in the controller's settings",
+            "downloads from the mod portal need a factorio.com login: set mod_portal_username and mod_portal_token in the controller's settings",
         ));
     }
     for p in &todo {

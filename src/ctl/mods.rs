@@ -14,7 +14,7 @@ pub enum PortalCommand {
         /// Words in the mod's name or title; empty: the most downloaded.
         #[arg(default_value = "")]
         query: String,
-        /// Factorio version (major.minor), e.g. 2.0; default: the controller's mod_portal.factorio_version.
+        /// Factorio version (major.minor), e.g. 2.0; default: the controller's mod_portal_factorio_version.
         #[arg(long)]
         factorio_version: Option<String>,
         /// At most this many results.

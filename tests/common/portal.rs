@@ -293,7 +293,7 @@ pub fn write_controller_config(dir: &std::path::Path, portal: &Portal) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
         dir.join("config-master.json"),
-        json!({"mod_portal": {"url": portal.url, "username": USERNAME, "token": TOKEN}})
+        json!({"mod_portal_url": portal.url, "mod_portal_username": USERNAME, "mod_portal_token": TOKEN})
             .to_string(),
     )
     .unwrap();

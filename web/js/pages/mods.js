@@ -276,7 +276,7 @@ function portalCard(refreshStore) {
       note.textContent = `downloading ${data.file}${of}: ${data.percent} %`;
       if (!data.percent) line(`Downloading ${data.file}${of}`);
     } else if (data.stage === "done") {
-      note.textContent = "done";
+      note.textContent = "installed";
     } else if (data.stage === "failed") {
       note.textContent = "failed";
     }

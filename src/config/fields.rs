@@ -30,6 +30,13 @@ const MOD_FILE: Rule = Rule {
     check: |s| crate::saves::validate_name(s).is_ok(),
     says: "mod zip names like \"Name_1.0.0.zip\"",
 };
+const MOD_PACK: Rule = Rule {
+    check: |s| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'))
+    },
+    says: "a mod pack's name: letters, digits, spaces, '-', '_' and '.'",
+};
 const HTTP_URL: Rule = Rule {
     check: |s| {
         s.is_empty()
@@ -141,6 +148,11 @@ pub static INSTANCE: &[Field] = &[
     Field::new("mods", Kind::List { rule: Some(MOD_FILE) }, D::List(&[]))
         .title("Mods")
         .about("Mod zips from the controller's mod store, fetched before each start.")
+        .section(GAME)
+        .restart(),
+    Field::new("mod_pack", text_rule(100, MOD_PACK), D::Str(""))
+        .title("Mod pack")
+        .about("A mod pack from the controller: its mods (enabled or not) and mod settings are installed before each start; empty: none.")
         .section(GAME)
         .restart(),
     Field::new("enable_whitelist", BOOL, D::Bool(false))
@@ -361,6 +373,27 @@ pub static CONTROLLER: &[Field] = &[
         .title("First request timeout")
         .about("An HTTP connection that sends no request within this many milliseconds is closed.")
         .restart(),
+    // The mod portal (README "Mods"): where mods are searched and downloaded from.
+    Field::new("mod_portal_url", text_rule(255, HTTP_URL), D::Str("https://mods.factorio.com"))
+        .title("Mod portal URL")
+        .about("The Factorio mod portal, or a mirror of its API.")
+        .section("Mods")
+        .env(&["MOD_PORTAL_URL"]),
+    Field::new("mod_portal_username", text(255), D::Str(""))
+        .title("factorio.com username")
+        .about("factorio.com login the controller downloads portal mods with.")
+        .section("Mods")
+        .env(&["FACTORIO_USERNAME"]),
+    Field::new("mod_portal_token", text(255), D::Str(""))
+        .title("factorio.com token")
+        .about("The factorio.com token for that login (from factorio.com/profile).")
+        .section("Mods")
+        .env(&["FACTORIO_TOKEN"])
+        .secret(),
+    Field::new("mod_portal_factorio_version", text_rule(16, PLAIN_NAME), D::Str("2.0"))
+        .title("Factorio version for mods")
+        .about("The game version (major.minor) portal searches and installs pick releases for, unless a request names one.")
+        .section("Mods"),
 ];
 
 /// A host's settings (`config-slave.json`).

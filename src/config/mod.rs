@@ -141,6 +141,11 @@ pub struct ControllerConfig {
     pub link_request_burst: u32,
     pub max_silent_connections: usize,
     pub first_request_timeout_ms: u64,
+    /// The mod portal (`controller::portal`).
+    pub mod_portal_url: String,
+    pub mod_portal_username: String,
+    pub mod_portal_token: String,
+    pub mod_portal_factorio_version: String,
     /// Plugins' settings (`<plugin>.<key>`), checked against their fields; read with
     /// [`ControllerConfig::plugin_setting`].
     #[serde(flatten)]

@@ -224,6 +224,35 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         ("GET", ["storage"]) => r("/storage", "storage_list", vec![], false),
         ("POST", ["storage"]) => r("/storage", "storage_set", vec![], true),
         ("GET", ["mods"]) => r("/mods", "mod_list", vec![], false),
+        ("GET", ["mod_portal", "search"]) => {
+            r("/mod_portal/search", "mod_portal_search", vec![], false)
+        }
+        ("POST", ["mod_portal", "install"]) => {
+            r("/mod_portal/install", "mod_portal_install", vec![], true)
+        }
+        ("GET", ["mod_packs"]) => r("/mod_packs", "mod_pack_list", vec![], false),
+        ("POST", ["mod_packs"]) => r("/mod_packs", "mod_pack_create", vec![], true),
+        ("GET", ["mod_packs", p]) => r(
+            "/mod_packs/{name}",
+            "mod_pack_get",
+            vec![("pack", s(&super::files::decode(p)))],
+            false,
+        ),
+        ("PATCH", ["mod_packs", p]) => r(
+            "/mod_packs/{name}",
+            "mod_pack_update",
+            vec![("pack", s(&super::files::decode(p)))],
+            true,
+        ),
+        ("DELETE", ["mod_packs", p]) => r(
+            "/mod_packs/{name}",
+            "mod_pack_delete",
+            vec![("pack", s(&super::files::decode(p)))],
+            false,
+        ),
+        ("GET", ["mod_portal", "updates"]) => {
+            r("/mod_portal/updates", "mod_updates", vec![], false)
+        }
         ("GET", ["inventories"]) => r("/inventories", "inventory_list", vec![], false),
         ("GET", ["inventories", p]) => r(
             "/inventories/{name}",

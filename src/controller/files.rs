@@ -753,6 +753,22 @@ pub fn routes(ctl: Arc<Controller>) -> impl Filter<Extract = (Resp,), Error = Re
         .then(
             |id: i64, n: String, ctl, a| async move { host_get_save(ctl, a, id, decode(&n)).await },
         );
+    let host_pack = v1
+        .and(warp::path!("host" / "mod_packs" / String))
+        .and(warp::get())
+        .and(with.clone())
+        .and(auth)
+        .then(|n: String, ctl: Arc<Controller>, a| async move {
+            let result = async {
+                let host_id = host(&ctl, a).await?;
+                super::mod_packs::for_host(&ctl, host_id, &decode(&n)).await
+            }
+            .await;
+            match result {
+                Ok(v) => json_reply(200, &v),
+                Err(e) => error(e),
+            }
+        });
     let host_mod = v1
         .and(warp::path!("host" / "mods" / String))
         .and(warp::get())
@@ -777,5 +793,7 @@ pub fn routes(ctl: Arc<Controller>) -> impl Filter<Extract = (Resp,), Error = Re
         .or(host_get)
         .unify()
         .or(host_mod)
+        .unify()
+        .or(host_pack)
         .unify()
 }

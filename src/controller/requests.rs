@@ -330,6 +330,12 @@ pub enum ControlRequest {
     /// External plugins: list, token, revoke, limit, call (`plugins::external::control`).
     #[serde(skip)]
     ExternalPlugin(crate::plugins::external::control::Request),
+    /// The mod portal: search, install with dependencies, update checks (`portal.rs`).
+    #[serde(skip)]
+    Portal(super::portal::PortalRequest),
+    /// Mod packs: list, get, create, update, delete (`mod_packs.rs`).
+    #[serde(skip)]
+    Packs(super::mod_packs::PackRequest),
 }
 
 fn grantor(actor: &Actor) -> grants::Grantor {
@@ -369,6 +375,12 @@ impl ControlRequest {
         }
         if let Some(r) = crate::plugins::external::control::Request::from_link(name, &data) {
             return r.map(ControlRequest::ExternalPlugin);
+        }
+        if let Some(r) = super::portal::PortalRequest::from_link(name, &data) {
+            return r.map(ControlRequest::Portal);
+        }
+        if let Some(r) = super::mod_packs::PackRequest::from_link(name, &data) {
+            return r.map(ControlRequest::Packs);
         }
         let empty = data.is_null() || data.as_object().is_some_and(|m| m.is_empty());
         // Requests without fields (e.g. "status") are unit variants: they take no "data".
@@ -495,6 +507,8 @@ impl ControlRequest {
             ScheduleSet { .. } | ScheduleDelete { .. } => vec!["core.instance.schedule.update"],
             Players(r) => r.permissions(),
             ExternalPlugin(r) => r.permissions(),
+            Portal(r) => r.permissions(),
+            Packs(r) => r.permissions(),
         }
     }
 
@@ -861,6 +875,11 @@ impl ControlRequest {
             ScheduleDelete { instance } => ok(ctl.schedule_delete(&who, instance).await?),
             Players(r) => ok(r.run(ctl, actor).await?),
             ExternalPlugin(r) => ok(r.run(ctl, actor).await?),
+            Portal(r) => ok(r.run(ctl, &who).await?),
+            Packs(r) => match r.run(ctl, &who).await? {
+                (201, v) => created(v),
+                (_, v) => ok(v),
+            },
         }
     }
 }

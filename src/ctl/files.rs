@@ -330,6 +330,7 @@ pub async fn mods(client: &Client, out: &Output, cmd: ModCommand) -> anyhow::Res
             }
             Ok(())
         }
+        ModCommand::Portal(cmd) => super::mods::run(client, out, cmd).await,
         ModCommand::Delete { file } => {
             let reply = client
                 .delete(&format!("/mods/{}", seg(&file)))

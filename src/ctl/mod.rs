@@ -10,6 +10,7 @@ mod files;
 mod instance;
 mod inventory;
 mod lua_plugin;
+mod mods;
 pub mod output;
 mod plugin;
 mod users;
@@ -404,6 +405,9 @@ pub enum ModCommand {
         /// Mod file name, e.g. Name_1.2.3.zip.
         file: String,
     },
+    /// The mod portal: search, install with dependencies, update checks.
+    #[command(flatten)]
+    Portal(mods::PortalCommand),
 }
 
 #[derive(Subcommand, Debug)]

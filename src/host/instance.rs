@@ -886,6 +886,12 @@ impl Host {
             let name = file.rsplit_once('_').map(|(n, _)| n).unwrap_or(file);
             list.push(json!({ "name": name, "enabled": true }));
         }
+        if let Some(pack) = config["mod_pack"].as_str().filter(|p| !p.is_empty()) {
+            let cache = self.dir.join("mods-cache");
+            let entries = super::mod_packs::apply(&self.transfer, &cache, &mod_dir, pack).await?;
+            list.retain(|e| !entries.iter().any(|p| p["name"] == e["name"]));
+            list.extend(entries);
+        }
         let text =
             serde_json::to_vec_pretty(&json!({ "mods": list })).map_err(|e| e.to_string())?;
         saves::write_atomic(&mod_dir.join("mod-list.json"), &text).map_err(|e| e.to_string())

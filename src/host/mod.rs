@@ -9,6 +9,7 @@ pub mod instance;
 pub mod lists;
 pub mod mapgen;
 pub mod metrics;
+mod mod_packs;
 pub mod patch;
 pub mod plugin_lua;
 pub mod plugins;

@@ -159,6 +159,27 @@ impl Transfer {
         .ok_or_else(|| format!("the controller has no upload named {name}"))
     }
 
+    /// A JSON document from the controller's host routes (`/api/v1/host/…`).
+    pub async fn get_json(&self, path: &str) -> Result<Value, String> {
+        let resp = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(self.link.token())
+            .send()
+            .await
+            .map_err(|e| format!("asking the controller for {path}: {e}"))?;
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(value)
+        } else {
+            Err(value["error"]["message"]
+                .as_str()
+                .unwrap_or("the controller refused")
+                .to_string())
+        }
+    }
+
     /// A mod from the controller's store, through the host's cache (`<cache>/<sha256>/<file>`).
     pub async fn fetch_mod(&self, file: &str, cache: &Path) -> Result<PathBuf, String> {
         let meta: Value = self

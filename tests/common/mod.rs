@@ -7,6 +7,7 @@ pub mod inventory;
 pub mod link;
 pub mod metrics;
 pub mod players;
+pub mod portal;
 pub mod saves;
 pub mod subspace;
 

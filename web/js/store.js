@@ -122,6 +122,7 @@ export function applyEvent(name, data) {
       break;
     case "save_progress":
     case "bulk_progress":
+    case "mod_progress":
       emit(name, data);
       break;
     default:

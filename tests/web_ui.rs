@@ -165,7 +165,7 @@ async fn web_ui_in_a_real_browser() {
     assert!(!token.is_empty(), "first boot prints a login token");
     let api = Api::new(&controller.url(""), &token);
     let join = join_token(&cdir);
-    let _host = HostProcess::start(
+    let host = HostProcess::start(
         &root.path().join("host-one"),
         &controller.url(""),
         &join,
@@ -536,6 +536,40 @@ async fn web_ui_in_a_real_browser() {
         }
         Ok(())
     })
+    .await;
+
+    ui.step(
+        "a_crash_says_why_first_and_shows_the_output_as_lines",
+        async {
+            let (s, v) = api.post("/api/v1/instances/alpha/start", json!({})).await;
+            if s != 200 {
+                bail!("start: {s} {v}");
+            }
+            let Some(pid) = host.factorio_pid("alpha") else {
+                bail!("alpha's game has no pid");
+            };
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            ui.route("#/instances/alpha").await?;
+            ui.wait_text("#instance-status .badge", "crashed").await?;
+            // The status line says what happened, in one line, without the output.
+            let said = ui.text(".inst-message").await?.unwrap_or_default();
+            if !said.contains("killed by signal 9") || said.contains("last output") {
+                bail!("the status line says {said:?}");
+            }
+            // The details say it once more, with the game's last lines as lines, folded away.
+            ui.wait_js(
+            "the output as lines",
+            "(() => { const p = document.querySelector('.inst-report details pre.inst-output'); \
+             return !!p && p.textContent.split('\\n').length > 1; })()",
+        )
+        .await?;
+            let summary = ui.text(".inst-report strong").await?.unwrap_or_default();
+            if !summary.contains("killed by signal 9") {
+                bail!("the details say {summary:?}");
+            }
+            Ok(())
+        },
+    )
     .await;
 
     ui.step("delete_an_instance_after_confirming", async {

@@ -39,9 +39,9 @@ fn unique(dir: &Path, what: &str, name: &str) -> PathBuf {
     dir.join(format!(".{what}-{}-{n}-{name}", std::process::id()))
 }
 
-type Resp = warp::reply::Response;
+pub(super) type Resp = warp::reply::Response;
 
-fn error(e: ApiError) -> Resp {
+pub(super) fn error(e: ApiError) -> Resp {
     warp::reply::with_status(
         warp::reply::json(&e.to_json()),
         StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -90,7 +90,8 @@ async fn user(
     Ok(actor)
 }
 
-async fn host(ctl: &Controller, header: Option<String>) -> Result<i64, ApiError> {
+/// The host a host token belongs to (routes only hosts use).
+pub(super) async fn host(ctl: &Controller, header: Option<String>) -> Result<i64, ApiError> {
     let token = auth::bearer(header.as_deref())?.to_string();
     match ctl
         .store

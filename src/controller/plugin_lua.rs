@@ -13,7 +13,7 @@
 use super::Controller;
 use super::auth;
 use super::error::ApiError;
-use crate::store::{self, Store, StoreError, TokenOwner};
+use crate::store::{self, Store, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -436,31 +436,8 @@ pub fn enabled_for(config: &Value, plugin: &str) -> bool {
 
 // --- HTTP: hosts fetch bundles. ---
 
-type Resp = warp::reply::Response;
+use super::files::{Resp, error, host as host_of};
 
-fn error(e: ApiError) -> Resp {
-    warp::reply::with_status(
-        warp::reply::json(&e.to_json()),
-        StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-    )
-    .into_response()
-}
-
-async fn host_of(ctl: &Controller, header: Option<String>) -> Result<i64, ApiError> {
-    let token = auth::bearer(header.as_deref())?.to_string();
-    match ctl
-        .store
-        .read(move |c| store::tokens::resolve(c, &token))
-        .await?
-    {
-        Some(TokenOwner::Host { host_id, .. }) => Ok(host_id),
-        Some(_) => Err(ApiError::forbidden("this route is for hosts")),
-        None => Err(ApiError::unauthorized("invalid or revoked token")),
-    }
-}
-
-/// `GET /api/v1/host/plugin-lua?instance=ID`: the bundles instance ID (assigned to the asking
-/// host) gets at its next start: `[{plugin, kind, version, sha256}]`.
 async fn host_list(ctl: Arc<Controller>, header: Option<String>, query: String) -> Resp {
     let result = async {
         let host_id = host_of(&ctl, header).await?;

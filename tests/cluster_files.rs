@@ -194,7 +194,7 @@ async fn a_host_says_clearly_why_it_cannot_join() {
     let out = host_cmd(&root.path().join("w"), &c.url(""), &join, "")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("SLAVE_NAME"));
 
     // An unreachable controller is not fatal: the host says so and keeps trying.

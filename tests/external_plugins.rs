@@ -543,8 +543,32 @@ async fn refusals_bad_declarations_and_a_flood() {
         .post("/api/v1/external-plugins/alpha/token", json!({}))
         .await;
     assert_eq!(s, 403, "{v}");
+    // A role may hold what the plugin declared (and nothing it did not); its users reach the
+    // plugin's requests.
+    let (s, v) = api
+        .post(
+            "/api/v1/roles",
+            json!({"name": "alpha users", "permissions": ["alpha.other"]}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, role) = api
+        .post(
+            "/api/v1/roles",
+            json!({"name": "alpha users", "permissions": ["alpha.use"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{role}");
+    let (s, v) = api
+        .post(
+            "/api/v1/users",
+            json!({"user": "helper", "roles": [role["id"]]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let helper = common::user_token(&cdir, "helper");
     let call = {
-        let api = Api::new(&c.url(""), &c.first_token);
+        let api = Api::new(&c.url(""), &helper);
         tokio::spawn(async move {
             api.post(
                 "/api/v1/external-plugins/alpha/requests/alpha.hello",

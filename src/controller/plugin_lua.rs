@@ -426,12 +426,14 @@ pub fn bundle_from_files(
     Ok(bundle)
 }
 
-/// What the instance-config switch says: the Lua-carrying plugins not named in
-/// `lua_plugins.disabled` of the instance's config run for it.
+/// The one rule for plugins from outside the binary (Lua-only and external): a plugin runs for
+/// an instance unless its config lists it in `lua_plugins.disabled` or switches it off with the
+/// plugin's own `<name>.load_plugin` (an external plugin declares that field).
 pub fn enabled_for(config: &Value, plugin: &str) -> bool {
-    !config["lua_plugins"]["disabled"]
+    let listed = config["lua_plugins"]["disabled"]
         .as_array()
-        .is_some_and(|l| l.iter().any(|n| n.as_str() == Some(plugin)))
+        .is_some_and(|l| l.iter().any(|n| n.as_str() == Some(plugin)));
+    !listed && config[plugin]["load_plugin"].as_bool() != Some(false)
 }
 
 // --- HTTP: hosts fetch bundles. ---

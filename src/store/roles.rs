@@ -26,8 +26,13 @@ fn decode((id, name, description, perms): (i64, String, String, String)) -> Resu
     })
 }
 
-pub fn validate_permissions(perms: &[String]) -> Result<()> {
-    match perms.iter().find(|p| permissions::find(p).is_none()) {
+/// Every name is a built-in permission or one an external plugin declared.
+pub fn validate_permissions(conn: &Connection, perms: &[String]) -> Result<()> {
+    let known = |p: &String| {
+        permissions::find(p).is_some()
+            || crate::plugins::external::store::declares_permission(conn, p)
+    };
+    match perms.iter().find(|p| !known(p)) {
         Some(p) => Err(StoreError::Invalid(format!(
             "unknown permission '{p}' (GET /api/v1/permissions lists them)"
         ))),
@@ -105,7 +110,7 @@ pub fn create(
     description: &str,
     perms: &[String],
 ) -> Result<Role> {
-    validate_permissions(perms)?;
+    validate_permissions(conn, perms)?;
     let next: i64 = conn.query_row(
         "SELECT MAX(COALESCE(MAX(id) + 1, 0), ?1) FROM roles",
         [FIRST_CUSTOM_ROLE_ID],
@@ -139,7 +144,7 @@ pub fn update(
 ) -> Result<Role> {
     let old = get(conn, id)?;
     if let Some(p) = perms {
-        validate_permissions(p)?;
+        validate_permissions(conn, p)?;
         if id == ROLE_ADMIN_ID {
             return Err(StoreError::Invalid(
                 "the Cluster Admin role always has core.admin".into(),

@@ -373,9 +373,10 @@ impl Declaration {
         None
     }
 
-    /// Is the plugin switched on for an instance with this config (`<name>.load_plugin`)?
+    /// Is the plugin switched on for an instance with this config (`<name>.load_plugin`, and not
+    /// listed in `lua_plugins.disabled`)?
     pub fn enabled_for(&self, instance_config: &Value) -> bool {
-        instance_config[&self.name]["load_plugin"].as_bool() != Some(false)
+        crate::controller::plugin_lua::enabled_for(instance_config, &self.name)
     }
 
     /// Its settings for the schemas (leaked: a schema holds `'static` fields; this runs once per

@@ -92,6 +92,28 @@ pub fn save_declaration(
     Ok(())
 }
 
+/// Whether an external plugin (not revoked) declared the permission `name`, so that roles may
+/// hold it like a built-in one. Without the table (a store opened without the controller's
+/// migrations) nothing is declared.
+pub fn declares_permission(conn: &Connection, name: &str) -> bool {
+    let Some((plugin, _)) = name.split_once('.') else {
+        return false;
+    };
+    let declaration: Option<String> = conn
+        .query_row(
+            "SELECT declaration FROM external_plugins WHERE name = ?1 AND revoked_at IS NULL",
+            [plugin],
+            |r| r.get(0),
+        )
+        .optional()
+        .ok()
+        .flatten()
+        .flatten();
+    declaration
+        .and_then(|d| serde_json::from_str::<super::declaration::Declaration>(&d).ok())
+        .is_some_and(|d| d.permissions.iter().any(|p| p.name == name))
+}
+
 pub fn touch(conn: &Connection, name: &str) -> store::Result<()> {
     conn.execute(
         "UPDATE external_plugins SET last_seen = ?2 WHERE name = ?1",

@@ -258,6 +258,8 @@ fn the_egg_variables_are_the_ones_the_binary_reads() {
         "DOCKER_MEMORY_LIMIT_MB",
         "DOCKER_CPU_LIMIT",
         "DOCKER_KEEP_RUNNING",
+        // A mirror of the mod portal is rare: set on the web UI's settings page.
+        "MOD_PORTAL_URL",
     ];
     for v in read {
         assert!(

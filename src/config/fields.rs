@@ -381,12 +381,12 @@ pub static CONTROLLER: &[Field] = &[
         .env(&["MOD_PORTAL_URL"]),
     Field::new("mod_portal_username", text(255), D::Str(""))
         .title("factorio.com username")
-        .about("factorio.com login the controller downloads portal mods with.")
+        .about("factorio.com login: the slave's games publish themselves with it unless a game's config sets one, and the master downloads mods from the portal with it.")
         .section("Mods")
         .env(&["FACTORIO_USERNAME"]),
     Field::new("mod_portal_token", text(255), D::Str(""))
         .title("factorio.com token")
-        .about("The factorio.com token for that login (from factorio.com/profile).")
+        .about("factorio.com authentication token for that login (from factorio.com/profile).")
         .section("Mods")
         .env(&["FACTORIO_TOKEN"])
         .secret(),
@@ -466,7 +466,7 @@ pub static HOST: &[Field] = &[
         .restart(),
     Field::new("factorio_username", text(255), D::Str(""))
         .title("factorio.com username")
-        .about("factorio.com login this slave's games use to publish themselves, unless a game's config sets one.")
+        .about("factorio.com login: the slave's games publish themselves with it unless a game's config sets one, and the master downloads mods from the portal with it.")
         .section(GAME)
         .env(&["FACTORIO_USERNAME"])
         .restart(),

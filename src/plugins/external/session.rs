@@ -1,6 +1,7 @@
 //! One external plugin's link session: seq/ack/resume like any session (the shared
 //! [`Endpoint`]), a rate limit on what the plugin sends, and the socket loop.
 
+use crate::limits::TokenBucket;
 use crate::link::endpoint::{Endpoint, Wire};
 use crate::link::{Accept, ErrorBody, Frame};
 use serde_json::Value;
@@ -27,37 +28,10 @@ impl Wire for Socket {
     }
 }
 
-/// A token bucket: `rate` messages a second, bursts up to one second's worth.
-#[derive(Debug)]
-pub struct Bucket {
-    rate: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    pub fn new(rate: u64) -> Self {
-        let rate = rate.max(1) as f64;
-        Bucket {
-            rate,
-            tokens: rate,
-            at: Instant::now(),
-        }
-    }
-
-    /// Takes one token if there is one.
-    pub fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.rate);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+/// The plugin's rate limit: `rate` messages a second, bursts up to one second's worth.
+fn bucket(rate: u64) -> TokenBucket {
+    let rate = u32::try_from(rate.max(1)).unwrap_or(u32::MAX);
+    TokenBucket::new(rate, rate)
 }
 
 pub struct PluginSession {
@@ -69,7 +43,7 @@ pub struct PluginSession {
     dead: AtomicBool,
     /// Held while one inbound frame is applied (a resumed socket waits for the old one).
     pub applying: tokio::sync::Mutex<()>,
-    bucket: Mutex<Bucket>,
+    bucket: Mutex<TokenBucket>,
     pub connected_at: i64,
 }
 
@@ -83,7 +57,7 @@ impl PluginSession {
             generation: AtomicU64::new(0),
             dead: AtomicBool::new(false),
             applying: tokio::sync::Mutex::new(()),
-            bucket: Mutex::new(Bucket::new(rate)),
+            bucket: Mutex::new(bucket(rate)),
             connected_at: crate::store::now_ms(),
         }
     }
@@ -107,7 +81,7 @@ impl PluginSession {
     }
 
     pub fn set_rate(&self, rate: u64) {
-        *self.bucket.lock().unwrap_or_else(|e| e.into_inner()) = Bucket::new(rate);
+        *self.bucket.lock().unwrap_or_else(|e| e.into_inner()) = bucket(rate);
     }
 
     /// May the plugin send one more message now?
@@ -231,7 +205,7 @@ mod tests {
 
     #[test]
     fn the_bucket_admits_a_seconds_worth_then_refuses() {
-        let mut b = Bucket::new(10);
+        let mut b = bucket(10);
         let admitted = (0..100).filter(|_| b.take()).count();
         assert!((10..=11).contains(&admitted), "{admitted}");
     }

@@ -22,6 +22,34 @@ pub enum SaveError {
     Io(#[from] std::io::Error),
 }
 
+/// Base64 (standard alphabet) for binary files the JSON API carries, e.g. `mod-settings.dat`.
+pub fn encode_base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Reads [`encode_base64`]'s text, forgiving what people paste: whitespace and line breaks,
+/// missing padding, the URL-safe alphabet. `None` if it is not base64.
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let cleaned: String = text
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace() && *c != '=')
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    let lenient = GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true);
+    GeneralPurpose::new(&base64::alphabet::STANDARD, lenient)
+        .decode(cleaned)
+        .ok()
+}
+
 /// A save or mod file name: no directories, no `..`, ends in `.zip`.
 pub fn validate_name(name: &str) -> Result<(), SaveError> {
     let ok = name.len() <= 200
@@ -219,5 +247,27 @@ mod tests {
             .unwrap();
         w.finish().unwrap();
         assert!(check_save_zip(&path, "x.zip").is_ok());
+    }
+
+    #[test]
+    fn base64_round_trips_and_forgives_pasting() {
+        for b in [
+            &b""[..],
+            b"a",
+            b"ab",
+            b"abc",
+            b"abcd",
+            &[0, 255, 7, 9, 200, 251],
+        ] {
+            assert_eq!(decode_base64(&encode_base64(b)).as_deref(), Some(b));
+        }
+        assert_eq!(decode_base64("aGVs\nbG8=").as_deref(), Some(&b"hello"[..]));
+        assert_eq!(decode_base64("aGVsbG8").as_deref(), Some(&b"hello"[..]));
+        assert_eq!(
+            decode_base64("-_8").as_deref(),
+            decode_base64("+/8").as_deref()
+        );
+        assert!(decode_base64("a").is_none());
+        assert!(decode_base64("!!!!").is_none());
     }
 }

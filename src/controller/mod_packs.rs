@@ -159,9 +159,8 @@ fn check_version(v: &str) -> Result<(), ApiError> {
 
 /// `mod-settings.dat` from base64: a version header (4 × u16, 1 byte) and a property tree.
 fn decode_settings(b64: &str) -> Result<Vec<u8>, ApiError> {
-    use base64_lite::decode;
-    let bytes =
-        decode(b64.trim()).ok_or_else(|| ApiError::bad_request("settings_base64 is not base64"))?;
+    let bytes = crate::saves::decode_base64(b64)
+        .ok_or_else(|| ApiError::bad_request("settings_base64 is not base64"))?;
     if bytes.len() > MAX_SETTINGS_BYTES {
         return Err(ApiError::new(
             413,
@@ -176,63 +175,6 @@ fn decode_settings(b64: &str) -> Result<Vec<u8>, ApiError> {
         ));
     }
     Ok(bytes)
-}
-
-/// Tiny base64 (standard alphabet, padding optional): the JSON API carries the binary file.
-mod base64_lite {
-    fn value(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        } as u32)
-    }
-
-    pub fn decode(s: &str) -> Option<Vec<u8>> {
-        let s: Vec<u8> = s
-            .bytes()
-            .filter(|b| !b.is_ascii_whitespace() && *b != b'=')
-            .collect();
-        let mut out = Vec::with_capacity(s.len() * 3 / 4);
-        for chunk in s.chunks(4) {
-            if chunk.len() == 1 {
-                return None;
-            }
-            let mut n = 0u32;
-            for (i, c) in chunk.iter().enumerate() {
-                n |= value(*c)? << (18 - 6 * i);
-            }
-            out.push((n >> 16) as u8);
-            if chunk.len() > 2 {
-                out.push((n >> 8) as u8);
-            }
-            if chunk.len() > 3 {
-                out.push(n as u8);
-            }
-        }
-        Some(out)
-    }
-
-    pub fn encode(b: &[u8]) -> String {
-        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in b.chunks(3) {
-            let n = (chunk[0] as u32) << 16
-                | (*chunk.get(1).unwrap_or(&0) as u32) << 8
-                | *chunk.get(2).unwrap_or(&0) as u32;
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -466,7 +408,7 @@ pub async fn for_host(ctl: &Controller, host_id: i64, pack: &str) -> Result<Valu
         "name": p.name,
         "factorio_version": p.factorio_version,
         "mods": out,
-        "settings_base64": settings.map(|s| base64_lite::encode(&s)),
+        "settings_base64": settings.map(|s| crate::saves::encode_base64(&s)),
     }))
 }
 
@@ -486,19 +428,4 @@ async fn stored_file(
         })
         .max_by_key(|(v, _)| *v)
         .map(|(_, f)| f))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::base64_lite::{decode, encode};
-
-    #[test]
-    fn base64_round_trips() {
-        for b in [&b""[..], b"a", b"ab", b"abc", b"abcd", &[0, 255, 7, 9, 200]] {
-            assert_eq!(decode(&encode(b)).unwrap(), b);
-        }
-        assert_eq!(decode("aGVsbG8=").unwrap(), b"hello");
-        assert!(decode("a").is_none());
-        assert!(decode("!!!!").is_none());
-    }
 }

@@ -85,24 +85,6 @@ fn pack_mod(spec: &str) -> Value {
     }
 }
 
-fn b64(b: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in b.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                A[((n >> (18 - 6 * i)) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
-
 fn pack_table(out: &Output, p: &Value) -> String {
     let mut t = Table::new(&["MOD", "VERSION", "ENABLED"]);
     for m in p["mods"].as_array().into_iter().flatten() {
@@ -172,7 +154,7 @@ async fn pack(client: &Client, out: &Output, cmd: PackCommand) -> anyhow::Result
             if let Some(path) = settings {
                 let data =
                     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                body["settings_base64"] = json!(b64(&data));
+                body["settings_base64"] = json!(crate::saves::encode_base64(&data));
             }
             let p = client
                 .post("/mod_packs", &body)

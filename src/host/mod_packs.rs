@@ -8,38 +8,6 @@ use crate::saves;
 use serde_json::{Value, json};
 use std::path::Path;
 
-fn decode_b64(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let s: Vec<u8> = s.bytes().filter(|b| *b != b'=').collect();
-    let mut out = Vec::new();
-    for chunk in s.chunks(4) {
-        if chunk.len() == 1 {
-            return None;
-        }
-        let mut n = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            n |= val(*c)? << (18 - 6 * i);
-        }
-        out.push((n >> 16) as u8);
-        if chunk.len() > 2 {
-            out.push((n >> 8) as u8);
-        }
-        if chunk.len() > 3 {
-            out.push(n as u8);
-        }
-    }
-    Some(out)
-}
-
 /// Installs `pack` into `mod_dir`; returns the `mod-list.json` entries it adds.
 pub async fn apply(
     transfer: &Transfer,
@@ -74,7 +42,7 @@ pub async fn apply(
     let settings = mod_dir.join("mod-settings.dat");
     match p["settings_base64"].as_str() {
         Some(b64) => {
-            let bytes = decode_b64(b64)
+            let bytes = saves::decode_base64(b64)
                 .ok_or_else(|| format!("mod pack {pack}: its mod-settings.dat is not base64"))?;
             saves::write_atomic(&settings, &bytes)
                 .map_err(|e| format!("writing mod-settings.dat: {e}"))?;

@@ -214,6 +214,12 @@ pub async fn serve(
                     silent.spoke(id);
                 }
                 req.extensions_mut().insert(PeerAddr(addr));
+                // An upgrade (the link socket) is finished by its route with its own settings.
+                if req.headers().contains_key(hyper::header::UPGRADE) {
+                    let on = hyper::upgrade::on(&mut req);
+                    req.extensions_mut()
+                        .insert(crate::controller::ws::UpgradeSlot::new(on));
+                }
                 let mut filtered = filtered.clone();
                 async move { tower_service::Service::call(&mut filtered, req).await }
             })

@@ -1,8 +1,9 @@
 //! Live link sessions: which hosts are connected, and the event stream every subscriber gets.
 //!
-//! Events go to every subscriber's own queue; each session has a pump task that copies the
-//! events its peer may see into the session's outbox (so they wait there across a resume), and
-//! each `logs?follow` stream reads its queue as fast as its client takes the lines.
+//! Events go to every subscriber's own queue; each control session has a pump task that copies
+//! the events its user may see into the session's outbox (so they wait there across a resume),
+//! and each `logs?follow` stream reads its queue as fast as its client takes the lines. Events
+//! for hosts go straight into every host session's outbox, serialised once for all of them.
 //!
 //! A queue holds at most [`SUBSCRIBER_EVENTS`] events and [`SUBSCRIBER_BYTES`] bytes of event
 //! data: a subscriber that falls that far behind (a frozen browser tab) is dropped — a session
@@ -11,6 +12,7 @@
 
 use super::session::{Peer, Session, SessionLimits};
 use crate::link::ErrorBody;
+use crate::link::endpoint::SharedEvent;
 use crate::store::{InstanceRecord, Role, User};
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
@@ -297,7 +299,25 @@ impl Hub {
         let ev = Arc::new(event);
         // What holding this event costs a subscriber (its data dominates).
         let bytes = approximate_size(&ev.data) + 64;
+        // Held while the event goes to everyone, so every host and subscriber sees events in
+        // the same order.
         let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        if ev.to_hosts {
+            // Hosts get it straight into their sessions' outboxes (kept across a resume), its
+            // data serialised once for all of them: no task per host, no copy per host.
+            let hosts: Vec<Arc<Session>> = self
+                .sessions()
+                .values()
+                .filter(|s| s.host_id().is_some())
+                .cloned()
+                .collect();
+            if !hosts.is_empty() {
+                let shared = SharedEvent::new(ev.name, &ev.data);
+                for s in &hosts {
+                    s.send_shared_event(&shared);
+                }
+            }
+        }
         subs.retain(|w| w.strong_count() > 0);
         for sub in subs.iter().filter_map(Weak::upgrade) {
             let was_behind = sub.lock().lost > 0;
@@ -335,34 +355,36 @@ impl Hub {
         }
     }
 
-    /// Registers a new session and starts copying events to it.
+    /// Registers a new session. A control client's session gets a task that copies the events
+    /// its user may see; hosts get theirs from [`Self::publish`] directly.
     pub fn add_session(self: &Arc<Self>, session: Arc<Session>) {
+        let (actor, token) = match &session.peer {
+            Peer::Control { actor, token } => (actor.clone(), token.clone()),
+            Peer::Host { .. } => {
+                self.sessions().insert(session.id.clone(), session);
+                return;
+            }
+        };
         self.sessions().insert(session.id.clone(), session.clone());
         let mut events = self.subscription(false);
         let hub = self.clone();
-        let mut watch = match &session.peer {
-            Peer::Control { actor, token } => Some(self.watch(token, actor)),
-            Peer::Host { .. } => None,
-        };
+        let mut watch = self.watch(&token, &actor);
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     ev = events.recv() => match ev {
                         Ok(ev) => {
-                            let data = match watch.as_mut() {
-                                None => ev.to_hosts.then(|| ev.data.clone()),
-                                Some(w) => match w.actor(&hub).await {
-                                    None => {
-                                        hub.remove(&session, ErrorBody::new("revoked", "this login is no longer valid (token revoked or user deleted)"));
-                                        break;
-                                    }
-                                    Some(actor) if !actor.has(ev.permission) => None,
-                                    Some(actor) if ev.instance_view => Some(super::view_for(
-                                        actor.has(INSTANCE_CONFIG_READ),
-                                        ev.data.clone(),
-                                    )),
-                                    Some(_) => Some(ev.data.clone()),
-                                },
+                            let data = match watch.actor(&hub).await {
+                                None => {
+                                    hub.remove(&session, ErrorBody::new("revoked", "this login is no longer valid (token revoked or user deleted)"));
+                                    break;
+                                }
+                                Some(actor) if !actor.has(ev.permission) => None,
+                                Some(actor) if ev.instance_view => Some(super::view_for(
+                                    actor.has(INSTANCE_CONFIG_READ),
+                                    ev.data.clone(),
+                                )),
+                                Some(_) => Some(ev.data.clone()),
                             };
                             if let Some(data) = data {
                                 session.send_event(ev.name, data);

@@ -23,6 +23,7 @@ mod session;
 mod settings;
 mod socket;
 mod web;
+pub mod ws;
 
 use crate::config::{ControllerConfig, Schemas};
 use crate::link::SOCKET_PATH;
@@ -287,16 +288,21 @@ fn routes(ctl: Arc<Controller>) -> crate::limits::Routes {
     let socket = warp::path("api")
         .and(warp::path("socket"))
         .and(warp::path::end())
-        .and(warp::ws())
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<ws::UpgradeSlot>())
         .and(crate::limits::remote())
         .and(with_ctl.clone())
         .map(
-            |ws: warp::ws::Ws, addr: Option<SocketAddr>, ctl: Arc<Controller>| {
+            |headers: warp::http::HeaderMap,
+             slot: Option<ws::UpgradeSlot>,
+             addr: Option<SocketAddr>,
+             ctl: Arc<Controller>| {
                 // Frames above our limit get a clear error; far above it the socket is closed.
                 let max = ctl.cfg.max_message_bytes * 4;
-                ws.max_message_size(max)
-                    .max_frame_size(max)
-                    .on_upgrade(move |socket| socket::serve(socket, ctl, addr))
+                ws::upgrade(&headers, slot, max, move |socket| {
+                    socket::serve(socket, ctl, addr)
+                })
             },
         );
     debug_assert_eq!(SOCKET_PATH, "/api/socket");
@@ -527,18 +533,24 @@ impl Controller {
             .collect())
     }
 
+    /// A host's view: reads only its own instances, so it costs the same however large the
+    /// cluster is.
     pub async fn host_view(&self, host: HostRecord) -> Result<Value, ApiError> {
         let id = host.id;
-        let instances = self
+        let mine = self
             .store
-            .read(move |c| {
-                Ok(store::instances::list(c)?
-                    .into_iter()
-                    .filter(|i| i.host_id == Some(id))
-                    .map(|i| json!({ "id": i.id, "name": i.name }))
-                    .collect::<Vec<_>>())
-            })
+            .read(move |c| store::instances::list_for_host(c, id))
             .await?;
+        self.host_view_of(host, &mine)
+    }
+
+    /// A host's view from its record and its instances (`mine`; others are ignored).
+    fn host_view_of(&self, host: HostRecord, mine: &[InstanceRecord]) -> Result<Value, ApiError> {
+        let instances: Vec<Value> = mine
+            .iter()
+            .filter(|i| i.host_id == Some(host.id))
+            .map(|i| json!({ "id": i.id, "name": i.name }))
+            .collect();
         let mut v = serde_json::to_value(&host)
             .map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
         v["connected"] = json!(self.hub.host_connected(host.id));
@@ -553,13 +565,25 @@ impl Controller {
         Ok(v)
     }
 
+    /// Every host's view, from one read of hosts and instances.
     pub async fn host_views(&self) -> Result<Vec<Value>, ApiError> {
-        let hosts = self.store.read(store::hosts::list).await?;
-        let mut out = Vec::with_capacity(hosts.len());
-        for h in hosts {
-            out.push(self.host_view(h).await?);
+        let (hosts, instances) = self
+            .store
+            .read(|c| Ok((store::hosts::list(c)?, store::instances::list(c)?)))
+            .await?;
+        let mut by_host: HashMap<i64, Vec<InstanceRecord>> = HashMap::new();
+        for i in instances {
+            if let Some(h) = i.host_id {
+                by_host.entry(h).or_default().push(i);
+            }
         }
-        Ok(out)
+        hosts
+            .into_iter()
+            .map(|h| {
+                let mine = by_host.remove(&h.id).unwrap_or_default();
+                self.host_view_of(h, &mine)
+            })
+            .collect()
     }
 
     /// Assigns an instance to a host (named, or the least-loaded connected one), commits, then
@@ -680,43 +704,58 @@ impl Controller {
     }
 
     /// A host's socket is attached: send it its desired state and tell subscribers. On a new
-    /// session, what we knew of its instances is unconfirmed until it reports again.
+    /// session, what we knew of its instances is unconfirmed until it reports again. Reads only
+    /// this host's instances: connecting costs the same however large the cluster is.
     async fn host_connected(&self, session: &Arc<Session>, resumed: bool) {
         let Some(host_id) = session.host_id() else {
             return;
         };
         if !resumed
-            && let Ok(all) = self.store.read(store::instances::list).await
+            && let Ok(mine) = self
+                .store
+                .read(move |c| store::instances::list_for_host(c, host_id))
+                .await
             && let Ok(mut live) = self.live.lock()
         {
-            for i in all.iter().filter(|i| i.host_id == Some(host_id)) {
+            for i in &mine {
                 live.remove(&i.id);
             }
         }
         // Only now does the host count as connected: nobody may see its old, unconfirmed state.
         self.hub.host_attached(session);
         tracing::info!(host_id, "host connected");
-        match self.store.read(store::instances::list).await {
-            Ok(all) => {
-                let mine: Vec<_> = all
-                    .into_iter()
-                    .filter(|i| i.host_id == Some(host_id))
-                    .collect();
-                // The cluster's name (for server names) and the users (for the admin, ban and
-                // white lists: changes made while the host was away reach its running games).
-                let users = self.user_records().await.unwrap_or(Value::Null);
-                session.send_event(
-                    "instances_sync",
-                    json!({
-                        "instances": mine,
-                        "cluster_name": self.settings().cluster_name,
-                        "users": users,
-                    }),
-                );
+        // Read after attaching: an assignment committed before this point either reached the
+        // host over the link already or is in this list.
+        let mine = match self
+            .store
+            .read(move |c| {
+                Ok((
+                    store::hosts::find(c, &host_id.to_string())?,
+                    store::instances::list_for_host(c, host_id)?,
+                ))
+            })
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(error = %e, host_id, "reading a host's instances");
+                return;
             }
-            Err(e) => tracing::error!(error = %e, "reading instances for a host"),
+        };
+        // The cluster's name (for server names) and the users (for the admin, ban and white
+        // lists: changes made while the host was away reach its running games).
+        let users = self.user_records().await.unwrap_or(Value::Null);
+        session.send_event(
+            "instances_sync",
+            json!({
+                "instances": mine.1,
+                "cluster_name": self.settings().cluster_name,
+                "users": users,
+            }),
+        );
+        if let (Some(host), instances) = mine {
+            self.publish_host_of(host, instances);
         }
-        self.publish_host(host_id).await;
         self.plugins_host_connected(host_id).await;
     }
 
@@ -742,11 +781,29 @@ impl Controller {
 
     /// Publishes a host's view and those of its instances (their derived status changes).
     async fn publish_host(&self, host_id: i64) {
-        self.publish_host_view(host_id).await;
-        if let Ok(views) = self.instance_views().await {
-            for v in views.iter().filter(|v| v["host_id"] == json!(host_id)) {
-                self.hub.publish(Event::instance_updated(v));
-            }
+        let found = self
+            .store
+            .read(move |c| {
+                Ok((
+                    store::hosts::find(c, &host_id.to_string())?,
+                    store::instances::list_for_host(c, host_id)?,
+                ))
+            })
+            .await;
+        if let Ok((Some(host), mine)) = found {
+            self.publish_host_of(host, mine);
+        }
+    }
+
+    /// [`Self::publish_host`] from the host's record and its instances, already read.
+    fn publish_host_of(&self, host: HostRecord, mine: Vec<InstanceRecord>) {
+        if let Ok(view) = self.host_view_of(host.clone(), &mine) {
+            self.hub.publish(Event::host_updated(&view));
+        }
+        let names = HashMap::from([(host.id, host.name)]);
+        for rec in mine {
+            let view = self.view_of(rec, &names);
+            self.hub.publish(Event::instance_updated(&view));
         }
     }
 

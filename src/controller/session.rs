@@ -8,7 +8,7 @@
 
 use super::auth::Actor;
 use crate::limits::TokenBucket;
-use crate::link::endpoint::{Endpoint, Wire};
+use crate::link::endpoint::{Endpoint, SharedEvent, Wire};
 use crate::link::{Accept, ErrorBody, Frame, SendError};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -321,6 +321,16 @@ impl Session {
                 self.check(self.link.send_event(name, data))
         {
             tracing::warn!(session = %self.id, event = name, error = %e, "event not sent");
+        }
+    }
+
+    /// Sends an event serialised once for many sessions.
+    pub fn send_shared_event(&self, event: &SharedEvent) {
+        if !self.is_dead()
+            && let Err(e @ SendError::TooLarge { .. }) =
+                self.check(self.link.send_shared_event(event))
+        {
+            tracing::warn!(session = %self.id, error = %e, "event not sent");
         }
     }
 

@@ -5,6 +5,7 @@ use super::auth::{self, Actor};
 use super::error::ApiError;
 use super::requests::ControlRequest;
 use super::session::{Outgoing, Peer, Session, WriteBudget};
+use super::ws::{Message, WebSocket};
 use crate::link::{Accept, ErrorBody, Frame, Hello, PROTOCOL_VERSION, Ready};
 use crate::store::{self, TokenOwner};
 use futures_util::{SinkExt, StreamExt};
@@ -13,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use warp::ws::{Message, WebSocket};
 
 /// A client must say hello within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,13 +74,14 @@ pub async fn serve(ws: WebSocket, ctl: Arc<Controller>, addr: Option<SocketAddr>
                 out = rx.recv() => match out {
                     Some(Outgoing::Text(text)) => {
                         metrics.link_message("out", "frame");
-                        let sent = sink.send(Message::text(text.to_string())).await;
-                        writer_budget.written(text.len());
+                        let n = text.len();
+                        let sent = sink.send(Message::shared(text)).await;
+                        writer_budget.written(n);
                         if sent.is_err() { break; }
                     }
                     Some(Outgoing::Resend(text)) => {
                         metrics.link_message("out", "frame");
-                        if sink.send(Message::text(text.to_string())).await.is_err() { break; }
+                        if sink.send(Message::shared(text)).await.is_err() { break; }
                     }
                     Some(Outgoing::Close(reason)) => {
                         let _ = sink.send(Message::text(Frame::Close(reason.clone()).to_text())).await;

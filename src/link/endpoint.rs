@@ -83,6 +83,19 @@ impl<W: Wire> Endpoint<W> {
         })
     }
 
+    /// Sends an event serialised once for many sessions (see [`SharedEvent`]).
+    pub fn send_shared_event(&self, event: &SharedEvent) -> Result<(), SendError> {
+        let mut st = self.lock();
+        let ack = st.inbox.last_seq();
+        let text = st
+            .outbox
+            .push_text(|seq| ("event", event.frame(seq, ack)))?;
+        if let Some(socket) = &st.socket {
+            socket.send_text(text);
+        }
+        Ok(())
+    }
+
     pub fn respond(&self, id: u64, result: Result<Value, ErrorBody>) -> Result<(), SendError> {
         let (ok, error) = match result {
             Ok(v) => (Some(v), None),
@@ -171,5 +184,38 @@ impl<W: Wire> Endpoint<W> {
 
     pub fn is_attached(&self) -> bool {
         self.lock().socket.is_some()
+    }
+}
+
+/// An event's name and data written out once; each session only splices its seq and ack into
+/// the envelope, so fanning one event out to a thousand hosts serialises its data once.
+#[derive(Debug, Clone)]
+pub struct SharedEvent {
+    /// `{"type":"event","name":…,"seq":`: up to where the seq goes.
+    head: Arc<str>,
+    /// `,"data":…}`: what follows the ack.
+    tail: Arc<str>,
+}
+
+impl SharedEvent {
+    pub fn new(name: &str, data: &Value) -> Self {
+        // Serialising a `Value` or a `str` cannot fail: every map key is a string.
+        let name = serde_json::to_string(name).unwrap_or_else(|_| "\"\"".into());
+        let data = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
+        SharedEvent {
+            head: Arc::from(format!(r#"{{"type":"event","name":{name},"seq":"#)),
+            tail: Arc::from(format!(r#","data":{data}}}"#)),
+        }
+    }
+
+    /// The frame's text for one session.
+    pub fn frame(&self, seq: u64, ack: u64) -> String {
+        let mut text = String::with_capacity(self.head.len() + self.tail.len() + 32);
+        text.push_str(&self.head);
+        text.push_str(&seq.to_string());
+        text.push_str(",\"ack\":");
+        text.push_str(&ack.to_string());
+        text.push_str(&self.tail);
+        text
     }
 }

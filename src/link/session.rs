@@ -88,16 +88,28 @@ impl Outbox {
     /// Gives `build` the next seq, keeps the frame until acknowledged and returns its text.
     /// Nothing changes when it is refused (the seq is not used).
     pub fn push(&mut self, build: impl FnOnce(u64) -> Frame) -> Result<Arc<str>, SendError> {
+        self.push_text(|seq| {
+            let frame = build(seq);
+            (frame_kind(&frame), frame.to_text())
+        })
+    }
+
+    /// Like [`Self::push`] for a frame whose text is already written (`build` gets the seq and
+    /// returns the frame's kind and text): an event serialised once for many sessions is only
+    /// spliced into each session's envelope.
+    pub fn push_text(
+        &mut self,
+        build: impl FnOnce(u64) -> (&'static str, String),
+    ) -> Result<Arc<str>, SendError> {
         let l = self.limits;
         if self.unacked.len() >= l.outbox_frames || self.bytes > l.outbox_bytes {
             return Err(self.overflow());
         }
         let seq = self.next_seq;
-        let frame = build(seq);
-        let text = frame.to_text();
+        let (kind, text) = build(seq);
         if text.len() > l.max_frame {
             return Err(SendError::TooLarge {
-                kind: frame_kind(&frame),
+                kind,
                 size: text.len(),
                 max: l.max_frame,
             });
@@ -277,6 +289,32 @@ mod tests {
         assert!(out.is_empty());
         let text = out.push(event).unwrap();
         assert_eq!(Frame::parse(&text).unwrap().seq(), Some(1));
+    }
+
+    #[test]
+    fn an_event_spliced_from_its_serialised_data_parses_like_one_built_whole() {
+        let data = serde_json::json!({"name": "a \"quoted\" name", "n": [1, 2]});
+        let shared = super::super::endpoint::SharedEvent::new("user_updated", &data);
+        let mut out = Outbox::new(limits(10, 1 << 20, 1 << 20));
+        out.push(event).unwrap();
+        let text = out
+            .push_text(|seq| ("event", shared.frame(seq, 7)))
+            .unwrap();
+        assert_eq!(
+            Frame::parse(&text).unwrap(),
+            Frame::Event {
+                seq: 2,
+                ack: Some(7),
+                name: "user_updated".into(),
+                data,
+            }
+        );
+        let mut small = Outbox::new(limits(10, 1 << 20, 10));
+        let err = small
+            .push_text(|seq| ("event", shared.frame(seq, 0)))
+            .unwrap_err();
+        assert_eq!(err.code(), "too_large");
+        assert!(small.is_empty());
     }
 
     #[test]

@@ -64,6 +64,15 @@ pub fn list(conn: &Connection) -> Result<Vec<InstanceRecord>> {
     rows.map(|r| decode(r?)).collect()
 }
 
+/// The instances assigned to one host (reads only those rows: the `host_id` index).
+pub fn list_for_host(conn: &Connection, host_id: i64) -> Result<Vec<InstanceRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM instances WHERE host_id = ?1 ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([host_id], from_row)?;
+    rows.map(|r| decode(r?)).collect()
+}
+
 /// By id (digits) or by name.
 pub fn find(conn: &Connection, id_or_name: &str) -> Result<Option<InstanceRecord>> {
     let by_id = id_or_name.parse::<i64>().ok();

@@ -16,6 +16,7 @@ pub mod session;
 pub mod store;
 
 use crate::controller::Controller;
+use crate::controller::ws::{Message, WebSocket};
 use crate::link::{ErrorBody, Frame, PROTOCOL_VERSION};
 use crate::store::TokenOwner;
 use declaration::Declaration;
@@ -28,7 +29,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use warp::ws::{Message, WebSocket};
 
 /// The plugin API this controller speaks. Bumped on incompatible changes to the messages in
 /// docs/plugins.md; a plugin declaring another version is refused with both versions named.

@@ -112,7 +112,8 @@ pub enum HostCommand {
         /// Host name or id.
         host: String,
         /// A version like 2.0.77, or stable or latest.
-        version: String,
+        #[arg(value_name = "VERSION")]
+        factorio_version: String,
     },
     /// Print the join token new hosts register with (the slaves' MASTER_TOKEN).
     JoinToken {

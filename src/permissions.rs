@@ -42,6 +42,7 @@ permissions! {
     "core.host.generate_token", false, "Generate host token", "See and rotate the join token that lets new hosts register.";
     "core.host.revoke_token", false, "Revoke host token", "Revoke a host's token, disconnecting it.";
     "core.host.create_config", false, "Create host config", "Create configuration for a new host.";
+    "core.host.install_factorio", false, "Install Factorio", "Download and install a Factorio version on a host.";
     "core.instance.get", true, "Read instance", "See an instance's details.";
     "core.instance.list", true, "List instances", "See the instances of the cluster.";
     "core.instance.subscribe", true, "Subscribe to instances", "Receive live instance updates.";

@@ -54,6 +54,13 @@ const PLAIN_NAME: Rule = Rule {
     },
     says: "letters, digits, '-', '_' and '.'",
 };
+const FACTORIO_VERSION: Rule = Rule {
+    check: |s| {
+        s == "latest"
+            || crate::host::factorio::FactorioVersion::parse(s).is_some_and(|v| v.to_string() == s)
+    },
+    says: "latest, or a version like 2.0.77",
+};
 const PORT_LIST: Rule = Rule {
     check: |s| {
         s.chars()
@@ -153,6 +160,11 @@ pub static INSTANCE: &[Field] = &[
     Field::new("mod_pack", text_rule(100, MOD_PACK), D::Str(""))
         .title("Mod pack")
         .about("A mod pack from the controller: its mods (enabled or not) and mod settings are installed before each start; empty: none.")
+        .section(GAME)
+        .restart(),
+    Field::new("factorio_version", text_rule(20, FACTORIO_VERSION), D::Str("latest"))
+        .title("Factorio version")
+        .about("Which of its host's Factorio installs the game runs: latest (the newest installed) or a version like 2.0.77; a version the host lacks fails the start.")
         .section(GAME)
         .restart(),
     Field::new("enable_whitelist", BOOL, D::Bool(false))
@@ -481,6 +493,14 @@ pub static HOST: &[Field] = &[
         .title("Factorio directory")
         .about("The Factorio install; empty: factorio/ in the working directory.")
         .restart(),
+    Field::new("factorio_download_url", text_rule(2048, HTTP_URL), D::Str("https://factorio.com/get-download"))
+        .title("Factorio download URL")
+        .about("Where Factorio versions are installed from: <url>/<version>/headless/linux64 gives the release tarball (a mirror, or a local server in tests).")
+        .env(&["FACTORIO_DOWNLOAD_URL"]),
+    Field::new("factorio_sha256_url", text_rule(2048, HTTP_URL), D::Str("https://factorio.com/download/sha256sums/"))
+        .title("Factorio checksums URL")
+        .about("SHA-256 list of the releases (\"<hex>  <tarball>\" lines) an install is checked against; empty: no check.")
+        .env(&["FACTORIO_SHA256_URL"]),
     Field::new("instances_directory", text(4096), D::Str("instances"))
         .title("Instances directory")
         .about("Where instance directories live.")

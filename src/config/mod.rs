@@ -222,6 +222,9 @@ pub struct HostConfig {
     pub factorio_username: String,
     pub factorio_token: String,
     pub factorio_directory: String,
+    /// Installing Factorio versions: `<url>/<version>/headless/linux64`, and the SHA-256 list.
+    pub factorio_download_url: String,
+    pub factorio_sha256_url: String,
     pub instances_directory: String,
     pub log_level: LogLevel,
     pub plugins: String,

@@ -182,6 +182,18 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
             true,
         ),
         ("GET", ["hosts"]) => r("/hosts", "host_list", vec![], false),
+        ("GET", ["hosts", h]) => r(
+            "/hosts/{id}",
+            "host_get",
+            vec![("host", id_or_name(h))],
+            false,
+        ),
+        ("POST", ["hosts", h, "factorio-versions"]) => r(
+            "/hosts/{id}/factorio-versions",
+            "host_install_factorio",
+            vec![("host", id_or_name(h))],
+            true,
+        ),
         ("POST", ["hosts", h, "revoke"]) => r(
             "/hosts/{id}/revoke",
             "host_revoke",

@@ -22,6 +22,7 @@ mod schedule;
 mod session;
 mod settings;
 mod socket;
+mod versions;
 mod web;
 pub mod ws;
 
@@ -81,6 +82,8 @@ pub struct Controller {
     lifecycle: instances::Lifecycle,
     /// External-process plugins (`role: "plugin"` on the link).
     pub external: crate::plugins::external::External,
+    /// Each host's Factorio installs and installs in progress (`versions.rs`).
+    factorio: versions::HostVersions,
 }
 
 /// What a host last reported about an instance beyond its status.
@@ -143,6 +146,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         player_echoes: players::Echoes::default(),
         lifecycle: instances::Lifecycle::default(),
         external,
+        factorio: versions::HostVersions::default(),
         store,
         loaded: loaded.clone(),
         settings: std::sync::Mutex::new(loaded),
@@ -562,6 +566,7 @@ impl Controller {
             .unwrap_or(Value::Null);
         v["instances"] = json!(instances);
         v["join_host"] = json!(self.join_host(host.id));
+        (v["factorio_versions"], v["factorio_installing"]) = self.factorio.view(host.id);
         Ok(v)
     }
 
@@ -935,8 +940,12 @@ impl Controller {
                 }
             }
             "instance_log" => self.hub.publish(Event::instance_log(data)),
+            "factorio_install_progress" | "factorio_versions" => {
+                self.factorio_event(host_id, name, data).await
+            }
             "host_info" => {
                 self.host_addresses(host_id, &data).await;
+                self.factorio.set(host_id, &data["factorio_versions"]);
                 if let (Some(n), Ok(mut ports)) =
                     (data["game_ports"].as_u64(), self.host_ports.lock())
                 {
@@ -950,6 +959,8 @@ impl Controller {
                         json!({ "name": name, "error": data["backend_error"] }),
                     );
                 }
+                // The view now has the host's Factorio versions.
+                self.publish_host_view(host_id).await;
             }
             "host_metrics" => self.metrics.census.sample(host_id, data),
             "ipc_error" => {

@@ -154,6 +154,15 @@ pub enum ControlRequest {
     HostRevoke {
         host: Ref,
     },
+    /// One host's view (its Factorio versions among it).
+    HostGet {
+        host: Ref,
+    },
+    /// Download and install a Factorio version on a host (`versions.rs`).
+    HostInstallFactorio {
+        host: Ref,
+        version: String,
+    },
     JoinTokenGet,
     JoinTokenRotate,
     InstanceList,
@@ -444,6 +453,8 @@ impl ControlRequest {
             RoleDelete { .. } => vec!["core.role.delete"],
             HostList => vec!["core.host.list"],
             HostRevoke { .. } => vec!["core.host.revoke_token"],
+            HostGet { .. } => vec!["core.host.list"],
+            HostInstallFactorio { .. } => vec!["core.host.list", "core.host.install_factorio"],
             JoinTokenGet | JoinTokenRotate => vec!["core.host.generate_token"],
             InstanceList => vec!["core.instance.list"],
             InstanceGet { .. } => vec!["core.instance.get"],
@@ -685,6 +696,14 @@ impl ControlRequest {
                 ok(json!({ "deleted": id }))
             }
             HostList => ok(ctl.host_views().await?),
+            HostGet { host } => {
+                let host = host.to_string();
+                let h = store.read(move |c| store::hosts::get(c, &host)).await?;
+                ok(ctl.host_view(h).await?)
+            }
+            HostInstallFactorio { host, version } => {
+                ok(ctl.install_factorio(&who, host, version).await?)
+            }
             HostRevoke { host } => {
                 let host = host.to_string();
                 let h = store

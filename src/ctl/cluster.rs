@@ -107,6 +107,11 @@ pub async fn host(client: &Client, out: &Output, cmd: HostCommand) -> anyhow::Re
                 )
             })
         }
+        HostCommand::Show { host } => super::versions::show(client, out, &host).await,
+        HostCommand::InstallFactorio {
+            host,
+            factorio_version,
+        } => super::versions::install(client, out, &host, &factorio_version).await,
         HostCommand::Revoke { host } => {
             let reply = client
                 .post(&format!("/hosts/{}/revoke", seg(&host)), &json!({}))

@@ -14,6 +14,7 @@ mod mods;
 pub mod output;
 mod plugin;
 mod users;
+mod versions;
 
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -100,6 +101,19 @@ pub enum HostCommand {
     Revoke {
         /// Host name or id.
         host: String,
+    },
+    /// Show one host: its state, instances and installed Factorio versions.
+    Show {
+        /// Host name or id.
+        host: String,
+    },
+    /// Download and install a Factorio version on a host (beside the ones it has).
+    InstallFactorio {
+        /// Host name or id.
+        host: String,
+        /// A version like 2.0.77, or stable or latest.
+        #[arg(value_name = "VERSION")]
+        factorio_version: String,
     },
     /// Print the join token new hosts register with (the slaves' MASTER_TOKEN).
     JoinToken {

@@ -280,17 +280,14 @@ impl Host {
         inst: &Arc<Instance>,
         save: Option<String>,
     ) -> Result<(), String> {
-        let install = self
-            .install
-            .clone()
-            .ok_or("no Factorio install on this host: set factorio_directory or install Factorio into ./factorio")?;
+        let config = self.settings(inst);
+        let install = self.factorio_for(inst, config["factorio_version"].as_str().unwrap_or(""))?;
         inst.set_status(Status::Starting);
         self.report(inst, None);
         let saves_dir = inst.saves_dir();
         for d in [&saves_dir, &inst.dir.join("mods")] {
             std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
         }
-        let config = self.settings(inst);
         self.write_server_files(inst, &config)?;
         self.fetch_mods(inst, &config).await?;
 
@@ -937,10 +934,11 @@ impl Host {
             }
         } else {
             let _op = inst.ops.lock().await;
-            let install = self
-                .install
-                .clone()
-                .ok_or("no Factorio install on this host")?;
+            let wanted = self.settings(inst)["factorio_version"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let install = self.factorio_for(inst, &wanted)?;
             if target.exists() {
                 return Err(format!(
                     "instance '{}' already has a save named '{name}'; choose another name",

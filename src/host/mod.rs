@@ -16,6 +16,7 @@ pub mod plugins;
 pub mod ports;
 mod saves;
 mod transfer;
+pub mod versions;
 
 use crate::config::FactorioBackend;
 use crate::config::{HOST_CONFIG_FILE, HostConfig};
@@ -24,7 +25,6 @@ use crate::link::client::{ClientOptions, Incoming, Link};
 use crate::shutdown::Shutdown;
 use anyhow::{Context, bail};
 use backend::{Backend, ProcessBackend, docker::DockerBackend};
-use factorio::Install;
 use instance::{Instance, STATE_FILE, Saved, Status};
 use lists::UserLists;
 use serde_json::{Value, json};
@@ -37,7 +37,12 @@ use transfer::Transfer;
 pub struct Host {
     pub cfg: HostConfig,
     pub dir: PathBuf,
-    install: Option<Install>,
+    /// The Factorio installs (`versions.rs`): which there are, installing another.
+    versions: versions::Versions,
+    /// Versions being installed right now.
+    factorio_installing: Mutex<std::collections::HashSet<String>>,
+    /// The install folder each instance last started from.
+    factorio_roots: Mutex<HashMap<i64, PathBuf>>,
     backend: Box<dyn Backend>,
     link: Link,
     transfer: Transfer,
@@ -53,19 +58,6 @@ pub struct Host {
     cluster_plugins: tokio::sync::watch::Sender<Option<Vec<crate::plugins::PluginVersion>>>,
     /// Every setting (the core's and the plugins'): instance defaults, this host's config.
     pub schemas: crate::config::Schemas,
-}
-
-/// Where Factorio is: `factorio_directory`, else `./factorio`, else the working dir itself.
-fn detect_install(dir: &Path, cfg: &HostConfig) -> Option<Install> {
-    let candidates: Vec<PathBuf> = if cfg.factorio_directory.is_empty() {
-        vec![dir.join("factorio"), dir.to_path_buf()]
-    } else {
-        vec![dir.join(&cfg.factorio_directory)]
-    };
-    candidates
-        .into_iter()
-        .map(Install::new)
-        .find(|i| i.executable().is_file())
 }
 
 /// Runs the host until shutdown; the error says why the controller refused it, if it did.
@@ -87,12 +79,15 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
         bail!("MASTER_TOKEN is not set: copy the join token from the master's console (`token`)");
     }
     let ports = ports::parse(&cfg.game_ports)?;
-    let install = detect_install(dir, &cfg);
-    match &install {
-        Some(i) => tracing::info!(factorio = %i.root.display(), "Factorio found"),
-        None => {
-            tracing::warn!("no Factorio install found (factorio_directory); instances cannot start")
-        }
+    // Where Factorio is: `factorio_directory`, else `./factorio`, else the working dir itself;
+    // versions side by side in `<that>/<X.Y.Z>/` (`versions.rs`).
+    let versions = versions::Versions::new(dir, &cfg.factorio_directory);
+    let installed = versions.list();
+    if installed.is_empty() {
+        tracing::warn!(directory = %versions.root.display(), "no Factorio install found (factorio_directory); instances cannot start until one is installed");
+    }
+    for i in &installed {
+        tracing::info!(factorio = %i.path, version = %i.version, "Factorio found");
     }
     let plugins = plugins::load(&cfg.plugins).map_err(crate::UsageError)?;
     let backend: Box<dyn Backend> = match cfg.factorio_backend {
@@ -125,7 +120,9 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
         cluster_plugins: tokio::sync::watch::Sender::new(None),
         transfer: Transfer::new(&cfg.controller_url, link.clone()),
         dir: dir.to_path_buf(),
-        install,
+        versions,
+        factorio_installing: Mutex::new(std::collections::HashSet::new()),
+        factorio_roots: Mutex::new(HashMap::new()),
         backend,
         link,
         ports,
@@ -137,6 +134,9 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
         cfg,
     });
     host.load_instances().await?;
+    // Left-overs of interrupted installs; replaced copies only when no game was taken over.
+    let adopted = host.instances().iter().any(|i| i.server().is_some());
+    host.versions.sweep((!adopted).then_some(&[][..]), true);
     console(shutdown.clone(), host.clone());
     let sampler = tokio::spawn(metrics::report(host.clone()));
 
@@ -156,7 +156,8 @@ pub async fn run(dir: &Path, cfg: HostConfig) -> anyhow::Result<()> {
                         "host_info",
                         json!({
                             "game_ports": host.ports.len(),
-                            "factorio": host.install.is_some(),
+                            "factorio": !host.versions.list().is_empty(),
+                            "factorio_versions": host.versions.report(),
                             "backend": host.backend.name(),
                             "backend_error": host.backend.unavailable(),
                             "public_address": host.cfg.public_address,
@@ -479,6 +480,7 @@ impl Host {
         let id = data["id"].as_i64().unwrap_or(-1);
         match name {
             "config_get" | "config_update" => self.config_request(&data, name == "config_update"),
+            "factorio_install" => self.install_factorio(&data).await,
             "instance_assigned" => {
                 let inst = self.adopt(&data)?;
                 self.report(&inst, None);

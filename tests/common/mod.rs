@@ -8,6 +8,7 @@ pub mod link;
 pub mod metrics;
 pub mod players;
 pub mod portal;
+pub mod releases;
 pub mod saves;
 pub mod subspace;
 

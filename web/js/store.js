@@ -123,6 +123,7 @@ export function applyEvent(name, data) {
     case "save_progress":
     case "bulk_progress":
     case "mod_progress":
+    case "factorio_install_progress":
       emit(name, data);
       break;
     default:

@@ -4,6 +4,7 @@ import { get, post, seg } from "../api.js";
 import { h, replace, busy, confirmDialog, toast, timeEl, field } from "../dom.js";
 import { state, subscribe, sorted, can } from "../store.js";
 import { bulkBar } from "./bulk.js";
+import { installCard, versionList } from "./factorio_versions.js";
 
 async function copy(text, input) {
   try {
@@ -61,6 +62,7 @@ function joinTokenSection() {
 export function mount(main) {
   const table = h("div", { class: "table-wrap" });
   main.append(h("h1", {}, "Hosts"), h("section", { "aria-labelledby": "hosts-h" }, h("h2", { id: "hosts-h", class: "visually-hidden" }, "All hosts"), table));
+  if (can("core.host.install_factorio")) main.append(installCard());
   if (can("core.host.generate_token")) main.append(joinTokenSection());
   const perHost = sorted(state.hosts).filter((x) => !x.revoked).map((x) => [x.name, bulkBar(x.name)]).filter(([, b]) => b);
   if (perHost.length) main.append(h("section", { class: "card", "aria-labelledby": "bulk-h" }, h("h2", { id: "bulk-h" }, "Bulk actions per host"), perHost.map(([n, b]) => h("div", { dataset: { bulkHost: n } }, h("h3", {}, n), b))));
@@ -76,7 +78,7 @@ export function mount(main) {
       h(
         "table",
         { id: "hosts-table" },
-        h("thead", {}, h("tr", {}, ["Name", "Status", "Version", "Backend", "Address", "Last seen", "Instances", ""].map((c) => h("th", { scope: "col" }, c)))),
+        h("thead", {}, h("tr", {}, ["Name", "Status", "Version", "Factorio", "Backend", "Address", "Last seen", "Instances", ""].map((c) => h("th", { scope: "col" }, c)))),
         h(
           "tbody",
           {},
@@ -104,6 +106,7 @@ export function mount(main) {
               h("th", { scope: "row" }, host.name),
               h("td", {}, h("span", { class: ["badge", `st-${status}`] }, status)),
               h("td", {}, host.version || ""),
+              h("td", {}, versionList(host)),
               h("td", { class: host.backend?.error ? "err" : null, title: host.backend?.error || null }, host.backend ? (host.backend.error ? `${host.backend.name} (unavailable)` : host.backend.name) : ""),
               h("td", {}, host.address || ""),
               h("td", {}, host.connected ? "now" : timeEl(host.last_seen_at)),

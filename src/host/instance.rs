@@ -980,7 +980,7 @@ impl Host {
         map: &super::mapgen::NewMap,
         target: &std::path::Path,
     ) -> Result<(), String> {
-        let known = super::scenarios::list(&inst.dir, Some(&install.data_dir()));
+        let known = super::scenarios::list(&inst.dir, Some(install.data_dir().as_path()));
         if !known.iter().any(|s| s.name == scenario) {
             let names: Vec<&str> = known.iter().map(|s| s.name.as_str()).collect();
             return Err(format!(
@@ -1064,11 +1064,11 @@ impl Host {
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Ok(())
+                Ok::<(), String>(())
             }
             .await;
             // Not a graceful stop: that would write the game again to saves/<scenario>.zip.
-            server.kill().await;
+            let _ = server.kill().await;
             saved
         }
         .await;

@@ -184,10 +184,10 @@ pub fn unpack(zip_path: &Path, inst_dir: &Path, name: &str) -> Result<PathBuf, S
                 continue;
             }
             // Only plain relative paths inside the scenario.
-            let safe = entry.enclosed_name().is_some_and(|p| {
-                p.components()
-                    .all(|c| matches!(c, std::path::Component::Normal(_)))
-            });
+            let safe = !rel.contains('\\')
+                && Path::new(&rel)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
             if !safe {
                 return Err(format!("the zip has an unsafe path: {full}"));
             }
@@ -267,7 +267,7 @@ mod tests {
                 ("pvp-extra/scenarios/teams/control.lua", ""),
             ],
         );
-        let names: Vec<String> = list(&inst, Some(&data))
+        let names: Vec<String> = list(&inst, Some(data.as_path()))
             .into_iter()
             .map(|s| s.name)
             .collect();

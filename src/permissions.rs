@@ -26,14 +26,9 @@ macro_rules! permissions {
 permissions! {
     "core.admin", false, "Administrator", "Bypass all permission checks.";
     "core.control.connect", true, "Connect", "Connect to the controller's link socket (web UI, ctl).";
-    "core.controller.stop", false, "Stop controller", "Stop the controller.";
-    "core.controller.restart", false, "Restart controller", "Restart the controller.";
     "core.controller.update", false, "Update controller", "Update the controller.";
     "core.controller.get_config", false, "Read controller config", "Read the controller's configuration.";
     "core.controller.update_config", false, "Modify controller config", "Change the controller's configuration.";
-    "core.system.subscribe", false, "Subscribe to system info", "Receive host and controller system metrics.";
-    "core.host.stop", false, "Stop host", "Stop a host.";
-    "core.host.restart", false, "Restart host", "Restart a host.";
     "core.host.update", false, "Update host", "Update a host.";
     "core.host.get_config", false, "Read host config", "Read a host's configuration.";
     "core.host.update_config", false, "Modify host config", "Change a host's configuration.";
@@ -41,7 +36,6 @@ permissions! {
     "core.host.subscribe", true, "Subscribe to hosts", "Receive live host updates.";
     "core.host.generate_token", false, "Generate host token", "See and rotate the join token that lets new hosts register.";
     "core.host.revoke_token", false, "Revoke host token", "Revoke a host's token, disconnecting it.";
-    "core.host.create_config", false, "Create host config", "Create configuration for a new host.";
     "core.host.install_factorio", false, "Install Factorio", "Download and install a Factorio version on a host.";
     "core.instance.get", true, "Read instance", "See an instance's details.";
     "core.instance.list", true, "List instances", "See the instances of the cluster.";
@@ -72,11 +66,9 @@ permissions! {
     "core.instance.send_rcon", false, "Send RCON", "Send console commands to an instance.";
     "core.mod_pack.get", true, "Read mod pack", "See a mod pack.";
     "core.mod_pack.list", true, "List mod packs", "See the mod packs.";
-    "core.mod_pack.subscribe", true, "Subscribe to mod packs", "Receive live mod pack updates.";
     "core.mod_pack.create", false, "Create mod pack", "Create mod packs.";
     "core.mod_pack.update", false, "Update mod pack", "Change mod packs.";
     "core.mod_pack.delete", false, "Delete mod pack", "Delete mod packs.";
-    "core.mod.get", true, "Read mod", "See a mod's details.";
     "core.mod.list", true, "List mods", "See the mods stored on the controller.";
     "core.mod.search", true, "Search mods", "Search the stored mods.";
     "core.mod.search_portal", true, "Search mod portal", "Search the Factorio mod portal.";
@@ -109,12 +101,25 @@ permissions! {
     "core.log.follow", false, "Follow log", "Follow cluster and instance logs live.";
     "core.log.query", false, "Query log", "Read cluster and instance logs and the audit log.";
     "core.plugin.list", false, "List plugins", "See the plugins.";
-    "core.plugin.update", false, "Update plugins", "Update plugins.";
     "core.plugin.install", false, "Install plugins", "Install plugins.";
-    "core.debug.dump_ws", false, "Dump link", "Dump link traffic for debugging.";
-    "core.external.get_factorio_versions", false, "Factorio versions", "Look up Factorio releases.";
-    "core.external.get_latest_releases", false, "Latest releases", "Look up the latest Factorio releases.";
 }
+
+/// Permissions earlier versions listed for features that never existed; dropped from stored
+/// roles at start.
+pub const REMOVED: &[&str] = &[
+    "core.controller.restart",
+    "core.controller.stop",
+    "core.debug.dump_ws",
+    "core.external.get_factorio_versions",
+    "core.external.get_latest_releases",
+    "core.host.create_config",
+    "core.host.restart",
+    "core.host.stop",
+    "core.mod.get",
+    "core.mod_pack.subscribe",
+    "core.plugin.update",
+    "core.system.subscribe",
+];
 
 /// The core permissions followed by those the built-in plugins add: the one table.
 pub fn all() -> impl Iterator<Item = &'static Permission> {
@@ -152,5 +157,31 @@ mod tests {
         assert!(find(ADMIN).is_some());
         assert!(defaults().any(|p| p == "core.instance.list"));
         assert!(!defaults().any(|p| p == ADMIN));
+    }
+
+    /// Every permission guards something that exists: a REST route, a link request, an event
+    /// or a setting names it in the code (issue 19: none for features that are not there).
+    #[test]
+    fn every_permission_is_used_by_a_feature() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut text = String::new();
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") && !p.ends_with("permissions.rs")
+                {
+                    text.push_str(&std::fs::read_to_string(&p).unwrap());
+                }
+            }
+        }
+        let unused: Vec<&str> = ALL
+            .iter()
+            .map(|p| p.name)
+            .filter(|n| *n != ADMIN && !text.contains(&format!("\"{n}\"")))
+            .collect();
+        assert!(unused.is_empty(), "permissions no code checks: {unused:?}");
     }
 }

@@ -193,6 +193,54 @@ async fn the_saves_tab_renames_deletes_restores_and_makes_new_maps() {
     })
     .await;
 
+    ui.step("exchange_string_and_scenario_in_the_form", async {
+        let (s, v) = api.post("/api/v1/instances/alpha/stop", json!({})).await;
+        if s != 200 {
+            bail!("stop: {v}");
+        }
+        ui.route(&format!("#/instances/{id}/overview")).await?;
+        ui.route(&format!("#/instances/{id}/saves")).await?;
+        // A string with one character changed: the API's reason is shown, nothing made.
+        let broken = EXCHANGE_2_0_76.replacen("eNpjYmBg8AFiBh6W", "eNpjYmBg8AFiBh6X", 1);
+        ui.fill("#map-name", "pasted").await?;
+        ui.fill("#map-exchange-string", &broken).await?;
+        ui.click("#map-create").await?;
+        ui.wait_text("#map-error", "map_exchange_string").await?;
+        ui.fill("#map-exchange-string", EXCHANGE_2_0_76).await?;
+        // The built-in freeplay, picked from the list the host sent.
+        ui.wait_js(
+            "the scenario list",
+            "document.querySelector(\"#map-scenario option[value='base/freeplay']\")",
+        )
+        .await?;
+        ui.js(
+            "const s = document.querySelector('#map-scenario'); s.value = 'base/freeplay'; s.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await?;
+        ui.click("#map-create").await?;
+        ui.wait_text("#map-result", "Created pasted.zip").await?;
+        let dir = root.path().join("a/instances/alpha");
+        let map_gen: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("map-gen-settings.json"))?)?;
+        if map_gen["seed"] != 932326217u32 || map_gen["autoplace_controls"]["water"]["size"] != 0.75 {
+            bail!("map-gen-settings.json from the string: {map_gen}");
+        }
+        if dir.join("saves/freeplay.zip").exists() {
+            bail!("the scenario run left saves/freeplay.zip");
+        }
+        let (s, v) = api.post("/api/v1/instances/alpha/start", json!({})).await;
+        if s != 200 {
+            bail!("start: {v}");
+        }
+        let seed = common::cluster::rcon(&api, "alpha", "/seed").await;
+        if seed.trim() != "932326217" {
+            bail!("seed {seed}");
+        }
+        Ok(())
+    })
+    .await;
+
     ui.step("stop_all_from_the_instances_page", async {
         ui.route("#/instances").await?;
         ui.click("#bulk-stop").await?;
@@ -215,3 +263,6 @@ async fn the_saves_tab_renames_deletes_restores_and_makes_new_maps() {
         .collect();
     assert!(unexpected.is_empty(), "browser errors: {unexpected:#?}");
 }
+
+/// Printed by Factorio 2.0.76; from the tests of M45-Science/ChatWire (`fact/mapExchange_test.go`).
+const EXCHANGE_2_0_76: &str = ">>>eNpjYmBg8AFiBh6W5PzEHAaGBnsY5krOLyhILdLNL0pFFuZMLipNSdXNz0RVnJqXmlupm5RYDFUMAg32HJlF+XnoJvDkJZaWZRbHJ+dkpqUhS7AW5SdnFyOLiBWXJBaVZOalxycWpSbG5+ZnFpeUoprGWlySn4cqUlKUmopiDHdpUWJeZmkuuktYyxNLUosgPAeIKKOn9iTzhhY5BhD+X8+g8P8/CANZD4A+AmEGxgaIDkagIAywQj3DoOAIxE5wSxgZGKtF1rk/rJpizwhRqecAZXyAihxIgol4whh+DjilVGAMEyRzjMHgMxIDYmkJ0AqoKg4HBAMi2QKSZGTsfbt1wfdjF+wY/6z8eMk3KcGe0dBV5N0Ho3V2QEl2kHeZ4MSsmSCwE+YVBpiZD+yhUjftGc+eAYE39oysIB0iIMLBAkgc8GZmYBTgA7IW9AAJBRkGmNPsYMaIODCmgcE3mE8ewxiX7dH9AQwIG5DhciDiBIgAWwh3GSOE6dDvwOggD5OVRCgB6jdiQHZDCsKHJ2HWHkayH80hmBGB7A80ERUHLNHABbIwBU68YIa7BhieF9hhPIf5DozMIAZI1RegGIQHkoEZBaEFHMDBzQxPlB/sUVMaiAEyJP29ZCQA2Pi9LQ==<<<";

@@ -318,6 +318,12 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
             vec![("instance", id_or_name(i))],
             false,
         ),
+        ("GET", ["instances", i, "scenarios"]) => r(
+            "/instances/{id}/scenarios",
+            "scenario_list",
+            vec![("instance", id_or_name(i))],
+            false,
+        ),
         ("POST", ["instances", i, "saves"]) => r(
             "/instances/{id}/saves",
             "save_create",

@@ -161,6 +161,12 @@ fn check_version(v: &str) -> Result<(), ApiError> {
 fn decode_settings(b64: &str) -> Result<Vec<u8>, ApiError> {
     let bytes = crate::saves::decode_base64(b64)
         .ok_or_else(|| ApiError::bad_request("settings_base64 is not base64"))?;
+    // A save (or any zip) given instead: its mod-settings.dat, if it carries one.
+    let bytes = if bytes.starts_with(b"PK\x03\x04") {
+        settings_from_zip(&bytes)?
+    } else {
+        bytes
+    };
     if bytes.len() > MAX_SETTINGS_BYTES {
         return Err(ApiError::new(
             413,
@@ -175,6 +181,36 @@ fn decode_settings(b64: &str) -> Result<Vec<u8>, ApiError> {
         ));
     }
     Ok(bytes)
+}
+
+/// `mod-settings.dat` out of a zip (a save, or the mods folder zipped): the entry of that name
+/// at its root or in one top-level folder. Factorio's own saves keep the startup settings
+/// inside `level.dat` rather than as this file; such a save is refused saying so.
+fn settings_from_zip(bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
+    use std::io::Read;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| {
+        ApiError::bad_request(format!("the zip given as settings is not readable ({e})"))
+    })?;
+    let name = zip
+        .file_names()
+        .filter_map(|n| n.ok().map(|n| n.to_string()))
+        .find(|n| {
+            n == "mod-settings.dat"
+                || n.split('/').collect::<Vec<_>>().as_slice().get(1..)
+                    == Some(&["mod-settings.dat"][..])
+        });
+    let Some(name) = name else {
+        return Err(ApiError::bad_request(
+            "the zip has no mod-settings.dat: a Factorio save keeps its mod settings inside level.dat, not as a file clustorio can take out; upload the server's mods/mod-settings.dat instead",
+        ));
+    };
+    let mut out = Vec::new();
+    zip.by_name(&name)
+        .map_err(|e| ApiError::bad_request(format!("reading {name} from the zip: {e}")))?
+        .take(MAX_SETTINGS_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::bad_request(format!("reading {name} from the zip: {e}")))?;
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -224,6 +224,10 @@ pub enum ControlRequest {
     SaveList {
         instance: Ref,
     },
+    /// Scenarios a new game of the instance can start from (on its host).
+    ScenarioList {
+        instance: Ref,
+    },
     /// A save of the running game, or (stopped) a new map with these settings.
     SaveCreate {
         instance: Ref,
@@ -237,6 +241,10 @@ pub enum ControlRequest {
         map_settings: Value,
         #[serde(default)]
         preset: Value,
+        #[serde(default)]
+        map_exchange_string: Value,
+        #[serde(default)]
+        scenario: Value,
     },
     BackupCreate {
         instance: Ref,
@@ -481,7 +489,9 @@ impl ControlRequest {
             InstanceKill { .. } => vec!["core.instance.kill"],
             InstanceRcon { .. } => vec!["core.instance.send_rcon"],
             InstanceLogs { .. } => vec!["core.log.query"],
-            SaveList { .. } | BackupList { .. } => vec!["core.instance.save.list"],
+            SaveList { .. } | BackupList { .. } | ScenarioList { .. } => {
+                vec!["core.instance.save.list"]
+            }
             SaveCreate { .. } | BackupCreate { .. } => vec!["core.instance.save.create"],
             ModList => vec!["core.mod.list"],
             ModDelete { .. } => vec!["core.mod.delete"],
@@ -784,6 +794,7 @@ impl ControlRequest {
                 ok(ctl.logs(instance, lines.unwrap_or(100)).await?)
             }
             SaveList { instance } => ok(ctl.saves(instance).await?),
+            ScenarioList { instance } => ok(ctl.scenarios(instance).await?),
             SaveCreate {
                 instance,
                 name,
@@ -791,10 +802,13 @@ impl ControlRequest {
                 map_gen_settings,
                 map_settings,
                 preset,
+                map_exchange_string,
+                scenario,
             } => {
                 let map = json!({
                     "seed": seed, "map_gen_settings": map_gen_settings,
                     "map_settings": map_settings, "preset": preset,
+                    "map_exchange_string": map_exchange_string, "scenario": scenario,
                 });
                 created(ctl.create_save(&who, instance, name, map).await?)
             }

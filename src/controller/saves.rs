@@ -35,6 +35,12 @@ fn progress(instance: &str, save: &str, action: &str, stage: &str, percent: u32)
 }
 
 impl Controller {
+    /// The scenarios a new game of `instance` can start from, as its host lists them.
+    pub async fn scenarios(&self, instance: Ref) -> Result<Value, ApiError> {
+        let rec = self.record(&instance).await?;
+        self.ask_host(&rec, "scenario_list", json!({}), QUICK).await
+    }
+
     async fn audit(
         &self,
         who: &str,

@@ -59,6 +59,19 @@ pub async fn save(client: &Client, out: &Output, cmd: SaveCommand) -> anyhow::Re
                 t.render(out, "No saves.")
             })
         }
+        SaveCommand::Scenarios { instance } => {
+            let list = client
+                .get(&format!("/instances/{}/scenarios", seg(&instance)))
+                .await
+                .with_context(|| format!("listing the scenarios of instance '{instance}'"))?;
+            out.print(&list, |list| {
+                let mut t = Table::new(&["SCENARIO", "FROM"]);
+                for s in list.as_array().into_iter().flatten() {
+                    t.row(vec![cell(&s["name"]), cell(&s["source"])]);
+                }
+                t.render(out, "No scenarios.")
+            })
+        }
         SaveCommand::Create {
             instance,
             name,
@@ -66,6 +79,8 @@ pub async fn save(client: &Client, out: &Output, cmd: SaveCommand) -> anyhow::Re
             map_gen_settings,
             map_settings,
             preset,
+            map_exchange_string,
+            scenario,
         } => {
             let mut body = match &name {
                 Some(n) => json!({ "name": n }),
@@ -76,6 +91,17 @@ pub async fn save(client: &Client, out: &Output, cmd: SaveCommand) -> anyhow::Re
             }
             if let Some(p) = preset {
                 body["preset"] = json!(p);
+            }
+            if let Some(s) = map_exchange_string {
+                let text = if !s.contains(">>>") && std::path::Path::new(&s).is_file() {
+                    std::fs::read_to_string(&s).with_context(|| format!("reading {s}"))?
+                } else {
+                    s
+                };
+                body["map_exchange_string"] = json!(text);
+            }
+            if let Some(s) = scenario {
+                body["scenario"] = json!(s);
             }
             for (key, file) in [
                 ("map_gen_settings", map_gen_settings),

@@ -317,6 +317,19 @@ pub enum SaveCommand {
         /// A Factorio map preset: default, rich-resources, marathon, death-world, death-world-marathon, rail-world, ribbon-world, island.
         #[arg(long)]
         preset: Option<String>,
+        /// A map exchange string (`>>>…<<<`, from Factorio's map generator: Export), or a file
+        /// holding one; its settings apply under --map-gen-settings / --map-settings.
+        #[arg(long, value_name = "STRING|FILE")]
+        map_exchange_string: Option<String>,
+        /// Start the new game from a scenario: NAME (the instance's scenarios/) or MOD/NAME
+        /// (e.g. base/freeplay); `ctl save scenarios INSTANCE` lists them.
+        #[arg(long, value_name = "[MOD/]NAME")]
+        scenario: Option<String>,
+    },
+    /// List the scenarios a new game of an instance can start from.
+    Scenarios {
+        /// Instance name or id.
+        instance: String,
     },
     /// Delete a save from the instance's host.
     Delete {

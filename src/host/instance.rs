@@ -945,9 +945,14 @@ impl Host {
                     inst.name
                 ));
             }
-            let mut spec = CreateSpec::new(install, &inst.dir, target.clone());
-            spec.args = map.write(&inst.dir)?;
-            self.backend.create_save(inst, spec).await?;
+            if let Some(scenario) = &map.scenario {
+                self.scenario_save(inst, install, scenario, &map, &target)
+                    .await?;
+            } else {
+                let mut spec = CreateSpec::new(install, &inst.dir, target.clone());
+                spec.args = map.write(&inst.dir)?;
+                self.backend.create_save(inst, spec).await?;
+            }
             // The new map is what the instance plays next.
             inst.update_saved(|s| s.next_save = Some(name.clone()))
                 .map_err(|e| format!("saving instance state: {e}"))?;
@@ -958,5 +963,115 @@ impl Host {
             .find(|s| s.name == name)
             .ok_or_else(|| format!("save {name} was not written"))?;
         Ok(json!(info))
+    }
+
+    /// A new game of a scenario, saved as `target` (research/factorio.md §1.2, §5.6): Factorio
+    /// runs `--start-server-load-scenario` with the map-gen flags, the host saves it with
+    /// `/server-save`, then ends the run without its exit save (that would be written to
+    /// `saves/<scenario>.zip`, perhaps over a save of that name). Called with `inst.ops` held
+    /// and the instance stopped.
+    async fn scenario_save(
+        &self,
+        inst: &Arc<Instance>,
+        install: super::factorio::Install,
+        scenario: &str,
+        map: &super::mapgen::NewMap,
+        target: &std::path::Path,
+    ) -> Result<(), String> {
+        let known = super::scenarios::list(&inst.dir, Some(install.data_dir().as_path()));
+        if !known.iter().any(|s| s.name == scenario) {
+            let names: Vec<&str> = known.iter().map(|s| s.name.as_str()).collect();
+            return Err(format!(
+                "the host of instance '{}' has no scenario '{scenario}'; it has: {}",
+                inst.name,
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ));
+        }
+        inst.set_status(Status::CreatingSave);
+        self.report(inst, None);
+        let result = async {
+            let config = self.settings(inst);
+            self.write_server_files(inst, &config)?;
+            self.fetch_mods(inst, &config).await?;
+            let create = map.write(&inst.dir)?;
+            let mut args = ServerArgs::new(SaveToLoad::Scenario(scenario.to_string()));
+            args.port = self.allocate_port(inst)?;
+            args.bind = Some(self.cfg.bind_address.clone());
+            let rcon_port = super::ports::free_loopback_tcp()
+                .map_err(|e| format!("finding a port for RCON: {e}"))?;
+            args.rcon = Some((
+                std::net::SocketAddr::from(([127, 0, 0, 1], rcon_port)),
+                crate::store::tokens::generate("rcon"),
+            ));
+            args.server_settings = Some(inst.dir.join("server-settings.json"));
+            args.mod_directory = Some(inst.dir.join("mods"));
+            // The map-gen flags of --create apply to a scenario's new game too.
+            let mut extra: Vec<std::ffi::OsString> = Vec::new();
+            if let Some(f) = &create.map_gen_settings {
+                extra.extend(["--map-gen-settings".into(), f.clone().into()]);
+            }
+            if let Some(f) = &create.map_settings {
+                extra.extend(["--map-settings".into(), f.clone().into()]);
+            }
+            if let Some(seed) = create.map_gen_seed {
+                extra.extend(["--map-gen-seed".into(), seed.to_string().into()]);
+            }
+            if let Some(p) = &create.preset {
+                extra.extend(["--preset".into(), p.into()]);
+            }
+            args.extra = extra;
+            let timeout = crate::limits::secs(config["start_timeout_s"].as_u64().unwrap_or(120));
+            let mut spec = StartSpec::new(install, &inst.dir, args);
+            spec.ready_timeout = timeout;
+            let (server, mut events) = self
+                .backend
+                .spawn(inst, spec)
+                .await
+                .map_err(|e| e.to_string())?;
+            let log_to = inst.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = events.recv().await {
+                    if let ServerEvent::Line(line) = ev {
+                        log_to.push_log(line.raw);
+                    }
+                }
+            });
+            let saved = async {
+                server
+                    .wait_ready(timeout)
+                    .await
+                    .map_err(|e| format!("starting scenario {scenario}: {e}"))?;
+                let stem = target
+                    .file_name()
+                    .map(|n| n.to_string_lossy().trim_end_matches(".zip").to_string())
+                    .unwrap_or_default();
+                server
+                    .rcon(&format!("/server-save {stem}"))
+                    .await
+                    .map_err(|e| format!("saving the scenario's game: {e}"))?;
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while !target.exists() {
+                    if Instant::now() > deadline {
+                        return Err(format!(
+                            "the scenario's game did not finish saving {stem}.zip within 120 s"
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok::<(), String>(())
+            }
+            .await;
+            // Not a graceful stop: that would write the game again to saves/<scenario>.zip.
+            let _ = server.kill().await;
+            saved
+        }
+        .await;
+        inst.set_status(Status::Stopped);
+        self.report(inst, None);
+        result
     }
 }

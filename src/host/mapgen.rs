@@ -42,6 +42,8 @@ pub struct NewMap {
     pub map_gen_settings: Option<Map<String, Value>>,
     pub map_settings: Option<Map<String, Value>>,
     pub preset: Option<String>,
+    /// `[MOD/]NAME` of a scenario: the new game is that scenario's (see `scenario`).
+    pub scenario: Option<String>,
 }
 
 impl NewMap {
@@ -58,11 +60,38 @@ impl NewMap {
                 _ => Err(format!("{key} must be a JSON object")),
             }
         };
-        let map_gen_settings = object("map_gen_settings")?;
+        let mut map_gen_settings = object("map_gen_settings")?;
+        let mut map_settings = object("map_settings")?;
+        // A pasted exchange string gives both files; fields given beside it win.
+        match &data["map_exchange_string"] {
+            Value::Null => {}
+            Value::String(s) if s.trim().is_empty() => {}
+            Value::String(s) => {
+                let d = super::exchange_string::decode(s)
+                    .map_err(|e| format!("map_exchange_string: {e}"))?;
+                let merge = |decoded: Map<String, Value>, given: Option<Map<String, Value>>| {
+                    let mut m = decoded;
+                    m.extend(given.unwrap_or_default());
+                    Some(m)
+                };
+                map_gen_settings = merge(d.map_gen_settings, map_gen_settings);
+                map_settings = merge(d.map_settings, map_settings);
+            }
+            v => return Err(format!("map_exchange_string must be a string, not {v}")),
+        }
         if let Some(m) = &map_gen_settings {
             check_map_gen_settings(m)?;
         }
-        let map_settings = object("map_settings")?;
+        let scenario = match &data["scenario"] {
+            Value::Null => None,
+            Value::String(s) if s.trim().is_empty() => None,
+            Value::String(s) => Some(super::scenarios::check_name(s.trim())?),
+            v => {
+                return Err(format!(
+                    "scenario must be a string such as \"base/freeplay\", not {v}"
+                ));
+            }
+        };
         let preset = match &data["preset"] {
             Value::Null => None,
             Value::String(p) if PRESETS.contains(&p.as_str()) => Some(p.clone()),
@@ -78,6 +107,7 @@ impl NewMap {
             map_gen_settings,
             map_settings,
             preset,
+            scenario,
         })
     }
 
@@ -187,9 +217,11 @@ fn check_map_gen_settings(m: &Map<String, Value>) -> Result<(), String> {
             .ok_or("map_gen_settings.cliff_settings must be an object")?;
         for (k, v) in c {
             match k.as_str() {
-                "name" if v.is_string() => {}
-                "name" => {
-                    return Err("map_gen_settings.cliff_settings.name must be a string".into());
+                "name" | "control" if v.is_string() => {}
+                "name" | "control" => {
+                    return Err(format!(
+                        "map_gen_settings.cliff_settings.{k} must be a string"
+                    ));
                 }
                 _ => number(v, &format!("map_gen_settings.cliff_settings.{k}"))?,
             }

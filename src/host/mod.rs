@@ -3,6 +3,7 @@
 //! host's reports wait in the link's outbox.
 
 pub mod backend;
+pub mod exchange_string;
 pub mod factorio;
 mod game_defaults;
 pub mod instance;
@@ -15,6 +16,7 @@ pub mod plugin_lua;
 pub mod plugins;
 pub mod ports;
 mod saves;
+pub mod scenarios;
 mod transfer;
 pub mod versions;
 
@@ -538,8 +540,20 @@ impl Host {
                 let map = mapgen::NewMap::from_request(&data).map_err(|e| err("bad_request", e))?;
                 self.create_save(&inst, name, map).await.map_err(|e| {
                     let taken = e.contains("already has a save") || e.contains("is running;");
-                    err(if taken { "conflict" } else { "save_failed" }, e)
+                    let code = if taken {
+                        "conflict"
+                    } else if e.contains("has no scenario") {
+                        "not_found"
+                    } else {
+                        "save_failed"
+                    };
+                    err(code, e)
                 })
+            }
+            "scenario_list" => {
+                let inst = self.instance(id)?;
+                let data_dir = self.install.as_ref().map(|i| i.data_dir());
+                Ok(json!(scenarios::list(&inst.dir, data_dir.as_deref())))
             }
             "save_push" => {
                 let inst = self.instance(id)?;

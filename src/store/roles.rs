@@ -65,6 +65,8 @@ pub fn ensure_defaults(conn: &Connection) -> Result<()> {
         Some(p) => serde_json::from_str(&p)?,
         None => Vec::new(),
     };
+    // Permissions that were removed (they named features that never existed) go too.
+    perms.retain(|p| !permissions::REMOVED.contains(&p.as_str()));
     for p in permissions::defaults() {
         if !perms.iter().any(|have| have == p) {
             perms.push(p.to_string());

@@ -177,6 +177,13 @@ fn install(dir: &Path, version: &str) -> std::io::Result<()> {
             serde_json::to_string_pretty(&info).unwrap_or_default() + "\n",
         )?;
     }
+    // The built-in scenarios live in the base mod (`base/freeplay`, research/factorio.md §5.6).
+    let freeplay = data.join("base/scenarios/freeplay");
+    std::fs::create_dir_all(&freeplay)?;
+    std::fs::write(
+        freeplay.join("control.lua"),
+        crate::lua::stock_control_lua(version.starts_with("1.")),
+    )?;
     std::fs::write(
         data.join("server-settings.example.json"),
         server_settings_example(version),

@@ -22,6 +22,7 @@ mod log;
 mod lua;
 mod rcon;
 mod save;
+mod scenario;
 mod script;
 mod server;
 mod texts;
@@ -412,7 +413,14 @@ async fn run(start: Instant, argv: Vec<String>) -> i32 {
     let source = if let Some(f) = a.get("start-server") {
         SaveSource::File(f.to_string())
     } else if let Some(s) = a.get("start-server-load-scenario") {
-        SaveSource::Scenario(s.to_string())
+        // Map-gen flags apply to a scenario's new game as to --create.
+        if !map_files_load(&log, &a) {
+            return 1;
+        }
+        SaveSource::Scenario {
+            name: s.to_string(),
+            seed: map_seed(&a),
+        }
     } else {
         SaveSource::Latest
     };
@@ -444,6 +452,7 @@ async fn run(start: Instant, argv: Vec<String>) -> i32 {
         ident: ident.clone(),
         timing,
         write_dir: cfg.write_data.clone(),
+        install: install.clone(),
         mods_dir,
         cwd,
         source,
@@ -457,6 +466,40 @@ async fn run(start: Instant, argv: Vec<String>) -> i32 {
         server_id: a.get("server-id").map(PathBuf::from),
     };
     server::run(opts).await
+}
+
+/// The new map's seed: `--map-gen-seed`, else the `seed` of `--map-gen-settings`, else random
+/// (for `--create` and `--start-server-load-scenario` alike).
+fn map_seed(a: &args::Args) -> u64 {
+    a.get("map-gen-seed")
+        .and_then(|s| s.parse::<u64>().ok())
+        .or_else(|| {
+            a.get("map-gen-settings")
+                .and_then(|f| std::fs::read_to_string(f).ok())
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .and_then(|v| v.get("seed").and_then(|s| s.as_u64()))
+        })
+        .unwrap_or_else(|| rand::random::<u32>() as u64)
+}
+
+/// `--map-gen-settings` / `--map-settings` files must be JSON; false after logging the error.
+fn map_files_load(log: &Log, a: &args::Args) -> bool {
+    for (flag, what) in [
+        ("map-gen-settings", "map gen settings"),
+        ("map-settings", "map settings"),
+    ] {
+        if let Some(f) = a.get(flag)
+            && std::fs::read_to_string(f)
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .is_none()
+        {
+            log.bare(&format!("Error: Failed to load {what} from {f}"));
+            log.plain("Goodbye");
+            return false;
+        }
+    }
+    true
 }
 
 /// `--create FILE`: the real create transcript; writes `FILE(.zip)` via `.tmp.zip`; exit 0.
@@ -487,30 +530,9 @@ async fn create(
     } else {
         PathBuf::from(format!("{}.zip", given.display()))
     };
-    let seed = a
-        .get("map-gen-seed")
-        .and_then(|s| s.parse::<u64>().ok())
-        .or_else(|| {
-            a.get("map-gen-settings")
-                .and_then(|f| std::fs::read_to_string(f).ok())
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                .and_then(|v| v.get("seed").and_then(|s| s.as_u64()))
-        })
-        .unwrap_or_else(|| rand::random::<u32>() as u64);
-    for (flag, what) in [
-        ("map-gen-settings", "map gen settings"),
-        ("map-settings", "map settings"),
-    ] {
-        if let Some(f) = a.get(flag)
-            && std::fs::read_to_string(f)
-                .ok()
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                .is_none()
-        {
-            log.bare(&format!("Error: Failed to load {what} from {f}"));
-            log.plain("Goodbye");
-            return 1;
-        }
+    let seed = map_seed(a);
+    if !map_files_load(log, a) {
+        return 1;
     }
     let fail = server::env_list("FACTORIO_STANDIN_FAIL")
         .iter()

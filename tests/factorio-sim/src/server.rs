@@ -67,7 +67,11 @@ pub fn env_list(name: &str) -> Vec<String> {
 pub enum SaveSource {
     File(String),
     Latest,
-    Scenario(String),
+    /// `--start-server-load-scenario [MOD/]NAME` with the new game's seed.
+    Scenario {
+        name: String,
+        seed: u64,
+    },
 }
 
 pub struct ServerOpts {
@@ -75,6 +79,7 @@ pub struct ServerOpts {
     pub ident: Identity,
     pub timing: Timing,
     pub write_dir: PathBuf,
+    pub install: PathBuf,
     pub mods_dir: PathBuf,
     pub cwd: PathBuf,
     pub source: SaveSource,
@@ -1097,10 +1102,25 @@ pub async fn run(o: ServerOpts) -> i32 {
     let saves_dir = o.write_dir.join("saves");
     let mut scenario = None;
     let (state, loaded) = match &o.source {
-        SaveSource::Scenario(name) => {
+        SaveSource::Scenario { name, seed } => {
             log.plain(&format!("Loading map {}", name));
+            let files = match crate::scenario::find(&o.install, &o.write_dir, &o.mods_dir, name) {
+                Ok(f) => f,
+                Err(e) => {
+                    return init_failed(
+                        &log,
+                        &ident,
+                        &format!("MultiplayerManager failed: \"{e}\""),
+                    )
+                    .await;
+                }
+            };
             scenario = Some(name.rsplit('/').next().unwrap_or(name).to_string());
-            (GameState::fresh(rand::random::<u32>() as u64), None)
+            let mut st = GameState::fresh(*seed);
+            for (n, data) in files {
+                st.set_file(&n, data);
+            }
+            (st, None)
         }
         src => {
             let path = match src {
@@ -1209,12 +1229,7 @@ pub async fn run(o: ServerOpts) -> i32 {
     log.plain("Checksum for script __level__/control.lua: 2401794522");
     let mut state = state;
     if scenario.is_some() {
-        state.set_file(
-            "control.lua",
-            crate::lua::stock_control_lua(ident.is_1_1())
-                .as_bytes()
-                .to_vec(),
-        );
+        state.set_file("info.json", b"null\n".to_vec());
     } else {
         match std::env::var("FACTORIO_STANDIN_MIGRATE_LEVEL").as_deref() {
             Ok("1") if !state.level_migrated => migrate_level(&mut state, ident.is_1_1()),

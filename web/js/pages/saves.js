@@ -355,6 +355,13 @@ function newMapForm(inst, base, refresh) {
   });
   const rawGen = h("textarea", { id: "map-gen-json", rows: 6, spellcheck: "false", placeholder: "{ } — merged over the fields above" });
   const rawSettings = h("textarea", { id: "map-settings-json", rows: 6, spellcheck: "false", placeholder: '{"pollution": {"enabled": false}}' });
+  const exchange = h("textarea", { id: "map-exchange-string", rows: 3, spellcheck: "false", placeholder: ">>>eNp…<<< (Factorio's map generator: Export)" });
+  const scenario = h("select", { id: "map-scenario" }, h("option", { value: "" }, "(none: a normal map)"));
+  get(`${base}/scenarios`)
+    .then((list) => {
+      for (const sc of list || []) scenario.append(h("option", { value: sc.name }, `${sc.name} (${sc.source})`));
+    })
+    .catch(() => {});
   const error = h("p", { class: "error", role: "alert", id: "map-error" });
   const result = h("p", { class: "muted", id: "map-result", "aria-live": "polite" });
   const btn = h("button", { type: "submit", class: "primary", id: "map-create" }, "Create the map");
@@ -379,7 +386,11 @@ function newMapForm(inst, base, refresh) {
     };
     const extra = parse(rawGen, "Map-gen settings JSON");
     const settings = parse(rawSettings, "Map settings JSON");
-    const out = { name: withZip(name.value.trim()), map_gen_settings: { ...gen, ...(extra || {}) } };
+    const pasted = exchange.value.trim();
+    // A pasted string carries all the map-gen settings: the form's fields do not apply over it.
+    const out = pasted ? { name: withZip(name.value.trim()), map_exchange_string: pasted } : { name: withZip(name.value.trim()), map_gen_settings: { ...gen, ...(extra || {}) } };
+    if (pasted && extra) out.map_gen_settings = extra;
+    if (scenario.value) out.scenario = scenario.value;
     if (settings) out.map_settings = settings;
     if (seed.value !== "") out.seed = Number(seed.value);
     if (preset.value) out.preset = preset.value;
@@ -390,9 +401,11 @@ function newMapForm(inst, base, refresh) {
     "form",
     { class: "card", id: "new-map-form", "aria-labelledby": "nm-h" },
     h("h2", { id: "nm-h" }, "New map"),
-    h("p", { class: "muted" }, "The host runs Factorio's --create with these settings (written as map-gen-settings.json and map-settings.json); the instance must be stopped. The next start loads the new map."),
+    h("p", { class: "muted" }, "The host runs Factorio's --create (or, for a scenario, --start-server-load-scenario) with these settings (written as map-gen-settings.json and map-settings.json); the instance must be stopped. The next start loads the new map."),
     field("Save name", name),
-    field("Seed", seed, "Empty: random."),
+    field("Scenario", scenario, "Start the new game from a scenario (the instance's scenarios/ folder, the install's, or a mod's); the settings below apply to it."),
+    field("Map exchange string", exchange, "Pasted from Factorio: its settings replace the form's fields below (raw JSON still applies over it)."),
+    field("Seed", seed, "Empty: random (or the exchange string's)."),
     field("Preset", preset, "A Factorio preset; the fields below apply over it."),
     peaceful,
     field("Starting area", start, "Size of the safe area around the spawn (1 = normal)."),

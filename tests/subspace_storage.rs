@@ -479,6 +479,147 @@ async fn a_grant_whose_host_died_before_claiming_it_returns_to_the_pool_and_is_n
     assert_eq!(c.pool_and_in_flight().await, (iron(100), Counts::new()));
 }
 
+/// Replaces a host process that was killed with a new one. The old value is not dropped: its
+/// `Drop` kills every Factorio under the host's directory, which would include the games the
+/// new host reads and runs.
+fn replace_host(c: &mut Cluster, i: usize, name: &str) {
+    let new = c.spawn_host(name);
+    std::mem::forget(std::mem::replace(&mut c.hosts[i], new));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_the_game_printed_while_its_host_alone_was_dead_reaches_the_pool_once() {
+    let mut c = Cluster::start(&["h1"]).await;
+    c.instance("a", "h1").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The host process alone dies; its game runs on and exports (the mod's keep-alive has not
+    // run out yet): the line goes to a pipe nobody reads for now.
+    c.hosts[0].kill9();
+    direct_rcon(&c.hosts[0], "a", "/standin subspace put iron-plate 70");
+    direct_rcon(&c.hosts[0], "a", "/standin tick 62");
+    let held = subspace::parse_game(&direct_rcon(&c.hosts[0], "a", "/standin subspace count"));
+    assert!(held.is_empty(), "the game exported the 70: {held:?}");
+    // The next host reads what the game printed, stops it (it saves, with the 70 gone from its
+    // injector) and starts it again: the 70 reach the pool, once.
+    replace_host(&mut c, 0, "h1");
+    c.wait_hosts().await;
+    c.start_instance("a").await;
+    wait_until("the 70 reach the pool", 60, || async {
+        c.pool().await == iron(70) && spool(&c.host_dir("h1")).is_empty()
+    })
+    .await;
+    assert!(game(&c.api, "a").await.is_empty(), "nothing came back to A");
+    assert!(c.pending().await.is_empty());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(c.pool().await, iron(70), "counted once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_game_killed_after_writing_a_save_before_saving_finished_keeps_what_that_save_holds() {
+    let c = Cluster::start(&["h1"]).await;
+    c.instance_with("p", "h1", serde_json::json!({ "save_interval": 0 }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    rcon(&c.api, "p", "/standin subspace put iron-plate 25").await;
+    cycles(&c.api, "p", 1).await;
+    wait_until("the export is pending", 30, || async {
+        c.pending().await == iron(25)
+    })
+    .await;
+    // The save is written (without the 25 in the injector), then the game dies before it
+    // prints `Saving finished`.
+    rcon(&c.api, "p", "/standin die-after-save-write").await;
+    let _ = try_rcon(&c.api, "p", "/server-save").await;
+    wait_down(&c, "p").await;
+    c.start_instance("p").await;
+    // It loaded that save: the injector is empty, so the 25 count, once.
+    assert!(
+        game(&c.api, "p").await.is_empty(),
+        "the save has the 25 gone"
+    );
+    wait_until("the 25 reach the pool", 30, || async {
+        c.pool().await == iron(25) && c.pending().await.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(c.pool().await, iron(25));
+    assert!(spool(&c.host_dir("h1")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_host_gone_for_good_left_pending_is_settled_by_an_admin_once_revoked() {
+    let mut c = Cluster::start(&["h1"]).await;
+    // Saves only when told: its export stays pending.
+    c.instance_with("p", "h1", serde_json::json!({ "save_interval": 0 }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    rcon(&c.api, "p", "/standin subspace put iron-plate 9").await;
+    cycles(&c.api, "p", 1).await;
+    wait_until("the export is pending", 30, || async {
+        c.pending().await == iron(9)
+    })
+    .await;
+    let v = c.api.get("/api/v1/storage").await;
+    let hosts = v["pending"]["hosts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(hosts.len(), 1, "{v}");
+    assert_eq!(hosts[0]["host"], "h1");
+    assert_eq!(hosts[0]["exports"], 1);
+
+    // Its machine is gone: host and game killed, never to return.
+    let pid = c.hosts[0].factorio_pid("p");
+    c.hosts[0].kill9();
+    if let Some(pid) = pid {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    let resolve = |exports: &str| serde_json::json!({ "host": "h1", "exports": exports });
+    // Not revoked: refused (it could still come back with what it holds); nothing changes.
+    let (s, v) = c
+        .api
+        .post("/api/v1/storage/resolve", resolve("credit"))
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v.to_string().contains("revoke"), "{v}");
+    let (s, v) = c.api.post("/api/v1/storage/resolve", resolve("keep")).await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(c.pending().await, iron(9));
+    assert!(c.pool().await.is_empty());
+
+    let (s, v) = c
+        .api
+        .post("/api/v1/hosts/h1/revoke", serde_json::json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = c
+        .api
+        .post("/api/v1/storage/resolve", resolve("credit"))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["exports"], 1, "{v}");
+    assert!(c.pending().await.is_empty());
+    assert_eq!(c.pool().await, iron(9));
+    let v = c.api.get("/api/v1/storage").await;
+    assert_eq!(v["pending"]["hosts"], serde_json::json!([]), "{v}");
+    // Again: nothing left; the pool stays.
+    let (s, v) = c
+        .api
+        .post("/api/v1/storage/resolve", resolve("credit"))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["exports"], 0, "{v}");
+    assert_eq!(c.pool().await, iron(9));
+    let audit = c.api.get("/api/v1/audit").await;
+    assert!(
+        audit.to_string().contains("subspace_storage.resolve"),
+        "{audit}"
+    );
+    drop(c.hosts.pop());
+}
+
 /// A small reproducible random source (the seed is printed).
 #[derive(Clone)]
 struct Rng(u64);
@@ -619,8 +760,16 @@ async fn kill_9_of_controller_host_and_game_at_random_moments_across_30_rounds_c
                             .args(["-9", &pid.to_string()])
                             .status();
                     }
+                } else {
+                    // Its games run on without it and export what their injectors hold: those
+                    // lines wait in the pipes for the next host process.
+                    for (g, h) in GAMES {
+                        if h == name {
+                            let _ = subspace::try_direct_rcon(&c.hosts[i], g, "/standin tick 62");
+                        }
+                    }
                 }
-                c.hosts[i] = c.spawn_host(name);
+                replace_host(&mut c, i, name);
                 c.wait_hosts().await;
                 for (g, h) in GAMES {
                     if h == name {

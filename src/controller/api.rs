@@ -235,6 +235,7 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         ("GET", ["research"]) => r("/research", "research_list", vec![], false),
         ("GET", ["storage"]) => r("/storage", "storage_list", vec![], false),
         ("POST", ["storage"]) => r("/storage", "storage_set", vec![], true),
+        ("POST", ["storage", "resolve"]) => r("/storage/resolve", "storage_resolve", vec![], true),
         ("GET", ["mods"]) => r("/mods", "mod_list", vec![], false),
         ("GET", ["mod_portal", "search"]) => {
             r("/mod_portal/search", "mod_portal_search", vec![], false)

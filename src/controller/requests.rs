@@ -284,6 +284,12 @@ pub enum ControlRequest {
     },
     /// subspace_storage: the pool and the items on their way to games.
     StorageList,
+    /// subspace_storage: settles what a revoked host left pending (audited).
+    StorageResolve {
+        host: String,
+        #[serde(default)]
+        exports: Option<String>,
+    },
     /// subspace_storage: an admin's correction of one count (audited).
     StorageSet {
         name: String,
@@ -507,7 +513,7 @@ impl ControlRequest {
                 crate::plugins::inventory_sync::PERMISSION_MODIFY,
             ],
             StorageList => vec![crate::plugins::subspace_storage::PERMISSION_VIEW],
-            StorageSet { .. } => vec![
+            StorageSet { .. } | StorageResolve { .. } => vec![
                 crate::plugins::subspace_storage::PERMISSION_VIEW,
                 crate::plugins::subspace_storage::PERMISSION_SET,
             ],
@@ -864,6 +870,13 @@ impl ControlRequest {
                 .await?),
             StorageList => ok(ctl
                 .plugin_control(actor, "subspace_storage.list", json!({}))
+                .await?),
+            StorageResolve { host, exports } => ok(ctl
+                .plugin_control(
+                    actor,
+                    "subspace_storage.resolve",
+                    json!({ "host": host, "exports": exports }),
+                )
                 .await?),
             StorageSet {
                 name,

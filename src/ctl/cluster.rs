@@ -350,6 +350,22 @@ pub async fn storage(
 ) -> anyhow::Result<()> {
     let view = match cmd {
         super::StorageCommand::List => client.get("/storage").await.context("listing storage")?,
+        super::StorageCommand::Resolve { host, exports } => {
+            let body = json!({ "host": host, "exports": exports });
+            let done = client
+                .post("/storage/resolve", &body)
+                .await
+                .with_context(|| format!("settling what host {host} left pending"))?;
+            return out.print(&done, |d| {
+                format!(
+                    "host {}: {} export(s) {}, {} grant(s) returned to the pool\n",
+                    cell(&d["host"]),
+                    cell(&d["exports"]),
+                    cell(&d["exports_to"]),
+                    cell(&d["grants_refunded"])
+                )
+            });
+        }
         super::StorageCommand::Set {
             item,
             count,
@@ -384,6 +400,38 @@ pub async fn storage(
         if grants > 0 {
             text.push_str(&format!(
                 "{grants} grant(s) on their way to games (not yet confirmed).\n"
+            ));
+        }
+        let pending: Vec<String> = v["pending"]["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                format!(
+                    "{} {} ({})",
+                    cell(&r["count"]),
+                    cell(&r["name"]),
+                    cell(&r["quality"])
+                )
+            })
+            .collect();
+        if !pending.is_empty() {
+            text.push_str(&format!(
+                "Exported, waiting for their game's next save: {}.\n",
+                pending.join(", ")
+            ));
+        }
+        for h in v["pending"]["hosts"].as_array().into_iter().flatten() {
+            text.push_str(&format!(
+                "Host {}: {} export(s) and {} grant(s) pending{}.\n",
+                h["host"].as_str().unwrap_or("(deleted)"),
+                cell(&h["exports"]),
+                cell(&h["grants"]),
+                if h["revoked"] == true {
+                    " — revoked: settle them with `ctl storage resolve`"
+                } else {
+                    ""
+                }
             ));
         }
         text

@@ -676,6 +676,16 @@ pub enum StorageCommand {
     /// List the items in the pool (and those on their way to games).
     #[command(visible_alias = "ls")]
     List,
+    /// Settle what a host that is gone for good left pending (revoke it first): its grants
+    /// go back to the pool, its pending exports are credited (or cancelled). Audited.
+    Resolve {
+        /// Host name or id (revoked).
+        host: String,
+        /// credit: the exports reach the pool; cancel: a save of its games is restored
+        /// elsewhere, with the items in its chests again.
+        #[arg(long, default_value = "credit", value_parser = ["credit", "cancel"])]
+        exports: String,
+    },
     /// Set an item's count by hand (an admin correction, written to the audit log).
     Set {
         /// The item's name, e.g. iron-plate.

@@ -660,6 +660,57 @@ impl Host {
         });
     }
 
+    /// A Factorio a previous host process left running when it died: what the game printed
+    /// since is still in its pipes (it holds their read ends). It is read through to the game's
+    /// end — lines and messages go to the instance's plugins as always (subspace storage spools
+    /// the exports the game made meanwhile, and sees the quit save that holds them) — while the
+    /// game is stopped the usual way (SIGINT: it saves and quits; SIGKILL after `timeout`).
+    /// `false`: its output cannot be read (an older host started it); the caller stops it.
+    pub(super) async fn drain_orphan(
+        self: &Arc<Self>,
+        inst: &Arc<Instance>,
+        pid: u32,
+        timeout: Duration,
+    ) -> bool {
+        let Some((server, mut events)) =
+            super::factorio::FactorioServer::adopt_output(pid, &inst.dir)
+        else {
+            return false;
+        };
+        // The cluster's plugin list is not known before the controller answers; the instance's
+        // own config decides.
+        let config = inst.stored_config();
+        *lock(&inst.active_plugins) = self
+            .plugins
+            .iter()
+            .map(|p| p.info())
+            .filter(|i| i.enabled_for(&config))
+            .map(|i| i.name)
+            .collect();
+        tracing::info!(pid, instance = %inst.name, "a Factorio left running by a previous host process: reading what it printed since, and stopping it (it saves)");
+        let (host, reading) = (self.clone(), inst.clone());
+        let reader = tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                match ev {
+                    ServerEvent::Line(line) => {
+                        host.plugins_line(&reading, &line);
+                        reading.push_log(line.raw.clone());
+                    }
+                    ServerEvent::Ipc { channel, data } if channel != "player_event" => {
+                        host.route_ipc(&reading, &channel, data)
+                    }
+                    ServerEvent::Exited(_) => break,
+                    _ => {}
+                }
+            }
+        });
+        server.signal(libc::SIGINT);
+        server.stop(timeout).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        lock(&inst.active_plugins).clear();
+        true
+    }
+
     /// Takes over a server a previous run of this host left running (the Docker backend's
     /// containers): it is reconnected, not restarted, so players stay connected.
     pub(super) async fn resume(

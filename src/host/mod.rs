@@ -322,15 +322,14 @@ impl Host {
                     continue;
                 }
             };
-            if let Some(pid) = saved.pid {
-                stop_orphan(
-                    pid,
-                    &path,
-                    crate::limits::secs(self.cfg.stop_timeout_s.max(1)),
-                )
-                .await;
+            let orphan = saved.pid;
+            let inst = Arc::new(Instance::new(path.clone(), saved));
+            if let Some(pid) = orphan {
+                let timeout = crate::limits::secs(self.cfg.stop_timeout_s.max(1));
+                if !(names_dir(pid, &path) && self.drain_orphan(&inst, pid, timeout).await) {
+                    stop_orphan(pid, &path, timeout).await;
+                }
             }
-            let inst = Arc::new(Instance::new(path, saved));
             let _ = inst.update_saved(|s| s.pid = None);
             if let Ok(mut m) = self.instances.lock() {
                 m.insert(inst.id, inst.clone());
@@ -704,9 +703,7 @@ impl Host {
 /// quits), killing it if it does not exit in time. Only a process whose command line names
 /// this instance's directory is touched.
 async fn stop_orphan(pid: u32, dir: &Path, timeout: Duration) {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let cmdline = String::from_utf8_lossy(&cmdline);
-    if !cmdline.contains(&*dir.to_string_lossy()) {
+    if !names_dir(pid, dir) {
         return;
     }
     tracing::info!(pid, dir = %dir.display(), "stopping a Factorio left running by a previous host process");
@@ -726,6 +723,12 @@ async fn stop_orphan(pid: u32, dir: &Path, timeout: Duration) {
     unsafe {
         libc::kill(pid_t, libc::SIGKILL);
     }
+}
+
+/// Whether process `pid`'s command line names this instance's directory (it is our Factorio).
+fn names_dir(pid: u32, dir: &Path) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy())
 }
 
 fn is_zombie(pid: u32) -> bool {

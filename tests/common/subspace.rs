@@ -309,10 +309,14 @@ pub fn game_rcon_address(host: &HostProcess, instance: &str) -> Option<(u16, Str
 
 /// One command straight to a game's RCON (not through the controller).
 pub fn direct_rcon(host: &HostProcess, instance: &str, command: &str) -> String {
-    let (port, password) = game_rcon_address(host, instance).expect("the game's RCON address");
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("RCON connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    try_direct_rcon(host, instance, command).expect("a direct RCON command")
+}
+
+/// The same, `None` when the game does not run or answer (its RCON is not up, it died).
+pub fn try_direct_rcon(host: &HostProcess, instance: &str, command: &str) -> Option<String> {
+    let (port, password) = game_rcon_address(host, instance)?;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let send = |s: &mut TcpStream, id: i32, ty: i32, body: &str| {
         let mut p = Vec::new();
         p.extend_from_slice(&((body.len() + 10) as i32).to_le_bytes());
@@ -320,21 +324,21 @@ pub fn direct_rcon(host: &HostProcess, instance: &str, command: &str) -> String 
         p.extend_from_slice(&ty.to_le_bytes());
         p.extend_from_slice(body.as_bytes());
         p.extend_from_slice(&[0, 0]);
-        s.write_all(&p).expect("RCON write");
+        s.write_all(&p).ok()
     };
-    let recv = |s: &mut TcpStream| -> (i32, String) {
+    let recv = |s: &mut TcpStream| -> Option<(i32, String)> {
         let mut h = [0u8; 12];
-        s.read_exact(&mut h).expect("RCON read");
+        s.read_exact(&mut h).ok()?;
         let size = i32::from_le_bytes([h[0], h[1], h[2], h[3]]);
         let id = i32::from_le_bytes([h[4], h[5], h[6], h[7]]);
         let mut body = vec![0u8; (size - 8).max(2) as usize];
-        s.read_exact(&mut body).expect("RCON read");
+        s.read_exact(&mut body).ok()?;
         body.truncate(body.len() - 2);
-        (id, String::from_utf8_lossy(&body).to_string())
+        Some((id, String::from_utf8_lossy(&body).to_string()))
     };
-    send(&mut s, 1, 3, &password);
-    let (id, _) = recv(&mut s);
+    send(&mut s, 1, 3, &password)?;
+    let (id, _) = recv(&mut s)?;
     assert_eq!(id, 1, "RCON auth refused");
-    send(&mut s, 2, 2, command);
-    recv(&mut s).1
+    send(&mut s, 2, 2, command)?;
+    Some(recv(&mut s)?.1)
 }

@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -168,25 +169,42 @@ impl FactorioServer {
             }
         })?;
         let exe = spec.install.executable();
+        let spawn_error = |e: std::io::Error| LaunchError::Spawn {
+            exe: exe.display().to_string(),
+            message: e.to_string(),
+        };
+        // stdout and stderr go through pipes whose read ends the game holds too (as fds 3 and
+        // 4; it never reads them): when this host process dies, the pipes stay open, so what
+        // the game prints is kept in them — not thrown away, and no SIGPIPE for the game — and
+        // the next host process reads it from there ([`FactorioServer::adopt_output`]).
+        let (out_r, out_w) = held_pipe().map_err(spawn_error)?;
+        let (err_r, err_w) = held_pipe().map_err(spawn_error)?;
+        let keep = [out_r.as_raw_fd(), err_r.as_raw_fd()];
         let mut cmd = Command::new(&exe);
         cmd.args(cli::server_args(&config, &spec.args))
             .current_dir(&spec.write_dir)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::from(out_w))
+            .stderr(Stdio::from(err_w))
             // Own process group: a Ctrl-C at our terminal must not reach Factorio directly;
             // we decide how it stops.
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| LaunchError::Spawn {
-            exe: exe.display().to_string(),
-            message: e.to_string(),
-        })?;
+        // SAFETY: between fork and exec the closure only makes async-signal-safe calls
+        // (fcntl, dup2) on descriptors this process owns.
+        unsafe {
+            cmd.pre_exec(move || keep_read_ends(keep));
+        }
+        let mut child = cmd.spawn().map_err(spawn_error)?;
+        // The write ends now belong to the child alone: EOF comes when it exits.
+        drop(cmd);
         let pid = child.id();
         let stdin = child.stdin.take().map(|s| Box::new(s) as ConsoleInput);
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
+        let stdout =
+            Some(tokio::net::unix::pipe::Receiver::from_owned_fd(out_r).map_err(spawn_error)?);
+        let stderr =
+            Some(tokio::net::unix::pipe::Receiver::from_owned_fd(err_r).map_err(spawn_error)?);
         let started = Started {
             pid,
             stdin,
@@ -200,6 +218,107 @@ impl FactorioServer {
             spec.args.rcon.clone(),
             spec.rcon_timeouts,
             false,
+        ))
+    }
+}
+
+/// A pipe (close-on-exec) with room for what a game prints while no host reads it (1 MiB when
+/// the system allows, else the default 64 KiB; a game that fills it waits for the next host).
+fn held_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both were just created and are owned by nothing else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: plain fcntl on a descriptor we own; failure only leaves the default size.
+    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+    Ok((r, w))
+}
+
+/// In the child: the two read ends become fds 3 and 4, kept across exec.
+fn keep_read_ends(fds: [RawFd; 2]) -> std::io::Result<()> {
+    // Out of the way first (a source may already be 3 or 4), then into place.
+    let mut high = [0 as RawFd; 2];
+    for (h, fd) in high.iter_mut().zip(fds) {
+        // SAFETY: fcntl/dup2 are async-signal-safe and touch descriptors only.
+        *h = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+        if *h < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    for (target, h) in [3, 4].into_iter().zip(high) {
+        // SAFETY: as above; dup2's copy is not close-on-exec, the high copies are.
+        if unsafe { libc::dup2(h, target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Waits for a process that is not our child (it cannot be reaped here): polls until it is gone
+/// or a zombie, delivering the signals it is given meanwhile.
+async fn wait_foreign(pid: u32, mut signals: mpsc::UnboundedReceiver<i32>) -> Ended {
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
+    };
+    while alive() {
+        tokio::select! {
+            Some(sig) = signals.recv() => {
+                if let Ok(p) = i32::try_from(pid) {
+                    // SAFETY: plain syscall; the process was alive just now.
+                    unsafe { libc::kill(p, sig) };
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    Ended::default()
+}
+
+impl FactorioServer {
+    /// The output of a Factorio a previous host process started and left running when it died:
+    /// the game holds its own pipes' read ends (fds 3 and 4, see [`FactorioServer::spawn`]), so
+    /// everything it printed since is still there. Returns a handle that reads it like any
+    /// server's output and stops the process (no RCON: by signals), or `None` when fds 3 and 4 are
+    /// not its stdout and stderr pipes (an older host started it, or it is gone).
+    pub fn adopt_output(
+        pid: u32,
+        write_dir: &std::path::Path,
+    ) -> Option<(ServerHandle, mpsc::Receiver<ServerEvent>)> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let fd = |n: u32| format!("/proc/{pid}/fd/{n}");
+        let id = |n: u32| std::fs::metadata(fd(n)).ok().map(|m| (m.dev(), m.ino()));
+        if id(1)? != id(3)? || id(2)? != id(4)? {
+            return None;
+        }
+        let open = |n: u32| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(fd(n))
+                .ok()
+                .and_then(|f| tokio::net::unix::pipe::Receiver::from_file(f).ok())
+        };
+        let (stdout, stderr) = (open(3)?, open(4)?);
+        let started = Started {
+            pid: Some(pid),
+            stdin: None,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            run: Box::new(move |signals| Box::pin(wait_foreign(pid, signals))),
+            script_output: write_dir.join("script-output"),
+        };
+        Some(ServerHandle::supervise(
+            started,
+            None,
+            RconTimeouts::default(),
+            true,
         ))
     }
 }

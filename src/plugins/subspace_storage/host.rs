@@ -102,6 +102,9 @@ struct SavePoints {
     unsaved: Vec<(String, PathBuf)>,
     /// Exported before the save now running.
     saving: Vec<(String, PathBuf)>,
+    /// The file the save now running writes, and which file was there when it started
+    /// (`(device, inode)`; Factorio writes a new file and renames it into place).
+    saving_file: Option<(PathBuf, Option<(u64, u64)>)>,
     /// Since when exports or imports wait for a save.
     waiting_since: Option<Instant>,
     /// When the host last asked for a save.
@@ -334,7 +337,39 @@ async fn flush_spool(shared: &Shared, host: &HostCtx) {
 /// running and the next host process stopped it, and it saved on the way out — unless it died
 /// too. The game's log of that run (`factorio-previous.log`, written by the game itself, not
 /// through the pipe) says which: it ends with a finished quit save, or not.
-fn settle_previous_run(shared: &Shared, inst: &InstanceCtx) {
+fn settle_previous_run(shared: &Shared, inst: &InstanceCtx, loaded: Option<PathBuf>) {
+    // A save that was running when the game died, whose file was replaced since it started:
+    // it was written (the game died before printing `Saving finished`). If that is the map
+    // loaded now, it holds the exports seen before it started.
+    let held: Vec<PathBuf> = {
+        let mut st = shared.state();
+        match st.saves.get_mut(&inst.id) {
+            Some(sp) if !sp.saving.is_empty() => {
+                let written = match (&sp.saving_file, &loaded) {
+                    (Some((file, before)), Some(map)) => {
+                        same_file(file, map)
+                            && file_identity(file).is_some_and(|now| Some(now) != *before)
+                    }
+                    _ => false,
+                };
+                if written {
+                    std::mem::take(&mut sp.saving)
+                        .into_iter()
+                        .map(|(_, p)| p)
+                        .collect()
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => Vec::new(),
+        }
+    };
+    if !held.is_empty() {
+        tracing::info!(plugin = INFO.name, instance = %inst.name, exports = held.len(), "the game died after writing a save, before saying it finished; the save is loaded and holds these exports");
+    }
+    for path in &held {
+        resolve_entry(path, "available");
+    }
     let write_dir = inst.saves_dir().parent().map(Path::to_path_buf);
     let quit_saved = write_dir
         .map(|d| d.join("factorio-previous.log"))
@@ -388,6 +423,42 @@ fn settle_previous_run(shared: &Shared, inst: &InstanceCtx) {
     st.recheck.extend(ids);
     drop(st);
     shared.wake.notify_one();
+}
+
+/// A file's `(device, inode)`: a new one once a save is renamed into place.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// The file a save start line names: `Saving game as P`, `Saving map as P`, `Saving to
+/// _autosaveN (…)` (in the saves directory).
+fn save_target(m: &str, saves: &Path) -> Option<PathBuf> {
+    if let Some(p) = m
+        .strip_prefix("Saving game as ")
+        .or_else(|| m.strip_prefix("Saving map as "))
+    {
+        return Some(PathBuf::from(p.trim()));
+    }
+    let slot = m.strip_prefix("Saving to ")?.split_whitespace().next()?;
+    Some(saves.join(format!("{slot}.zip")))
+}
+
+/// The map a `Loading map P` line names (Factorio may add `: N bytes.`).
+fn loaded_map(m: &str) -> Option<PathBuf> {
+    let rest = m.strip_prefix("Loading map ")?.trim();
+    let path = match rest.rsplit_once(": ") {
+        Some((p, tail)) if tail.ends_with("bytes.") || tail.ends_with("bytes") => p,
+        _ => rest,
+    };
+    Some(PathBuf::from(path))
 }
 
 /// Whether a game's log ends with a finished quit save (`Saving map as …` then
@@ -959,7 +1030,7 @@ impl HostPlugin for SubspaceHost {
         let m = line.message();
         if m.starts_with("Loading map ") {
             self.shared.ensure(&inst.host());
-            settle_previous_run(&self.shared, inst);
+            settle_previous_run(&self.shared, inst, loaded_map(m));
             return;
         }
         let event = match save_line(m) {
@@ -975,8 +1046,13 @@ impl HostPlugin for SubspaceHost {
                 SaveLine::Started => {
                     let unsaved = std::mem::take(&mut sp.unsaved);
                     sp.saving.extend(unsaved);
+                    sp.saving_file = save_target(m, &inst.saves_dir()).map(|p| {
+                        let before = file_identity(&p);
+                        (p, before)
+                    });
                 }
                 SaveLine::Finished => {
+                    sp.saving_file = None;
                     now_available = std::mem::take(&mut sp.saving);
                     sp.asked = None;
                     if sp.unsaved.is_empty() {
@@ -984,6 +1060,7 @@ impl HostPlugin for SubspaceHost {
                     }
                 }
                 SaveLine::Failed => {
+                    sp.saving_file = None;
                     let mut saving = std::mem::take(&mut sp.saving);
                     saving.append(&mut sp.unsaved);
                     sp.unsaved = saving;

@@ -378,9 +378,16 @@ pub fn export(
 
 /// Exports waiting for their game's next save, summed.
 pub fn pending_exports(c: &Connection) -> Result<Vec<Item>, StoreError> {
-    let mut stmt = c.prepare_cached(
+    Ok(sum_items(
+        c,
         "SELECT items FROM subspace_storage_batches WHERE state = 'pending' ORDER BY key",
-    )?;
+    )?
+    .1)
+}
+
+/// The item lists a query selects (`items` texts), summed: `(rows, items)`.
+fn sum_items(c: &Connection, sql: &str) -> Result<(i64, Vec<Item>), StoreError> {
+    let mut stmt = c.prepare_cached(sql)?;
     let texts: Vec<Option<String>> = stmt
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
@@ -389,7 +396,22 @@ pub fn pending_exports(c: &Connection) -> Result<Vec<Item>, StoreError> {
         let v: Value = serde_json::from_str(t).unwrap_or(Value::Null);
         all.extend(parse_items(&v).0.into_iter().map(|i| i.to_json()));
     }
-    Ok(parse_items(&Value::Array(all)).0)
+    Ok((texts.len() as i64, parse_items(&Value::Array(all)).0))
+}
+
+/// Per host, what it left pending: `(host_id, exports, grants)`, hosts with none left out.
+pub fn pending_by_host(c: &Connection) -> Result<Vec<(i64, i64, i64)>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT host_id, SUM(e), SUM(g) FROM (
+             SELECT host_id, 1 AS e, 0 AS g FROM subspace_storage_batches WHERE state = 'pending'
+             UNION ALL
+             SELECT host_id, 0, 1 FROM subspace_storage_grants WHERE state = 'pending'
+         ) GROUP BY host_id ORDER BY host_id",
+    )?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
 }
 
 /// How a request is divided when the pool has less than games want.
@@ -556,18 +578,116 @@ pub fn refund(c: &Connection, id: i64, host_id: i64) -> Result<Vec<Item>, StoreE
 /// or with an Import whose outcome it settles later). Every other pending grant of the host
 /// never reached its game: refunded. Returns the new counts.
 pub fn reconcile(c: &Connection, host_id: i64, held: &[i64]) -> Result<Vec<Item>, StoreError> {
-    let ids: Vec<i64> = {
-        let mut stmt = c.prepare_cached(
-            "SELECT id FROM subspace_storage_grants WHERE host_id = ?1 AND state = 'pending'",
-        )?;
-        stmt.query_map([host_id], |r| r.get(0))?
+    refund_all(
+        c,
+        "SELECT id, host_id FROM subspace_storage_grants WHERE host_id = ?1 AND state = 'pending'",
+        host_id,
+        |id| !held.contains(&id),
+    )
+}
+
+/// Refunds the pending grants `sql` selects (`id, host_id`, with `?1` bound to `arg`) that
+/// `keep_out` accepts; the one settle path of [`reconcile`], [`expire`] and [`resolve_host`].
+fn refund_all(
+    c: &Connection,
+    sql: &str,
+    arg: i64,
+    keep_out: impl Fn(i64) -> bool,
+) -> Result<Vec<Item>, StoreError> {
+    let ids: Vec<(i64, i64)> = {
+        let mut stmt = c.prepare_cached(sql)?;
+        stmt.query_map([arg], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?
     };
     let mut out = Vec::new();
-    for id in ids.into_iter().filter(|id| !held.contains(id)) {
-        out.extend(refund(c, id, host_id)?);
+    for (id, host) in ids.into_iter().filter(|(id, _)| keep_out(*id)) {
+        out.extend(refund(c, id, host)?);
     }
     Ok(out)
+}
+
+/// What [`resolve_host`] settled.
+#[derive(Debug, Default, PartialEq)]
+pub struct Resolved {
+    /// Pending exports credited to the pool (or cancelled).
+    pub exports: usize,
+    /// Pending grants refunded.
+    pub grants: i64,
+    /// The pool's new counts.
+    pub counts: Vec<Item>,
+}
+
+/// An admin's way out for a host that is gone for good (its token revoked, its games and
+/// saves lost): what it left pending is settled so nothing stays pending forever, with one
+/// audit row. Its pending grants go back to the pool (no game of it will ever hold them).
+/// Its pending exports are credited (`credit`: the items left its games, and no save of them
+/// will run again) or cancelled (`!credit`: the admin restores a save of them elsewhere, which
+/// has the items in its chests again).
+pub fn resolve_host(
+    c: &Connection,
+    actor: &str,
+    host_id: i64,
+    host_name: &str,
+    credit: bool,
+) -> Result<Resolved, StoreError> {
+    let n_grants: i64 = c.query_row(
+        "SELECT COUNT(*) FROM subspace_storage_grants WHERE host_id = ?1 AND state = 'pending'",
+        [host_id],
+        |r| r.get(0),
+    )?;
+    let grants = refund_all(
+        c,
+        "SELECT id, host_id FROM subspace_storage_grants WHERE host_id = ?1 AND state = 'pending'",
+        host_id,
+        |_| true,
+    )?;
+    let keys: Vec<(String, i64)> = {
+        let mut stmt = c.prepare_cached(
+            "SELECT key, instance_id FROM subspace_storage_batches WHERE host_id = ?1 AND state = 'pending' ORDER BY key",
+        )?;
+        stmt.query_map([host_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    let state = if credit {
+        ExportState::Available
+    } else {
+        ExportState::Cancelled
+    };
+    let mut counts = grants;
+    for (key, instance_id) in &keys {
+        counts.extend(export(c, key, *instance_id, host_id, &[], state, None)?.counts);
+    }
+    // Last count per item wins (they were applied in order).
+    let mut last: HashMap<(String, String), i64> = HashMap::new();
+    for i in counts {
+        last.insert((i.name, i.quality), i.count);
+    }
+    let mut counts: Vec<Item> = last
+        .into_iter()
+        .map(|((name, quality), count)| Item {
+            name,
+            quality,
+            count,
+        })
+        .collect();
+    counts.sort();
+    store::audit::record(
+        c,
+        actor,
+        "subspace_storage.resolve",
+        host_name,
+        &json!({
+            "host_id": host_id,
+            "exports": keys.len(),
+            "exports_to": state.as_str(),
+            "grants_refunded": n_grants,
+        }),
+    )?;
+    Ok(Resolved {
+        exports: keys.len(),
+        grants: n_grants,
+        counts,
+    })
 }
 
 /// The host recorded the grant and is about to `Import` it. `false`: the grant is no longer
@@ -582,19 +702,12 @@ pub fn claim(c: &Connection, id: i64, host_id: i64) -> Result<bool, StoreError> 
 /// Grants no host claimed within `bound_ms` go back to the pool (their host never got them,
 /// or died before recording them; a claim after this is refused). Returns the new counts.
 pub fn expire(c: &Connection, bound_ms: i64) -> Result<Vec<Item>, StoreError> {
-    let cutoff = store::now_ms() - bound_ms;
-    let ids: Vec<(i64, i64)> = {
-        let mut stmt = c.prepare_cached(
-            "SELECT id, host_id FROM subspace_storage_grants WHERE state = 'pending' AND claimed_at IS NULL AND at < ?1",
-        )?;
-        stmt.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?
-    };
-    let mut out = Vec::new();
-    for (id, host) in ids {
-        out.extend(refund(c, id, host)?);
-    }
-    Ok(out)
+    refund_all(
+        c,
+        "SELECT id, host_id FROM subspace_storage_grants WHERE state = 'pending' AND claimed_at IS NULL AND at < ?1",
+        store::now_ms() - bound_ms,
+        |_| true,
+    )
 }
 
 /// Drops ledger rows, settled exports and settled grants older than `retention_ms`. Counts and
@@ -680,18 +793,10 @@ pub fn list(c: &Connection) -> Result<Vec<Item>, StoreError> {
 
 /// Items granted and not yet confirmed or refunded, summed: `(grants, items)`.
 pub fn in_flight(c: &Connection) -> Result<(i64, Vec<Item>), StoreError> {
-    let mut stmt = c.prepare_cached(
+    sum_items(
+        c,
         "SELECT items FROM subspace_storage_grants WHERE state = 'pending' ORDER BY id",
-    )?;
-    let texts: Vec<String> = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let mut all = Vec::new();
-    for t in &texts {
-        let v: Value = serde_json::from_str(t).unwrap_or(Value::Null);
-        all.extend(parse_items(&v).0.into_iter().map(|i| i.to_json()));
-    }
-    Ok((texts.len() as i64, parse_items(&Value::Array(all)).0))
+    )
 }
 
 /// Exported and imported totals: `(kind, instance_id, name, quality, total)`.
@@ -899,6 +1004,56 @@ mod tests {
             (1, vec![Item::new("iron-plate", 5, "normal")])
         );
         let _ = other;
+    }
+
+    #[test]
+    fn resolving_a_gone_host_settles_everything_it_left_pending_once_with_an_audit_row() {
+        let c = db();
+        let mut f = DoleFactors::new();
+        avail(&c, "k", 100);
+        // Host 7: a grant of 30 and an export of 12 pending; host 8 keeps its own.
+        grant(&c, 2, 7, &iron(30), Division::Simple, &mut f)
+            .unwrap()
+            .unwrap();
+        export(&c, "p7", 2, 7, &iron(12), ExportState::Pending, None).unwrap();
+        grant(&c, 3, 8, &iron(5), Division::Simple, &mut f)
+            .unwrap()
+            .unwrap();
+        export(&c, "p8", 3, 8, &iron(4), ExportState::Pending, None).unwrap();
+        assert_eq!(count(&c), 65);
+        let r = resolve_host(&c, "admin", 7, "h7", true).unwrap();
+        assert_eq!((r.exports, r.grants), (1, 1));
+        assert_eq!(r.counts, iron(65 + 30 + 12));
+        assert_eq!(count(&c), 107);
+        assert_eq!(in_flight(&c).unwrap(), (1, iron(5)), "host 8's grant stays");
+        assert_eq!(
+            pending_exports(&c).unwrap(),
+            iron(4),
+            "host 8's export stays"
+        );
+        // Again: nothing left to settle; a late replay of the export changes nothing.
+        assert_eq!(
+            resolve_host(&c, "admin", 7, "h7", true).unwrap().counts,
+            vec![]
+        );
+        assert!(
+            export(&c, "p7", 2, 7, &iron(12), ExportState::Available, None)
+                .unwrap()
+                .duplicate
+        );
+        // Cancelling instead: host 8's export never counts, its grant returns.
+        let r = resolve_host(&c, "admin", 8, "h8", false).unwrap();
+        assert_eq!((r.exports, r.grants), (1, 1));
+        assert_eq!(count(&c), 112);
+        assert!(pending_exports(&c).unwrap().is_empty());
+        let audits: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM audit WHERE action = 'subspace_storage.resolve'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(audits, 3);
     }
 
     #[test]

@@ -534,6 +534,61 @@ impl ControllerPlugin for SubspaceController {
                     self.changed(ctx, vec![set.clone()]);
                     Ok(json!({ "name": set.name, "quality": set.quality, "count": set.count }))
                 }
+                "subspace_storage.resolve" => {
+                    let Some(host) = data["host"].as_str().map(str::to_string) else {
+                        return Err(ApiError::new(
+                            400,
+                            "bad_request",
+                            "name the host that is gone for good: {\"host\": \"h1\", \"exports\": \"credit\"}",
+                        ));
+                    };
+                    let credit = match data["exports"].as_str().unwrap_or("credit") {
+                        "credit" => true,
+                        "cancel" => false,
+                        other => {
+                            return Err(ApiError::new(
+                                400,
+                                "bad_request",
+                                format!(
+                                    "exports must be credit (the items reach the pool) or cancel (a save of the host's games is restored elsewhere), not \"{other}\""
+                                ),
+                            ));
+                        }
+                    };
+                    let lookup = host.clone();
+                    let record = ctx
+                        .store()
+                        .read(move |c| store::hosts::get(c, &lookup))
+                        .await?;
+                    // Settling is only right for a host that can never send what it holds.
+                    if !record.revoked || ctx.host_is_connected(record.id) {
+                        return Err(ApiError::new(
+                            409,
+                            "conflict",
+                            format!(
+                                "host {} is not revoked; revoke it first (ctl host revoke {}): only a host that can never come back may have what it left pending settled",
+                                record.name, record.name
+                            ),
+                        ));
+                    }
+                    let who = actor.audit_name();
+                    let (id, name) = (record.id, record.name.clone());
+                    let done = ctx
+                        .store()
+                        .write(move |c| ledger::resolve_host(c, &who, id, &name, credit))
+                        .await?;
+                    tracing::info!(plugin = INFO.name, host = %record.name, exports = done.exports, grants = done.grants, credit, "pending transfers of a gone host settled by hand");
+                    if done.counts.is_empty() && done.exports > 0 {
+                        self.touch(ctx);
+                    }
+                    self.changed(ctx, done.counts);
+                    Ok(json!({
+                        "host": record.name,
+                        "exports": done.exports,
+                        "exports_to": if credit { "available" } else { "cancelled" },
+                        "grants_refunded": done.grants,
+                    }))
+                }
                 other => Err(ApiError::new(
                     400,
                     "unknown_request",
@@ -636,15 +691,31 @@ impl ControllerPlugin for SubspaceController {
 
 /// `GET /api/v1/storage`: the pool and what is on its way to games.
 pub async fn list(store: &Store) -> Result<Value, StoreError> {
-    let (items, (grants, moving), pending) = store
+    let (items, (grants, moving), pending, by_host, hosts) = store
         .read(|c| {
             Ok((
                 ledger::list(c)?,
                 ledger::in_flight(c)?,
                 ledger::pending_exports(c)?,
+                ledger::pending_by_host(c)?,
+                store::hosts::list(c)?,
             ))
         })
         .await?;
+    // Which hosts hold them (a host that never returns: `ctl storage resolve`).
+    let by_host: Vec<Value> = by_host
+        .iter()
+        .map(|(id, exports, grants)| {
+            let h = hosts.iter().find(|h| h.id == *id);
+            json!({
+                "host_id": id,
+                "host": h.map(|h| h.name.clone()),
+                "revoked": h.is_some_and(|h| h.revoked),
+                "exports": exports,
+                "grants": grants,
+            })
+        })
+        .collect();
     let rows = |l: &[Item]| -> Vec<Value> {
         l.iter()
             .map(|i| json!({ "name": i.name, "quality": i.quality, "count": i.count }))
@@ -653,6 +724,6 @@ pub async fn list(store: &Store) -> Result<Value, StoreError> {
     Ok(json!({
         "items": rows(&items),
         "in_flight": { "grants": grants, "items": rows(&moving) },
-        "pending": { "items": rows(&pending) },
+        "pending": { "items": rows(&pending), "hosts": by_host },
     }))
 }

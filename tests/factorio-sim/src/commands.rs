@@ -607,6 +607,12 @@ impl Game {
                 }
                 Err(_) => Err("usage: /standin tick <n>".into()),
             },
+            // Sim-only fault: the next save is written, then the process dies (SIGKILL) before
+            // it prints `Saving finished` — a kill in that instant, made reproducible.
+            "die-after-save-write" => {
+                self.die_after_save_write = true;
+                Ok(())
+            }
             "hang" => match name.parse::<u64>() {
                 Ok(ms) => {
                     self.hang(Duration::from_millis(ms));
@@ -658,7 +664,7 @@ impl Game {
                 self.subspace(&name, &tail)
             }
             _ => Err(
-                "usage: /standin join|leave|chat|command|printed|refuse|crash|tick|hang|alloc|research|ban|unban|promote|demote|subspace|give|inventory …".into(),
+                "usage: /standin join|leave|chat|command|printed|refuse|crash|die-after-save-write|tick|hang|alloc|research|ban|unban|promote|demote|subspace|give|inventory …".into(),
             ),
         };
         match r {

@@ -144,6 +144,9 @@ pub struct Game {
     rcon_closed: Option<watch::Sender<bool>>,
     mods_dir: PathBuf,
     hang_until: Option<Instant>,
+    /// `/standin die-after-save-write`: SIGKILL between the next save's commit and its
+    /// `Saving finished` line.
+    pub die_after_save_write: bool,
     after_reply: Option<After>,
     /// The level script's Lua state (research/plugins.md §5.1).
     pub lua: crate::lua::Scripts,
@@ -379,6 +382,10 @@ impl Game {
                     self.log
                         .error("AppManagerStates.cpp:2103", &format!("Saving failed: {e}"));
                     return;
+                }
+                if self.die_after_save_write {
+                    // SAFETY: plain syscall on our own pid.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
                 }
             }
             Err(e) => {
@@ -1329,6 +1336,7 @@ pub async fn run(o: ServerOpts) -> i32 {
         rcon_closed: None,
         mods_dir: o.mods_dir.clone(),
         hang_until: None,
+        die_after_save_write: false,
         after_reply: None,
         lua: runtime,
         lua_tick: tick_start,

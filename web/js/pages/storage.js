@@ -13,6 +13,7 @@ export function mount(main) {
   const table = h("div", { class: "table-wrap", id: "storage-list" }, h("p", { class: "muted" }, "Loading…"));
   const flight = h("p", { class: "muted", id: "storage-in-flight" });
   const pending = h("p", { class: "muted", id: "storage-pending" });
+  const byHost = h("ul", { class: "muted", id: "storage-pending-hosts" });
   const items = new Map();
   let stopped = false;
 
@@ -71,6 +72,21 @@ export function mount(main) {
     pending.dataset.count = String(n);
   }
 
+  // Which hosts hold pending transfers; a revoked one never settles them itself.
+  function showHosts(list) {
+    replace(
+      byHost,
+      (list || []).map((x) =>
+        h(
+          "li",
+          { dataset: { host: x.host || String(x.host_id) } },
+          `Host ${x.host || `#${x.host_id}`}: ${x.exports} export(s), ${x.grants} grant(s) pending`,
+          x.revoked ? " — revoked: settle them with ctl storage resolve " + (x.host || x.host_id) + "." : ".",
+        ),
+      ),
+    );
+  }
+
   let refreshing = null;
   // Pending exports and grants are not in the live counts: fetched again when the pool moves.
   function refreshSide() {
@@ -83,6 +99,7 @@ export function mount(main) {
         const g = (v.in_flight && v.in_flight.grants) || 0;
         flight.textContent = g ? `${g} grant(s) on their way to games.` : "";
         showPending((v.pending && v.pending.items) || []);
+        showHosts(v.pending && v.pending.hosts);
       } catch (e) {
         // The next update tries again.
       }
@@ -97,6 +114,7 @@ export function mount(main) {
       const g = (v.in_flight && v.in_flight.grants) || 0;
       flight.textContent = g ? `${g} grant(s) on their way to games.` : "";
       showPending((v.pending && v.pending.items) || []);
+      showHosts(v.pending && v.pending.hosts);
       render();
     } catch (e) {
       if (!stopped) replace(table, h("p", { class: "error" }, `Could not load the storage: ${e.message}`));
@@ -125,6 +143,7 @@ export function mount(main) {
     h("p", { class: "muted" }, "The cluster's subspace storage pool: what injectors in every game have sent, less what extractors have taken. Live."),
     h("p", {}, filter),
     pending,
+    byHost,
     flight,
     h("section", { "aria-label": "Items" }, table),
     can("subspace_storage.storage.set") ? h("details", {}, h("summary", {}, "Correct a count (audited)"), form) : "",

@@ -721,3 +721,274 @@ async fn refusals_bad_declarations_and_a_flood() {
 fn api_token(dir: &std::path::Path) -> String {
     common::user_token(dir, "admin")
 }
+
+/// The instance fields the schema lists now.
+async fn instance_fields(api: &Api) -> Vec<String> {
+    api.get("/api/v1/config/schema").await["instance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+async fn patch_config(api: &Api, instance: &str, config: Value) -> (u16, Value) {
+    api.call(
+        "PATCH",
+        &format!("/api/v1/instances/{instance}"),
+        Some(json!({ "config": config })),
+    )
+    .await
+}
+
+/// The `config` `instance_list` gives the plugin for `instance`.
+async fn plugin_view(p: &mut LinkClient, instance: &str) -> Value {
+    let id = p.request("instance_list", json!({})).await;
+    let r = p.response(id).await;
+    r["ok"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .find(|i| i["name"] == instance)
+        .map(|i| i["config"].clone())
+        .unwrap_or_else(|| panic!("{instance} not in {r}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_config_fields_join_the_schema_at_once_and_a_new_version_replaces_them() {
+    let root = tempfile::tempdir().unwrap();
+    let c = ControllerProcess::start(&root.path().join("c"));
+    let api = Api::new(&c.url(""), &c.first_token);
+    let token = plugin_token(&api, "gamma").await;
+
+    // Before the plugin ever connected its field is no setting.
+    assert!(
+        !instance_fields(&api)
+            .await
+            .contains(&"gamma.greeting".to_string())
+    );
+    let (s, v) = api
+        .post(
+            "/api/v1/instances",
+            json!({"name": "g", "config": {"gamma": {"greeting": "hey"}}}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+
+    // Version 0.1.0 declares gamma.greeting: the schema has it as soon as ready comes back,
+    // without a controller restart, and instance configs are validated against it.
+    let (p, ready) = plugin_hello(&c, &token, decl("gamma")).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    let fields = instance_fields(&api).await;
+    assert!(
+        fields.contains(&"gamma.greeting".to_string())
+            && fields.contains(&"gamma.load_plugin".to_string()),
+        "{fields:?}"
+    );
+    let (s, v) = api
+        .post(
+            "/api/v1/instances",
+            json!({"name": "g", "config": {"gamma": {"greeting": "hey"}}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = patch_config(&api, "g", json!({"gamma": {"greeting": 5}})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v.to_string().contains("gamma.greeting"), "{v}");
+    let mut p = p;
+    assert_eq!(
+        plugin_view(&mut p, "g").await,
+        json!({"load_plugin": true, "greeting": "hey"})
+    );
+    drop(p);
+
+    // Version 0.2.0 drops gamma.greeting and adds gamma.level: the schema follows at once.
+    let mut v2 = decl("gamma");
+    v2["version"] = json!("0.2.0");
+    v2["instance_config"] =
+        json!([{"name": "gamma.level", "type": "integer", "default": 3, "min": 1, "max": 9}]);
+    let (mut p, ready) = plugin_hello(&c, &token, v2).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    let fields = instance_fields(&api).await;
+    assert!(
+        fields.contains(&"gamma.level".to_string())
+            && !fields.contains(&"gamma.greeting".to_string()),
+        "{fields:?}"
+    );
+    let (s, v) = patch_config(&api, "g", json!({"gamma": {"greeting": "again"}})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v.to_string().contains("gamma.greeting is not a setting"),
+        "{v}"
+    );
+    let (s, v) = patch_config(&api, "g", json!({"gamma": {"level": 12}})).await;
+    assert_eq!(s, 400, "out of the declared range: {v}");
+    // The plugin sees its declared fields only, defaults filled in; the dropped field's value
+    // is kept in the stored config (a rollback finds it) until cleared with null.
+    assert_eq!(
+        plugin_view(&mut p, "g").await,
+        json!({"load_plugin": true, "level": 3})
+    );
+    let (s, v) = patch_config(&api, "g", json!({"gamma": {"level": 5}})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["config"]["gamma"]["greeting"], "hey", "{v}");
+    assert_eq!(
+        plugin_view(&mut p, "g").await,
+        json!({"load_plugin": true, "level": 5})
+    );
+    let (s, v) = patch_config(&api, "g", json!({"gamma": {"greeting": null}})).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["config"]["gamma"].get("greeting").is_none(), "{v}");
+    assert_eq!(v["config"]["gamma"]["level"], 5, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_compare_and_set_loses_no_update_between_concurrent_writers() {
+    let root = tempfile::tempdir().unwrap();
+    let c = ControllerProcess::start(&root.path().join("c"));
+    let api = Api::new(&c.url(""), &c.first_token);
+    let token = plugin_token(&api, "delta").await;
+    let (mut p, ready) = plugin_hello(&c, &token, decl("delta")).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+
+    // Requests are handled concurrently: `writers` read-modify-write loops in flight at once,
+    // each round all reads, then all writes.
+    async fn race(p: &mut LinkClient, key: &str, writers: usize, cas: bool) -> (i64, usize) {
+        let mut pending = writers;
+        let mut conflicts = 0;
+        while pending > 0 {
+            let mut gets = Vec::new();
+            for _ in 0..pending {
+                gets.push(p.request("plugin_kv_get", json!({"key": key})).await);
+            }
+            let read = answers(p, gets).await;
+            let mut puts = Vec::new();
+            for r in read {
+                let n = r["ok"]["value"].as_i64().unwrap_or(0);
+                let mut put = json!({"key": key, "value": n + 1});
+                if cas {
+                    put["expect_version"] = r["ok"]["version"].clone();
+                }
+                puts.push(p.request("plugin_kv_put", put).await);
+            }
+            let written = answers(p, puts).await;
+            for w in &written {
+                assert!(w["error"].is_null(), "{w}");
+            }
+            let stored = written.iter().filter(|w| w["ok"]["stored"] == true).count();
+            conflicts += written.len() - stored;
+            pending -= stored;
+        }
+        let id = p.request("plugin_kv_get", json!({"key": key})).await;
+        let total = p.response(id).await["ok"]["value"].as_i64().unwrap();
+        (total, conflicts)
+    }
+
+    // Without an expected version the same race loses updates: that is what CAS is for.
+    let (plain, _) = race(&mut p, "plain", 20, false).await;
+    assert!(plain < 20, "plain puts counted {plain} of 20");
+    let (total, conflicts) = race(&mut p, "counter", 20, true).await;
+    assert_eq!(
+        total, 20,
+        "every increment counted ({conflicts} conflicts retried)"
+    );
+    assert!(conflicts > 0, "the writers did race");
+
+    // A conflict answers what is there; a bad expectation is refused and writes nothing.
+    let id = p
+        .request(
+            "plugin_kv_put",
+            json!({"key": "counter", "value": 0, "expect_version": 0}),
+        )
+        .await;
+    let r = p.response(id).await;
+    assert_eq!(r["ok"]["stored"], false, "{r}");
+    assert_eq!(r["ok"]["value"], 20, "{r}");
+    assert!(r["ok"]["version"].as_i64().unwrap() > 0, "{r}");
+    let id = p
+        .request(
+            "plugin_kv_put",
+            json!({"key": "counter", "value": 0, "expect_version": "new"}),
+        )
+        .await;
+    let r = p.response(id).await;
+    assert_eq!(r["error"]["code"], "bad_request", "{r}");
+    let id = p.request("plugin_kv_get", json!({"key": "counter"})).await;
+    assert_eq!(p.response(id).await["ok"]["value"], 20);
+}
+
+/// The responses to `ids`, in the order of `ids` (they arrive in any order).
+async fn answers(p: &mut LinkClient, ids: Vec<u64>) -> Vec<Value> {
+    let mut got: std::collections::HashMap<u64, Value> = std::collections::HashMap::new();
+    while got.len() < ids.len() {
+        let f = p.next().await.expect("every request is answered");
+        if f["type"] == "response"
+            && let Some(id) = f["id"].as_u64()
+            && ids.contains(&id)
+        {
+            got.insert(id, f);
+        }
+    }
+    ids.iter()
+        .map(|id| got.remove(id).unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_send_runs_the_plugins_lua_function_in_the_game() {
+    let root = tempfile::tempdir().unwrap();
+    let cdir = root.path().join("c");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let c = ControllerProcess::start(&cdir);
+    let api = Api::new(&c.url(""), &c.first_token);
+    let token = plugin_token(&api, "echo").await;
+    // The plugin's Lua defines the function instance_send calls; it is patched into saves.
+    let mut d = decl("echo");
+    d["lua"] = json!({"load": ["main.lua"], "files": {"main.lua": concat!(
+        "local compat = require(\"modules/clusterio/compat\")\n",
+        "function echo_on_message(json)\n",
+        "  local msg = compat.json_to_table(json)\n",
+        "  game.print(\"[echo] \" .. msg.text .. \" x\" .. tostring(msg.n))\n",
+        "end\n",
+        "return {}\n")}});
+    let (mut p, ready) = plugin_hello(&c, &token, d).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+
+    let join = join_token(&cdir);
+    let _h = HostProcess::start(&root.path().join("h1"), &c.url(""), &join, "h1", &[]);
+    create_and_start(&api, "a", "h1", json!({})).await;
+    create_and_start(&api, "off", "h1", json!({"echo": {"load_plugin": false}})).await;
+
+    // Quotes and backslashes survive the trip into the game's Lua.
+    let text = "hello \"game\" \\o/";
+    let id = p
+        .request(
+            "instance_send",
+            json!({"instance": "a", "function": "echo_on_message", "data": {"text": text, "n": 3}}),
+        )
+        .await;
+    let r = p.response(id).await;
+    assert_eq!(r["ok"]["queued"], true, "{r}");
+    let want = format!("[echo] {text} x3");
+    wait_until("the game ran the plugin's function", 30, || async {
+        printed(&api, "a").await.contains(&want)
+    })
+    .await;
+
+    // Not on an instance that switched the plugin off (its save has no such function either).
+    let id = p
+        .request(
+            "instance_send",
+            json!({"instance": "off", "function": "echo_on_message", "data": {"text": "no", "n": 0}}),
+        )
+        .await;
+    let r = p.response(id).await;
+    assert_eq!(r["error"]["code"], "forbidden", "{r}");
+    let out = rcon(&api, "off", "/sc rcon.print(type(echo_on_message))").await;
+    assert_eq!(
+        out.trim(),
+        "nil",
+        "the Lua is left out where the plugin is off"
+    );
+    assert!(printed(&api, "off").await.is_empty());
+}

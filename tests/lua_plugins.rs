@@ -1,8 +1,9 @@
 //! Lua-only plugins end to end: the example in `examples/lua_plugins/announce/`, zipped by the
 //! test and uploaded through the API (no rebuild), patched into two factorio-sim games on two
 //! hosts whose real Lua runs it: an announcement from game A reaches game B, a counter kept in
-//! the controller's key–value store survives `kill -9` of the controller, and bad uploads are
-//! refused with a clear 400 and change nothing.
+//! the controller's key–value store survives `kill -9` of the controller and loses no increment
+//! when both games bump it at once (compare-and-set), and bad uploads are refused with a clear
+//! 400 and change nothing.
 
 mod common;
 
@@ -256,6 +257,31 @@ async fn uploaded_lua_plugin_broadcasts_between_games_and_keeps_a_counter_across
         counter(&api2, "a").await == Some(4.0)
     })
     .await;
+    // Both games bump at the same moment, ten times each: every bump reads the counter with
+    // its version and writes with that version (compare-and-set), retrying on a conflict, so
+    // none of the twenty is lost.
+    let _ = tokio::join!(
+        rcon(&api2, "a", "/sc for i = 1, 10 do announce.bump() end"),
+        rcon(&api2, "b", "/sc for i = 1, 10 do announce.bump() end"),
+    );
+    wait_until("all twenty concurrent bumps are counted", 60, || async {
+        rcon(&api2, "a", "/sc announce.read()").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        counter(&api2, "a").await == Some(24.0)
+    })
+    .await;
+    let conflicts: f64 = [game_state(&api2, "a").await, game_state(&api2, "b").await]
+        .iter()
+        .map(|s| s["conflicts"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert!(conflicts > 0.0, "the bumps did race (no conflict seen)");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rcon(&api2, "b", "/sc announce.read()").await;
+    wait_until("B reads the same total", 30, || async {
+        counter(&api2, "b").await == Some(24.0)
+    })
+    .await;
+
     // The plugin is still listed after the restart; the quiet game never heard anything.
     assert_eq!(lua_plugins(&api2).await[0]["plugin"], "announce");
     let quiet = rcon(&api2, "quiet", "/standin printed").await;

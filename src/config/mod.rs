@@ -101,6 +101,26 @@ impl Schemas {
     }
 }
 
+/// The schemas of a running controller, replaced whole when an external plugin declares other
+/// config fields: readers take the current one ([`LiveSchemas::get`]) and keep it for the
+/// request they serve.
+#[derive(Debug)]
+pub struct LiveSchemas(std::sync::RwLock<std::sync::Arc<Schemas>>);
+
+impl LiveSchemas {
+    pub fn new(schemas: Schemas) -> Self {
+        LiveSchemas(std::sync::RwLock::new(std::sync::Arc::new(schemas)))
+    }
+
+    pub fn get(&self) -> std::sync::Arc<Schemas> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, schemas: Schemas) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(schemas);
+    }
+}
+
 fn with_extra(
     read: &'static str,
     write: &'static str,

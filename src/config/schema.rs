@@ -443,7 +443,9 @@ impl Schema {
                         ));
                     }
                 }
-            } else {
+            } else if !value.is_null() {
+                // `null` for a name the schema no longer has (a field a plugin stopped
+                // declaring) removes the value left stored under it.
                 return Err(Refusal::new(
                     &name,
                     format!("{name} is not a setting (GET /api/v1/config/schema lists them)"),

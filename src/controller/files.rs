@@ -473,7 +473,7 @@ where
         };
         let (size, sha) = receive_checked(body, &target, &name, saves::check_save_zip).await?;
         if backup {
-            let keep = ctl.schemas.instance.resolve(&rec.config)["backup_retention"]
+            let keep = ctl.schemas.get().instance.resolve(&rec.config)["backup_retention"]
                 .as_u64()
                 .map_or(1, |n| n.max(1) as usize);
             let all = saves::list(&ctl.backups_dir(id)).unwrap_or_default();

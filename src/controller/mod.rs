@@ -56,7 +56,7 @@ pub struct Controller {
     loaded: ControllerConfig,
     settings: std::sync::Mutex<ControllerConfig>,
     /// Every setting (instance, controller, host): the core's and the plugins'.
-    pub schemas: Schemas,
+    pub schemas: crate::config::LiveSchemas,
     pub store: Store,
     hub: Arc<Hub>,
     metrics: Metrics,
@@ -115,7 +115,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
     .await?;
     let external = crate::plugins::external::External::load(&store)?;
     let mut plugin_settings = crate::plugins::settings();
-    plugin_settings.extend(crate::plugins::external::External::settings(&store));
+    plugin_settings.extend(external.schema_settings());
     let loaded = ControllerConfig::load(dir).unwrap_or_else(|_| cfg.clone());
     if let Some((user, token)) = bootstrap(&store, &cfg).await? {
         println!("First start: created admin user '{user}'. Login token (shown once): {token}");
@@ -150,7 +150,7 @@ pub async fn run(dir: &Path, cfg: ControllerConfig) -> anyhow::Result<()> {
         store,
         loaded: loaded.clone(),
         settings: std::sync::Mutex::new(loaded),
-        schemas: Schemas::new(&plugin_settings),
+        schemas: crate::config::LiveSchemas::new(Schemas::new(&plugin_settings)),
         cfg,
     });
     ctl.shutdown.listen_for_signals()?;
@@ -484,9 +484,13 @@ impl Controller {
             live
         };
         // Secrets never enter a view: readers see whether each is set.
-        let (config, secrets) = self.schemas.instance.redact(&rec.config);
+        let (config, secrets) = self.schemas.get().instance.redact(&rec.config);
         let pending = match &rec.running_config {
-            Some(running) => self.schemas.instance.pending_restart(running, &rec.config),
+            Some(running) => self
+                .schemas
+                .get()
+                .instance
+                .pending_restart(running, &rec.config),
             None => Vec::new(),
         };
         json!({

@@ -4,6 +4,12 @@
 //! Values are JSON. Every write is committed before the caller hears `Ok` (the store's rule), so
 //! a counter a game was told about survives `kill -9` of the controller.
 //!
+//! Every write gives the key a new **version**, drawn from one clock for the whole store, so a
+//! version is never reused (not even after the key is deleted and set again). [`put_if`] is the
+//! compare-and-set: it writes only if the key still has the version the caller read (0: only
+//! if the key does not exist), and otherwise returns the current entry — a read-modify-write
+//! loop on it loses no update however many writers race.
+//!
 //! Limits (each a clear [`StoreError::Invalid`] naming what is wrong; nothing is changed):
 //! [`MAX_KEY_BYTES`], [`MAX_VALUE_BYTES`], [`MAX_KEYS_PER_PLUGIN`], [`MAX_PLUGIN_NAME_BYTES`].
 
@@ -26,7 +32,8 @@ pub const MAX_LIST_ENTRIES: usize = 1_000;
 /// Recorded in `plugin_migrations` under this name (not a plugin's name: it has a dot).
 const MIGRATION_NAME: &str = "core.plugin_kv";
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE plugin_kv (
         plugin TEXT NOT NULL,
         key TEXT NOT NULL,
@@ -34,7 +41,14 @@ const MIGRATIONS: &[&str] = &[r#"
         updated_at INTEGER NOT NULL,
         PRIMARY KEY (plugin, key)
     );
-    "#];
+    "#,
+    r#"
+    ALTER TABLE plugin_kv ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+    UPDATE plugin_kv SET version = rowid;
+    CREATE TABLE plugin_kv_clock (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+    INSERT INTO plugin_kv_clock (id, n) VALUES (1, (SELECT COALESCE(MAX(version), 0) FROM plugin_kv));
+    "#,
+];
 
 /// Creates the table (once; recorded like the plugins' own tables).
 pub async fn migrate(store: &Store) -> anyhow::Result<()> {
@@ -54,6 +68,17 @@ pub struct KvEntry {
     pub value: Value,
     /// Milliseconds since the Unix epoch.
     pub updated_at: i64,
+    /// Changes with every write (never reused); what [`put_if`] compares.
+    pub version: i64,
+}
+
+/// What a compare-and-set did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Cas {
+    /// The key had the expected version; this is the new entry.
+    Stored(KvEntry),
+    /// It had another (or none: `None`); nothing was written.
+    Conflict(Option<KvEntry>),
 }
 
 /// A plugin name usable as a namespace: 1–64 bytes of `[A-Za-z0-9_-]`.
@@ -112,18 +137,19 @@ fn encode_value(value: &Value) -> Result<String> {
 pub fn get_in(conn: &Connection, plugin: &str, key: &str) -> Result<Option<KvEntry>> {
     check_plugin(plugin)?;
     check_key(key)?;
-    let row: Option<(String, i64)> = conn
+    let row: Option<(String, i64, i64)> = conn
         .query_row(
-            "SELECT value, updated_at FROM plugin_kv WHERE plugin = ?1 AND key = ?2",
+            "SELECT value, updated_at, version FROM plugin_kv WHERE plugin = ?1 AND key = ?2",
             params![plugin, key],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    row.map(|(text, updated_at)| {
+    row.map(|(text, updated_at, version)| {
         Ok(KvEntry {
             key: key.to_string(),
             value: serde_json::from_str(&text)?,
             updated_at,
+            version,
         })
     })
     .transpose()
@@ -133,14 +159,42 @@ pub fn put_in(conn: &Connection, plugin: &str, key: &str, value: &Value) -> Resu
     check_plugin(plugin)?;
     check_key(key)?;
     let text = encode_value(value)?;
-    let exists: bool = conn
-        .query_row(
-            "SELECT 1 FROM plugin_kv WHERE plugin = ?1 AND key = ?2",
-            params![plugin, key],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
+    let exists = get_in(conn, plugin, key)?.is_some();
+    write_in(conn, plugin, key, value, &text, exists)
+}
+
+/// Compare-and-set: writes `value` only if the key's version is `expected` (0: only if the key
+/// does not exist). Limits are checked first, as for [`put_in`].
+pub fn put_if_in(
+    conn: &Connection,
+    plugin: &str,
+    key: &str,
+    value: &Value,
+    expected: i64,
+) -> Result<Cas> {
+    check_plugin(plugin)?;
+    check_key(key)?;
+    if expected < 0 {
+        return Err(StoreError::Invalid(format!(
+            "expected version {expected} is not a version (0 means \"not set yet\")"
+        )));
+    }
+    let text = encode_value(value)?;
+    let current = get_in(conn, plugin, key)?;
+    if current.as_ref().map_or(0, |e| e.version) != expected {
+        return Ok(Cas::Conflict(current));
+    }
+    write_in(conn, plugin, key, value, &text, current.is_some()).map(Cas::Stored)
+}
+
+fn write_in(
+    conn: &Connection,
+    plugin: &str,
+    key: &str,
+    value: &Value,
+    text: &str,
+    exists: bool,
+) -> Result<KvEntry> {
     if !exists {
         let count: i64 = conn.query_row(
             "SELECT COUNT(*) FROM plugin_kv WHERE plugin = ?1",
@@ -154,16 +208,23 @@ pub fn put_in(conn: &Connection, plugin: &str, key: &str, value: &Value) -> Resu
             )));
         }
     }
+    let version: i64 = conn.query_row(
+        "UPDATE plugin_kv_clock SET n = n + 1 WHERE id = 1 RETURNING n",
+        [],
+        |r| r.get(0),
+    )?;
     let now = store::now_ms();
     conn.execute(
-        "INSERT INTO plugin_kv (plugin, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT(plugin, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        params![plugin, key, text, now],
+        "INSERT INTO plugin_kv (plugin, key, value, updated_at, version) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(plugin, key) DO UPDATE SET value = excluded.value,
+             updated_at = excluded.updated_at, version = excluded.version",
+        params![plugin, key, text, now, version],
     )?;
     Ok(KvEntry {
         key: key.to_string(),
         value: value.clone(),
         updated_at: now,
+        version,
     })
 }
 
@@ -189,7 +250,7 @@ pub fn list_in(conn: &Connection, plugin: &str, prefix: &str) -> Result<Vec<KvEn
         )));
     }
     let mut stmt = conn.prepare_cached(
-        "SELECT key, value, updated_at FROM plugin_kv
+        "SELECT key, value, updated_at, version FROM plugin_kv
          WHERE plugin = ?1 AND substr(key, 1, length(?2)) = ?2
          ORDER BY key LIMIT ?3",
     )?;
@@ -198,15 +259,17 @@ pub fn list_in(conn: &Connection, plugin: &str, prefix: &str) -> Result<Vec<KvEn
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
             r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (key, text, updated_at) = row?;
+        let (key, text, updated_at, version) = row?;
         out.push(KvEntry {
             key,
             value: serde_json::from_str(&text)?,
             updated_at,
+            version,
         });
     }
     Ok(out)
@@ -226,11 +289,27 @@ pub fn count_in(conn: &Connection, plugin: &str) -> Result<i64> {
 
 /// The value under `key` in `plugin`'s namespace, if any.
 pub async fn get(store: &Store, plugin: &str, key: &str) -> Result<Option<Value>> {
+    Ok(get_entry(store, plugin, key).await?.map(|e| e.value))
+}
+
+/// The entry under `key` (value, version, time), if any.
+pub async fn get_entry(store: &Store, plugin: &str, key: &str) -> Result<Option<KvEntry>> {
     let (plugin, key) = (plugin.to_string(), key.to_string());
-    Ok(store
-        .read(move |c| get_in(c, &plugin, &key))
-        .await?
-        .map(|e| e.value))
+    store.read(move |c| get_in(c, &plugin, &key)).await
+}
+
+/// Compare-and-set ([`put_if_in`]); resolves once committed.
+pub async fn put_if(
+    store: &Store,
+    plugin: &str,
+    key: &str,
+    value: Value,
+    expected: i64,
+) -> Result<Cas> {
+    let (plugin, key) = (plugin.to_string(), key.to_string());
+    store
+        .write(move |c| put_if_in(c, &plugin, &key, &value, expected))
+        .await
 }
 
 /// Sets `key` to `value`; resolves once committed to disk.
@@ -384,5 +463,104 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         migrate(&s).await.unwrap();
         assert_eq!(get(&s, "a", "count").await.unwrap(), Some(json!(41)));
+    }
+
+    #[tokio::test]
+    async fn compare_and_set_writes_only_over_the_version_read() {
+        let (_d, s) = ready().await;
+        let first = match put_if(&s, "a", "k", json!(1), 0).await.unwrap() {
+            Cas::Stored(e) => e,
+            other => panic!("{other:?}"),
+        };
+        assert!(first.version > 0);
+        // Not set yet (0) no longer holds; the answer carries what is there.
+        match put_if(&s, "a", "k", json!(9), 0).await.unwrap() {
+            Cas::Conflict(Some(e)) => assert_eq!((e.value, e.version), (json!(1), first.version)),
+            other => panic!("{other:?}"),
+        }
+        let second = match put_if(&s, "a", "k", json!(2), first.version).await.unwrap() {
+            Cas::Stored(e) => e,
+            other => panic!("{other:?}"),
+        };
+        assert!(second.version > first.version);
+        assert!(matches!(
+            put_if(&s, "a", "k", json!(3), first.version).await.unwrap(),
+            Cas::Conflict(Some(_))
+        ));
+        // A deleted and re-created key never gets an old version back (no ABA).
+        delete(&s, "a", "k").await.unwrap();
+        assert!(matches!(
+            put_if(&s, "a", "k", json!(4), second.version)
+                .await
+                .unwrap(),
+            Cas::Conflict(None)
+        ));
+        let again = put(&s, "a", "k", json!(5)).await.unwrap();
+        assert!(again.version > second.version);
+        assert!(matches!(
+            put_if(&s, "a", "k", json!(6), second.version)
+                .await
+                .unwrap(),
+            Cas::Conflict(Some(_))
+        ));
+        assert!(put_if(&s, "a", "k", json!(1), -1).await.is_err());
+        assert_eq!(get(&s, "a", "k").await.unwrap(), Some(json!(5)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_increments_with_compare_and_set_lose_nothing() {
+        let (_d, s) = ready().await;
+        let (writers, each) = (8, 25);
+        let mut tasks = Vec::new();
+        for _ in 0..writers {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut conflicts = 0;
+                for _ in 0..each {
+                    loop {
+                        let cur = get_entry(&s, "a", "n").await.unwrap();
+                        let (n, v) = cur.map_or((0, 0), |e| (e.value.as_i64().unwrap(), e.version));
+                        match put_if(&s, "a", "n", json!(n + 1), v).await.unwrap() {
+                            Cas::Stored(_) => break,
+                            Cas::Conflict(_) => conflicts += 1,
+                        }
+                    }
+                }
+                conflicts
+            }));
+        }
+        let mut conflicts = 0;
+        for t in tasks {
+            conflicts += t.await.unwrap();
+        }
+        assert_eq!(
+            get(&s, "a", "n").await.unwrap(),
+            Some(json!(writers * each)),
+            "{conflicts} conflicts retried"
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_stored_before_versions_get_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        // The first step only, as an older clustorio left it.
+        super::super::plugins::apply_migrations(&s, MIGRATION_NAME, &MIGRATIONS[..1], "kv")
+            .await
+            .unwrap();
+        s.write(|c| {
+            c.execute(
+                "INSERT INTO plugin_kv (plugin, key, value, updated_at) VALUES ('a', 'old', '7', 1)",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        migrate(&s).await.unwrap();
+        let e = get_entry(&s, "a", "old").await.unwrap().unwrap();
+        assert!(e.version > 0, "{e:?}");
+        let next = put(&s, "a", "new", json!(1)).await.unwrap();
+        assert!(next.version > e.version);
     }
 }

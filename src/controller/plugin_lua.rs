@@ -109,12 +109,7 @@ impl LuaBundle {
     /// Checks every limit and name; the first problem, described.
     pub fn validate(&self) -> Result<(), String> {
         check_plugin_name(&self.plugin)?;
-        semver::Version::parse(&self.version).map_err(|_| {
-            format!(
-                "version '{}' is not a semantic version such as 1.0.0",
-                self.version
-            )
-        })?;
+        crate::plugins::checks::version(&self.version)?;
         if self.files.is_empty() {
             return Err("the bundle has no Lua files".into());
         }
@@ -178,23 +173,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// A plugin name usable as a module name and a Lua identifier prefix: a lowercase letter, then
-/// up to 63 of `[a-z0-9_]`; not `clusterio` (the core module).
+/// A plugin name usable as a module name and a Lua identifier prefix: the syntax every plugin
+/// name obeys ([`crate::plugins::checks::name_syntax`]).
 pub fn check_plugin_name(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
-    if !first_ok
-        || name.len() > 64
-        || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    {
-        return Err(format!(
-            "plugin name '{name}' must start with a lowercase letter and contain only a-z, 0-9 and '_' (at most 64)"
-        ));
-    }
-    if name == "clusterio" || name == "core" {
-        return Err(format!("plugin name '{name}' is reserved"));
-    }
-    Ok(())
+    crate::plugins::checks::name_syntax(name)
 }
 
 /// A file name inside a bundle: relative, `[A-Za-z0-9_./-]` only, no `..`, `.` or empty
@@ -597,13 +579,38 @@ impl Controller {
         self.metrics.plugin_message(&plugin, "in");
         match data["op"].as_str() {
             Some("get") => {
-                let value = super::plugin_kv::get(&self.store, &plugin, &key).await?;
-                Ok(json!({ "key": key, "value": value }))
+                let e = super::plugin_kv::get_entry(&self.store, &plugin, &key).await?;
+                Ok(json!({
+                    "key": key,
+                    "value": e.as_ref().map(|e| e.value.clone()),
+                    "version": e.map_or(0, |e| e.version),
+                }))
             }
             Some("set") => {
-                let e = super::plugin_kv::put(&self.store, &plugin, &key, data["value"].clone())
-                    .await?;
-                Ok(json!({ "key": key, "value": e.value }))
+                use super::plugin_kv::{Cas, put, put_if};
+                let value = data["value"].clone();
+                let cas = match &data["version"] {
+                    Value::Null => Cas::Stored(put(&self.store, &plugin, &key, value).await?),
+                    v => {
+                        let expected = v.as_i64().filter(|n| *n >= 0).ok_or_else(|| {
+                            ApiError::bad_request(
+                                "version must be one a kv_get answered (0: not set yet)",
+                            )
+                        })?;
+                        put_if(&self.store, &plugin, &key, value, expected).await?
+                    }
+                };
+                Ok(match cas {
+                    Cas::Stored(e) => {
+                        json!({ "key": key, "value": e.value, "version": e.version, "stored": true })
+                    }
+                    Cas::Conflict(current) => json!({
+                        "key": key,
+                        "value": current.as_ref().map(|e| e.value.clone()),
+                        "version": current.map_or(0, |e| e.version),
+                        "stored": false,
+                    }),
+                })
             }
             Some("delete") => {
                 let existed = super::plugin_kv::delete(&self.store, &plugin, &key).await?;
@@ -822,57 +829,58 @@ mod tests {
         assert!(check_path(&format!("{}.lua", "a".repeat(200))).is_err());
     }
 
+    /// Plugin `demo`'s bundle of `files`, loading `load`.
+    fn bundle(
+        version: &str,
+        load: &str,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> Result<LuaBundle, String> {
+        bundle_from_files("demo", version, vec![load.into()], vec![], files)
+    }
+
+    /// Stores plugin `ext`'s Lua as its declaration would.
+    async fn put_ext(
+        s: &Store,
+        version: &str,
+        load: &str,
+        list: &[(&str, &str)],
+    ) -> store::Result<Checksum> {
+        put(s, "ext", version, vec![load.into()], vec![], files(list)).await
+    }
+
     #[test]
     fn names_and_bundles_are_checked() {
         assert!(check_plugin_name("announce_2").is_ok());
-        for bad in ["", "2x", "Caps", "a-b", "clusterio", "a.b"] {
+        for bad in ["", "p", "2x", "Caps", "a-b", "clusterio", "a.b"] {
             assert!(check_plugin_name(bad).is_err(), "{bad}");
         }
-        let ok = bundle_from_files(
-            "p",
-            "1.0.0",
-            vec!["a.lua".into()],
-            vec![],
-            files(&[("a.lua", "x")]),
-        );
-        assert!(ok.is_ok());
-        let e = bundle_from_files(
-            "p",
-            "one",
-            vec!["a.lua".into()],
-            vec![],
-            files(&[("a.lua", "x")]),
-        )
-        .unwrap_err();
-        assert!(e.contains("semantic version"), "{e}");
-        let e = bundle_from_files(
-            "p",
-            "1.0.0",
-            vec!["b.lua".into()],
-            vec![],
-            files(&[("a.lua", "x")]),
-        )
-        .unwrap_err();
-        assert!(e.contains("b.lua is listed"), "{e}");
+        assert!(bundle("1.0.0", "a.lua", files(&[("a.lua", "x")])).is_ok());
         let big = "x".repeat(MAX_FILE_BYTES + 1);
-        let e = bundle_from_files(
-            "p",
-            "1.0.0",
-            vec!["a.lua".into()],
-            vec![],
-            files(&[("a.lua", &big)]),
-        )
-        .unwrap_err();
-        assert!(e.contains("limited to"), "{e}");
-        let e = bundle_from_files(
-            "p",
-            "1.0.0",
-            vec!["a.lua".into()],
-            vec![],
-            vec![("a.lua".into(), vec![0xff, 0xfe])],
-        )
-        .unwrap_err();
-        assert!(e.contains("UTF-8"), "{e}");
+        for (version, load, given, says) in [
+            ("one", "a.lua", files(&[("a.lua", "x")]), "semantic version"),
+            (
+                "1.0.0",
+                "b.lua",
+                files(&[("a.lua", "x")]),
+                "b.lua is listed",
+            ),
+            ("1.0.0", "a.lua", files(&[("a.lua", &big)]), "limited to"),
+            (
+                "1.0.0",
+                "a.lua",
+                vec![("a.lua".into(), vec![0xff, 0xfe])],
+                "UTF-8",
+            ),
+            (
+                "1.0.0",
+                "a.lua",
+                files(&[("a.lua", "x"), ("a.lua", "y")]),
+                "given twice",
+            ),
+        ] {
+            let e = bundle(version, load, given).unwrap_err();
+            assert!(e.contains(says), "wanted {says:?} in {e:?}");
+        }
     }
 
     #[tokio::test]
@@ -880,16 +888,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         migrate(&s).await.unwrap();
-        let sha = put(
-            &s,
-            "ext",
-            "1.0.0",
-            vec!["main.lua".into()],
-            vec![],
-            files(&[("main.lua", "return {}")]),
-        )
-        .await
-        .unwrap();
+        let main = [("main.lua", "return {}")];
+        let sha = put_ext(&s, "1.0.0", "main.lua", &main).await.unwrap();
         assert_eq!(sha.len(), 64);
         let (bytes, stored) = s.read(|c| bytes_in(c, "ext")).await.unwrap().unwrap();
         assert_eq!(stored, sha);
@@ -897,17 +897,7 @@ mod tests {
         let b: LuaBundle = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(b.files["main.lua"], "return {}");
         // Same content, same checksum.
-        let again = put(
-            &s,
-            "ext",
-            "1.0.0",
-            vec!["main.lua".into()],
-            vec![],
-            files(&[("main.lua", "return {}")]),
-        )
-        .await
-        .unwrap();
-        assert_eq!(again, sha);
+        assert_eq!(put_ext(&s, "1.0.0", "main.lua", &main).await.unwrap(), sha);
         // A Lua-only plugin may not take an external plugin's name.
         let e = s
             .write(move |c| put_in(c, "admin", Kind::Lua, &b, &json!({})))
@@ -915,16 +905,9 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, StoreError::Conflict(_)), "{e}");
         // Bad input changes nothing.
-        let e = put(
-            &s,
-            "ext",
-            "2.0.0",
-            vec!["../x.lua".into()],
-            vec![],
-            files(&[("../x.lua", "")]),
-        )
-        .await
-        .unwrap_err();
+        let e = put_ext(&s, "2.0.0", "../x.lua", &[("../x.lua", "")])
+            .await
+            .unwrap_err();
         assert!(matches!(e, StoreError::Invalid(_)), "{e}");
         let l = s.read(list_in).await.unwrap();
         assert_eq!(l.len(), 1);

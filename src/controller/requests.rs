@@ -752,7 +752,7 @@ impl ControlRequest {
                 ok(super::view_for(reads_config, ctl.instance_view(rec).await?))
             }
             InstanceCreate(new) => {
-                let schema = ctl.schemas.instance.clone();
+                let schema = ctl.schemas.get().instance.clone();
                 let rec = store
                     .write(move |c| {
                         store::instances::create(c, &who, &new.name, &new.config, &schema)
@@ -764,7 +764,7 @@ impl ControlRequest {
             }
             InstanceUpdateConfig(change) => {
                 let instance = change.instance.to_string();
-                let schema = ctl.schemas.instance.clone();
+                let schema = ctl.schemas.get().instance.clone();
                 let rec = store
                     .write(move |c| {
                         store::instances::update_config(c, &who, &instance, &change.config, &schema)
@@ -776,7 +776,7 @@ impl ControlRequest {
                 ok(super::view_for(reads_config, view))
             }
             InstanceRevealSecret(r) => ok(ctl.reveal_secret(&who, r.instance, &r.field).await?),
-            ConfigSchema => ok(ctl.schemas.to_json()),
+            ConfigSchema => ok(ctl.schemas.get().to_json()),
             ControllerConfigGet => ok(ctl.controller_config_view()),
             ControllerConfigUpdate { config } => {
                 ok(ctl.update_controller_config(&who, &config).await?)

@@ -23,12 +23,13 @@ impl Controller {
     ) -> Result<Value, ApiError> {
         let f = self
             .schemas
+            .get()
             .instance
             .field(field)
             .filter(|f| f.secret)
             .ok_or_else(|| ApiError::bad_request(format!("{field} is not a secret setting")))?;
         let rec = self.record(&instance).await?;
-        let value = schema::get_path(&self.schemas.instance.resolve(&rec.config), f.name)
+        let value = schema::get_path(&self.schemas.get().instance.resolve(&rec.config), f.name)
             .cloned()
             .unwrap_or(Value::Null);
         let (w, name) = (who.to_string(), rec.name.clone());
@@ -49,7 +50,7 @@ impl Controller {
     pub fn controller_config_view(&self) -> Value {
         let to_json = |c: &ControllerConfig| serde_json::to_value(c).unwrap_or(Value::Null);
         config::settings_view(
-            &self.schemas.controller,
+            &self.schemas.get().controller,
             &to_json(&self.loaded),
             &to_json(&self.settings()),
         )
@@ -61,7 +62,7 @@ impl Controller {
         who: &str,
         patch: &Value,
     ) -> Result<Value, ApiError> {
-        let schema = &self.schemas.controller;
+        let schema = &self.schemas.get().controller;
         let file = self.data_dir.join(CONTROLLER_CONFIG_FILE);
         config::patch_file(&file, schema, patch)
             .map_err(|e| ApiError::new(500, "internal", format!("{e:#}")))?
@@ -102,7 +103,7 @@ impl Controller {
                 .await
                 .map_err(host_error);
         };
-        let schema = &self.schemas.host;
+        let schema = &self.schemas.get().host;
         schema.check_patch(&patch).map_err(ApiError::refused)?;
         let view = self
             .hub

@@ -1,5 +1,5 @@
 //! `ctl plugin upload FILE.zip`, `ctl plugin lua list`, `ctl plugin lua delete NAME`: the
-//! controller's Lua-only plugins (`docs/plugins-lua.md`).
+//! controller's Lua-only plugins (`docs/plugins.md` §3).
 
 use super::client::{Client, seg};
 use super::output::{Output, Table, bytes, cell, time_ms};

@@ -2,7 +2,7 @@
 //! starts, the bundles the controller lists for it are fetched (cached by SHA-256 under
 //! `plugin-lua-cache/`, checked on arrival) and patched into the save with the built-in modules.
 //! For Lua-only plugins the host also carries the reserved channels: `<name>:broadcast` and
-//! `<name>:kv_get` / `<name>:kv_set` / `<name>:kv_delete` (see `docs/plugins-lua.md`).
+//! `<name>:kv_get` / `<name>:kv_set` / `<name>:kv_delete` (see `docs/plugins.md` §3).
 
 use super::Host;
 use super::instance::{Instance, Status};
@@ -234,17 +234,31 @@ impl Host {
                         "op": op,
                         "key": data["key"],
                         "value": data["value"],
+                        "version": data["version"],
                     });
                     let answer = match host
                         .link
                         .request("plugin_lua.kv", request, KV_TIMEOUT)
                         .await
                     {
+                        // A compare-and-set that found another version: not stored, with
+                        // what is there now so the game can try again at once.
+                        Ok(v) if v["stored"] == false => json!({
+                            "ok": false,
+                            "op": op,
+                            "key": data["key"],
+                            "value": v["value"],
+                            "version": v["version"],
+                            "conflict": true,
+                            "ref": data["ref"],
+                            "error": "conflict: the key has another version now",
+                        }),
                         Ok(v) => json!({
                             "ok": true,
                             "op": op,
                             "key": data["key"],
                             "value": v["value"],
+                            "version": v["version"],
                             "ref": data["ref"],
                         }),
                         Err(e) => json!({

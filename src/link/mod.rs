@@ -18,6 +18,7 @@
 //! both sides drop what the other acknowledged and resend the rest, and receivers ignore any seq
 //! they have already seen. So a short drop loses nothing and delivers nothing twice.
 
+pub mod attach;
 pub mod client;
 pub mod endpoint;
 pub mod frame;

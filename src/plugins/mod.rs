@@ -11,6 +11,7 @@
 //! is not `false`.
 
 /// External-process plugins on the link (`role: "plugin"`).
+pub mod checks;
 pub mod external;
 pub mod global_chat;
 pub mod inventory_sync;

@@ -8,17 +8,12 @@ import { h, replace } from "./dom.js";
 
 export const SECTIONS = ["Server", "Game", "Backups", "Advanced"];
 
-let schemaPromise = null;
-
-/** The schema, fetched once per page load. */
+/**
+ * The schema, fetched each time a form is built: an external plugin that connects adds (or
+ * removes) its fields while the controller runs, and the next form shows them.
+ */
 export function loadSchema() {
-  if (!schemaPromise) {
-    schemaPromise = get("config/schema").catch((e) => {
-      schemaPromise = null;
-      throw e;
-    });
-  }
-  return schemaPromise;
+  return get("config/schema");
 }
 
 /** The value at a dotted path. */

@@ -3,7 +3,7 @@
 --   /count            adds one to a counter kept in the cluster's key-value store
 -- Over RCON: /sc announce.send("text"), /sc announce.bump(), /sc announce.read(),
 -- /sc announce.dump() (prints this game's state as JSON).
--- The host calls the two callbacks below (docs/plugins-lua.md).
+-- The host calls the two callbacks below (docs/plugins.md).
 local api = require("modules/clusterio/api")
 local compat = require("modules/clusterio/compat")
 
@@ -20,8 +20,8 @@ function announce.send(text)
 	game.print("[announce] " .. text)
 end
 
--- Read the counter; the answer comes back in announce_on_kv with ref "bump", which then
--- stores the value plus one.
+-- Read the counter (value and version); the answer comes back in announce_on_kv with ref
+-- "bump", which then stores the value plus one if the version is still the one read.
 function announce.bump()
 	api.send_json("announce:kv_get", { key = "counter", ref = "bump" })
 end
@@ -47,6 +47,14 @@ function announce_on_kv(json)
 	local answer = compat.json_to_table(json)
 	local s = state()
 	s.answers = s.answers + 1
+	if answer.conflict then
+		-- Another game bumped it between our read and our write: add one to what is there now.
+		s.conflicts = (s.conflicts or 0) + 1
+		api.send_json("announce:kv_set", {
+			key = "counter", value = (tonumber(answer.value) or 0) + 1, version = answer.version, ref = "bumped",
+		})
+		return
+	end
 	if not answer.ok then
 		s.error = answer.error
 		game.print("[announce] the counter is unavailable: " .. tostring(answer.error))
@@ -54,8 +62,10 @@ function announce_on_kv(json)
 	end
 	s.error = nil
 	if answer.ref == "bump" then
-		local n = (tonumber(answer.value) or 0) + 1
-		api.send_json("announce:kv_set", { key = "counter", value = n, ref = "bumped" })
+		-- Compare-and-set: stored only if nobody wrote since this read (version 0: not set yet).
+		api.send_json("announce:kv_set", {
+			key = "counter", value = (tonumber(answer.value) or 0) + 1, version = answer.version, ref = "bumped",
+		})
 	else
 		s.counter = answer.value
 		game.print("[announce] shared counter: " .. tostring(answer.value))

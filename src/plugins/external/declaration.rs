@@ -1,14 +1,13 @@
 //! What an external plugin says about itself in its hello, and the checks it must pass.
 
-use crate::config::schema::{Default, Field, Kind};
 use crate::link::ErrorBody;
+use crate::plugins::checks;
+pub use crate::plugins::checks::FieldDecl;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Events an external plugin can subscribe to.
 pub const EVENTS: &[&str] = &["chat", "player_join", "player_leave", "instance_status"];
-/// Names no external plugin may take: the core's prefixes and the host ⇄ controller glue.
-const RESERVED: &[&str] = &["core", "external_plugin", "clusterio", "plugin", "lua"];
 /// At most this many entries in each list of a declaration.
 const MAX_ITEMS: usize = 64;
 /// Lua files uploaded with a declaration, all together, at most.
@@ -33,26 +32,6 @@ pub struct PermissionDecl {
     pub title: String,
     #[serde(default)]
     pub description: String,
-}
-
-/// A config field, typed as the built-in schema types them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FieldDecl {
-    pub name: String,
-    /// `bool`, `integer`, `number` or `string`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub default: Value,
-    #[serde(default)]
-    pub title: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub min: Option<f64>,
-    #[serde(default)]
-    pub max: Option<f64>,
 }
 
 /// Lua module files patched into saves (`modules/<name>/…`).
@@ -109,28 +88,10 @@ fn refuse(message: impl Into<String>) -> ErrorBody {
     ErrorBody::new("bad_declaration", message)
 }
 
-/// A plugin name: lower-case letters, digits and `_`, starting with a letter, 2–40 long.
-pub fn valid_name(name: &str) -> bool {
-    (2..=40).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-/// Why `name` cannot be an external plugin's name, if it cannot.
+/// Why `name` cannot be a plugin's name, if it cannot (the rule all plugins share:
+/// [`checks::name`]).
 pub fn name_problem(name: &str) -> Option<String> {
-    if !valid_name(name) {
-        return Some(format!(
-            "plugin name \"{name}\" is not valid: use 2–40 lower-case letters, digits and _, starting with a letter"
-        ));
-    }
-    if RESERVED.contains(&name) || crate::plugins::find(name).is_some() {
-        return Some(format!(
-            "plugin name \"{name}\" is taken by clustorio itself (a built-in plugin or the core)"
-        ));
-    }
-    None
+    checks::name(name).err()
 }
 
 /// Does a channel pattern (exact, or a prefix ending in `:`) cover `channel`?
@@ -161,26 +122,6 @@ fn lua_identifier(s: &str) -> bool {
         })
 }
 
-/// A module file name: `a/b.lua` style, no `..`, no absolute paths, no backslashes.
-pub fn module_path_problem(path: &str) -> Option<String> {
-    let ok = !path.is_empty()
-        && path.len() <= 200
-        && !path.starts_with('/')
-        && path.ends_with(".lua")
-        && path.split('/').all(|p| {
-            !p.is_empty()
-                && p != "."
-                && p != ".."
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        });
-    (!ok).then(|| {
-        format!(
-            "Lua file name \"{path}\" is not allowed: a relative path of letters, digits, _ - . ending in .lua, without .. or a leading /"
-        )
-    })
-}
-
 impl Declaration {
     /// Parses the `plugin` object of a hello.
     pub fn parse(value: &Value) -> Result<Declaration, ErrorBody> {
@@ -206,11 +147,6 @@ impl Declaration {
         }
         if let Some(p) = name_problem(&self.name) {
             return Err(refuse(p));
-        }
-        if self.version.is_empty() || self.version.len() > 40 {
-            return Err(refuse(
-                "version must be a non-empty string of at most 40 characters",
-            ));
         }
         let lists = [
             ("permissions", self.permissions.len()),
@@ -287,19 +223,7 @@ impl Declaration {
             ("instance", &self.instance_config),
         ] {
             for f in fields {
-                let ok_name = f.name.starts_with(&own)
-                    && f.name.len() > own.len()
-                    && f.name.len() <= 100
-                    && f.name[own.len()..]
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-                if !ok_name {
-                    return Err(refuse(format!(
-                        "{kind} config field \"{}\" must be named {own}<lower_case_name>",
-                        f.name
-                    )));
-                }
-                field_of(f).map_err(|m| refuse(format!("{kind} config field {}: {m}", f.name)))?;
+                checks::config_field(&self.name, f).map_err(|m| refuse(format!("{kind} {m}")))?;
             }
         }
         if let Some(lua) = &self.lua {
@@ -316,19 +240,20 @@ impl Declaration {
                     format!("the Lua files are {total} bytes; at most {MAX_LUA_BYTES} are allowed"),
                 ));
             }
-            for path in lua.files.keys() {
-                if let Some(p) = module_path_problem(path) {
-                    return Err(refuse(p));
-                }
-            }
-            for f in lua.load.iter().chain(&lua.require) {
-                if !lua.files.contains_key(f) {
-                    return Err(refuse(format!(
-                        "lua lists \"{f}\" but uploads no such file"
-                    )));
-                }
-            }
+            // The same checks as every Lua bundle (file names, sizes, load/require).
+            crate::controller::plugin_lua::bundle_from_files(
+                &self.name,
+                &self.version,
+                lua.load.clone(),
+                lua.require.clone(),
+                lua.files
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+                    .collect(),
+            )
+            .map_err(|e| refuse(format!("Lua files not allowed: {e}")))?;
         }
+        checks::version(&self.version).map_err(refuse)?;
         Ok(())
     }
 
@@ -379,19 +304,24 @@ impl Declaration {
         crate::controller::plugin_lua::enabled_for(instance_config, &self.name)
     }
 
-    /// Its settings for the schemas (leaked: a schema holds `'static` fields; this runs once per
-    /// declaration at the controller's start).
+    /// Its settings for the schemas (leaked: a schema holds `'static` fields; made when the
+    /// controller starts and when a redeclaration changes the fields).
     pub fn settings(&self) -> crate::config::PluginSettings {
         let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
-        let mut instance: Vec<Field> = vec![crate::plugins::load_plugin_field(
-            leak(&format!("{}.load_plugin", self.name)),
-            leak(&format!("Run the {} plugin", self.name)),
-        )];
-        instance.extend(self.instance_config.iter().filter_map(|f| field_of(f).ok()));
-        let controller: Vec<Field> = self
+        let mut instance: Vec<crate::config::schema::Field> =
+            vec![crate::plugins::load_plugin_field(
+                leak(&format!("{}.load_plugin", self.name)),
+                leak(&format!("Run the {} plugin", self.name)),
+            )];
+        instance.extend(
+            self.instance_config
+                .iter()
+                .filter_map(|f| checks::config_field(&self.name, f).ok()),
+        );
+        let controller: Vec<crate::config::schema::Field> = self
             .controller_config
             .iter()
-            .filter_map(|f| field_of(f).ok())
+            .filter_map(|f| checks::config_field(&self.name, f).ok())
             .collect();
         crate::config::PluginSettings {
             instance: Box::leak(instance.into_boxed_slice()),
@@ -399,76 +329,6 @@ impl Declaration {
             host: &[],
         }
     }
-}
-
-/// A declared field as a schema field (leaking its strings).
-fn field_of(f: &FieldDecl) -> Result<Field, String> {
-    let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
-    if f.title.len() > 200 || f.description.len() > 1000 {
-        return Err("title or description too long".into());
-    }
-    if let (Some(min), Some(max)) = (f.min, f.max)
-        && (min > max || !min.is_finite() || !max.is_finite())
-    {
-        return Err("min must be a number not above max".into());
-    }
-    let (kind, default) = match f.kind.as_str() {
-        "bool" => match &f.default {
-            Value::Null => (Kind::Bool, Default::Bool(false)),
-            Value::Bool(b) => (Kind::Bool, Default::Bool(*b)),
-            _ => return Err("the default of a bool must be true or false".into()),
-        },
-        "integer" => {
-            let min = f.min.map(|m| m as i64).unwrap_or(i64::MIN);
-            let max = f.max.map(|m| m as i64).unwrap_or(i64::MAX);
-            match &f.default {
-                Value::Null => (Kind::Integer { min, max }, Default::Null),
-                v => match v.as_i64() {
-                    Some(n) if (min..=max).contains(&n) => {
-                        (Kind::Integer { min, max }, Default::Int(n))
-                    }
-                    _ => return Err("the default must be an integer within min..max".into()),
-                },
-            }
-        }
-        "number" => {
-            let min = f.min.unwrap_or(f64::MIN);
-            let max = f.max.unwrap_or(f64::MAX);
-            match &f.default {
-                Value::Null => (Kind::Number { min, max }, Default::Null),
-                v => match v.as_f64() {
-                    Some(n) if n >= min && n <= max => (Kind::Number { min, max }, Default::Num(n)),
-                    _ => return Err("the default must be a number within min..max".into()),
-                },
-            }
-        }
-        "string" => {
-            let max_len = f.max.map(|m| m as usize).unwrap_or(1000).min(100_000);
-            let kind = Kind::Text {
-                max_len,
-                rule: None,
-            };
-            match &f.default {
-                Value::Null => (kind, Default::Str("")),
-                Value::String(s) if s.chars().count() <= max_len => (kind, Default::Str(leak(s))),
-                _ => return Err("the default must be a string of at most max characters".into()),
-            }
-        }
-        other => {
-            return Err(format!(
-                "unknown type \"{other}\"; use bool, integer, number or string"
-            ));
-        }
-    };
-    let title = if f.title.is_empty() {
-        &f.name
-    } else {
-        &f.title
-    };
-    Ok(Field::new(leak(&f.name), kind, default)
-        .title(leak(title))
-        .about(leak(&f.description))
-        .section("Plugins"))
 }
 
 #[cfg(test)]
@@ -538,8 +398,8 @@ mod tests {
             ("/lua", json!({"files": {"/abs.lua": "x"}}), "not allowed"),
             (
                 "/lua",
-                json!({"load": ["main.lua"], "files": {}}),
-                "no such file",
+                json!({"load": ["main.lua"], "files": {"a.lua": "x"}}),
+                "not in the bundle",
             ),
             ("/extra", json!(1), "malformed"),
         ];

@@ -17,13 +17,14 @@ pub mod store;
 
 use crate::controller::Controller;
 use crate::controller::ws::{Message, WebSocket};
+use crate::link::attach::Outgoing;
 use crate::link::{ErrorBody, Frame, PROTOCOL_VERSION};
 use crate::store::TokenOwner;
 use declaration::Declaration;
 use futures_util::{SinkExt, StreamExt};
 use queue::DurableQueue;
 use serde_json::{Value, json};
-use session::{Outgoing, PluginSession};
+use session::PluginSession;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -116,6 +117,15 @@ pub struct External {
     /// Last status seen per instance (for `instance_status` events on changes only).
     statuses: Mutex<HashMap<i64, String>>,
     unowned_ipc: AtomicU64,
+    /// Each plugin's declared config fields as schema fields, with the declared fields they
+    /// were made from (a redeclaration with the same fields reuses them: schema fields are
+    /// `'static`, so only a change leaks a new set).
+    fields: Mutex<std::collections::BTreeMap<String, (Value, crate::config::PluginSettings)>>,
+}
+
+/// The part of a declaration the schemas are made from.
+fn schema_part(d: &Declaration) -> Value {
+    json!([d.instance_config, d.controller_config])
 }
 
 impl External {
@@ -125,6 +135,7 @@ impl External {
             .read_blocking(store::list)
             .map_err(|e| anyhow::anyhow!("reading external plugins: {e}"))?;
         let mut plugins = HashMap::new();
+        let mut fields = std::collections::BTreeMap::new();
         for r in records {
             let Some(text) = &r.declaration else { continue };
             match serde_json::from_str::<Declaration>(text) {
@@ -133,6 +144,7 @@ impl External {
                         .rate_limit
                         .map(|n| n.max(1) as u64)
                         .unwrap_or(DEFAULT_RATE);
+                    fields.insert(r.name.clone(), (schema_part(&d), d.settings()));
                     plugins.insert(r.name.clone(), Arc::new(Live::new(d, rate)));
                 }
                 Err(e) => {
@@ -146,17 +158,30 @@ impl External {
             next_call: AtomicU64::new(1),
             statuses: Mutex::new(HashMap::new()),
             unowned_ipc: AtomicU64::new(0),
+            fields: Mutex::new(fields),
         })
     }
 
-    /// The schema settings of every stored declaration (for `Schemas::new` at the start).
-    pub fn settings(store: &crate::store::Store) -> Vec<crate::config::PluginSettings> {
-        let texts = store.read_blocking(store::declarations).unwrap_or_default();
-        texts
-            .iter()
-            .filter_map(|t| serde_json::from_str::<Declaration>(t).ok())
-            .map(|d| d.settings())
-            .collect()
+    /// The schema settings of every declaration, by plugin name (for `Schemas::new`).
+    pub fn schema_settings(&self) -> Vec<crate::config::PluginSettings> {
+        lock(&self.fields).values().map(|(_, s)| *s).collect()
+    }
+
+    /// A plugin (re)declared itself: when its config fields differ from those in the schemas,
+    /// the controller's schemas are rebuilt at once (the instance form and every validation see
+    /// the new fields; a field it no longer declares leaves them, its stored values are kept).
+    pub fn declared_fields(&self, ctl: &Controller, decl: &Declaration) {
+        let part = schema_part(decl);
+        let mut fields = lock(&self.fields);
+        if fields.get(&decl.name).is_some_and(|(p, _)| *p == part) {
+            return;
+        }
+        fields.insert(decl.name.clone(), (part, decl.settings()));
+        let mut all = crate::plugins::settings();
+        all.extend(fields.values().map(|(_, s)| *s));
+        // Set while `fields` is held, so two plugins declaring at once cannot undo each other.
+        ctl.schemas.set(crate::config::Schemas::new(&all));
+        tracing::info!(plugin = %decl.name, "config schema updated with the plugin's fields");
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Live>> {
@@ -411,6 +436,7 @@ async fn handshake(
         })
         .await
         .map_err(|e| ErrorBody::new("internal", format!("storing the declaration: {e}")))?;
+    ctl.external.declared_fields(ctl, &decl);
     let rate = rec
         .and_then(|r| r.rate_limit)
         .map(|n| n.max(1) as u64)
@@ -530,7 +556,7 @@ pub async fn serve(ws: WebSocket, ctl: Arc<Controller>, hello_text: String, addr
             return;
         }
     };
-    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+    let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
     let generation = session.attach(tx, peer_seq, ready);
     // What was kept while it was away, in order, after anything resent.
     let kept = lock(&live.queue).drain();
@@ -541,30 +567,12 @@ pub async fn serve(ws: WebSocket, ctl: Arc<Controller>, hello_text: String, addr
 
     let heartbeat = Duration::from_millis(ctl.cfg.heartbeat_interval_ms.max(100));
     let writer_session = session.clone();
-    let writer = tokio::spawn(async move {
-        let mut ping = tokio::time::interval(heartbeat);
-        ping.tick().await;
-        loop {
-            tokio::select! {
-                out = rx.recv() => match out {
-                    Some(Outgoing::Text(text)) => {
-                        if sink.send(Message::text(text.to_string())).await.is_err() { break; }
-                    }
-                    Some(Outgoing::Close(reason)) => {
-                        let _ = sink.send(Message::text(Frame::Close(reason.clone()).to_text())).await;
-                        let _ = sink.send(Message::close_with(1000u16, reason.code)).await;
-                        break;
-                    }
-                    None => break,
-                },
-                _ = ping.tick() => {
-                    let frame = Frame::Ping { ack: writer_session.last_received() };
-                    if sink.send(Message::text(frame.to_text())).await.is_err() { break; }
-                }
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let writer = tokio::spawn(crate::link::attach::write_loop(
+        sink,
+        rx,
+        heartbeat,
+        move || writer_session.last_received(),
+    ));
 
     let silence = heartbeat * 3;
     let max = ctl.cfg.max_message_bytes;

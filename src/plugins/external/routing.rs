@@ -102,6 +102,31 @@ async fn reachable(
     Ok((rec, host))
 }
 
+/// The plugin's part of an instance's config, as the schema has it now: each declared field
+/// (key without the `<plugin>.` prefix) with its value, or its default when none is stored or
+/// the stored one no longer fits (a field redeclared with another type). Values left under
+/// fields the plugin no longer declares are not shown to it.
+pub fn plugin_config(
+    schema: &crate::config::schema::Schema,
+    plugin: &str,
+    stored: &Value,
+) -> Value {
+    let resolved = schema.resolve(stored);
+    let prefix = format!("{plugin}.");
+    let mut out = serde_json::Map::new();
+    for f in schema.fields() {
+        let Some(key) = f.name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let value = crate::config::schema::get_path(&resolved, f.name)
+            .filter(|v| f.accepts(v))
+            .cloned()
+            .unwrap_or_else(|| f.default.to_value());
+        out.insert(key.to_string(), value);
+    }
+    Value::Object(out)
+}
+
 /// A request from the plugin's process.
 pub async fn plugin_request(
     ctl: &Arc<Controller>,
@@ -118,6 +143,7 @@ pub async fn plugin_request(
                 .await
                 .map_err(|e| ErrorBody::new("internal", e.to_string()))?;
             let decl = lock(&live.decl).clone();
+            let schemas = ctl.schemas.get();
             Ok(json!(
                 all.into_iter()
                     .map(|r| json!({
@@ -126,7 +152,7 @@ pub async fn plugin_request(
                         "status": r.status,
                         "host_id": r.host_id,
                         "enabled": decl.enabled_for(&r.config),
-                        "config": r.config.get(&decl.name).cloned().unwrap_or(json!({})),
+                        "config": plugin_config(&schemas.instance, &decl.name, &r.config),
                     }))
                     .collect::<Vec<_>>()
             ))
@@ -227,14 +253,43 @@ async fn kv(
     let store = &ctl.store;
     match name {
         "plugin_kv_get" => {
-            Ok(json!({ "value": plugin_kv::get(store, plugin, key()?).await.map_err(failed)? }))
+            let entry = plugin_kv::get_entry(store, plugin, key()?)
+                .await
+                .map_err(failed)?;
+            Ok(json!({
+                "value": entry.as_ref().map(|e| e.value.clone()),
+                "version": entry.map_or(0, |e| e.version),
+            }))
         }
         "plugin_kv_put" => {
             let value = data.get("value").cloned().unwrap_or(Value::Null);
-            let entry = plugin_kv::put(store, plugin, key()?, value)
-                .await
-                .map_err(failed)?;
-            Ok(json!({ "key": entry.key, "updated_at": entry.updated_at }))
+            let expected = match data.get("expect_version") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(v.as_i64().filter(|n| *n >= 0).ok_or_else(|| {
+                    bad("\"expect_version\" must be a version from plugin_kv_get (0: not set yet)")
+                })?),
+            };
+            let cas = match expected {
+                None => plugin_kv::Cas::Stored(
+                    plugin_kv::put(store, plugin, key()?, value)
+                        .await
+                        .map_err(failed)?,
+                ),
+                Some(v) => plugin_kv::put_if(store, plugin, key()?, value, v)
+                    .await
+                    .map_err(failed)?,
+            };
+            Ok(match cas {
+                plugin_kv::Cas::Stored(e) => json!({
+                    "stored": true, "key": e.key, "updated_at": e.updated_at, "version": e.version,
+                }),
+                plugin_kv::Cas::Conflict(current) => json!({
+                    "stored": false,
+                    "key": key()?,
+                    "value": current.as_ref().map(|e| e.value.clone()),
+                    "version": current.map_or(0, |e| e.version),
+                }),
+            })
         }
         "plugin_kv_delete" => Ok(
             json!({ "deleted": plugin_kv::delete(store, plugin, key()?).await.map_err(failed)? }),

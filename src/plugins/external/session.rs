@@ -1,32 +1,16 @@
 //! One external plugin's link session: seq/ack/resume like any session (the shared
-//! [`Endpoint`]), a rate limit on what the plugin sends, and the socket loop.
+//! [`Endpoint`], sockets attached and written by [`crate::link::attach`]), and a rate limit on
+//! what the plugin sends.
 
 use crate::limits::TokenBucket;
-use crate::link::endpoint::{Endpoint, Wire};
+use crate::link::attach::{Attached, Outgoing, Sockets};
+use crate::link::endpoint::Endpoint;
 use crate::link::{Accept, ErrorBody, Frame};
 use serde_json::Value;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// What the socket writer sends.
-#[derive(Debug)]
-pub enum Outgoing {
-    Text(std::sync::Arc<str>),
-    Close(ErrorBody),
-}
-
-pub struct Socket {
-    generation: u64,
-    tx: mpsc::UnboundedSender<Outgoing>,
-}
-
-impl Wire for Socket {
-    fn send_text(&self, text: std::sync::Arc<str>) {
-        let _ = self.tx.send(Outgoing::Text(text));
-    }
-}
 
 /// The plugin's rate limit: `rate` messages a second, bursts up to one second's worth.
 fn bucket(rate: u64) -> TokenBucket {
@@ -37,9 +21,8 @@ fn bucket(rate: u64) -> TokenBucket {
 pub struct PluginSession {
     pub id: String,
     pub plugin: String,
-    link: Endpoint<Socket>,
-    detached_at: Mutex<Option<Instant>>,
-    generation: AtomicU64,
+    link: Endpoint<Attached>,
+    sockets: Sockets,
     dead: AtomicBool,
     /// Held while one inbound frame is applied (a resumed socket waits for the old one).
     pub applying: tokio::sync::Mutex<()>,
@@ -53,17 +36,12 @@ impl PluginSession {
             id,
             plugin,
             link: Endpoint::new(limits),
-            detached_at: Mutex::new(Some(Instant::now())),
-            generation: AtomicU64::new(0),
+            sockets: Sockets::new(),
             dead: AtomicBool::new(false),
             applying: tokio::sync::Mutex::new(()),
             bucket: Mutex::new(bucket(rate)),
             connected_at: crate::store::now_ms(),
         }
-    }
-
-    fn detached_at(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.detached_at.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn is_dead(&self) -> bool {
@@ -77,7 +55,7 @@ impl PluginSession {
 
     /// Detached for longer than `window` (a resume is no longer possible).
     pub fn expired(&self, window: Duration) -> bool {
-        self.detached_at().is_some_and(|at| at.elapsed() > window)
+        self.sockets.expired(window)
     }
 
     pub fn set_rate(&self, rate: u64) {
@@ -89,52 +67,24 @@ impl PluginSession {
         self.bucket.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
+    /// Attaches the socket whose writer reads `tx` ([`Sockets::attach`]); its generation.
     pub fn attach(
         &self,
         tx: mpsc::UnboundedSender<Outgoing>,
         peer_last_seq: u64,
         first: String,
     ) -> u64 {
-        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut st = self.link.lock();
-        if let Some(old) = st.socket.take() {
-            let _ = old.tx.send(Outgoing::Close(ErrorBody::new(
-                "replaced",
-                "the session was resumed on another socket",
-            )));
-        }
-        st.outbox.ack(peer_last_seq);
-        let socket = Socket { generation, tx };
-        socket.send_text(first.into());
-        for text in st.outbox.pending() {
-            socket.send_text(text.clone());
-        }
-        st.socket = Some(socket);
-        *self.detached_at() = None;
-        generation
+        self.sockets.attach(&self.link, tx, peer_last_seq, first)
     }
 
     pub fn detach(&self, generation: u64) -> bool {
-        let mut st = self.link.lock();
-        if st
-            .socket
-            .as_ref()
-            .is_some_and(|s| s.generation == generation)
-        {
-            st.socket = None;
-            *self.detached_at() = Some(Instant::now());
-            true
-        } else {
-            false
-        }
+        self.sockets.detach(&self.link, generation)
     }
 
     /// Ends the session: closes the socket with `reason`, fails what waits on the plugin.
     pub fn kill(&self, reason: ErrorBody) {
         self.dead.store(true, Ordering::SeqCst);
-        if let Some(socket) = self.link.lock().socket.take() {
-            let _ = socket.tx.send(Outgoing::Close(reason.clone()));
-        }
+        self.sockets.close(&self.link, reason.clone());
         self.link.fail_pending(&reason.message);
     }
 

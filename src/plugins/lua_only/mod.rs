@@ -2,13 +2,14 @@
 //! (`POST /api/v1/plugins/lua`, `clustorio ctl plugin upload FILE.zip`), patched into the saves
 //! of the instances that enable it, with no server-side code. The host and controller carry its
 //! reserved channels generically: `<name>:broadcast` and `<name>:kv_get|kv_set|kv_delete`
-//! (`docs/plugins-lua.md`).
+//! (`docs/plugins.md`, Lua-only plugins).
 //!
 //! This module reads and checks an upload; `controller::plugin_lua` stores it.
 
 use crate::config::PluginSettings;
 use crate::config::schema::{Default, Field, Kind as FieldKind, Rule};
 use crate::controller::plugin_lua::{self, LuaBundle};
+use crate::plugins::checks;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 
@@ -173,15 +174,12 @@ pub fn read_zip(bytes: &[u8]) -> Result<(Manifest, LuaBundle), String> {
     Ok((manifest, bundle))
 }
 
-/// The checks beyond the shape: the name (and that no built-in plugin has it), config fields.
+/// The checks beyond the shape, the same as an external plugin's declaration gets
+/// ([`crate::plugins::checks`]): the name (and that no built-in plugin has it), the version,
+/// config fields. File names and sizes are checked with the bundle.
 pub fn check_manifest(m: &Manifest) -> Result<(), String> {
-    plugin_lua::check_plugin_name(&m.name)?;
-    if super::find(&m.name).is_some() {
-        return Err(format!(
-            "'{}' is the name of a built-in plugin; choose another name",
-            m.name
-        ));
-    }
+    checks::name(&m.name)?;
+    checks::version(&m.version)?;
     if m.instance_config.len() > MAX_CONFIG_FIELDS {
         return Err(format!(
             "plugin.json declares {} instance config fields; at most {MAX_CONFIG_FIELDS}",
@@ -189,37 +187,29 @@ pub fn check_manifest(m: &Manifest) -> Result<(), String> {
         ));
     }
     for f in &m.instance_config {
-        if f.name.is_empty()
-            || f.name.len() > 64
-            || !f
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            return Err(format!(
-                "instance config field '{}' must be 1 to 64 of a-z, 0-9 and '_'",
-                f.name
-            ));
-        }
-        let fits = match f.kind.as_str() {
-            "bool" => f.default.is_null() || f.default.is_boolean(),
-            "number" => f.default.is_null() || f.default.is_number(),
-            "text" => f.default.is_null() || f.default.is_string(),
-            other => {
-                return Err(format!(
-                    "instance config field '{}' has type '{other}'; use bool, number or text",
-                    f.name
-                ));
-            }
-        };
-        if !fits {
-            return Err(format!(
-                "instance config field '{}': its default is not a {}",
-                f.name, f.kind
-            ));
-        }
+        checks::config_field(&m.name, &f.as_declared(&m.name))
+            .map_err(|e| format!("instance {e}"))?;
     }
     Ok(())
+}
+
+impl ConfigField {
+    /// As an external plugin declares it: named `<plugin>.<name>`; `text` is `string`.
+    pub fn as_declared(&self, plugin: &str) -> checks::FieldDecl {
+        checks::FieldDecl {
+            name: format!("{plugin}.{}", self.name),
+            kind: if self.kind == "text" {
+                "string".into()
+            } else {
+                self.kind.clone()
+            },
+            default: self.default.clone(),
+            title: String::new(),
+            description: self.description.clone(),
+            min: None,
+            max: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -26,10 +26,8 @@ macro_rules! permissions {
 permissions! {
     "core.admin", false, "Administrator", "Bypass all permission checks.";
     "core.control.connect", true, "Connect", "Connect to the controller's link socket (web UI, ctl).";
-    "core.controller.update", false, "Update controller", "Update the controller.";
     "core.controller.get_config", false, "Read controller config", "Read the controller's configuration.";
     "core.controller.update_config", false, "Modify controller config", "Change the controller's configuration.";
-    "core.host.update", false, "Update host", "Update a host.";
     "core.host.get_config", false, "Read host config", "Read a host's configuration.";
     "core.host.update_config", false, "Modify host config", "Change a host's configuration.";
     "core.host.list", true, "List hosts", "See the hosts of the cluster.";
@@ -70,7 +68,6 @@ permissions! {
     "core.mod_pack.update", false, "Update mod pack", "Change mod packs.";
     "core.mod_pack.delete", false, "Delete mod pack", "Delete mod packs.";
     "core.mod.list", true, "List mods", "See the mods stored on the controller.";
-    "core.mod.search", true, "Search mods", "Search the stored mods.";
     "core.mod.search_portal", true, "Search mod portal", "Search the Factorio mod portal.";
     "core.mod.subscribe", true, "Subscribe to mods", "Receive live mod updates.";
     "core.mod.upload", false, "Upload mod", "Upload mods to the controller.";
@@ -109,13 +106,16 @@ permissions! {
 pub const REMOVED: &[&str] = &[
     "core.controller.restart",
     "core.controller.stop",
+    "core.controller.update",
     "core.debug.dump_ws",
     "core.external.get_factorio_versions",
     "core.external.get_latest_releases",
     "core.host.create_config",
     "core.host.restart",
     "core.host.stop",
+    "core.host.update",
     "core.mod.get",
+    "core.mod.search",
     "core.mod_pack.subscribe",
     "core.plugin.update",
     "core.system.subscribe",

@@ -115,11 +115,11 @@ async fn an_export_sent_again_after_the_host_died_mid_send_counts_once() {
         .path();
     let copy = std::fs::read(&entry).unwrap();
     c.restart_controller().await;
-    wait_until("the pool has the 70", 60, || async {
-        c.pool().await == iron(70)
+    // The host deletes the entry just after the controller's reply: wait for both.
+    wait_until("the pool has the 70 and the spool is empty", 60, || async {
+        c.pool().await == iron(70) && spool(&c.host_dir("h1")).is_empty()
     })
     .await;
-    assert!(spool(&c.host_dir("h1")).is_empty());
 
     // The host dies after the controller committed but before it deleted the entry: the entry is
     // still on disk when it starts again, and is sent again with the same key.

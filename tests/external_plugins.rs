@@ -948,7 +948,7 @@ async fn instance_send_runs_the_plugins_lua_function_in_the_game() {
         "local compat = require(\"modules/clusterio/compat\")\n",
         "function echo_on_message(json)\n",
         "  local msg = compat.json_to_table(json)\n",
-        "  game.print(\"[echo] \" .. msg.text .. \" x\" .. tostring(msg.n))\n",
+        "  game.print(\"[echo] \" .. msg.text .. \" from \" .. msg.from)\n",
         "end\n",
         "return {}\n")}});
     let (mut p, ready) = plugin_hello(&c, &token, d).await;
@@ -964,12 +964,12 @@ async fn instance_send_runs_the_plugins_lua_function_in_the_game() {
     let id = p
         .request(
             "instance_send",
-            json!({"instance": "a", "function": "echo_on_message", "data": {"text": text, "n": 3}}),
+            json!({"instance": "a", "function": "echo_on_message", "data": {"text": text, "from": "echo"}}),
         )
         .await;
     let r = p.response(id).await;
     assert_eq!(r["ok"]["queued"], true, "{r}");
-    let want = format!("[echo] {text} x3");
+    let want = format!("[echo] {text} from echo");
     wait_until("the game ran the plugin's function", 30, || async {
         printed(&api, "a").await.contains(&want)
     })
@@ -979,7 +979,7 @@ async fn instance_send_runs_the_plugins_lua_function_in_the_game() {
     let id = p
         .request(
             "instance_send",
-            json!({"instance": "off", "function": "echo_on_message", "data": {"text": "no", "n": 0}}),
+            json!({"instance": "off", "function": "echo_on_message", "data": {"text": "no", "from": "x"}}),
         )
         .await;
     let r = p.response(id).await;

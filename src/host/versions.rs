@@ -127,7 +127,7 @@ impl Versions {
                 install,
             });
         }
-        found.sort_by(|a, b| b.parsed.cmp(&a.parsed));
+        found.sort_by_key(|i| std::cmp::Reverse(i.parsed));
         found
     }
 

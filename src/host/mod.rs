@@ -551,7 +551,16 @@ impl Host {
             }
             "scenario_list" => {
                 let inst = self.instance(id)?;
-                let data_dir = self.install.as_ref().map(|i| i.data_dir());
+                // The scenarios of the install the instance would start with.
+                let wanted = self.settings(&inst)["factorio_version"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                let data_dir = self
+                    .versions
+                    .resolve(&wanted, &self.cfg.host_name)
+                    .ok()
+                    .map(|i| i.data_dir());
                 Ok(json!(scenarios::list(&inst.dir, data_dir.as_deref())))
             }
             "save_push" => {

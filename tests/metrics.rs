@@ -243,6 +243,55 @@ async fn metrics_show_each_host_and_instance_and_follow_changes() {
             "promtool check metrics:\n{complaints}"
         );
     }
+
+    // A scraper that accepts gzip (Prometheus does) gets the same exposition gzipped.
+    let resp = reqwest::Client::new()
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(&api.token)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(header("content-encoding"), "gzip");
+    assert_eq!(
+        header("content-type"),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let gz = resp.bytes().await.unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text)
+        .expect("a valid gzip body");
+    assert!(
+        gz.len() < text.len(),
+        "{} compressed vs {}",
+        gz.len(),
+        text.len()
+    );
+    assert_eq!(
+        value(
+            &text,
+            "clustorio_instance_status",
+            &[("instance_id", &a), ("status", "running")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
+    if have_tool("promtool") {
+        let complaints = promtool_check(&text);
+        assert!(
+            complaints.trim().is_empty(),
+            "promtool check metrics (gzip):\n{complaints}"
+        );
+    }
     drop(cl.c);
 }
 

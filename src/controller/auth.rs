@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use crate::permissions;
-use crate::store::{self, Store, TokenOwner};
+use crate::store::{Store, TokenLookup};
 
 #[derive(Debug, Clone)]
 pub struct Actor {
@@ -50,32 +50,18 @@ pub fn bearer(header: Option<&str>) -> Result<&str, ApiError> {
         })
 }
 
-/// Resolves a user token. Host and join tokens are not for the API.
+/// Resolves a user token. Host and join tokens are not for the API. A token seen before costs
+/// no database read until a token, user or role changes (`store::known_users`).
 pub async fn authenticate(store: &Store, token: &str) -> Result<Actor, ApiError> {
-    let token = token.to_string();
-    let actor = store
-        .read(move |conn| {
-            Ok(match store::tokens::resolve(conn, &token)? {
-                Some(TokenOwner::User { user_id, name }) => {
-                    let permissions = store::users::permissions(conn, user_id)?;
-                    Some(Ok(Actor {
-                        user_id,
-                        name,
-                        permissions,
-                    }))
-                }
-                Some(TokenOwner::Host { .. } | TokenOwner::Join | TokenOwner::Plugin { .. }) => {
-                    Some(Err(()))
-                }
-                None => None,
-            })
-        })
-        .await?;
-    match actor {
-        Some(Ok(actor)) => Ok(actor),
-        Some(Err(())) => Err(ApiError::forbidden(
+    match store.lookup_token(token).await? {
+        TokenLookup::User(user) => Ok(Actor {
+            user_id: user.user_id,
+            name: user.name.clone(),
+            permissions: user.permissions.clone(),
+        }),
+        TokenLookup::NotUser => Err(ApiError::forbidden(
             "this is a host or join token; the API needs a user token (clustorio controller token --user NAME)",
         )),
-        None => Err(ApiError::unauthorized("invalid or revoked token")),
+        TokenLookup::Unknown => Err(ApiError::unauthorized("invalid or revoked token")),
     }
 }

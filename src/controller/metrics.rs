@@ -5,8 +5,10 @@
 //! A scrape never touches SQLite and never waits for a host: the [`Census`] is kept in memory
 //! as changes commit (it watches the events the hub publishes after each commit, and is seeded
 //! once at start), and host samples are whatever each host last sent. The cluster part of the
-//! body is rendered once per change and reused until the next one, so a scrape costs the same
-//! however often it comes; its size grows with the cluster, as it must.
+//! body is rendered once per change and reused until the next one. The whole body is kept as
+//! shared bytes and rebuilt at most every [`BODY_MAX_AGE`], so a burst of scrapers shares one
+//! rendering and each is served without a copy; a scraper that accepts gzip gets a compressed
+//! copy, made once per rebuild, whose cluster part is compressed once per cluster change.
 
 use crate::store::{HostRecord, InstanceRecord};
 use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
@@ -51,16 +53,16 @@ pub struct Metrics {
     /// Connections closed before their first request: `reason` (timeout, evicted).
     pub connections_dropped: IntCounterVec,
     pub census: Arc<Census>,
-    /// Tokens that passed a full check for `/metrics` lately (by hash, with when), so a
-    /// scraper's every request does not hit SQLite. See [`SCRAPER_TRUST`].
-    scrapers: Arc<Mutex<HashMap<String, std::time::Instant>>>,
+    /// `/metrics` answered 200, counted without looking the labels up each time.
+    scrapes_ok: prometheus::IntCounter,
+    /// The last body served, and the lock one rebuilder holds while the others wait.
+    body: Arc<Mutex<Option<Arc<Exposition>>>>,
+    rebuilding: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// How long a `/metrics` token stays trusted without a new check: a revoked token can scrape
-/// for at most this long (the API itself checks every request).
-pub const SCRAPER_TRUST: std::time::Duration = std::time::Duration::from_secs(1);
-/// At most this many scraper tokens are remembered.
-const SCRAPERS_KEPT: usize = 64;
+/// A body is served again to scrapes that come within this time of its rendering; the counters
+/// and process figures in it are at most this old (the cluster part follows [`Census`]).
+pub const BODY_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(25);
 
 impl Metrics {
     pub fn new() -> anyhow::Result<Self> {
@@ -120,6 +122,7 @@ impl Metrics {
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(link_messages.clone()))?;
         registry.register(Box::new(sessions.clone()))?;
+        let scrapes_ok = http_requests.with_label_values(&["/metrics", "GET", "200"]);
         Ok(Metrics {
             registry,
             http_requests,
@@ -131,7 +134,9 @@ impl Metrics {
             rate_limited,
             connections_dropped,
             census: Arc::new(Census::default()),
-            scrapers: Arc::default(),
+            scrapes_ok,
+            body: Arc::default(),
+            rebuilding: Arc::default(),
         })
     }
 
@@ -165,37 +170,210 @@ impl Metrics {
             .inc();
     }
 
-    /// True if `token` passed a full check less than [`SCRAPER_TRUST`] ago.
-    pub fn scraper_known(&self, token: &str) -> bool {
-        let key = crate::store::tokens::hash(token);
-        let scrapers = self.scrapers.lock().unwrap_or_else(|e| e.into_inner());
-        scrapers
-            .get(&key)
-            .is_some_and(|at| at.elapsed() < SCRAPER_TRUST)
-    }
-
-    /// `token` just passed a full check.
-    pub fn scraper_checked(&self, token: &str) {
-        let key = crate::store::tokens::hash(token);
-        let mut scrapers = self.scrapers.lock().unwrap_or_else(|e| e.into_inner());
-        if scrapers.len() >= SCRAPERS_KEPT {
-            scrapers.retain(|_, at| at.elapsed() < SCRAPER_TRUST);
-        }
-        if scrapers.len() < SCRAPERS_KEPT {
-            scrapers.insert(key, std::time::Instant::now());
-        }
-    }
-
-    /// The whole exposition: counters, process metrics, then the cluster.
-    pub fn render(&self) -> String {
+    /// The counters and the standard process metrics: the head of the body.
+    fn render_head(&self) -> String {
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(error = %e, "encoding metrics");
         }
         let mut text = String::from_utf8(out).unwrap_or_default();
         process_metrics(&mut text);
-        text.push_str(&self.census.render());
         text
+    }
+
+    /// The body to serve now: the last one while it is fresh, else a new one (one rebuilder;
+    /// scrapes arriving meanwhile wait for it rather than render again).
+    async fn current(&self, ctl: &super::Controller) -> Arc<Exposition> {
+        if let Some(e) = self.fresh() {
+            return e;
+        }
+        let _one = self.rebuilding.lock().await;
+        if let Some(e) = self.fresh() {
+            return e;
+        }
+        self.sessions.set(ctl.hub.session_count() as i64);
+        let head = self.render_head();
+        let cluster = self.census.render();
+        let mut tail = ctl.plugin_metrics().await;
+        tail.push_str(&ctl.external.metrics_text());
+        let e = Arc::new(Exposition::new(head, cluster, tail));
+        *self.body.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+        e
+    }
+
+    fn fresh(&self) -> Option<Arc<Exposition>> {
+        self.body
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|e| e.built.elapsed() < BODY_MAX_AGE)
+            .cloned()
+    }
+}
+
+/// `GET /metrics`: with a user token (any user may read the metrics) unless `metrics_public`;
+/// gzip when the scraper accepts it.
+pub async fn scrape(
+    authorization: Option<String>,
+    accept_encoding: Option<String>,
+    ctl: Arc<super::Controller>,
+) -> warp::http::Response<bytes::Bytes> {
+    use warp::http::{Response, StatusCode, header};
+    let allowed = if ctl.settings().metrics_public {
+        Ok(())
+    } else {
+        match super::auth::bearer(authorization.as_deref()) {
+            Ok(token) => super::auth::authenticate(&ctl.store, token)
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        }
+    };
+    if let Err(e) = allowed {
+        ctl.metrics.http_request("/metrics", "GET", e.status);
+        let body = bytes::Bytes::from(e.to_json().to_string());
+        return Response::builder()
+            .status(StatusCode::from_u16(e.status).unwrap_or(StatusCode::UNAUTHORIZED))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .unwrap_or_default();
+    }
+    ctl.metrics.scrapes_ok.inc();
+    let body = ctl.metrics.current(&ctl).await;
+    let builder = Response::builder()
+        .header(header::CONTENT_TYPE, CONTENT_TYPE)
+        .header(header::VARY, "Accept-Encoding")
+        .header(header::CACHE_CONTROL, "no-store");
+    let gzip = if accept_encoding
+        .as_deref()
+        .is_some_and(super::web::accepts_gzip)
+    {
+        body.clone().gzip().await
+    } else {
+        None
+    };
+    match gzip {
+        Some(gz) => builder.header(header::CONTENT_ENCODING, "gzip").body(gz),
+        None => builder.body(body.text.clone()),
+    }
+    .unwrap_or_default()
+}
+
+/// One rendering of the body, and its gzip copy once a scraper asked for it.
+pub struct Exposition {
+    built: std::time::Instant,
+    text: bytes::Bytes,
+    head: bytes::Bytes,
+    cluster: Arc<ClusterText>,
+    tail: bytes::Bytes,
+    gzip: tokio::sync::OnceCell<Option<bytes::Bytes>>,
+}
+
+impl Exposition {
+    fn new(head: String, cluster: Arc<ClusterText>, tail: String) -> Self {
+        let mut text = Vec::with_capacity(head.len() + cluster.text.len() + tail.len());
+        text.extend_from_slice(head.as_bytes());
+        text.extend_from_slice(cluster.text.as_bytes());
+        text.extend_from_slice(tail.as_bytes());
+        Exposition {
+            built: std::time::Instant::now(),
+            text: text.into(),
+            head: head.into(),
+            cluster,
+            tail: tail.into(),
+            gzip: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The body gzipped (made off the async threads, once), or None if compression failed.
+    async fn gzip(self: Arc<Self>) -> Option<bytes::Bytes> {
+        let me = self.clone();
+        self.gzip
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || me.compress())
+                    .await
+                    .ok()
+                    .flatten()
+            })
+            .await
+            .clone()
+    }
+
+    /// One gzip member whose deflate stream is the three parts' streams one after another
+    /// (each ends on a sync flush, so they join); the cluster's is reused across rebuilds.
+    fn compress(&self) -> Option<bytes::Bytes> {
+        let head = Deflated::of(&self.head)?;
+        let cluster = self.cluster.deflated()?;
+        let tail = Deflated::of(&self.tail)?;
+        let mut crc = flate2::Crc::new();
+        let mut out =
+            Vec::with_capacity(18 + head.data.len() + cluster.data.len() + tail.data.len());
+        // Header: magic, deflate, no flags, no time, no extra flags, OS unknown.
+        out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+        for part in [&head, cluster, &tail] {
+            out.extend_from_slice(&part.data);
+            crc.combine(&part.crc);
+        }
+        // An empty final block ends the stream.
+        out.extend_from_slice(&[0x03, 0x00]);
+        out.extend_from_slice(&crc.sum().to_le_bytes());
+        out.extend_from_slice(&(self.text.len() as u32).to_le_bytes());
+        Some(out.into())
+    }
+}
+
+/// A part of the body as raw deflate ending on a sync flush (not final), with its CRC-32.
+pub struct Deflated {
+    data: Vec<u8>,
+    crc: flate2::Crc,
+}
+
+impl Deflated {
+    fn of(text: &[u8]) -> Option<Deflated> {
+        use flate2::{Compress, Compression, FlushCompress};
+        let mut c = Compress::new(Compression::fast(), false);
+        let mut data = Vec::with_capacity(text.len() / 6 + 64);
+        loop {
+            if data.capacity() - data.len() < 1024 {
+                data.reserve(data.capacity().max(4096));
+            }
+            let done = c.total_in() as usize;
+            c.compress_vec(&text[done..], &mut data, FlushCompress::Sync)
+                .ok()?;
+            // Done when all input is in and the flush did not fill the buffer.
+            if c.total_in() as usize == text.len() && data.len() < data.capacity() {
+                break;
+            }
+        }
+        let mut crc = flate2::Crc::new();
+        crc.update(text);
+        Some(Deflated { data, crc })
+    }
+}
+
+/// The cluster part of the body, as the census last rendered it.
+pub struct ClusterText {
+    text: Arc<str>,
+    deflated: std::sync::OnceLock<Option<Deflated>>,
+}
+
+impl ClusterText {
+    fn new(text: String) -> Self {
+        ClusterText {
+            text: text.into(),
+            deflated: std::sync::OnceLock::new(),
+        }
+    }
+
+    #[cfg(test)]
+    fn text(&self) -> &str {
+        &self.text
+    }
+
+    fn deflated(&self) -> Option<&Deflated> {
+        self.deflated
+            .get_or_init(|| Deflated::of(self.text.as_bytes()))
+            .as_ref()
     }
 }
 
@@ -258,7 +436,7 @@ struct CensusState {
     samples: HashMap<i64, HostSample>,
     /// Bumped on every change; the rendered text is reused while it stays the same.
     generation: u64,
-    rendered: Option<(u64, std::time::Instant, Arc<str>)>,
+    rendered: Option<(u64, std::time::Instant, Arc<ClusterText>)>,
 }
 
 /// A rendering of a changed cluster is reused for this long.
@@ -380,18 +558,18 @@ impl Census {
 
     /// The cluster's series, rendered once per change and at most every [`RENDER_MAX_RATE`]
     /// (a busy cluster changes all the time; scrapers in a burst share one rendering).
-    pub fn render(&self) -> Arc<str> {
+    pub fn render(&self) -> Arc<ClusterText> {
         self.render_within(RENDER_MAX_RATE)
     }
 
-    fn render_within(&self, max_age: std::time::Duration) -> Arc<str> {
+    fn render_within(&self, max_age: std::time::Duration) -> Arc<ClusterText> {
         let mut s = self.state();
         if let Some((generation, at, text)) = &s.rendered
             && (*generation == s.generation || at.elapsed() < max_age)
         {
             return text.clone();
         }
-        let text: Arc<str> = render_cluster(&s).into();
+        let text = Arc::new(ClusterText::new(render_cluster(&s)));
         s.rendered = Some((s.generation, std::time::Instant::now(), text.clone()));
         text
     }
@@ -809,7 +987,10 @@ mod tests {
             1,
             json!({"host": {"cpu_seconds_total": 1.25}, "instances": [{"id": 7, "factorio_resident_memory_bytes": 1000}]}),
         );
-        let t = c.render_within(std::time::Duration::ZERO);
+        let t = c
+            .render_within(std::time::Duration::ZERO)
+            .text()
+            .to_string();
         assert!(
             t.contains(
                 "clustorio_instance_players_online{instance_id=\"7\",instance_name=\"a\\\"b\"} 2"
@@ -833,18 +1014,62 @@ mod tests {
             "{t}"
         );
         c.observe("instance_deleted", &json!({"id": 7, "name": "a\"b"}));
-        let t = c.render_within(std::time::Duration::ZERO);
+        let t = c
+            .render_within(std::time::Duration::ZERO)
+            .text()
+            .to_string();
         assert!(!t.contains("instance_id=\"7\""), "{t}");
         c.observe(
             "host_updated",
             &json!({"id": 1, "name": "h1", "connected": false}),
         );
-        let t = c.render_within(std::time::Duration::ZERO);
+        let t = c
+            .render_within(std::time::Duration::ZERO)
+            .text()
+            .to_string();
         assert!(!t.contains("clusterio_host_cpu_seconds_total{"), "{t}");
         assert!(
             t.contains("clustorio_host_connected{host_id=\"1\",host_name=\"h1\"} 0"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn the_joined_gzip_stream_is_one_valid_member_of_the_whole_body() {
+        use std::io::Read;
+        let c = Census::default();
+        for i in 0..2000 {
+            c.observe(
+                "instance_updated",
+                &json!({"id": i, "name": format!("i{i}"), "status": "stopped"}),
+            );
+        }
+        let cluster = c.render_within(std::time::Duration::ZERO);
+        let e = Exposition::new("# head\nx 1\n".into(), cluster, "# tail\ny 2\n".into());
+        let gz = e.compress().expect("compressed");
+        assert!(
+            gz.len() * 5 < e.text.len(),
+            "{} of {}",
+            gz.len(),
+            e.text.len()
+        );
+        // A single-member decoder that checks the CRC and length reads it all back.
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .expect("valid gzip");
+        assert_eq!(back, e.text.to_vec());
+        // An empty part joins as well.
+        let e = Exposition::new(
+            String::new(),
+            Arc::new(ClusterText::new(String::new())),
+            "z 3\n".into(),
+        );
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&e.compress().expect("compressed")[..])
+            .read_to_end(&mut back)
+            .expect("valid gzip");
+        assert_eq!(back, b"z 3\n");
     }
 
     #[test]

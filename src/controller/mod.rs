@@ -363,45 +363,9 @@ fn routes(ctl: Arc<Controller>) -> crate::limits::Routes {
         .and(warp::path::end())
         .and(warp::get())
         .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>("accept-encoding"))
         .and(with_ctl)
-        .then(
-            |authorization: Option<String>, ctl: Arc<Controller>| async move {
-                let result = if ctl.settings().metrics_public {
-                    Ok(())
-                } else {
-                    match auth::bearer(authorization.as_deref()) {
-                        Ok(token) if ctl.metrics.scraper_known(token) => Ok(()),
-                        Ok(token) => auth::authenticate(&ctl.store, token).await.map(|_| {
-                            ctl.metrics.scraper_checked(token);
-                        }),
-                        Err(e) => Err(e),
-                    }
-                };
-                let reply: Box<dyn warp::Reply> = match result {
-                    Ok(()) => {
-                        ctl.metrics.sessions.set(ctl.hub.session_count() as i64);
-                        ctl.metrics.http_request("/metrics", "GET", 200);
-                        let text = ctl.metrics.render()
-                            + &ctl.plugin_metrics().await
-                            + &ctl.external.metrics_text();
-                        Box::new(warp::reply::with_header(
-                            text,
-                            "content-type",
-                            metrics::CONTENT_TYPE,
-                        ))
-                    }
-                    Err(e) => {
-                        ctl.metrics.http_request("/metrics", "GET", e.status);
-                        Box::new(warp::reply::with_status(
-                            warp::reply::json(&e.to_json()),
-                            warp::http::StatusCode::from_u16(e.status)
-                                .unwrap_or(warp::http::StatusCode::UNAUTHORIZED),
-                        ))
-                    }
-                };
-                reply
-            },
-        );
+        .then(metrics::scrape);
 
     // The dashboard and scrape config hold no secrets: no token needed.
     let monitoring_files = warp::path("metrics")

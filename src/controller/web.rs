@@ -114,7 +114,7 @@ fn matches_etag(header: &str, etag: &str) -> bool {
     })
 }
 
-fn accepts_gzip(header: &str) -> bool {
+pub(super) fn accepts_gzip(header: &str) -> bool {
     header.split(',').any(|part| {
         let mut it = part.split(';');
         let coding = it.next().unwrap_or("").trim();

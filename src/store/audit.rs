@@ -33,10 +33,16 @@ pub fn record(
     target: &str,
     detail: &Value,
 ) -> Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![now_ms(), actor, action, target, bounded(detail).to_string()],
-    )?;
+    )?
+    .execute(params![
+        now_ms(),
+        actor,
+        action,
+        target,
+        bounded(detail).to_string()
+    ])?;
     Ok(())
 }
 

@@ -75,13 +75,26 @@ pub fn list_for_host(conn: &Connection, host_id: i64) -> Result<Vec<InstanceReco
 
 /// By id (digits) or by name.
 pub fn find(conn: &Connection, id_or_name: &str) -> Result<Option<InstanceRecord>> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {COLUMNS} FROM instances WHERE id = ?1 OR name = ?2 ORDER BY id = ?1 DESC LIMIT 1"
+        )
+    });
     let by_id = id_or_name.parse::<i64>().ok();
     let row = conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM instances WHERE id = ?1 OR name = ?2 ORDER BY id = ?1 DESC LIMIT 1"),
-            params![by_id, id_or_name],
-            from_row,
-        )
+        .prepare_cached(&SQL)?
+        .query_row(params![by_id, id_or_name], from_row)
+        .optional()?;
+    row.map(decode).transpose()
+}
+
+/// By id only.
+fn by_id(conn: &Connection, id: i64) -> Result<Option<InstanceRecord>> {
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("SELECT {COLUMNS} FROM instances WHERE id = ?1"));
+    let row = conn
+        .prepare_cached(&SQL)?
+        .query_row([id], from_row)
         .optional()?;
     row.map(decode).transpose()
 }
@@ -105,10 +118,10 @@ pub fn create(
         .apply_patch(&serde_json::json!({}), config)
         .map_err(StoreError::Refused)?;
     let now = now_ms();
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO instances (name, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
-        params![name, config.to_string(), now],
-    )
+    )?
+    .execute(params![name, config.to_string(), now])
     .map_err(|e| match StoreError::from(e) {
         StoreError::Conflict(_) => {
             StoreError::Conflict(format!("an instance named '{name}' exists"))
@@ -123,7 +136,7 @@ pub fn create(
         name,
         &serde_json::json!({ "id": id }),
     )?;
-    get(conn, &id.to_string())
+    by_id(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("no instance {id}")))
 }
 
 /// Applies `patch` to the config as a JSON merge patch, after `schema` checked every key and

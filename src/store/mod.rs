@@ -10,6 +10,7 @@ pub mod audit;
 pub mod grants;
 pub mod hosts;
 pub mod instances;
+pub mod known_users;
 pub mod mods;
 pub mod roles;
 mod schema;
@@ -87,6 +88,17 @@ type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 pub struct Store {
     jobs: std::sync::mpsc::Sender<Job>,
     reader: Arc<Mutex<Connection>>,
+    /// User tokens resolved before; see [`known_users`].
+    known: Arc<known_users::KnownUsers>,
+}
+
+/// What a presented token is, for the API.
+#[derive(Debug, Clone)]
+pub enum TokenLookup {
+    User(Arc<known_users::KnownUser>),
+    /// A host, join or plugin token: not for the API.
+    NotUser,
+    Unknown,
 }
 
 impl Store {
@@ -111,14 +123,58 @@ impl Store {
         schema::migrate(&mut writer)?;
         restrict(&path);
         let reader = open_connection(&path)?;
+        let known = Arc::new(known_users::KnownUsers::default());
+        {
+            let known = known.clone();
+            writer.update_hook(Some(
+                move |_: rusqlite::hooks::Action, _: &str, table: &str, _: i64| {
+                    known.touched(table)
+                },
+            ))?;
+        }
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let done = known.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(writer, rx))?;
+            .spawn(move || writer_loop(writer, rx, &done))?;
         Ok(Store {
             jobs: tx,
             reader: Arc::new(Mutex::new(reader)),
+            known,
         })
+    }
+
+    /// Who a presented token belongs to. A user token seen before is answered from memory
+    /// while no token, user or role changed since (exact: see [`known_users`]); anything else
+    /// is read from the database.
+    pub async fn lookup_token(&self, token: &str) -> Result<TokenLookup> {
+        let key = known_users::key(token);
+        if let Some(user) = self.known.get(&key) {
+            return Ok(TokenLookup::User(user));
+        }
+        let generation = self.known.generation();
+        let token = token.to_string();
+        let found = self
+            .read(move |conn| {
+                Ok(match tokens::resolve(conn, &token)? {
+                    Some(TokenOwner::User { user_id, name }) => {
+                        let permissions = users::permissions(conn, user_id)?;
+                        Some(known_users::KnownUser {
+                            user_id,
+                            name,
+                            permissions,
+                        })
+                    }
+                    Some(_) => None,
+                    None => return Ok(TokenLookup::Unknown),
+                }
+                .map_or(TokenLookup::NotUser, |u| TokenLookup::User(Arc::new(u))))
+            })
+            .await?;
+        if let TokenLookup::User(user) = &found {
+            self.known.put(key, generation, user.clone());
+        }
+        Ok(found)
     }
 
     /// Runs `f` in a transaction; resolves once the change is committed to disk.
@@ -309,16 +365,18 @@ fn open_connection(path: &Path) -> anyhow::Result<Connection> {
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;",
     )
     .with_context(|| format!("configuring {}", path.display()))?;
+    // The writer runs many kinds of statement; keep the hot ones parsed.
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
 
 /// One job's changes stand or fall alone: a failing job rolls back to its savepoint and the
 /// others in the same group still commit.
 fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-    conn.execute_batch("SAVEPOINT job")?;
+    run_cached(conn, "SAVEPOINT job")?;
     match f(conn) {
         Ok(r) => {
-            conn.execute_batch("RELEASE job")?;
+            run_cached(conn, "RELEASE job")?;
             Ok(r)
         }
         Err(e) => {
@@ -328,7 +386,17 @@ fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) 
     }
 }
 
-fn writer_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
+/// One statement without parameters, parsed once per connection.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+fn writer_loop(
+    conn: Connection,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    known: &known_users::KnownUsers,
+) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -337,18 +405,18 @@ fn writer_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let begin = conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(StoreError::from);
+        let begin = run_cached(&conn, "BEGIN IMMEDIATE").map_err(StoreError::from);
         let completions: Vec<Completion> = match &begin {
             Ok(()) => group.into_iter().map(|job| job(&conn)).collect(),
             Err(_) => Vec::new(),
         };
-        let commit = begin.and_then(|()| conn.execute_batch("COMMIT").map_err(StoreError::from));
+        let commit = begin.and_then(|()| run_cached(&conn, "COMMIT").map_err(StoreError::from));
         if let Err(e) = &commit {
             tracing::error!(error = %e, "commit failed; the group's changes are rolled back");
             let _ = conn.execute_batch("ROLLBACK");
         }
+        // Before anyone hears of the commit: user tokens read before it are no longer used.
+        known.group_done();
         for done in completions {
             done(commit.as_ref().err());
         }

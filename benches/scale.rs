@@ -453,7 +453,7 @@ async fn main() {
                     }
                     let _ = h.tx.send(Cmd::Event(
                         "instance_log",
-                        json!({ "instance_id": h.instances[0], "line": format!("tick {tick}") }),
+                        json!({ "id": h.instances[0], "line": format!("tick {tick}") }),
                     ));
                 }
                 tick += 1;

@@ -36,95 +36,13 @@ pub fn raise_fd_limit() -> std::io::Result<(u64, u64)> {
 }
 
 /// Hands memory freed after a burst (a flood of large messages) back to the system; without
-/// it glibc keeps it in its per-thread arenas and RSS stays at the burst's peak. The first call
-/// (the controller makes it a second after it started) also lets go of start-up's pages of
-/// the program files: see [`release_startup_pages`].
+/// it glibc keeps it in its per-thread arenas and RSS stays at the burst's peak.
 pub fn release_free_memory() {
-    static STARTED: std::sync::Once = std::sync::Once::new();
-    STARTED.call_once(|| {
-        let bytes = release_startup_pages();
-        tracing::debug!(bytes, "released the program pages start-up touched");
-    });
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-/// Unmaps this process's pages of its program files (the binary and its libraries) that are
-/// mapped read-only and hold no private copy, and returns how many bytes were resident.
-///
-/// Start-up (argument parsing, configuration, migrations, building the routes) runs code and
-/// reads tables that the running server never touches again, and the kernel maps the pages
-/// around each one it faults in; all of it stays in the resident set. Those pages are clean
-/// copies of the file: after `MADV_DONTNEED` they stay in the page cache and fault back in when
-/// used, so nothing changes but the resident set, which then shows what the server uses. A
-/// mapping with any private page (`Anonymous` above 0 in smaps: relocated data) or that is
-/// writable is left alone.
-pub fn release_startup_pages() -> u64 {
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return 0;
-    };
-    let mut released = 0;
-    for (start, end, rss) in clean_program_mappings(&smaps) {
-        // SAFETY: the range is a whole read-only, unmodified file mapping of this process;
-        // dropping its pages only makes the next access read them from the page cache again.
-        let ok =
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) }
-                == 0;
-        if ok {
-            released += rss;
-        }
-    }
-    released
-}
-
-/// `(start, end, resident bytes)` of the read-only file mappings with no private pages.
-fn clean_program_mappings(smaps: &str) -> Vec<(usize, usize, u64)> {
-    let mut out = Vec::new();
-    // The mapping being read: its range, whether it qualifies, its Rss and Anonymous.
-    let mut current: Option<(usize, usize, bool)> = None;
-    let (mut rss, mut anonymous) = (0u64, 0u64);
-    let mut finish = |m: Option<(usize, usize, bool)>, rss: u64, anonymous: u64| {
-        if let Some((start, end, true)) = m
-            && rss > 0
-            && anonymous == 0
-        {
-            out.push((start, end, rss));
-        }
-    };
-    for line in smaps.lines() {
-        let mut fields = line.split_whitespace();
-        let first = fields.next().unwrap_or("");
-        if let Some((a, b)) = first.split_once('-')
-            && let (Ok(start), Ok(end)) =
-                (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-        {
-            finish(current.take(), rss, anonymous);
-            let perms = fields.next().unwrap_or("");
-            let path = fields.nth(3).unwrap_or("");
-            let read_only = perms.starts_with('r') && perms.as_bytes().get(1) == Some(&b'-');
-            current = Some((start, end, read_only && path.starts_with('/')));
-            (rss, anonymous) = (0, 0);
-            continue;
-        }
-        let kib = || {
-            fields
-                .clone()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-                * 1024
-        };
-        match first {
-            "Rss:" => rss = kib(),
-            "Anonymous:" => anonymous = kib(),
-            _ => {}
-        }
-    }
-    finish(current, rss, anonymous);
-    out
 }
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
@@ -338,43 +256,6 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_clean_read_only_file_mappings_are_released() {
-        let smaps = "\
-55d0a0000000-55d0a0400000 r-xp 00001000 fe:00 123 /usr/bin/clustorio
-Rss:                1024 kB
-Anonymous:             0 kB
-55d0a0400000-55d0a0500000 r--p 00401000 fe:00 123 /usr/bin/clustorio
-Rss:                 256 kB
-Anonymous:            64 kB
-55d0a0500000-55d0a0600000 rw-p 00501000 fe:00 123 /usr/bin/clustorio
-Rss:                  64 kB
-Anonymous:            64 kB
-7f0000000000-7f0000100000 rw-p 00000000 00:00 0
-Rss:                 100 kB
-Anonymous:           100 kB
-7f0000200000-7f0000300000 r--p 00000000 fe:00 9 /usr/lib/libc.so.6
-Rss:                   0 kB
-Anonymous:             0 kB
-7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0 [vdso]
-Rss:                   8 kB
-Anonymous:             0 kB
-";
-        assert_eq!(
-            clean_program_mappings(smaps),
-            vec![(0x55d0a0000000, 0x55d0a0400000, 1024 * 1024)]
-        );
-    }
-
-    #[test]
-    fn releasing_start_up_pages_keeps_the_program_working() {
-        let before: u64 = (0..1000u64).map(|i| i * i).sum();
-        release_startup_pages();
-        let after: u64 = (0..1000u64).map(|i| i * i).sum();
-        assert_eq!(before, after);
-        assert!("still formats".contains("formats"));
-    }
 
     #[test]
     fn the_bucket_allows_a_burst_then_refuses() {

@@ -114,42 +114,21 @@ pub fn decode(text: &str) -> Result<Decoded, String> {
 
 /// RFC 4648 base64, padding optional.
 fn base64(s: &str) -> Result<Vec<u8>, String> {
-    let trimmed = s.trim_end_matches('=');
-    if s.len() - trimmed.len() > 2 {
-        return Err("the map exchange string is not valid base64: too much '=' padding".into());
-    }
-    let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for (i, c) in trimmed.bytes().enumerate() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => {
-                return Err(format!(
-                    "the map exchange string is not valid base64: '{}' at character {} (after >>>)",
-                    c as char,
-                    i + 1
-                ));
-            }
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    STANDARD.decode(s).map_err(|e| match e {
+        base64::DecodeError::InvalidByte(i, c) => format!(
+            "the map exchange string is not valid base64: '{}' at character {} (after >>>)",
+            c as char,
+            i + 1
+        ),
+        base64::DecodeError::InvalidLength(_) | base64::DecodeError::InvalidLastSymbol(..) => {
+            "the map exchange string is not valid base64: its length is off (cut short?)".into()
         }
-    }
-    if bits == 6 {
-        return Err(
-            "the map exchange string is not valid base64: its length is one character off (cut short?)"
-                .into(),
-        );
-    }
-    Ok(out)
+        base64::DecodeError::InvalidPadding => {
+            "the map exchange string is not valid base64: wrong '=' padding".into()
+        }
+    })
 }
 
 /// Factorio compresses the data since 0.16; a stream that does not inflate is corrupt or cut.

@@ -69,15 +69,6 @@ INSTALLED=$("$WORK/factorio/bin/x64/factorio" --version 2>/dev/null | head -n1)
 rm -rf factorio.old
 [ -d factorio ] && mv factorio factorio.old
 mv "$WORK/factorio" factorio || fail "cannot move Factorio into place"
-# Versions installed beside it by the host (factorio/<X.Y.Z>/, README "Factorio versions") stay.
-if [ -d factorio.old ]; then
-    for d in factorio.old/*/; do
-        v=$(basename "$d")
-        if [[ "$v" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] && [ ! -e "factorio/$v" ]; then
-            mv "$d" "factorio/$v"
-        fi
-    done
-fi
 rm -rf factorio.old
 # Owned like the server directory (a panel chowns it again at start; Docker compose does not).
 chown -R "$(stat -c %u:%g .)" factorio 2>/dev/null || true

@@ -260,6 +260,10 @@ fn the_egg_variables_are_the_ones_the_binary_reads() {
         "DOCKER_KEEP_RUNNING",
         // A mirror of the mod portal is rare: set on the web UI's settings page.
         "MOD_PORTAL_URL",
+        // Factorio release mirrors (tests, sites without internet): the egg's install script
+        // reads the same two when set, a panel user rarely needs them.
+        "FACTORIO_DOWNLOAD_URL",
+        "FACTORIO_SHA256_URL",
     ];
     for v in read {
         assert!(

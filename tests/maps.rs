@@ -421,9 +421,10 @@ async fn a_new_game_from_a_scenario_is_an_ordinary_save() {
         "locale/en/pit.cfg",
         b"[x]\n"
     ));
-    assert!(
-        !inst_dir.join("saves/pit.zip").exists(),
-        "the scenario run left its own save"
+    assert_eq!(
+        std::fs::read(inst_dir.join("saves/pit.zip")).unwrap(),
+        b"an older save of that name",
+        "the scenario run wrote over the save named like the scenario"
     );
     let st = api.get("/api/v1/instances/arena").await;
     assert_eq!(st["status"], "stopped", "{st}");

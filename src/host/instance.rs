@@ -942,7 +942,8 @@ impl Host {
         }
         let text =
             serde_json::to_vec_pretty(&json!({ "mods": list })).map_err(|e| e.to_string())?;
-        saves::write_atomic(&mod_dir.join("mod-list.json"), &text).map_err(|e| e.to_string())
+        saves::write_atomic(&mod_dir.join("mod-list.json"), &text)
+            .map_err(|e| format!("writing {}: {e}", mod_dir.join("mod-list.json").display()))
     }
 
     /// Creates a save: in game when running (`/server-save`), else a new map.
@@ -1046,6 +1047,9 @@ impl Host {
         self.report(inst, None);
         let result = async {
             let config = self.settings(inst);
+            for d in [&inst.saves_dir(), &inst.dir.join("mods")] {
+                std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+            }
             self.write_server_files(inst, &config)?;
             self.fetch_mods(inst, &config).await?;
             let create = map.write(&inst.dir)?;

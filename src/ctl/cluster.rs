@@ -78,13 +78,7 @@ pub async fn host(client: &Client, out: &Output, cmd: HostCommand) -> anyhow::Re
                     "LAST SEEN",
                 ]);
                 for h in hosts.as_array().into_iter().flatten() {
-                    let state = if h["revoked"] == json!(true) {
-                        out.paint(Style::Red, "revoked")
-                    } else if h["connected"] == json!(true) {
-                        out.paint(Style::Green, "connected")
-                    } else {
-                        out.paint(Style::Dim, "disconnected")
-                    };
+                    let state = host_state(out, h);
                     let instances: Vec<Value> = h["instances"]
                         .as_array()
                         .into_iter()
@@ -436,4 +430,15 @@ pub async fn storage(
         }
         text
     })
+}
+
+/// A host's state as the host list and `host show` print it.
+pub(super) fn host_state(out: &Output, h: &Value) -> String {
+    if h["revoked"] == json!(true) {
+        out.paint(Style::Red, "revoked")
+    } else if h["connected"] == json!(true) {
+        out.paint(Style::Green, "connected")
+    } else {
+        out.paint(Style::Dim, "disconnected")
+    }
 }

@@ -3,7 +3,7 @@
 //! `factorio_installing` polled while the install request runs).
 
 use super::client::{Client, seg};
-use super::output::{Output, Style, Table, bytes, cell, time_ms};
+use super::output::{Output, Table, bytes, cell, time_ms};
 use anyhow::Context;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -15,13 +15,7 @@ pub async fn show(client: &Client, out: &Output, host: &str) -> anyhow::Result<(
         .await
         .with_context(|| format!("getting host '{host}'"))?;
     out.print(&h, |h| {
-        let state = if h["revoked"] == json!(true) {
-            out.paint(Style::Red, "revoked")
-        } else if h["connected"] == json!(true) {
-            out.paint(Style::Green, "connected")
-        } else {
-            out.paint(Style::Dim, "disconnected")
-        };
+        let state = super::cluster::host_state(out, h);
         let instances: Vec<String> = h["instances"]
             .as_array()
             .into_iter()

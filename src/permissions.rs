@@ -50,6 +50,7 @@ permissions! {
     "core.instance.save.copy", false, "Copy save", "Copy a save.";
     "core.instance.save.delete", false, "Delete save", "Delete a save.";
     "core.instance.save.upload", false, "Upload save", "Upload a save to an instance.";
+    "core.instance.scenario.upload", false, "Upload scenario", "Upload a scenario zip to an instance, for its new games.";
     "core.instance.save.transfer", false, "Transfer save", "Move a save between instances.";
     "core.instance.save.download", false, "Download save", "Download a save, or one of the controller's backups.";
     "core.instance.save.use", false, "Choose save to load", "Choose which save an instance loads at its next start.";

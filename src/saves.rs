@@ -18,6 +18,9 @@ pub enum SaveError {
     BadName(String),
     #[error("'{name}' is not a Factorio save: {reason}")]
     NotASave { name: String, reason: String },
+    /// Another kind of file that is not what it must be (e.g. a scenario zip without `control.lua`).
+    #[error("{0}")]
+    Invalid(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -454,4 +454,107 @@ async fn a_new_game_from_a_scenario_is_an_ordinary_save() {
     let (s, v) = api.post("/api/v1/instances/arena/start", json!({})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(rcon(&api, "arena", "/seed").await.trim(), "932326217");
+    let (s, v) = api.post("/api/v1/instances/arena/stop", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+
+    // An uploaded scenario (its files in one folder of the zip) lands in the instance's
+    // scenarios/ and starts a game like the others.
+    let duel_control = b"-- the duel scenario\nlocal players = 2\n";
+    let duel = common::saves::zip_of(&[
+        ("duel-v2/control.lua", duel_control),
+        ("duel-v2/locale/en/duel.cfg", b"[duel]\n"),
+    ]);
+    let (s, v) = api
+        .put_bytes("/api/v1/instances/arena/scenarios/duel", duel)
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["name"], "duel");
+    assert_eq!(
+        std::fs::read(inst_dir.join("scenarios/duel/control.lua")).unwrap(),
+        duel_control
+    );
+    let list = api.get("/api/v1/instances/arena/scenarios").await;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "duel" && s["source"] == "instance"),
+        "{list}"
+    );
+    let (s, v) = api
+        .post(
+            "/api/v1/instances/arena/saves",
+            json!({"name": "duel-1", "scenario": "duel"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let zip = std::fs::read(inst_dir.join("saves/duel-1.zip")).unwrap();
+    assert!(common::saves::has_entry(&zip, "control.lua", duel_control));
+    let audit = api.get("/api/v1/audit").await;
+    assert!(
+        audit.to_string().contains("scenario.upload"),
+        "the upload is audited"
+    );
+
+    // What is not a scenario is refused with the reason, and nothing lands.
+    let before = scenario_dirs(&inst_dir);
+    let not_scenario = common::saves::zip_of(&[("readme.txt", b"hello")]);
+    let (s, v) = api
+        .put_bytes("/api/v1/instances/arena/scenarios/junk", not_scenario)
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("control.lua"),
+        "{v}"
+    );
+    let (s, v) = api
+        .put_bytes(
+            "/api/v1/instances/arena/scenarios/junk",
+            b"not a zip".to_vec(),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("zip"),
+        "{v}"
+    );
+    let escaping = common::saves::zip_of(&[
+        ("control.lua", b"-- x\n"),
+        ("../../escape.lua", b"-- out\n"),
+    ]);
+    let (s, v) = api
+        .put_bytes("/api/v1/instances/arena/scenarios/junk", escaping)
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unsafe path"),
+        "{v}"
+    );
+    let (s, v) = api
+        .put_bytes(
+            "/api/v1/instances/arena/scenarios/..%2Fup",
+            common::saves::zip_of(&[("control.lua", b"-- x\n")]),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_name", "{v}");
+    assert_eq!(scenario_dirs(&inst_dir), before, "nothing landed");
+    assert!(!root.path().join("a/instances/escape.lua").exists());
+}
+
+/// The folders in an instance's `scenarios/` (uploads in progress included).
+fn scenario_dirs(inst_dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(inst_dir.join("scenarios"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }

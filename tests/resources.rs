@@ -10,7 +10,7 @@ use common::cluster::{Api, HostProcess, install_sim, wait_until};
 use common::link::{LinkClient, Socket, next_json};
 use common::metrics::{scrape, value};
 use common::{ControllerProcess, join_token, user_token};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -478,14 +478,38 @@ async fn a_frozen_log_stream_is_ended_instead_of_buffering_every_event() {
         c.first_token
     );
     tab.write_all(request.as_bytes()).await.unwrap();
-    // Log lines until its socket is full (the stream then waits for the tab)...
+    // A tab that does read, to know when the controller has published every line.
+    let reader = reqwest::Client::new()
+        .get(c.url("/api/v1/instances/big/logs?follow=1"))
+        .bearer_auth(&c.first_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reader.status().as_u16(), 200);
+    let mut reader = reader.bytes_stream();
+    // Log lines until the frozen tab's socket is full (16 MB, four times what loopback buffers
+    // hold: its stream then waits for the tab). Long lines, fewer than the host's line buffer
+    // holds (it drops lines rather than fall behind the game, so a flood of short lines may
+    // arrive only in part)...
     common::cluster::rcon(
         &api,
         "big",
-        "/c for i=1,30000 do print(string.rep('x', 200)) end",
+        "/c for i=1,4000 do print(string.rep('x', 4000)) end print('end of the flood')",
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut tail = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !tail.contains("end of the flood") {
+        let chunk = tokio::time::timeout_at(deadline, reader.next())
+            .await
+            .expect("the whole flood published in 120 s")
+            .expect("the reading stream stays open")
+            .unwrap();
+        tail.push_str(&String::from_utf8_lossy(&chunk));
+        let keep = tail.len().saturating_sub(64);
+        tail.drain(..tail.floor_char_boundary(keep));
+    }
+    drop(reader);
     // ... then 100 config changes of 1 MiB.
     for i in 0..100 {
         let (s, v) = patch(&api, "big", big_tags(i, 1_000_000)).await;
@@ -500,7 +524,7 @@ async fn a_frozen_log_stream_is_ended_instead_of_buffering_every_event() {
     .await;
     let after = rss(pid);
     println!(
-        "frozen log tab + 30,000 log lines + 100 config changes of 1 MiB: controller RSS before {}, peak {}, after {}; event queues dropped {closed}",
+        "frozen log tab + 4,000 log lines of 4 KB + 100 config changes of 1 MiB: controller RSS before {}, peak {}, after {}; event queues dropped {closed}",
         mib(before),
         mib(peak),
         mib(after)

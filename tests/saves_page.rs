@@ -241,6 +241,58 @@ async fn the_saves_tab_renames_deletes_restores_and_makes_new_maps() {
     })
     .await;
 
+    ui.step("a_scenario_uploaded_in_the_form_starts_a_new_game", async {
+        let (s, v) = api.post("/api/v1/instances/alpha/stop", json!({})).await;
+        if s != 200 {
+            bail!("stop: {v}");
+        }
+        ui.route(&format!("#/instances/{id}/overview")).await?;
+        ui.route(&format!("#/instances/{id}/saves")).await?;
+        let zip = root.path().join("duel.zip");
+        std::fs::write(
+            &zip,
+            common::saves::zip_of(&[("duel/control.lua", b"-- duel from the browser\n")]),
+        )?;
+        ui.wait_js(
+            "the scenario form",
+            "document.querySelector('#scenario-file')",
+        )
+        .await?;
+        let input =
+            ui.c.find(fantoccini::Locator::Css("#scenario-file"))
+                .await?;
+        input.send_keys(&zip.to_string_lossy()).await?;
+        ui.click("#scenario-upload").await?;
+        // Uploaded, listed and chosen in the form.
+        ui.wait_js(
+            "the uploaded scenario chosen",
+            "document.querySelector('#map-scenario').value === 'duel'",
+        )
+        .await?;
+        ui.fill("#map-name", "duel-1").await?;
+        ui.fill("#map-exchange-string", "").await?;
+        ui.click("#map-create").await?;
+        ui.wait_text("#map-result", "Created duel-1.zip").await?;
+        let save = std::fs::read(root.path().join("a/instances/alpha/saves/duel-1.zip"))?;
+        if !common::saves::has_entry(&save, "control.lua", b"-- duel from the browser\n") {
+            bail!("the new game is not the uploaded scenario's");
+        }
+        // Its script is no freeplay the save patcher knows (starting it says so): back to the
+        // freeplay game for the next step.
+        let (s, v) = api
+            .post("/api/v1/instances/alpha/saves/pasted.zip/use", json!({}))
+            .await;
+        if s != 200 {
+            bail!("use pasted.zip: {v}");
+        }
+        let (s, v) = api.post("/api/v1/instances/alpha/start", json!({})).await;
+        if s != 200 {
+            bail!("start: {v}");
+        }
+        Ok(())
+    })
+    .await;
+
     ui.step("stop_all_from_the_instances_page", async {
         ui.route("#/instances").await?;
         ui.click("#bulk-stop").await?;

@@ -5,6 +5,7 @@
 //! `saves/<instance id>/uploads/<save>` (waiting for the host to fetch),
 //! `saves/<instance id>/downloads/<save>` (pushed by the host for a user),
 //! `saves/<instance id>/backups/<unix ms>-<save>` (copies kept per `backup_retention`),
+//! `saves/<instance id>/scenarios/<name>.zip` (an uploaded scenario waiting for the host),
 //! `mods/<file>`.
 
 use super::Controller;
@@ -351,6 +352,68 @@ where
     created(result)
 }
 
+fn check_scenario_zip(path: &Path, _name: &str) -> Result<(), saves::SaveError> {
+    crate::host::scenarios::check_zip(path).map_err(saves::SaveError::Invalid)
+}
+
+/// `PUT …/scenarios/{name}`: a scenario zip for the instance's new games. The controller checks
+/// it is a scenario, the host fetches it and unpacks it into `<instance>/scenarios/<name>/`.
+async fn upload_scenario<S, B>(
+    ctl: Arc<Controller>,
+    auth_header: Option<String>,
+    instance: String,
+    name: String,
+    body: S,
+) -> Resp
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let result = async {
+        let actor = user(&ctl, auth_header, "core.instance.scenario.upload").await?;
+        let name = crate::host::scenarios::check_upload_name(&name)
+            .map_err(|e| ApiError::new(400, "invalid_name", e))?;
+        let rec = ctl.record(&instance_ref(&instance)).await?;
+        ctl.host_of(&rec).await?;
+        let dir = ctl.saves_dir(rec.id).join("scenarios");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ApiError::io(format_args!("creating {}", dir.display()), &e))?;
+        let target = dir.join(format!("{name}.zip"));
+        let (staging, (size, sha)) =
+            receive_staged(body, &target, &name, check_scenario_zip).await?;
+        let _one = FILE_LOCKS.lock(target.clone()).await;
+        if let Err(e) = std::fs::rename(&staging, &target) {
+            let _ = std::fs::remove_file(&staging);
+            return Err(ApiError::io(format_args!("staging scenario {name}"), &e));
+        }
+        let fetched = ctl
+            .ask_host(
+                &rec,
+                "scenario_fetch",
+                json!({ "name": name }),
+                std::time::Duration::from_secs(600),
+            )
+            .await;
+        let _ = std::fs::remove_file(&target);
+        fetched?;
+        let (who, n, inst) = (actor.audit_name(), name.clone(), rec.name.clone());
+        ctl.store
+            .write(move |c| {
+                store::audit::record(
+                    c,
+                    &who,
+                    "scenario.upload",
+                    &inst,
+                    &json!({ "name": n, "sha256": sha }),
+                )
+            })
+            .await?;
+        Ok::<_, ApiError>(json!({ "name": name, "source": "instance", "size": size }))
+    }
+    .await;
+    created(result)
+}
+
 async fn download_save(
     ctl: Arc<Controller>,
     auth_header: Option<String>,
@@ -488,6 +551,46 @@ where
     created(result)
 }
 
+/// The host asking is the one instance `id` is assigned to.
+async fn assigned_host(
+    ctl: &Controller,
+    auth_header: Option<String>,
+    id: i64,
+) -> Result<(), ApiError> {
+    let host_id = host(ctl, auth_header).await?;
+    let rec = ctl
+        .store
+        .read(move |c| store::instances::get(c, &id.to_string()))
+        .await?;
+    if rec.host_id != Some(host_id) {
+        return Err(ApiError::forbidden(
+            "the instance is not assigned to this host",
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /api/v1/host/scenarios/{id}/{name}`: an uploaded scenario zip, for the instance's host.
+async fn host_get_scenario(
+    ctl: Arc<Controller>,
+    auth_header: Option<String>,
+    id: i64,
+    name: String,
+) -> Resp {
+    let result = async {
+        assigned_host(&ctl, auth_header, id).await?;
+        let name = crate::host::scenarios::check_upload_name(&name)
+            .map_err(|e| ApiError::new(400, "invalid_name", e))?;
+        let file = format!("{name}.zip");
+        Ok::<_, ApiError>((ctl.saves_dir(id).join("scenarios").join(&file), file))
+    }
+    .await;
+    match result {
+        Ok((path, file)) => send_file(&path, &file, None).await,
+        Err(e) => error(e),
+    }
+}
+
 async fn host_get_save(
     ctl: Arc<Controller>,
     auth_header: Option<String>,
@@ -495,16 +598,7 @@ async fn host_get_save(
     name: String,
 ) -> Resp {
     let result = async {
-        let host_id = host(&ctl, auth_header).await?;
-        let rec = ctl
-            .store
-            .read(move |c| store::instances::get(c, &id.to_string()))
-            .await?;
-        if rec.host_id != Some(host_id) {
-            return Err(ApiError::forbidden(
-                "the instance is not assigned to this host",
-            ));
-        }
+        assigned_host(&ctl, auth_header, id).await?;
         if name == "latest" {
             let newest = saves::list(&ctl.backups_dir(id))
                 .unwrap_or_default()
@@ -754,6 +848,23 @@ pub fn routes(ctl: Arc<Controller>) -> impl Filter<Extract = (Resp,), Error = Re
         .then(
             |id: i64, n: String, ctl, a| async move { host_get_save(ctl, a, id, decode(&n)).await },
         );
+    let put_scenario = v1
+        .and(warp::path!("instances" / String / "scenarios" / String))
+        .and(warp::put())
+        .and(with.clone())
+        .and(auth)
+        .and(warp::body::stream())
+        .then(|i: String, n: String, ctl, a, body| async move {
+            upload_scenario(ctl, a, decode(&i), decode(&n), Box::pin(body)).await
+        });
+    let host_scenario = v1
+        .and(warp::path!("host" / "scenarios" / i64 / String))
+        .and(warp::get())
+        .and(with.clone())
+        .and(auth)
+        .then(|id: i64, n: String, ctl, a| async move {
+            host_get_scenario(ctl, a, id, decode(&n)).await
+        });
     let host_pack = v1
         .and(warp::path!("host" / "mod_packs" / String))
         .and(warp::get())
@@ -796,5 +907,9 @@ pub fn routes(ctl: Arc<Controller>) -> impl Filter<Extract = (Resp,), Error = Re
         .or(host_mod)
         .unify()
         .or(host_pack)
+        .unify()
+        .or(put_scenario)
+        .unify()
+        .or(host_scenario)
         .unify()
 }

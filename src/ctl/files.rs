@@ -155,6 +155,35 @@ pub async fn save(client: &Client, out: &Output, cmd: SaveCommand) -> anyhow::Re
                 )
             })
         }
+        SaveCommand::ScenarioUpload {
+            instance,
+            file,
+            name,
+        } => {
+            let name = match name {
+                Some(n) => n,
+                None => {
+                    let f = file_name(&file)?;
+                    f.strip_suffix(".zip").map(String::from).unwrap_or(f)
+                }
+            };
+            let scenario = upload(
+                client,
+                out,
+                &file,
+                &format!("/instances/{}/scenarios/{}", seg(&instance), seg(&name)),
+            )
+            .await
+            .with_context(|| format!("uploading {} to instance '{instance}'", file.display()))?;
+            out.print(&scenario, |s| {
+                format!(
+                    "Uploaded scenario {} ({}) to instance {instance}; start a game from it with: ctl save create {instance} --scenario {}",
+                    cell(&s["name"]),
+                    bytes(s["size"].as_u64().unwrap_or(0)),
+                    cell(&s["name"])
+                )
+            })
+        }
         SaveCommand::Backups { instance } => {
             let copies = client
                 .get(&format!("/instances/{}/backups", seg(&instance)))

@@ -331,6 +331,17 @@ pub enum SaveCommand {
         /// Instance name or id.
         instance: String,
     },
+    /// Upload a scenario zip (control.lua at its root or in one folder) into the instance's
+    /// scenarios/, for `save create --scenario NAME`; replaces one of that name.
+    ScenarioUpload {
+        /// Instance name or id.
+        instance: String,
+        /// The scenario zip.
+        file: PathBuf,
+        /// Scenario name (default: the file's name without .zip).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Delete a save from the instance's host.
     Delete {
         /// Instance name or id.

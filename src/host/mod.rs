@@ -563,6 +563,25 @@ impl Host {
                     .map(|i| i.data_dir());
                 Ok(json!(scenarios::list(&inst.dir, data_dir.as_deref())))
             }
+            "scenario_fetch" => {
+                let inst = self.instance(id)?;
+                let name = data["name"].as_str().unwrap_or_default();
+                let name = scenarios::check_upload_name(name).map_err(|e| err("bad_request", e))?;
+                let dir = inst.dir.join("scenarios");
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| err("io", format!("creating {}: {e}", dir.display())))?;
+                let zip = format!("upload-{}.zip", crate::store::now_ms());
+                let zip = self
+                    .transfer
+                    .fetch_scenario_as(id, &name, &dir, &zip)
+                    .await
+                    .map_err(|e| err("transfer_failed", e))?;
+                let unpacked = scenarios::unpack(&zip, &inst.dir, &name);
+                let _ = std::fs::remove_file(&zip);
+                unpacked.map_err(|e| err("bad_request", e))?;
+                tracing::info!(instance = %inst.name, scenario = %name, "scenario uploaded");
+                Ok(json!({ "name": name, "source": "instance" }))
+            }
             "save_push" => {
                 let inst = self.instance(id)?;
                 let name = data["name"].as_str().unwrap_or_default();

@@ -125,44 +125,78 @@ pub fn list(inst_dir: &Path, install_data: Option<&Path>) -> Vec<Scenario> {
     v
 }
 
-/// Unpacks an uploaded scenario zip into `<inst_dir>/scenarios/<name>/` (replacing one of that
-/// name). The zip holds `control.lua` at its root or in one top-level folder.
-pub fn unpack(zip_path: &Path, inst_dir: &Path, name: &str) -> Result<PathBuf, String> {
+/// A name an uploaded scenario may take: `NAME` (it lands in the instance's `scenarios/`).
+pub fn check_upload_name(name: &str) -> Result<String, String> {
     let name = check_name(name)?;
     if name.contains('/') {
         return Err(format!(
             "an uploaded scenario is named NAME, not MOD/NAME ('{name}')"
         ));
     }
+    Ok(name)
+}
+
+/// The folder inside a scenario zip that holds its `control.lua`: the root (`""`) or one
+/// top-level folder (`"name/"`).
+fn root_of(names: &[String]) -> Result<String, String> {
+    if names.iter().any(|n| n == "control.lua") {
+        return Ok(String::new());
+    }
+    let roots: Vec<&str> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix("/control.lua"))
+        .filter(|r| !r.contains('/'))
+        .collect();
+    match roots.as_slice() {
+        [r] => Ok(format!("{r}/")),
+        [] => Err(
+            "the zip has no control.lua (at its root or in one top-level folder): it is not a scenario"
+                .into(),
+        ),
+        _ => Err(
+            "the zip has control.lua in several top-level folders: upload one scenario per zip"
+                .into(),
+        ),
+    }
+}
+
+fn open_zip(zip_path: &Path) -> Result<(zip::ZipArchive<std::fs::File>, String), String> {
     let f = std::fs::File::open(zip_path).map_err(|e| format!("opening the upload: {e}"))?;
-    let mut zip =
+    let zip =
         zip::ZipArchive::new(f).map_err(|e| format!("the scenario is not a readable zip ({e})"))?;
     let names: Vec<String> = zip
         .file_names()
         .filter_map(|n| n.ok().map(|n| n.to_string()))
         .collect();
-    let prefix = if names.iter().any(|n| n == "control.lua") {
-        String::new()
-    } else {
-        let roots: Vec<&str> = names
-            .iter()
-            .filter_map(|n| n.strip_suffix("/control.lua"))
-            .filter(|r| !r.contains('/'))
-            .collect();
-        match roots.as_slice() {
-            [r] => format!("{r}/"),
-            [] => {
-                return Err(
-                    "the zip has no control.lua (at its root or in one top-level folder): it is not a scenario"
-                        .into(),
-                );
-            }
-            _ => return Err(
-                "the zip has control.lua in several top-level folders: upload one scenario per zip"
-                    .into(),
-            ),
-        }
-    };
+    let prefix = root_of(&names)?;
+    if let Some(bad) = names
+        .iter()
+        .find(|n| n.strip_prefix(&prefix).is_some_and(|rel| !safe_path(rel)))
+    {
+        return Err(format!("the zip has an unsafe path: {bad}"));
+    }
+    Ok((zip, prefix))
+}
+
+/// A plain relative path inside the scenario's folder (no `..`, no absolute path, no `\`).
+fn safe_path(rel: &str) -> bool {
+    !rel.contains('\\')
+        && Path::new(rel)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+/// Whether `zip_path` is a scenario zip [`unpack`] takes (the controller checks uploads with
+/// it before any host sees them).
+pub fn check_zip(zip_path: &Path) -> Result<(), String> {
+    open_zip(zip_path).map(|_| ())
+}
+
+/// Unpacks an uploaded scenario zip into `<inst_dir>/scenarios/<name>/` (replacing one of that
+/// name). The zip holds `control.lua` at its root or in one top-level folder.
+pub fn unpack(zip_path: &Path, inst_dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let name = check_upload_name(name)?;
+    let (mut zip, prefix) = open_zip(zip_path)?;
     let scenarios = inst_dir.join("scenarios");
     let staging = scenarios.join(format!(".incoming-{name}-{}", crate::store::now_ms()));
     std::fs::create_dir_all(&staging)
@@ -183,12 +217,7 @@ pub fn unpack(zip_path: &Path, inst_dir: &Path, name: &str) -> Result<PathBuf, S
             if rel.is_empty() || entry.is_dir() {
                 continue;
             }
-            // Only plain relative paths inside the scenario.
-            let safe = !rel.contains('\\')
-                && Path::new(&rel)
-                    .components()
-                    .all(|c| matches!(c, std::path::Component::Normal(_)));
-            if !safe {
+            if !safe_path(&rel) {
                 return Err(format!("the zip has an unsafe path: {full}"));
             }
             let dest = staging.join(&rel);

@@ -159,6 +159,23 @@ impl Transfer {
         .ok_or_else(|| format!("the controller has no upload named {name}"))
     }
 
+    /// A scenario zip the controller holds for this instance, stored as `target` in `dir`.
+    pub async fn fetch_scenario_as(
+        &self,
+        instance_id: i64,
+        name: &str,
+        dir: &Path,
+        target: &str,
+    ) -> Result<PathBuf, String> {
+        self.download(
+            &format!("/api/v1/host/scenarios/{instance_id}/{name}"),
+            dir,
+            Some(target),
+        )
+        .await?
+        .ok_or_else(|| format!("the controller has no scenario upload named {name}"))
+    }
+
     /// A JSON document from the controller's host routes (`/api/v1/host/…`).
     pub async fn get_json(&self, path: &str) -> Result<Value, String> {
         let resp = self

@@ -52,6 +52,21 @@ pub async fn load_next(api: &Api, instance: &str) -> Option<String> {
         .and_then(|s| s["name"].as_str().map(String::from))
 }
 
+/// A zip of `files` (path, content), e.g. a scenario to upload.
+pub fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = zip::ZipWriter::new(&mut out);
+        for (name, content) in files {
+            w.start_file(*name, zip::write::SimpleFileOptions::default())
+                .expect("entry");
+            w.write_all(content).expect("write");
+        }
+        w.finish().expect("zip");
+    }
+    out.into_inner()
+}
+
 /// `zip` with one more entry `<root>/<file>` holding `content`.
 pub fn with_entry(zip: &[u8], file: &str, content: &[u8]) -> Vec<u8> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).expect("a zip");

@@ -357,11 +357,54 @@ function newMapForm(inst, base, refresh) {
   const rawSettings = h("textarea", { id: "map-settings-json", rows: 6, spellcheck: "false", placeholder: '{"pollution": {"enabled": false}}' });
   const exchange = h("textarea", { id: "map-exchange-string", rows: 3, spellcheck: "false", placeholder: ">>>eNp…<<< (Factorio's map generator: Export)" });
   const scenario = h("select", { id: "map-scenario" }, h("option", { value: "" }, "(none: a normal map)"));
-  get(`${base}/scenarios`)
-    .then((list) => {
-      for (const sc of list || []) scenario.append(h("option", { value: sc.name }, `${sc.name} (${sc.source})`));
-    })
-    .catch(() => {});
+  const loadScenarios = (selected) =>
+    get(`${base}/scenarios`)
+      .then((list) => {
+        scenario.replaceChildren(h("option", { value: "" }, "(none: a normal map)"));
+        for (const sc of list || []) scenario.append(h("option", { value: sc.name }, `${sc.name} (${sc.source})`));
+        if (selected) scenario.value = selected;
+      })
+      .catch(() => {});
+  loadScenarios();
+  // A scenario zip uploaded into the instance's scenarios/ (then chosen above).
+  let scenarioUpload = null;
+  if (can("core.instance.scenario.upload")) {
+    const file = h("input", { type: "file", id: "scenario-file", accept: ".zip,application/zip" });
+    const up = h("button", { type: "button", class: "secondary", id: "scenario-upload" }, "Upload scenario");
+    const prog = progressRow("Scenario upload progress");
+    const upError = h("p", { class: "error", role: "alert", id: "scenario-error" });
+    up.addEventListener("click", () => {
+      upError.textContent = "";
+      const f = file.files && file.files[0];
+      if (!f) {
+        upError.textContent = "Choose a scenario zip first.";
+        file.focus();
+        return;
+      }
+      const scName = f.name.replace(/\.zip$/i, "");
+      busy(up, async () => {
+        prog.set(0, `0 % of ${fmtBytes(f.size)}`);
+        try {
+          const r = await upload(`${base}/scenarios/${seg(scName)}`, f, (fr) => prog.set(fr, `${Math.round(fr * 100)} % of ${fmtBytes(f.size)}`));
+          prog.set(1, "uploaded");
+          file.value = "";
+          await loadScenarios(r && r.name);
+          toast(`Uploaded scenario ${r && r.name}.`);
+        } catch (err) {
+          prog.hide();
+          upError.textContent = err.message;
+        }
+      });
+    });
+    scenarioUpload = h(
+      "div",
+      {},
+      field("Upload a scenario (.zip)", file, "A zip with control.lua at its root or in one folder; it lands in the instance's scenarios/ under the file's name (replacing one of that name) and can then be chosen above."),
+      h("div", { class: "actions" }, up),
+      prog.el,
+      upError,
+    );
+  }
   const error = h("p", { class: "error", role: "alert", id: "map-error" });
   const result = h("p", { class: "muted", id: "map-result", "aria-live": "polite" });
   const btn = h("button", { type: "submit", class: "primary", id: "map-create" }, "Create the map");
@@ -404,6 +447,7 @@ function newMapForm(inst, base, refresh) {
     h("p", { class: "muted" }, "The host runs Factorio's --create (or, for a scenario, --start-server-load-scenario) with these settings (written as map-gen-settings.json and map-settings.json); the instance must be stopped. The next start loads the new map."),
     field("Save name", name),
     field("Scenario", scenario, "Start the new game from a scenario (the instance's scenarios/ folder, the install's, or a mod's); the settings below apply to it."),
+    scenarioUpload,
     field("Map exchange string", exchange, "Pasted from Factorio: its settings replace the form's fields below (raw JSON still applies over it)."),
     field("Seed", seed, "Empty: random (or the exchange string's)."),
     field("Preset", preset, "A Factorio preset; the fields below apply over it."),

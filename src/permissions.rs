@@ -35,6 +35,7 @@ permissions! {
     "core.host.generate_token", false, "Generate host token", "See and rotate the join token that lets new hosts register.";
     "core.host.revoke_token", false, "Revoke host token", "Revoke a host's token, disconnecting it.";
     "core.host.install_factorio", false, "Install Factorio", "Download and install a Factorio version on a host.";
+    "core.host.remove_factorio", false, "Remove Factorio", "Delete an installed Factorio version from a host (not one a game runs or an instance asks for).";
     "core.instance.get", true, "Read instance", "See an instance's details.";
     "core.instance.list", true, "List instances", "See the instances of the cluster.";
     "core.instance.subscribe", true, "Subscribe to instances", "Receive live instance updates.";

@@ -245,16 +245,91 @@ async fn two_versions_installed_and_an_instance_on_each() {
     })
     .await;
 
+    // Removing a version: refused while an instance asks for it (running or not), while a
+    // game runs it, for the install the egg put in the Factorio directory itself, and for
+    // what is not installed or not a version. Each refusal says why and removes nothing.
+    let remove = |v: &'static str| {
+        let api = Api::new(&c.url(""), &c.first_token);
+        async move {
+            api.call(
+                "DELETE",
+                &format!("/api/v1/hosts/h1/factorio-versions/{v}"),
+                None,
+            )
+            .await
+        }
+    };
+    let (s, v) = remove("2.0.72").await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("old"),
+        "names the instance: {v}"
+    );
+    let (s, v) = api.post("/api/v1/instances/old/stop", json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = remove("2.0.72").await;
+    assert_eq!(s, 409, "a stopped instance still asks for it: {v}");
+    let (s, v) = remove("2.0.78").await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("running game"),
+        "{v}"
+    );
+    let (s, v) = remove("2.0.77").await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("stays"),
+        "{v}"
+    );
+    let (s, v) = remove("2.0.50").await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = remove("two").await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(
+        versions(&api.get("/api/v1/hosts/h1").await),
+        vec!["2.0.78", "2.0.77", "2.0.72"],
+        "nothing was removed"
+    );
+    // Once nothing asks for it, ctl removes it: gone from the list and from the disk.
+    let (s, v) = api
+        .call(
+            "PATCH",
+            "/api/v1/instances/old",
+            Some(json!({ "config": { "factorio_version": "latest" } })),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (ok, out, err) = ctl(&c, &["host", "remove-factorio", "h1", "2.0.72"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("Removed Factorio 2.0.72 from host h1"),
+        "{out}"
+    );
+    assert_eq!(
+        versions(&api.get("/api/v1/hosts/h1").await),
+        vec!["2.0.78", "2.0.77"]
+    );
+    assert!(!h.dir.join("factorio/2.0.72").exists());
+    assert!(
+        !factorio_dir(&h.dir).iter().any(|n| n.starts_with('.')),
+        "nothing left aside"
+    );
+
     // Audited.
     let audit = api.get("/api/v1/audit?limit=50").await;
-    assert!(
-        audit
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["action"] == "host.install_factorio" && e["target"] == "h1"),
-        "{audit}"
-    );
+    for action in ["host.install_factorio", "host.remove_factorio"] {
+        assert!(
+            audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["action"] == action && e["target"] == "h1"),
+            "{action}: {audit}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,8 +406,8 @@ async fn failed_installs_say_why_and_leave_nothing() {
 }
 
 /// The Hosts page in a real browser (headless Chromium): the host's versions, and an install
-/// from the form with the download's progress, then a refused one. A failing step leaves
-/// `FAILED-<step>.png` under `target/screenshots/`.
+/// from the form with the download's progress, then a refused one, then a removal. A failing
+/// step leaves `FAILED-<step>.png` under `target/screenshots/`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hosts_page_installs_a_version_with_progress() {
     use common::browser::{Driver, Ui};
@@ -401,6 +476,29 @@ async fn the_hosts_page_installs_a_version_with_progress() {
 
     let host = api.get("/api/v1/hosts/h1").await;
     assert_eq!(versions(&host), vec!["2.0.77", "2.0.76"], "{host}");
+
+    ui.step("remove_a_version_after_confirming", async {
+        // Only the version in a folder of its own has the button, not the direct install.
+        ui.wait_js(
+            "the remove button",
+            "document.querySelector(\"[data-factorio-versions='h1'] button[data-remove-version='2.0.76']\") && !document.querySelector(\"[data-factorio-versions='h1'] button[data-remove-version='2.0.77']\")",
+        )
+        .await?;
+        ui.click("[data-factorio-versions='h1'] button[data-remove-version='2.0.76']")
+            .await?;
+        ui.wait_text("dialog[open]", "Remove Factorio 2.0.76 from h1?")
+            .await?;
+        ui.click("dialog[open] button[type=submit]").await?;
+        ui.wait_js(
+            "2.0.76 gone from the list",
+            "!document.querySelector(\"[data-factorio-versions='h1']\").textContent.includes('2.0.76')",
+        )
+        .await?;
+        Ok(())
+    })
+    .await;
+    let host = api.get("/api/v1/hosts/h1").await;
+    assert_eq!(versions(&host), vec!["2.0.77"], "{host}");
     // The refused install's 502 is logged by the browser; nothing else may be.
     let errors = ui.browser_errors().await.unwrap_or_default();
     let unexpected: Vec<_> = errors

@@ -194,6 +194,12 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
             vec![("host", id_or_name(h))],
             true,
         ),
+        ("DELETE", ["hosts", h, "factorio-versions", v]) => r(
+            "/hosts/{id}/factorio-versions/{version}",
+            "host_remove_factorio",
+            vec![("host", id_or_name(h)), ("version", s(v))],
+            false,
+        ),
         ("POST", ["hosts", h, "revoke"]) => r(
             "/hosts/{id}/revoke",
             "host_revoke",

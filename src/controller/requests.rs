@@ -163,6 +163,11 @@ pub enum ControlRequest {
         host: Ref,
         version: String,
     },
+    /// Remove an installed Factorio version from a host (`versions.rs`).
+    HostRemoveFactorio {
+        host: Ref,
+        version: String,
+    },
     JoinTokenGet,
     JoinTokenRotate,
     InstanceList,
@@ -469,6 +474,7 @@ impl ControlRequest {
             HostRevoke { .. } => vec!["core.host.revoke_token"],
             HostGet { .. } => vec!["core.host.list"],
             HostInstallFactorio { .. } => vec!["core.host.list", "core.host.install_factorio"],
+            HostRemoveFactorio { .. } => vec!["core.host.list", "core.host.remove_factorio"],
             JoinTokenGet | JoinTokenRotate => vec!["core.host.generate_token"],
             InstanceList => vec!["core.instance.list"],
             InstanceGet { .. } => vec!["core.instance.get"],
@@ -719,6 +725,9 @@ impl ControlRequest {
             }
             HostInstallFactorio { host, version } => {
                 ok(ctl.install_factorio(&who, host, version).await?)
+            }
+            HostRemoveFactorio { host, version } => {
+                ok(ctl.remove_factorio(&who, host, version).await?)
             }
             HostRevoke { host } => {
                 let host = host.to_string();

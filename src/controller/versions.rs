@@ -126,19 +126,12 @@ impl Controller {
         }
     }
 
-    /// Installs Factorio `version` on `host`; answers once it is installed (or why not).
-    pub async fn install_factorio(
+    /// The connected, unrevoked host `host` names.
+    async fn connected_host(
         &self,
-        who: &str,
         host: Ref,
-        version: String,
-    ) -> Result<Value, ApiError> {
-        let version = version.trim().to_string();
-        if !crate::host::versions::valid_request(&version) {
-            return Err(ApiError::bad_request(format!(
-                "\"{version}\" is not a Factorio version: give one like 2.0.77, or stable or latest"
-            )));
-        }
+        verb: &str,
+    ) -> Result<store::hosts::HostRecord, ApiError> {
         let h = host.to_string();
         let rec = self.store.read(move |c| store::hosts::get(c, &h)).await?;
         if rec.revoked {
@@ -152,11 +145,65 @@ impl Controller {
                 409,
                 "host_disconnected",
                 format!(
-                    "host '{}' is not connected; start it, then install again",
+                    "host '{}' is not connected; start it, then {verb} again",
                     rec.name
                 ),
             ));
         }
+        Ok(rec)
+    }
+
+    /// Removes Factorio `version` from `host` (refused while a game runs it or an instance of
+    /// the host asks for it).
+    pub async fn remove_factorio(
+        &self,
+        who: &str,
+        host: Ref,
+        version: String,
+    ) -> Result<Value, ApiError> {
+        let version = version.trim().to_string();
+        let rec = self.connected_host(host, "remove").await?;
+        let result = self
+            .hub
+            .request_host(
+                rec.id,
+                "factorio_remove",
+                json!({ "version": version }),
+                std::time::Duration::from_secs(120),
+            )
+            .await;
+        let (w, name) = (who.to_string(), rec.name.clone());
+        let detail = match &result {
+            Ok(v) => json!({ "version": v["version"], "removed": v["removed"] }),
+            Err(e) => json!({ "version": version, "error": e.code }),
+        };
+        if let Err(e) = self
+            .store
+            .write(move |c| store::audit::record(c, &w, "host.remove_factorio", &name, &detail))
+            .await
+        {
+            tracing::warn!(error = %e, "could not audit a Factorio removal");
+        }
+        let mut done = result.map_err(install_error)?;
+        self.publish_host_view(rec.id).await;
+        done["host"] = json!(rec.name);
+        Ok(done)
+    }
+
+    /// Installs Factorio `version` on `host`; answers once it is installed (or why not).
+    pub async fn install_factorio(
+        &self,
+        who: &str,
+        host: Ref,
+        version: String,
+    ) -> Result<Value, ApiError> {
+        let version = version.trim().to_string();
+        if !crate::host::versions::valid_request(&version) {
+            return Err(ApiError::bad_request(format!(
+                "\"{version}\" is not a Factorio version: give one like 2.0.77, or stable or latest"
+            )));
+        }
+        let rec = self.connected_host(host, "install").await?;
         let result = self
             .hub
             .request_host(

@@ -106,6 +106,28 @@ pub async fn host(client: &Client, out: &Output, cmd: HostCommand) -> anyhow::Re
             host,
             factorio_version,
         } => super::versions::install(client, out, &host, &factorio_version).await,
+        HostCommand::RemoveFactorio {
+            host,
+            factorio_version,
+        } => {
+            let reply = client
+                .delete(&format!(
+                    "/hosts/{}/factorio-versions/{}",
+                    seg(&host),
+                    seg(&factorio_version)
+                ))
+                .await
+                .with_context(|| {
+                    format!("removing Factorio {factorio_version} from host '{host}'")
+                })?;
+            out.print(&reply, |r| {
+                format!(
+                    "Removed Factorio {} from host {host} ({})",
+                    cell(&r["version"]),
+                    cell(&r["removed"])
+                )
+            })
+        }
         HostCommand::Revoke { host } => {
             let reply = client
                 .post(&format!("/hosts/{}/revoke", seg(&host)), &json!({}))

@@ -115,6 +115,15 @@ pub enum HostCommand {
         #[arg(value_name = "VERSION")]
         factorio_version: String,
     },
+    /// Delete an installed Factorio version from a host (refused while a game runs it or an
+    /// instance asks for it by version).
+    RemoveFactorio {
+        /// Host name or id.
+        host: String,
+        /// The version, e.g. 2.0.76.
+        #[arg(value_name = "VERSION")]
+        factorio_version: String,
+    },
     /// Print the join token new hosts register with (the slaves' MASTER_TOKEN).
     JoinToken {
         /// Replace it with a new one; the old one stops working.

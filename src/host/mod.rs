@@ -482,6 +482,7 @@ impl Host {
         match name {
             "config_get" | "config_update" => self.config_request(&data, name == "config_update"),
             "factorio_install" => self.install_factorio(&data).await,
+            "factorio_remove" => self.remove_factorio(&data).await,
             "instance_assigned" => {
                 let inst = self.adopt(&data)?;
                 self.report(&inst, None);

@@ -186,6 +186,43 @@ impl Versions {
         }
     }
 
+    /// Removes the install of `version` in `<root>/<version>/` (moved aside first, so the
+    /// listing never shows half a folder). `in_use`: the install folders of running games.
+    pub fn remove(&self, version: &str, in_use: &[PathBuf]) -> Result<Value, InstallError> {
+        let Some(found) = self.list().into_iter().find(|i| i.version == version) else {
+            return Err(fail(
+                "not_found",
+                format!("Factorio {version} is not installed here"),
+            ));
+        };
+        if found.layout != "versioned" {
+            return Err(fail(
+                "conflict",
+                format!(
+                    "Factorio {version} is the install in {} itself (what the egg's installer or the image put there), not a folder of its own; it stays",
+                    found.path
+                ),
+            ));
+        }
+        if in_use.iter().any(|p| p == &found.install.root) {
+            return Err(fail(
+                "conflict",
+                format!("a running game uses Factorio {version}; stop it first"),
+            ));
+        }
+        let aside = self.root.join(format!(
+            "{REPLACED_PREFIX}{version}-removed-{}",
+            crate::store::now_ms()
+        ));
+        std::fs::rename(&found.install.root, &aside)
+            .map_err(|e| fail("io", format!("removing {}: {e}", found.path)))?;
+        if let Err(e) = std::fs::remove_dir_all(&aside) {
+            // The next sweep takes what is left; the version is gone from the list already.
+            tracing::warn!(path = %aside.display(), error = %e, "could not remove all of a removed Factorio folder");
+        }
+        Ok(json!({ "version": version, "removed": found.path }))
+    }
+
     /// Downloads, checks and installs `wanted` into `<root>/<version>/`. `progress` gets each
     /// stage (`downloading` with bytes, `verifying`, `extracting`, `checking`). Whatever fails
     /// leaves nothing behind.
@@ -519,6 +556,66 @@ impl super::Host {
             roots.insert(inst.id, install.root.clone());
         }
         Ok(install)
+    }
+
+    /// `factorio_remove {version}`: deletes an install no running game uses and no instance
+    /// of this host asks for by version; the new list goes out as `factorio_versions`.
+    pub(super) async fn remove_factorio(
+        self: &std::sync::Arc<Self>,
+        data: &Value,
+    ) -> Result<Value, crate::link::ErrorBody> {
+        use crate::link::ErrorBody;
+        let version = data["version"].as_str().unwrap_or_default().trim();
+        if FactorioVersion::parse(version).is_none_or(|p| p.to_string() != version) {
+            return Err(ErrorBody::new(
+                "bad_request",
+                format!("\"{version}\" is not a Factorio version: give one like 2.0.77"),
+            ));
+        }
+        if !self.versions.list().iter().any(|i| i.version == version) {
+            return Err(ErrorBody::new(
+                "not_found",
+                format!(
+                    "Factorio {version} is not installed on host '{}'",
+                    self.cfg.host_name
+                ),
+            ));
+        }
+        let pinned: Vec<String> = self
+            .instances()
+            .iter()
+            .filter(|i| self.settings(i)["factorio_version"].as_str() == Some(version))
+            .map(|i| i.name.clone())
+            .collect();
+        if !pinned.is_empty() {
+            return Err(ErrorBody::new(
+                "conflict",
+                format!(
+                    "instance(s) {} ask for Factorio {version} (setting factorio_version); set them to another version or latest first",
+                    pinned.join(", ")
+                ),
+            ));
+        }
+        if self
+            .factorio_installing
+            .lock()
+            .is_ok_and(|busy| busy.contains(version))
+        {
+            return Err(ErrorBody::new(
+                "conflict",
+                format!("Factorio {version} is being installed; wait for it to finish"),
+            ));
+        }
+        let done = self
+            .versions
+            .remove(version, &self.factorio_in_use())
+            .map_err(|e| ErrorBody::new(e.code, e.message))?;
+        tracing::info!(version, "Factorio removed");
+        self.link.send_event(
+            "factorio_versions",
+            json!({ "versions": self.versions.report() }),
+        );
+        Ok(done)
     }
 
     /// `factorio_install {version}`: download, check, extract, verify; progress as

@@ -1,9 +1,9 @@
 // Factorio versions on the Hosts page: install another version on a host, with the host's
 // download progress (factorio_install_progress events) as it goes.
 
-import { post, seg } from "../api.js";
-import { h, replace, busy, toast, field } from "../dom.js";
-import { state, subscribe, sorted } from "../store.js";
+import { post, del, seg } from "../api.js";
+import { h, replace, busy, toast, field, confirmDialog } from "../dom.js";
+import { state, subscribe, sorted, can } from "../store.js";
 
 function size(n) {
   if (n == null) return "?";
@@ -12,14 +12,37 @@ function size(n) {
   return `${(n / (1 << 20)).toFixed(1)} MiB`;
 }
 
-/** The versions a host has, newest first; the first is what `latest` instances run. */
+/** The versions a host has, newest first; the first is what `latest` instances run. A version
+ * in a folder of its own can be removed (the host refuses one a game runs or an instance asks
+ * for, and says which). */
 export function versionList(host) {
   const list = host.factorio_versions || [];
   if (!list.length) return h("span", { class: "muted" }, host.connected ? "none" : "unknown");
+  const removable = (v) => host.connected && v.layout === "versioned" && can("core.host.remove_factorio");
+  const remove = (v) =>
+    confirmDialog({
+      title: `Remove Factorio ${v.version} from ${host.name}?`,
+      body: [h("p", {}, `This deletes ${v.path} on the host. Instances that ask for ${v.version} by version must be set to another one first.`)],
+      confirm: "Remove",
+      danger: true,
+      onConfirm: async () => {
+        await del(`hosts/${seg(host.name)}/factorio-versions/${seg(v.version)}`);
+        toast(`Removed Factorio ${v.version} from ${host.name}.`);
+      },
+    });
   return h(
     "ul",
     { class: "inline", dataset: { factorioVersions: host.name } },
-    list.map((v, i) => h("li", { title: v.path }, i === 0 ? `${v.version} (latest)` : v.version)),
+    list.map((v, i) =>
+      h(
+        "li",
+        { title: v.path },
+        i === 0 ? `${v.version} (latest)` : v.version,
+        removable(v)
+          ? [" ", h("button", { type: "button", class: "small danger", "aria-label": `Remove Factorio ${v.version} from ${host.name}`, dataset: { removeVersion: v.version }, onclick: () => remove(v) }, "remove")]
+          : null,
+      ),
+    ),
   );
 }
 

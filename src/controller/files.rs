@@ -312,44 +312,71 @@ where
         let target = ctl.saves_dir(rec.id).join("uploads").join(&name);
         let (staging, (size, sha)) =
             receive_staged(body, &target, &name, saves::check_save_zip).await?;
-        // One upload of a name at a time reaches the host: the file it fetches is this one.
-        let _one = FILE_LOCKS.lock(target.clone()).await;
-        if let Err(e) = std::fs::rename(&staging, &target) {
-            let _ = std::fs::remove_file(&staging);
-            return Err(ApiError::io(format_args!("staging {name}"), &e));
-        }
         // The host keeps it under a name of its own if the running game writes `name`.
-        let fetched = ctl
-            .ask_host(
-                &rec,
-                "save_fetch",
-                json!({ "name": name }),
-                std::time::Duration::from_secs(600),
-            )
-            .await;
-        let _ = std::fs::remove_file(&target);
-        let stored = fetched?["name"]
+        let fetched = hand_to_host(&ctl, &rec, &staging, &target, "save_fetch", &name).await?;
+        let stored = fetched["name"]
             .as_str()
             .map(String::from)
             .unwrap_or_else(|| name.clone());
-        let (who, n, inst) = (actor.audit_name(), stored.clone(), rec.name.clone());
-        ctl.store
-            .write(move |c| {
-                store::audit::record(
-                    c,
-                    &who,
-                    "save.upload",
-                    &inst,
-                    &json!({ "name": n, "sha256": sha }),
-                )
-            })
-            .await?;
+        audit_upload(&ctl, &actor, "save.upload", &rec.name, &stored, sha).await?;
         Ok::<_, ApiError>(
             json!({ "name": stored, "requested": name, "size": size, "load_next": true }),
         )
     }
     .await;
     created(result)
+}
+
+/// Puts a received upload where the instance's host fetches it (`target`), has the host fetch
+/// it (`request` with `name`) and removes it again. One upload of a name at a time reaches the
+/// host: the file it fetches is this one.
+async fn hand_to_host(
+    ctl: &Controller,
+    rec: &store::InstanceRecord,
+    staging: &Path,
+    target: &Path,
+    request: &str,
+    name: &str,
+) -> Result<Value, ApiError> {
+    let _one = FILE_LOCKS.lock(target.to_path_buf()).await;
+    if let Err(e) = std::fs::rename(staging, target) {
+        let _ = std::fs::remove_file(staging);
+        return Err(ApiError::io(format_args!("staging {name}"), &e));
+    }
+    let fetched = ctl
+        .ask_host(
+            rec,
+            request,
+            json!({ "name": name }),
+            std::time::Duration::from_secs(600),
+        )
+        .await;
+    let _ = std::fs::remove_file(target);
+    fetched
+}
+
+/// The audit row of an upload: who, what, and the file's SHA-256.
+async fn audit_upload(
+    ctl: &Controller,
+    actor: &Actor,
+    action: &'static str,
+    instance: &str,
+    name: &str,
+    sha256: String,
+) -> Result<(), ApiError> {
+    let (who, n, inst) = (actor.audit_name(), name.to_string(), instance.to_string());
+    ctl.store
+        .write(move |c| {
+            store::audit::record(
+                c,
+                &who,
+                action,
+                &inst,
+                &json!({ "name": n, "sha256": sha256 }),
+            )
+        })
+        .await?;
+    Ok(())
 }
 
 fn check_scenario_zip(path: &Path, _name: &str) -> Result<(), saves::SaveError> {
@@ -381,33 +408,8 @@ where
         let target = dir.join(format!("{name}.zip"));
         let (staging, (size, sha)) =
             receive_staged(body, &target, &name, check_scenario_zip).await?;
-        let _one = FILE_LOCKS.lock(target.clone()).await;
-        if let Err(e) = std::fs::rename(&staging, &target) {
-            let _ = std::fs::remove_file(&staging);
-            return Err(ApiError::io(format_args!("staging scenario {name}"), &e));
-        }
-        let fetched = ctl
-            .ask_host(
-                &rec,
-                "scenario_fetch",
-                json!({ "name": name }),
-                std::time::Duration::from_secs(600),
-            )
-            .await;
-        let _ = std::fs::remove_file(&target);
-        fetched?;
-        let (who, n, inst) = (actor.audit_name(), name.clone(), rec.name.clone());
-        ctl.store
-            .write(move |c| {
-                store::audit::record(
-                    c,
-                    &who,
-                    "scenario.upload",
-                    &inst,
-                    &json!({ "name": n, "sha256": sha }),
-                )
-            })
-            .await?;
+        hand_to_host(&ctl, &rec, &staging, &target, "scenario_fetch", &name).await?;
+        audit_upload(&ctl, &actor, "scenario.upload", &rec.name, &name, sha).await?;
         Ok::<_, ApiError>(json!({ "name": name, "source": "instance", "size": size }))
     }
     .await;

@@ -172,17 +172,39 @@ impl Controller {
                 std::time::Duration::from_secs(120),
             )
             .await;
+        self.host_factorio_done(who, &rec, "host.remove_factorio", &version, result)
+            .await
+    }
+
+    /// Audits what a host answered to an install or removal of `version` and, if it did it,
+    /// publishes the host's new view.
+    async fn host_factorio_done(
+        &self,
+        who: &str,
+        rec: &store::hosts::HostRecord,
+        action: &'static str,
+        version: &str,
+        result: Result<Value, crate::link::ErrorBody>,
+    ) -> Result<Value, ApiError> {
         let (w, name) = (who.to_string(), rec.name.clone());
         let detail = match &result {
-            Ok(v) => json!({ "version": v["version"], "removed": v["removed"] }),
+            Ok(v) => {
+                let mut d = json!({ "version": v["version"] });
+                for key in ["checksum", "removed"] {
+                    if !v[key].is_null() {
+                        d[key] = v[key].clone();
+                    }
+                }
+                d
+            }
             Err(e) => json!({ "version": version, "error": e.code }),
         };
         if let Err(e) = self
             .store
-            .write(move |c| store::audit::record(c, &w, "host.remove_factorio", &name, &detail))
+            .write(move |c| store::audit::record(c, &w, action, &name, &detail))
             .await
         {
-            tracing::warn!(error = %e, "could not audit a Factorio removal");
+            tracing::warn!(error = %e, action, "could not audit a Factorio install or removal");
         }
         let mut done = result.map_err(install_error)?;
         self.publish_host_view(rec.id).await;
@@ -217,21 +239,7 @@ impl Controller {
         self.factorio.with(rec.id, |e| {
             e.installing.remove(&version);
         });
-        let (w, name) = (who.to_string(), rec.name.clone());
-        let detail = match &result {
-            Ok(v) => json!({ "version": v["version"], "checksum": v["checksum"] }),
-            Err(e) => json!({ "version": version, "error": e.code }),
-        };
-        if let Err(e) = self
-            .store
-            .write(move |c| store::audit::record(c, &w, "host.install_factorio", &name, &detail))
+        self.host_factorio_done(who, &rec, "host.install_factorio", &version, result)
             .await
-        {
-            tracing::warn!(error = %e, "could not audit a Factorio install");
-        }
-        let mut done = result.map_err(install_error)?;
-        self.publish_host_view(rec.id).await;
-        done["host"] = json!(rec.name);
-        Ok(done)
     }
 }

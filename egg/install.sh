@@ -1,7 +1,8 @@
 #!/bin/bash
 # clustorio egg install script (runs in the install container, server files at /mnt/server).
 # A slave needs the Factorio headless server; a master needs nothing. Re-running it never
-# touches saves, instances or configuration — only the factorio/ install is replaced.
+# touches saves, instances, configuration or the versions installed beside it in
+# factorio/<X.Y.Z>/ — only the install in factorio/ itself is replaced.
 mkdir -p /mnt/server
 cd /mnt/server || exit 1
 
@@ -69,6 +70,16 @@ INSTALLED=$("$WORK/factorio/bin/x64/factorio" --version 2>/dev/null | head -n1)
 rm -rf factorio.old
 [ -d factorio ] && mv factorio factorio.old
 mv "$WORK/factorio" factorio || fail "cannot move Factorio into place"
+# Versions a host installed beside this one (factorio/<X.Y.Z>/, README "Factorio versions")
+# stay: only the install in factorio/ itself is replaced.
+if [ -d factorio.old ]; then
+    for kept in factorio.old/*; do
+        name=${kept##*/}
+        if [[ "$name" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] && [ -d "$kept" ] && [ ! -e "factorio/$name" ]; then
+            mv "$kept" "factorio/$name" && echo "clustorio install: kept Factorio $name (factorio/$name)"
+        fi
+    done
+fi
 rm -rf factorio.old
 # Owned like the server directory (a panel chowns it again at start; Docker compose does not).
 chown -R "$(stat -c %u:%g .)" factorio 2>/dev/null || true

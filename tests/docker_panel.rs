@@ -561,10 +561,19 @@ async fn the_install_script_installs_factorio_and_fails_clearly() {
     assert!(out.contains("installed Version: 2.0.77"), "{out}");
     assert!(dir.join("factorio/bin/x64/factorio").exists());
     assert!(dir.join("factorio/data/base/info.json").exists());
-    // A reinstall (here: `stable`) replaces Factorio and keeps everything else.
+    // A reinstall (here: `stable`) replaces Factorio and keeps everything else, the versions
+    // the host installed beside it in factorio/<version>/ included.
     std::fs::create_dir_all(dir.join("instances/east")).unwrap();
+    std::fs::create_dir_all(dir.join("factorio/2.0.72/bin/x64")).unwrap();
+    std::fs::write(dir.join("factorio/2.0.72/bin/x64/factorio"), "kept").unwrap();
     let out = run(dir.clone(), "slave", "stable").await.unwrap();
     assert!(out.contains("clustorio install: OK"), "{out}");
+    assert!(out.contains("kept Factorio 2.0.72"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("factorio/2.0.72/bin/x64/factorio")).unwrap(),
+        "kept",
+        "a reinstall keeps the versions installed beside it"
+    );
     assert_eq!(
         read_json(&dir.join("config-slave.json"))["host_token"],
         "keep",

@@ -858,20 +858,6 @@ impl Controller {
                             .collect()
                     })
                     .unwrap_or_default();
-                if let Ok(mut live) = self.live.lock() {
-                    let entry = live.entry(id).or_default();
-                    entry.confirmed = true;
-                    entry.players = data["players"]
-                        .as_array()
-                        .map(|p| {
-                            p.iter()
-                                .filter_map(|n| n.as_str().map(String::from))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    entry.message = data["message"].as_str().map(String::from);
-                    entry.container = Some(data["container"].clone()).filter(|c| !c.is_null());
-                }
                 let result = self
                     .store
                     .write(move |c| {
@@ -899,6 +885,16 @@ impl Controller {
                     .await;
                 match result {
                     Ok(rec) => {
+                        // Confirmed only once the status is committed: a view read in between
+                        // would otherwise show the status from before as the host's word.
+                        if let Ok(mut live) = self.live.lock() {
+                            let entry = live.entry(id).or_default();
+                            entry.confirmed = true;
+                            entry.players = online.clone();
+                            entry.message = data["message"].as_str().map(String::from);
+                            entry.container =
+                                Some(data["container"].clone()).filter(|c| !c.is_null());
+                        }
                         self.observe_players(&rec, online).await;
                         if let Ok(view) = self.instance_view(rec).await {
                             self.hub.publish(Event::instance_updated(&view));
